@@ -1,0 +1,40 @@
+-- One row per stored sync attempt; the primary key is the idempotency key, so a
+-- retried event is refused by INSERT OR IGNORE and counts once.
+CREATE TABLE IF NOT EXISTS events (
+    project TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    last_success_at_ms INTEGER,
+    sent_at_ms INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    clock_skew_ms INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    duration_bucket INTEGER NOT NULL,
+    conflicts INTEGER NOT NULL,
+    queue_depth INTEGER NOT NULL,
+    queue_bucket INTEGER NOT NULL,
+    staleness_ms INTEGER,
+    staleness_bucket INTEGER NOT NULL,
+    app_version TEXT NOT NULL,
+    os TEXT NOT NULL,
+    os_version TEXT NOT NULL,
+    network TEXT NOT NULL,
+    device_model TEXT NOT NULL,
+    sync_type TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    error_kind TEXT NOT NULL,
+    error_message TEXT NOT NULL,
+    retries INTEGER NOT NULL,
+    records_up INTEGER NOT NULL,
+    records_down INTEGER NOT NULL,
+    bytes_up INTEGER NOT NULL,
+    bytes_down INTEGER NOT NULL,
+    sample_rate REAL NOT NULL,
+    weight REAL NOT NULL,
+    PRIMARY KEY (project, event_id)
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (project, event_time_ms);
+CREATE INDEX IF NOT EXISTS events_by_device ON events (project, device_id, event_time_ms);

@@ -1,0 +1,458 @@
+//! The wire format: `{"sent_at": RFC3339, "events": [SyncEvent, ...]}`.
+//!
+//! Events are validated one by one from untyped JSON so that a bad event is
+//! rejected with its index, the field at fault and why, while its neighbours
+//! go through. Unknown fields are ignored, so older collectors accept newer
+//! probes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// The most events one batch may carry.
+pub const MAX_BATCH_EVENTS: usize = 5000;
+/// The longest `error_message` accepted, in characters.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 1024;
+/// Longest `device_id`, in characters.
+const MAX_DEVICE_ID_CHARS: usize = 128;
+/// Longest short label (`app_version`, `os`, `os_version`, `device_model`, `sync_type`).
+const MAX_LABEL_CHARS: usize = 128;
+/// A sync attempt longer than this is a broken clock or counter, not a sync.
+const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $(#[doc = $text] $variant),+ }
+
+        impl $name {
+            /// Every value, in contract order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the wire spelling.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+
+            fn expected() -> String {
+                let all: &[&str] = &[$($text),+];
+                format!("one of {}", all.join(", "))
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// The network the device was on when the attempt started.
+    Network { Wifi => "wifi", Cellular => "cellular", Ethernet => "ethernet", Offline => "offline", Unknown => "unknown" }
+);
+string_enum!(
+    /// What started the sync attempt.
+    Trigger { AppOpen => "app_open", Resume => "resume", User => "user", LocalWrite => "local_write", Scheduled => "scheduled", Reconnect => "reconnect", Other => "other" }
+);
+string_enum!(
+    /// Why a sync attempt failed.
+    ErrorKind { Network => "network", Timeout => "timeout", Server => "server", Auth => "auth", Validation => "validation", Conflict => "conflict", Cancelled => "cancelled", Unknown => "unknown" }
+);
+
+/// One sync attempt, as the device reported it, after validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncEvent {
+    /// Idempotency key: the same event stored twice counts once.
+    pub event_id: Uuid,
+    /// Pseudonymous device identifier, 1..=128 characters.
+    pub device_id: String,
+    /// When the attempt started, on the device clock.
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// Whether the attempt succeeded.
+    pub success: bool,
+    /// How long the attempt took.
+    pub duration_ms: u64,
+    /// Conflicts met during the attempt.
+    #[serde(default)]
+    pub conflicts: u32,
+    /// Pending local mutations after the attempt.
+    #[serde(default)]
+    pub queue_depth: u32,
+    /// The device's last successful sync before this attempt; `None` = never synced.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_success_at: Option<OffsetDateTime>,
+    /// Version of the app that made the attempt.
+    pub app_version: String,
+    /// Operating system family (`android`, `ios`, `windows`, ...).
+    pub os: String,
+    /// Operating system version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// Network type at the start of the attempt.
+    #[serde(default = "default_network")]
+    pub network: Network,
+    /// Device model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_model: Option<String>,
+    /// Kind of sync (`push`, `pull`, `full`, `delta`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_type: Option<String>,
+    /// What started the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Why the attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+    /// Error text, at most 1024 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Retries inside the attempt.
+    #[serde(default)]
+    pub retries: u32,
+    /// Records pushed.
+    #[serde(default)]
+    pub records_up: u64,
+    /// Records pulled.
+    #[serde(default)]
+    pub records_down: u64,
+    /// Bytes pushed.
+    #[serde(default)]
+    pub bytes_up: u64,
+    /// Bytes pulled.
+    #[serde(default)]
+    pub bytes_down: u64,
+    /// The event stands for `1 / sample_rate` attempts (0 < r <= 1).
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: f64,
+}
+
+fn default_network() -> Network {
+    Network::Unknown
+}
+
+fn default_sample_rate() -> f64 {
+    1.0
+}
+
+/// Why one event of a batch was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Position of the event in the batch's `events` array.
+    pub index: usize,
+    /// The field at fault (`""` when the event itself is not an object).
+    pub field: String,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+/// A batch after validation: the good events and the reasons for the bad ones.
+#[derive(Debug, Clone)]
+pub struct ParsedBatch {
+    /// When the device sent the batch, on its clock.
+    pub sent_at: OffsetDateTime,
+    /// The valid events, each with its index in the batch.
+    pub events: Vec<(usize, SyncEvent)>,
+    /// The invalid events.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Parses and validates a JSON batch body.
+///
+/// A body that is not a batch at all (not JSON, no `events` array, no valid
+/// `sent_at`, too many events) is an [`Error::NotABatch`]; a bad event inside
+/// a good batch is a [`Rejection`] and does not stop the others.
+pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch> {
+    #[derive(Deserialize)]
+    struct RawBatch {
+        sent_at: Option<Value>,
+        events: Option<Value>,
+    }
+    let raw: RawBatch = serde_json::from_slice(body).map_err(|e| Error::NotABatch(format!("invalid JSON: {e}")))?;
+    let sent_at = match raw.sent_at {
+        Some(Value::String(s)) => parse_time(&s).map_err(|reason| Error::NotABatch(format!("sent_at: {reason}")))?,
+        Some(_) => return Err(Error::NotABatch("sent_at: expected an RFC 3339 timestamp string".into())),
+        None => return Err(Error::NotABatch("sent_at: missing".into())),
+    };
+    let events = match raw.events {
+        Some(Value::Array(events)) => events,
+        Some(_) => return Err(Error::NotABatch("events: expected an array".into())),
+        None => return Err(Error::NotABatch("events: missing".into())),
+    };
+    if events.len() > MAX_BATCH_EVENTS {
+        return Err(Error::NotABatch(format!(
+            "events: {} events in one batch, at most {MAX_BATCH_EVENTS} allowed",
+            events.len()
+        )));
+    }
+    let mut parsed = ParsedBatch { sent_at, events: Vec::with_capacity(events.len()), rejected: Vec::new() };
+    for (index, value) in events.into_iter().enumerate() {
+        match SyncEvent::from_json(value) {
+            Ok(event) => parsed.events.push((index, event)),
+            Err((field, reason)) => parsed.rejected.push(Rejection { index, field: field.to_string(), reason }),
+        }
+    }
+    Ok(parsed)
+}
+
+type FieldError = (&'static str, String);
+
+impl SyncEvent {
+    /// Validates one event from untyped JSON, naming the first field at fault.
+    pub fn from_json(value: Value) -> std::result::Result<SyncEvent, (&'static str, String)> {
+        let Value::Object(mut obj) = value else {
+            return Err(("", "expected a JSON object".into()));
+        };
+        let event_id = required(&mut obj, "event_id", |v| {
+            let s = as_str(v)?;
+            Uuid::parse_str(&s).map_err(|_| format!("expected a UUID, got {s:?}"))
+        })?;
+        let device_id = required(&mut obj, "device_id", |v| bounded_string(v, 1, MAX_DEVICE_ID_CHARS))?;
+        let occurred_at = required(&mut obj, "occurred_at", |v| parse_time(&as_str(v)?))?;
+        let success = required(&mut obj, "success", |v| v.as_bool().ok_or_else(|| expected("a boolean", &v)))?;
+        let duration_ms = required(&mut obj, "duration_ms", |v| {
+            let d = as_u64(&v)?;
+            if d > MAX_DURATION_MS {
+                return Err(format!("{d} ms is longer than 30 days"));
+            }
+            Ok(d)
+        })?;
+        let conflicts = optional(&mut obj, "conflicts", |v| as_u32(&v))?.unwrap_or(0);
+        let queue_depth = optional(&mut obj, "queue_depth", |v| as_u32(&v))?.unwrap_or(0);
+        let last_success_at = optional(&mut obj, "last_success_at", |v| parse_time(&as_str(v)?))?;
+        let app_version = required(&mut obj, "app_version", |v| bounded_string(v, 1, MAX_LABEL_CHARS))?;
+        let os = required(&mut obj, "os", |v| bounded_string(v, 1, MAX_LABEL_CHARS))?;
+        let os_version = optional(&mut obj, "os_version", |v| bounded_string(v, 0, MAX_LABEL_CHARS))?;
+        let network = optional(&mut obj, "network", |v| parse_enum(v, Network::parse, Network::expected))?
+            .unwrap_or(Network::Unknown);
+        let device_model = optional(&mut obj, "device_model", |v| bounded_string(v, 0, MAX_LABEL_CHARS))?;
+        let sync_type = optional(&mut obj, "sync_type", |v| bounded_string(v, 1, 32))?;
+        let trigger = optional(&mut obj, "trigger", |v| parse_enum(v, Trigger::parse, Trigger::expected))?;
+        let error_kind = optional(&mut obj, "error_kind", |v| parse_enum(v, ErrorKind::parse, ErrorKind::expected))?;
+        let error_message =
+            optional(&mut obj, "error_message", |v| bounded_string(v, 0, MAX_ERROR_MESSAGE_CHARS))?;
+        let retries = optional(&mut obj, "retries", |v| as_u32(&v))?.unwrap_or(0);
+        let records_up = optional(&mut obj, "records_up", |v| as_u64(&v))?.unwrap_or(0);
+        let records_down = optional(&mut obj, "records_down", |v| as_u64(&v))?.unwrap_or(0);
+        let bytes_up = optional(&mut obj, "bytes_up", |v| as_u64(&v))?.unwrap_or(0);
+        let bytes_down = optional(&mut obj, "bytes_down", |v| as_u64(&v))?.unwrap_or(0);
+        let sample_rate = optional(&mut obj, "sample_rate", |v| {
+            let r = v.as_f64().ok_or_else(|| expected("a number", &v))?;
+            if r > 0.0 && r <= 1.0 {
+                Ok(r)
+            } else {
+                Err(format!("must be greater than 0 and at most 1, got {r}"))
+            }
+        })?
+        .unwrap_or(1.0);
+        Ok(SyncEvent {
+            event_id,
+            device_id,
+            occurred_at,
+            success,
+            duration_ms,
+            conflicts,
+            queue_depth,
+            last_success_at,
+            app_version,
+            os,
+            os_version,
+            network,
+            device_model,
+            sync_type,
+            trigger,
+            error_kind,
+            error_message,
+            retries,
+            records_up,
+            records_down,
+            bytes_up,
+            bytes_down,
+            sample_rate,
+        })
+    }
+}
+
+fn required<T>(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+    parse: impl FnOnce(Value) -> std::result::Result<T, String>,
+) -> std::result::Result<T, FieldError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Err((field, "missing required field".into())),
+        Some(v) => parse(v).map_err(|reason| (field, reason)),
+    }
+}
+
+/// `null` and absence both mean "not given".
+fn optional<T>(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+    parse: impl FnOnce(Value) -> std::result::Result<T, String>,
+) -> std::result::Result<Option<T>, FieldError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse(v).map(Some).map_err(|reason| (field, reason)),
+    }
+}
+
+fn expected(what: &str, got: &Value) -> String {
+    let kind = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    format!("expected {what}, got {kind}")
+}
+
+fn as_str(v: Value) -> std::result::Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(expected("a string", &other)),
+    }
+}
+
+fn bounded_string(v: Value, min: usize, max: usize) -> std::result::Result<String, String> {
+    let s = as_str(v)?;
+    let len = s.chars().count();
+    if len < min {
+        return Err(if min == 1 { "must not be empty".into() } else { format!("must be at least {min} characters") });
+    }
+    if len > max {
+        return Err(format!("{len} characters, at most {max} allowed"));
+    }
+    Ok(s)
+}
+
+fn as_u64(v: &Value) -> std::result::Result<u64, String> {
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(|| format!("expected a non-negative integer, got {n}")),
+        other => Err(expected("a non-negative integer", other)),
+    }
+}
+
+fn as_u32(v: &Value) -> std::result::Result<u32, String> {
+    let n = as_u64(v)?;
+    u32::try_from(n).map_err(|_| format!("{n} is larger than {}", u32::MAX))
+}
+
+fn parse_enum<T>(v: Value, parse: fn(&str) -> Option<T>, expected_values: fn() -> String) -> std::result::Result<T, String> {
+    let s = as_str(v)?;
+    parse(&s).ok_or_else(|| format!("unknown value {s:?}, expected {}", expected_values()))
+}
+
+fn parse_time(s: &str) -> std::result::Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| format!("expected an RFC 3339 timestamp, got {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn good() -> Value {
+        json!({
+            "event_id": "6f1c1a7e-2f7b-4c1e-9a53-3f0e8c1d2b4a",
+            "device_id": "dev-1",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "success": true,
+            "duration_ms": 1200,
+            "app_version": "2.3.0",
+            "os": "android",
+        })
+    }
+
+    fn batch(events: Vec<Value>) -> Vec<u8> {
+        serde_json::to_vec(&json!({"sent_at": "2026-11-21T10:00:05Z", "events": events})).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_event_takes_the_documented_defaults() {
+        let parsed = parse_batch(&batch(vec![good()])).unwrap();
+        assert!(parsed.rejected.is_empty());
+        let e = &parsed.events[0].1;
+        assert_eq!(e.conflicts, 0);
+        assert_eq!(e.queue_depth, 0);
+        assert_eq!(e.network, Network::Unknown);
+        assert_eq!(e.sample_rate, 1.0);
+        assert_eq!(e.last_success_at, None);
+    }
+
+    #[test]
+    fn a_bad_event_is_rejected_with_index_field_and_reason_and_the_rest_pass() {
+        let mut wrong_type = good();
+        wrong_type["duration_ms"] = json!("slow");
+        let mut missing = good();
+        missing.as_object_mut().unwrap().remove("device_id");
+        let mut out_of_range = good();
+        out_of_range["sample_rate"] = json!(0);
+        let mut bad_enum = good();
+        bad_enum["network"] = json!("5g");
+        let mut unknown_field = good();
+        unknown_field["future_field"] = json!({"x": 1});
+        let parsed =
+            parse_batch(&batch(vec![good(), wrong_type, missing, out_of_range, bad_enum, unknown_field])).unwrap();
+        assert_eq!(parsed.events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 5]);
+        let got: Vec<(usize, &str)> = parsed.rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
+        assert_eq!(got, vec![(1, "duration_ms"), (2, "device_id"), (3, "sample_rate"), (4, "network")]);
+        assert_eq!(parsed.rejected[0].reason, "expected a non-negative integer, got a string");
+        assert_eq!(parsed.rejected[1].reason, "missing required field");
+    }
+
+    #[test]
+    fn long_fields_and_negative_numbers_are_out_of_range() {
+        let mut long_message = good();
+        long_message["error_message"] = json!("x".repeat(1025));
+        let mut long_device = good();
+        long_device["device_id"] = json!("d".repeat(129));
+        let mut negative = good();
+        negative["conflicts"] = json!(-1);
+        let mut too_big = good();
+        too_big["queue_depth"] = json!(u64::from(u32::MAX) + 1);
+        let parsed = parse_batch(&batch(vec![long_message, long_device, negative, too_big])).unwrap();
+        let fields: Vec<&str> = parsed.rejected.iter().map(|r| r.field.as_str()).collect();
+        assert_eq!(fields, vec!["error_message", "device_id", "conflicts", "queue_depth"]);
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_batch_is_an_error() {
+        assert!(matches!(parse_batch(b"not json"), Err(Error::NotABatch(_))));
+        assert!(matches!(parse_batch(b"{\"events\": []}"), Err(Error::NotABatch(m)) if m.contains("sent_at")));
+        assert!(matches!(
+            parse_batch(b"{\"sent_at\": \"2026-11-21T10:00:00Z\", \"events\": {}}"),
+            Err(Error::NotABatch(m)) if m.contains("events")
+        ));
+        let too_many = batch(vec![good(); MAX_BATCH_EVENTS + 1]);
+        assert!(matches!(parse_batch(&too_many), Err(Error::NotABatch(_))));
+    }
+
+    #[test]
+    fn a_non_object_event_is_rejected_without_a_field() {
+        let parsed = parse_batch(&batch(vec![json!(42)])).unwrap();
+        assert_eq!(parsed.rejected[0].field, "");
+    }
+
+    #[test]
+    fn an_event_round_trips_through_its_own_json() {
+        let parsed = parse_batch(&batch(vec![good()])).unwrap();
+        let event = parsed.events[0].1.clone();
+        let again = SyncEvent::from_json(serde_json::to_value(&event).unwrap()).unwrap();
+        assert_eq!(event, again);
+    }
+}

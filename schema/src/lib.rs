@@ -1,0 +1,20 @@
+//! The synchealth contract: what a client sends (`SyncEvent` inside a batch),
+//! how it is validated, what the collector stores for it, and the storage
+//! migrations for both stores.
+//!
+//! Every other crate depends on this one, so the rules of the wire format live
+//! here once: the collector, the probe and the tests all call the same parser.
+
+mod bucket;
+mod error;
+mod event;
+pub mod migrations;
+mod stored;
+
+pub use bucket::{bucket_of, bucket_value, weighted_quantile, MAX_BUCKET};
+pub use error::{Error, Result};
+pub use event::{
+    parse_batch, ErrorKind, Network, ParsedBatch, Rejection, SyncEvent, Trigger,
+    MAX_BATCH_EVENTS, MAX_ERROR_MESSAGE_CHARS,
+};
+pub use stored::{unix_ms, ProjectName, StoredEvent, CLOCK_SKEW_TOLERANCE_MS};

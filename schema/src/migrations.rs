@@ -1,0 +1,69 @@
+//! Versioned, idempotent storage migrations for both stores.
+//!
+//! Each migration is applied once, in order, and recorded in the store's
+//! `schema_migrations` table; every statement is also written to be harmless
+//! if run again (`IF NOT EXISTS`), so a crash between applying and recording
+//! leaves nothing to repair. ClickHouse statements carry placeholders that the
+//! store fills from the server version it talks to (`{label}` is
+//! `LowCardinality(String)` where the server has it, `{ttl}` a TTL clause where
+//! it has TTL), so one text serves ClickHouse 18.16 and current releases.
+
+/// One migration: a version, a name and its statements.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Applied in increasing order; never reused.
+    pub version: u32,
+    /// Short description, recorded beside the version.
+    pub name: &'static str,
+    /// The SQL text, one or more statements separated by `;` at line ends.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// The statements of the migration, comments dropped, in order.
+    pub fn statements(&self) -> Vec<String> {
+        let without_comments: String = self
+            .sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .map(|l| match l.find(" -- ") {
+                Some(at) => &l[..at],
+                None => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        without_comments
+            .split(";\n")
+            .map(|s| s.trim().trim_end_matches(';').trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// ClickHouse migrations, in order.
+pub const CLICKHOUSE: &[Migration] = &[
+    Migration { version: 1, name: "events", sql: include_str!("../migrations/clickhouse/0001_events.sql") },
+    Migration { version: 2, name: "control plane", sql: include_str!("../migrations/clickhouse/0002_control_plane.sql") },
+];
+
+/// SQLite migrations, in order.
+pub const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "events", sql: include_str!("../migrations/sqlite/0001_events.sql") },
+    Migration { version: 2, name: "control plane", sql: include_str!("../migrations/sqlite/0002_control_plane.sql") },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase_and_statements_split() {
+        for list in [CLICKHOUSE, SQLITE] {
+            assert!(list.windows(2).all(|w| w[0].version < w[1].version));
+        }
+        assert_eq!(CLICKHOUSE[1].statements().len(), 3);
+        assert_eq!(SQLITE[0].statements().len(), 3);
+        assert!(SQLITE[1].statements()[2].contains("projects TEXT NOT NULL"));
+        assert!(!SQLITE[1].statements()[2].contains("JSON array"));
+    }
+}

@@ -1,0 +1,200 @@
+//! What the collector stores for one accepted event: the event as sent, the
+//! collector's own clock readings, and the values every query needs
+//! precomputed (skew-corrected time, weight, histogram buckets).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::bucket::bucket_of;
+use crate::{Error, Result, SyncEvent};
+
+/// Below this, a difference between `sent_at` and `received_at` is network
+/// latency and ordinary drift, not a wrong clock: the device time is kept as
+/// is. Above, the correction is rounded to whole minutes. Both keep the
+/// corrected time of an event identical when a probe resends it (its latency
+/// differs by milliseconds between tries), which is what lets ClickHouse
+/// collapse the duplicate rows of a retried batch on its sorting key.
+pub const CLOCK_SKEW_TOLERANCE_MS: i64 = 60_000;
+
+/// A project (tenant) name: 1..=64 of `a-z`, `0-9`, `-`, `_`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    /// Checks the naming rule.
+    pub fn parse(name: &str) -> Result<ProjectName> {
+        let invalid = |reason| Error::InvalidProjectName { name: name.to_string(), reason };
+        if name.is_empty() || name.len() > 64 {
+            return Err(invalid("must be 1 to 64 characters"));
+        }
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+            return Err(invalid("only a-z, 0-9, '-' and '_' are allowed"));
+        }
+        Ok(ProjectName(name.to_string()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ProjectName {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self> {
+        ProjectName::parse(&value)
+    }
+}
+
+impl From<ProjectName> for String {
+    fn from(value: ProjectName) -> Self {
+        value.0
+    }
+}
+
+impl std::fmt::Display for ProjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One stored sync attempt. All times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The project the ingest key belongs to.
+    pub project: ProjectName,
+    /// The event as the device sent it.
+    pub event: SyncEvent,
+    /// When the device sent the batch, device clock.
+    pub sent_at_ms: i64,
+    /// When the collector received the batch, collector clock.
+    pub received_at_ms: i64,
+    /// `received_at - sent_at`: how far the device clock is behind.
+    pub clock_skew_ms: i64,
+    /// `occurred_at` corrected for clock skew: the time every query buckets by.
+    pub event_time_ms: i64,
+    /// `occurred_at - last_success_at` on the device clock (never negative);
+    /// `None` when the device has never synced.
+    pub staleness_ms: Option<u64>,
+    /// How many attempts this event stands for: `1 / sample_rate`.
+    pub weight: f64,
+    /// Histogram bucket of `duration_ms`.
+    pub duration_bucket: u16,
+    /// Histogram bucket of `queue_depth`.
+    pub queue_bucket: u16,
+    /// Histogram bucket of `staleness_ms` (0 when never synced).
+    pub staleness_bucket: u16,
+}
+
+impl StoredEvent {
+    /// Stamps an accepted event with the collector's view of it.
+    pub fn new(project: ProjectName, event: SyncEvent, sent_at: OffsetDateTime, received_at: OffsetDateTime) -> Self {
+        let sent_at_ms = unix_ms(sent_at);
+        let received_at_ms = unix_ms(received_at);
+        let clock_skew_ms = received_at_ms - sent_at_ms;
+        let occurred_at_ms = unix_ms(event.occurred_at);
+        let event_time_ms = occurred_at_ms + correction_ms(clock_skew_ms);
+        let staleness_ms =
+            event.last_success_at.map(|last| u64::try_from(occurred_at_ms - unix_ms(last)).unwrap_or(0));
+        StoredEvent {
+            weight: 1.0 / event.sample_rate,
+            duration_bucket: bucket_of(event.duration_ms),
+            queue_bucket: bucket_of(u64::from(event.queue_depth)),
+            staleness_bucket: staleness_ms.map(bucket_of).unwrap_or(0),
+            project,
+            event,
+            sent_at_ms,
+            received_at_ms,
+            clock_skew_ms,
+            event_time_ms,
+            staleness_ms,
+        }
+    }
+
+    /// `occurred_at` in Unix milliseconds (device clock).
+    pub fn occurred_at_ms(&self) -> i64 {
+        unix_ms(self.event.occurred_at)
+    }
+
+    /// `last_success_at` in Unix milliseconds (device clock).
+    pub fn last_success_at_ms(&self) -> Option<i64> {
+        self.event.last_success_at.map(unix_ms)
+    }
+}
+
+/// The correction applied to device times for a measured skew.
+fn correction_ms(skew_ms: i64) -> i64 {
+    if skew_ms.abs() < CLOCK_SKEW_TOLERANCE_MS {
+        0
+    } else {
+        let minute = 60_000;
+        (skew_ms + skew_ms.signum() * minute / 2) / minute * minute
+    }
+}
+
+/// Unix milliseconds of a timestamp.
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn event() -> SyncEvent {
+        SyncEvent::from_json(serde_json::json!({
+            "event_id": "6f1c1a7e-2f7b-4c1e-9a53-3f0e8c1d2b4a",
+            "device_id": "dev-1",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "last_success_at": "2026-11-21T09:00:00Z",
+            "success": true,
+            "duration_ms": 1200,
+            "app_version": "2.3.0",
+            "os": "android",
+            "sample_rate": 0.25,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_clock_three_hours_behind_is_corrected_and_staleness_is_read_on_the_device_clock() {
+        let project = ProjectName::parse("default").unwrap();
+        let sent = datetime!(2026-11-21 10:00:05 UTC);
+        let received = datetime!(2026-11-21 13:00:05.300 UTC);
+        let stored = StoredEvent::new(project, event(), sent, received);
+        assert_eq!(stored.clock_skew_ms, 3 * 3600 * 1000 + 300);
+        assert_eq!(stored.event_time_ms, unix_ms(datetime!(2026-11-21 13:00:00 UTC)));
+        assert_eq!(stored.staleness_ms, Some(3600 * 1000));
+        assert_eq!(stored.weight, 4.0);
+    }
+
+    #[test]
+    fn a_resent_event_gets_the_same_corrected_time_despite_different_latency() {
+        let project = ProjectName::parse("default").unwrap();
+        let first = StoredEvent::new(
+            project.clone(),
+            event(),
+            datetime!(2026-11-21 10:00:05 UTC),
+            datetime!(2026-11-21 10:00:05.040 UTC),
+        );
+        let retry = StoredEvent::new(
+            project,
+            event(),
+            datetime!(2026-11-21 10:05:00 UTC),
+            datetime!(2026-11-21 10:05:02.900 UTC),
+        );
+        assert_eq!(first.event_time_ms, retry.event_time_ms);
+        assert_eq!(first.event_time_ms, first.occurred_at_ms());
+    }
+
+    #[test]
+    fn project_names_follow_the_rule() {
+        assert!(ProjectName::parse("mobile-prod_2").is_ok());
+        assert!(ProjectName::parse("").is_err());
+        assert!(ProjectName::parse("Prod").is_err());
+        assert!(ProjectName::parse("a b").is_err());
+    }
+}

@@ -1,0 +1,40 @@
+use thiserror::Error;
+
+/// Everything a store can fail with.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// ClickHouse refused or could not be reached.
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The embedded store's files could not be opened.
+    #[error("cannot open the embedded store at {path}: {source}")]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        source: rusqlite::Error,
+    },
+    /// A background task died (a bug, or the runtime shutting down).
+    #[error("store task failed: {0}")]
+    Task(String),
+    /// Stored data that does not parse back (a bug, or a hand-edited table).
+    #[error("corrupt stored row: {0}")]
+    Corrupt(String),
+    /// A migration failed.
+    #[error("migration {version} ({name}) failed: {reason}")]
+    Migration {
+        /// Migration version.
+        version: u32,
+        /// Migration name.
+        name: &'static str,
+        /// What the server said.
+        reason: String,
+    },
+}
+
+/// Result with the store's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
