@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::bucket::bucket_of;
 use crate::{Error, Result, SyncEvent};

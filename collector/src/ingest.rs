@@ -1,0 +1,99 @@
+//! `POST /v1/events`.
+
+use std::io::Read;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use flate2::read::GzDecoder;
+use serde::{Deserialize, Serialize};
+use synchealth_schema::{parse_batch, Rejection, StoredEvent};
+use time::OffsetDateTime;
+
+use crate::{AppError, CollectorState};
+
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestResponse {
+    /// Events newly stored.
+    pub accepted: usize,
+    /// Events already stored before (or repeated within the batch): counted once.
+    pub duplicates: usize,
+    /// Events refused, with why.
+    pub rejected: Vec<Rejection>,
+}
+
+#[tracing::instrument(skip_all, fields(project, events, accepted, duplicates, rejected))]
+pub(crate) async fn post_events(
+    State(state): State<CollectorState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestResponse>, AppError> {
+    let received_at = OffsetDateTime::now_utc();
+    let project = state.keys.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
+    check_content_type(&headers)?;
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: state.limits.max_body_bytes },
+        _ => AppError::BadRequest(rejection.body_text()),
+    })?;
+    let body = decode_body(&headers, body, state.limits.max_body_bytes)?;
+    let batch = parse_batch(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
+
+    let span = tracing::Span::current();
+    span.record("project", project.as_str());
+    span.record("events", batch.events.len() + batch.rejected.len());
+
+    let stored: Vec<StoredEvent> = batch
+        .events
+        .into_iter()
+        .map(|(_, event)| StoredEvent::new(project.clone(), event, batch.sent_at, received_at))
+        .collect();
+    let outcome = if stored.is_empty() {
+        Default::default()
+    } else {
+        state.store.insert(&stored).await.map_err(|e| AppError::Unavailable(e.to_string()))?
+    };
+    span.record("accepted", outcome.inserted);
+    span.record("duplicates", outcome.duplicates.len());
+    span.record("rejected", batch.rejected.len());
+    tracing::info!("Stored batch.");
+    Ok(Json(IngestResponse { accepted: outcome.inserted, duplicates: outcome.duplicates.len(), rejected: batch.rejected }))
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
+    match header_str(headers, header::CONTENT_TYPE) {
+        None => Ok(()),
+        Some(ct) if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => Ok(()),
+        Some(other) => Err(AppError::UnsupportedMediaType(format!("content-type {other:?}; send application/json"))),
+    }
+}
+
+/// The body, decompressed, within `limit` both before and after: a small
+/// gzip bomb is stopped once its output passes the limit, not after.
+fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, AppError> {
+    if body.len() > limit {
+        return Err(AppError::PayloadTooLarge { limit });
+    }
+    match header_str(headers, header::CONTENT_ENCODING).map(|e| e.trim().to_ascii_lowercase()) {
+        None => Ok(body.to_vec()),
+        Some(e) if e == "identity" => Ok(body.to_vec()),
+        Some(e) if e == "gzip" => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| AppError::BadRequest(format!("body is not valid gzip: {e}")))?;
+            if out.len() > limit {
+                return Err(AppError::PayloadTooLarge { limit });
+            }
+            Ok(out)
+        }
+        Some(other) => Err(AppError::UnsupportedMediaType(format!("content-encoding {other:?}; send gzip or identity"))),
+    }
+}

@@ -1,0 +1,176 @@
+//! The JSON API: every number the dashboard shows, for scripts and incident
+//! bots. All endpoints take the parameters of [`QueryParams`].
+
+use axum::extract::{Query as UrlQuery, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use synchealth_store::metrics::Metric;
+use synchealth_store::{Dimension, Filters, GroupKey, Grouping, Query, Summary};
+use time::OffsetDateTime;
+
+use crate::params::format_ms;
+use crate::{AppError, CurrentUser, DashboardState, QueryParams};
+
+/// Most points one time series may have.
+const MAX_POINTS: i64 = 2000;
+
+/// What the response was computed over.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Window {
+    project: String,
+    from: String,
+    to: String,
+    filters: Filters,
+}
+
+impl Window {
+    fn of(query: &Query) -> Self {
+        Window {
+            project: query.project.to_string(),
+            from: format_ms(query.from_ms),
+            to: format_ms(query.to_ms),
+            filters: query.filters.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SummaryResponse {
+    window: Window,
+    #[serde(flatten)]
+    summary: Summary,
+}
+
+/// `GET /api/v1/summary`: every metric over the window.
+pub(crate) async fn summary(
+    State(state): State<DashboardState>,
+    user: CurrentUser,
+    UrlQuery(params): UrlQuery<QueryParams>,
+) -> Result<Json<SummaryResponse>, AppError> {
+    let query = params.to_query(&user, OffsetDateTime::now_utc())?;
+    let groups = state.store.aggregate(&query, Grouping::Total).await?;
+    let summary = groups.first().map(|(_, a)| Summary::from_aggregate(a)).unwrap_or_default();
+    Ok(Json(SummaryResponse { window: Window::of(&query), summary }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TimeseriesParams {
+    #[serde(flatten)]
+    common: QueryParams,
+    /// Bucket width in seconds (default: the window split in about 60 buckets).
+    step: Option<String>,
+    /// Only this metric's value per point (default: every metric).
+    metric: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Point {
+    /// Bucket start, RFC 3339 UTC.
+    t: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Option<f64>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    summary: Option<Summary>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TimeseriesResponse {
+    window: Window,
+    step_seconds: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metric: Option<Metric>,
+    /// Only buckets with events; a missing bucket had no data (not zero).
+    points: Vec<Point>,
+}
+
+/// `GET /api/v1/timeseries`: metrics per time bucket.
+pub(crate) async fn timeseries(
+    State(state): State<DashboardState>,
+    user: CurrentUser,
+    UrlQuery(params): UrlQuery<TimeseriesParams>,
+) -> Result<Json<TimeseriesResponse>, AppError> {
+    let query = params.common.to_query(&user, OffsetDateTime::now_utc())?;
+    let window_s = (query.to_ms - query.from_ms) / 1000;
+    let step_seconds = match params.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(text) => text.parse::<u32>().ok().filter(|s| *s >= 1).ok_or_else(|| AppError::BadParameter {
+            parameter: "step",
+            reason: format!("expected a whole number of seconds, got {text:?}"),
+        })?,
+        None => u32::try_from((window_s / 60).max(1)).unwrap_or(u32::MAX),
+    };
+    if window_s / i64::from(step_seconds) > MAX_POINTS {
+        return Err(AppError::BadParameter {
+            parameter: "step",
+            reason: format!("{step_seconds} s gives more than {MAX_POINTS} points over this window"),
+        });
+    }
+    let metric = match params.metric.as_deref().filter(|m| !m.is_empty()) {
+        Some(name) => Some(parse_metric(name)?),
+        None => None,
+    };
+    let groups = state.store.aggregate(&query, Grouping::Time { step_seconds }).await?;
+    let points = groups
+        .into_iter()
+        .filter_map(|(key, aggregate)| {
+            let GroupKey::Time(start) = key else { return None };
+            let summary = Summary::from_aggregate(&aggregate);
+            Some(match metric {
+                Some(m) => Point { t: format_ms(start * 1000), value: Some(summary.value(m)), summary: None },
+                None => Point { t: format_ms(start * 1000), value: None, summary: Some(summary) },
+            })
+        })
+        .collect();
+    Ok(Json(TimeseriesResponse { window: Window::of(&query), step_seconds, metric, points }))
+}
+
+fn parse_metric(name: &str) -> Result<Metric, AppError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| AppError::BadParameter {
+        parameter: "metric",
+        reason: format!("unknown metric {name:?}"),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BreakdownParams {
+    #[serde(flatten)]
+    common: QueryParams,
+    /// `app_version`, `os` or `network`.
+    by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Segment {
+    segment: String,
+    #[serde(flatten)]
+    summary: Summary,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct BreakdownResponse {
+    window: Window,
+    by: Dimension,
+    segments: Vec<Segment>,
+}
+
+/// `GET /api/v1/breakdown`: every metric per app version, OS or network.
+pub(crate) async fn breakdown(
+    State(state): State<DashboardState>,
+    user: CurrentUser,
+    UrlQuery(params): UrlQuery<BreakdownParams>,
+) -> Result<Json<BreakdownResponse>, AppError> {
+    let query = params.common.to_query(&user, OffsetDateTime::now_utc())?;
+    let by_name = params.by.as_deref().unwrap_or("app_version");
+    let by = Dimension::parse(by_name).ok_or_else(|| AppError::BadParameter {
+        parameter: "by",
+        reason: format!("expected app_version, os or network, got {by_name:?}"),
+    })?;
+    let groups = state.store.aggregate(&query, Grouping::By(by)).await?;
+    let segments = groups
+        .into_iter()
+        .filter_map(|(key, aggregate)| match key {
+            GroupKey::Segment(segment) => Some(Segment { segment, summary: Summary::from_aggregate(&aggregate) }),
+            _ => None,
+        })
+        .collect();
+    Ok(Json(BreakdownResponse { window: Window::of(&query), by, segments }))
+}

@@ -1,0 +1,13 @@
+//! The `synchealth` binary as a library: settings, the store it opens, the
+//! first-start provisioning, and [`Application`], which runs any set of roles
+//! (collector, dashboard, alerts) on one listener. `main.rs` only parses the
+//! command line; tests build the same [`Application`] on port 0.
+
+pub mod bootstrap;
+pub mod cli;
+mod ops;
+pub mod settings;
+pub mod startup;
+
+pub use crate::settings::{Secret, Settings};
+pub use crate::startup::{open_store, Application, Roles};

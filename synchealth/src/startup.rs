@@ -1,0 +1,155 @@
+//! Building and running the HTTP application for a set of roles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::Router;
+use synchealth_collector::{CollectorState, Limits};
+use synchealth_dashboard::DashboardState;
+use synchealth_store::{ClickHouseConfig, ClickHouseStore, SharedStore, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::bootstrap::{provision, Generated};
+use crate::{ops, Settings};
+
+/// Which roles one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The ingest API.
+    pub collector: bool,
+    /// The JSON API and pages.
+    pub dashboard: bool,
+    /// The alert evaluator.
+    pub alerts: bool,
+}
+
+impl Roles {
+    /// Everything in one process (`synchealth up`).
+    pub const ALL: Roles = Roles { collector: true, dashboard: true, alerts: true };
+}
+
+/// Opens the configured store: ClickHouse when a URL is set, else the
+/// embedded SQLite file in the data directory. Applies migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
+    let store: SharedStore = match &settings.clickhouse.url {
+        Some(url) => {
+            let config = ClickHouseConfig {
+                url: url.clone(),
+                user: settings.clickhouse.user.clone(),
+                password: settings.clickhouse.password.as_ref().map(|p| p.expose().to_string()),
+                database: settings.clickhouse.database.clone(),
+            };
+            Arc::new(ClickHouseStore::connect(config).await.with_context(|| format!("connecting to ClickHouse at {url}"))?)
+        }
+        None => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+            let path = settings.data_dir.join("synchealth.db");
+            Arc::new(SqliteStore::open(&path).with_context(|| format!("opening the embedded store {}", path.display()))?)
+        }
+    };
+    store.migrate().await.context("applying storage migrations")?;
+    tracing::info!(store = store.kind(), "Store ready.");
+    Ok(store)
+}
+
+/// A built, bound application, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    store: SharedStore,
+    background: Vec<JoinHandle<()>>,
+    generated: Generated,
+}
+
+impl Application {
+    /// Opens the store, provisions first-start secrets, binds the listener
+    /// (port 0 picks a free one) and assembles the routes of `roles`.
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        let store = open_store(&settings).await?;
+        let generated = provision(&store, &settings).await?;
+        let mut router = ops::router(store.clone());
+        if roles.collector {
+            let limits = Limits { max_body_bytes: settings.max_body_bytes };
+            router = router.merge(synchealth_collector::router(CollectorState::new(store.clone(), limits)));
+        }
+        if roles.dashboard {
+            router = router.merge(synchealth_dashboard::router(DashboardState::new(store.clone())));
+        }
+        let router = router.layer((TraceLayer::new_for_http(), TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30))));
+        let mut background = Vec::new();
+        if roles.collector {
+            background.push(tokio::spawn(retention_loop(store.clone(), settings.retention_days)));
+        }
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding the listen address {}", settings.listen))?;
+        Ok(Application { listener, router, store, background, generated })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The store the application writes to and reads from.
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    /// Secrets generated at this start (to print once).
+    pub fn generated(&self) -> &Generated {
+        &self.generated
+    }
+
+    /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let addr = self.listener.local_addr().context("reading the bound address")?;
+        tracing::info!(%addr, "Listening.");
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("Stopped.");
+        Ok(())
+    }
+}
+
+/// Drops expired data hourly (first pass at start).
+async fn retention_loop(store: SharedStore, days: u32) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.apply_retention(days).await {
+            tracing::warn!(error = %e, days, "Retention pass failed; will retry next hour.");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("Shutting down: finishing in-flight requests.");
+}

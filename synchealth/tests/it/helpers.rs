@@ -1,0 +1,131 @@
+//! Test harness: the real application on port 0, over a fresh store per test
+//! (a temp dir for SQLite, a fresh database on the test ClickHouse).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{json, Value};
+use synchealth::settings::ClickHouseSettings;
+use synchealth::{Application, Roles, Secret, Settings};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+pub const INGEST_KEY: &str = "shk_test_ingest_key_0123456789abcdef";
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    ClickHouse,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The ClickHouse URL the test script started, or a clear failure.
+pub fn clickhouse_url() -> Option<String> {
+    match std::env::var("SYNCHEALTH_TEST_CLICKHOUSE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("SYNCHEALTH_TEST_SKIP_CLICKHOUSE").as_deref() == Ok("1") => None,
+        _ => panic!("no test ClickHouse: run scripts/test, or set SYNCHEALTH_TEST_CLICKHOUSE_URL=http://127.0.0.1:PORT"),
+    }
+}
+
+/// Settings for a fresh store named after the test.
+pub fn test_settings(backend: Backend, name: &str, dir: &std::path::Path) -> Option<Settings> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        data_dir: dir.join("data"),
+        ingest_key: Some(Secret::from(INGEST_KEY.to_string())),
+        admin_password: Some(Secret::from(ADMIN_PASSWORD.to_string())),
+        ..Settings::default()
+    };
+    if backend == Backend::ClickHouse {
+        let url = clickhouse_url()?;
+        let unique = format!("{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), name);
+        settings.clickhouse = ClickHouseSettings {
+            url: Some(url),
+            user: "default".into(),
+            password: None,
+            database: format!("it_{}", unique.chars().take(60).collect::<String>()),
+        };
+    }
+    Some(settings)
+}
+
+/// Starts the whole product (`synchealth up`) for one test.
+pub async fn spawn_app(backend: Backend, name: &str) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = test_settings(backend, name, dir.path())?;
+    let app = Application::build(settings, Roles::ALL).await.expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    Some(TestApp { address, client: reqwest::Client::new(), _dir: dir })
+}
+
+impl TestApp {
+    pub async fn post_batch(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/events", self.address))
+            .bearer_auth(INGEST_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn summary(&self, query: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/summary?{query}", self.address))
+            .basic_auth("admin", Some(ADMIN_PASSWORD))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 200, "summary failed");
+        response.json().await.expect("summary is JSON")
+    }
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).expect("formats")
+}
+
+/// A valid event `minutes_ago` minutes before now.
+pub fn event(device: &str, minutes_ago: i64, success: bool, duration_ms: u64) -> Value {
+    let at = OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
+    json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "device_id": device,
+        "occurred_at": rfc3339(at),
+        "last_success_at": rfc3339(at - time::Duration::minutes(5)),
+        "success": success,
+        "duration_ms": duration_ms,
+        "conflicts": if success { 0 } else { 2 },
+        "queue_depth": if success { 0 } else { 1500 },
+        "app_version": "2.3.0",
+        "os": "android",
+        "network": "cellular",
+        "error_kind": if success { Value::Null } else { json!("timeout") },
+    })
+}
+
+pub fn batch(events: Vec<Value>) -> Value {
+    json!({"sent_at": rfc3339(OffsetDateTime::now_utc()), "events": events})
+}
+
+/// Writes one test per backend from `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await })+
+        }
+        mod clickhouse {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::ClickHouse).await })+
+        }
+    };
+}
