@@ -110,6 +110,7 @@ impl FromRequestParts<DashboardState> for CurrentUser {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

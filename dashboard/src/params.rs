@@ -103,6 +103,7 @@ pub(crate) fn format_ms(ms: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use synchealth_store::User;

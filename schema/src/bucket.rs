@@ -59,6 +59,7 @@ pub fn weighted_quantile(histogram: &[(u16, f64)], q: f64) -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

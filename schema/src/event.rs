@@ -362,6 +362,7 @@ fn parse_time(s: &str) -> std::result::Result<OffsetDateTime, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

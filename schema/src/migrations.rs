@@ -53,6 +53,7 @@ pub const SQLITE: &[Migration] = &[
 ];
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -139,6 +139,7 @@ pub fn unix_ms(t: OffsetDateTime) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::datetime;

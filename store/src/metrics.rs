@@ -294,6 +294,7 @@ pub enum Metric {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use synchealth_schema::bucket_of;

@@ -17,6 +17,7 @@ struct Running {
 
 /// Starts `synchealth up` and reads its stdout until it says where it listens.
 fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
+    #[allow(clippy::zombie_processes)] // callers kill and wait
     let mut child = Command::new(env!("CARGO_BIN_EXE_synchealth"))
         .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
