@@ -1,1 +1,34 @@
-//! placeholder
+//! Threshold alerts over the sync-health metrics: the rule model and the
+//! life of each alert instance.
+//!
+//! On-call engineers want to be told when a vital sign crosses a line (sync
+//! success rate below 95%, p99 duration above a minute, upload queues backing
+//! up), once, with the segment it happened in, without being paged over a
+//! handful of events or spammed by a metric hovering around the line. This
+//! crate holds the parts of that which are pure and decidable in isolation:
+//!
+//! - [`rule`]: [`Rule`], as written in TOML config, its validation and the
+//!   shipped [`Rule::defaults`];
+//! - [`state`]: [`AlertState`] and [`step`], the state machine of one alert
+//!   instance (ok → pending → firing → resolved → ok), with `for`,
+//!   `keep_firing_for`, `repeat_interval` and `min_events`;
+//! - [`instance`]: [`AlertKey`] (rule and segment) with its stable
+//!   [`AlertKey::fingerprint`], and [`AlertInstance`], the state kept between
+//!   evaluations with its silence;
+//! - [`duration`]: the `"30s"`, `"10m"`, `"1h30m"`, `"7d"` durations of rules.
+//!
+//! No I/O happens here: querying the store on a schedule, persisting
+//! instances and delivering notifications build on these types. An evaluation
+//! of a rule at `now` reads the store over [`Rule::window_at`] with the rule's
+//! filters (grouped by its `group_by`, if any), turns each group's
+//! [`synchealth_store::Summary`] into an [`Observation`], and feeds it to the
+//! instance of that group's [`AlertKey`].
+
+pub mod duration;
+pub mod instance;
+pub mod rule;
+pub mod state;
+
+pub use instance::{AlertInstance, AlertKey};
+pub use rule::{metric_name, validate_all, Comparison, Condition, Rule, RuleError, Severity};
+pub use state::{step, AlertState, Notification, Observation, ResolveReason, Transition, Verdict};
