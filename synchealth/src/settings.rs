@@ -10,6 +10,7 @@ use clap::Args;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use synchealth_alerts::Rule;
 
 /// A secret: deserialized like a string, never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +56,27 @@ pub struct Settings {
     pub retention_days: u32,
     /// Largest ingest request body in bytes, compressed and decompressed.
     pub max_body_bytes: usize,
+    /// Alert evaluation.
+    pub alerts: AlertSettings,
+}
+
+/// Alert evaluation settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// How often every rule is evaluated, e.g. `"15s"`.
+    pub evaluation_interval: String,
+    /// The rules (`[[alerts.rules]]`); giving any replaces the shipped defaults.
+    pub rules: Vec<Rule>,
+}
+
+impl AlertSettings {
+    /// The evaluation interval as a duration.
+    pub fn interval(&self) -> anyhow::Result<std::time::Duration> {
+        let d = synchealth_alerts::duration::parse(&self.evaluation_interval).context("alerts.evaluation_interval")?;
+        anyhow::ensure!(d.is_positive(), "alerts.evaluation_interval must be positive");
+        Ok(d.unsigned_abs())
+    }
 }
 
 /// How to reach ClickHouse.
@@ -86,6 +108,7 @@ impl Default for Settings {
             admin_password: None,
             retention_days: 30,
             max_body_bytes: 5 * 1024 * 1024,
+            alerts: AlertSettings { evaluation_interval: "15s".into(), rules: Rule::defaults() },
         }
     }
 }
@@ -161,7 +184,10 @@ impl Settings {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
-        figment.extract().context("invalid configuration")
+        let settings: Settings = figment.extract().context("invalid configuration")?;
+        synchealth_alerts::validate_all(&settings.alerts.rules).context("invalid alert rule")?;
+        settings.alerts.interval()?;
+        Ok(settings)
     }
 }
 
@@ -181,6 +207,22 @@ mod tests {
         assert_eq!(settings.retention_days, 3);
         assert_eq!(settings.clickhouse.url.as_deref(), Some("http://127.0.0.1:8123"));
         assert_eq!(settings.clickhouse.database, "synchealth");
+        assert_eq!(settings.alerts.rules.len(), 3, "the shipped default rules stay when the file names none");
+    }
+
+    #[test]
+    fn rules_in_the_file_replace_the_defaults_and_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("synchealth.toml");
+        let rule = "[[alerts.rules]]\nname = \"ios-success\"\nmetric = \"success_rate\"\ncomparison = \"<\"\nthreshold = 0.9\nwindow = \"5m\"\nfor = \"1m\"\nseverity = \"page\"\nchannels = [\"email\"]\nfilters = { os = \"ios\" }\n";
+        std::fs::write(&file, format!("[alerts]\nevaluation_interval = \"5s\"\n{rule}")).unwrap();
+        let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(settings.alerts.rules.len(), 1);
+        assert_eq!(settings.alerts.rules[0].name, "ios-success");
+        assert_eq!(settings.alerts.interval().unwrap(), std::time::Duration::from_secs(5));
+        std::fs::write(&file, rule.replace("0.9", "90")).unwrap();
+        let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("ios-success"), "{err:#}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::Router;
+use synchealth_alerts::Evaluator;
 use synchealth_collector::{CollectorState, Limits};
 use synchealth_dashboard::DashboardState;
 use synchealth_store::{ClickHouseConfig, ClickHouseStore, SharedStore, SqliteStore};
@@ -86,6 +87,10 @@ impl Application {
         let mut background = Vec::new();
         if roles.collector {
             background.push(tokio::spawn(retention_loop(store.clone(), settings.retention_days)));
+        }
+        if roles.alerts {
+            let evaluator = Evaluator::new(store.clone(), settings.alerts.rules.clone());
+            background.push(tokio::spawn(evaluator.run(settings.alerts.interval()?)));
         }
         let listener = TcpListener::bind(settings.listen)
             .await
