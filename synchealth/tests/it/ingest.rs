@@ -6,7 +6,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
 
-use crate::helpers::{batch, event, spawn_app, Backend, INGEST_KEY};
+use time::OffsetDateTime;
+
+use crate::helpers::{batch, event, rfc3339, spawn_app, Backend, INGEST_KEY};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -52,10 +54,17 @@ async fn posting_the_same_batch_twice_changes_nothing(backend: Backend) {
     let body = batch((0..50).map(|i| event(&format!("d{}", i % 7), i % 30, i % 5 != 0, 100 + i as u64)).collect());
     let first: Value = app.post_batch(&body).await.json().await.unwrap();
     assert_eq!(first["accepted"], 50);
-    let before = app.summary("").await;
+    // A fixed window, so the two reads cover the same span.
+    let window = format!(
+        "from={}&to={}",
+        rfc3339(OffsetDateTime::now_utc() - time::Duration::hours(1)),
+        rfc3339(OffsetDateTime::now_utc() + time::Duration::minutes(1))
+    )
+    .replace('+', "%2B");
+    let before = app.summary(&window).await;
     let second: Value = app.post_batch(&body).await.json().await.unwrap();
     assert_eq!(second, json!({"accepted": 0, "duplicates": 50, "rejected": []}));
-    let after = app.summary("").await;
+    let after = app.summary(&window).await;
     assert_eq!(before, after);
     assert_eq!(after["events"], 50);
 }
