@@ -1,1 +1,5 @@
-//! Store conformance tests.
+//! Store conformance tests: the same suite against the embedded SQLite store
+//! and ClickHouse (see `conformance.rs`).
+
+mod conformance;
+mod helpers;
