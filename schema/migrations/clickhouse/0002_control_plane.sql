@@ -13,6 +13,9 @@ CREATE TABLE IF NOT EXISTS {db}.ingest_keys (
     project String,
     label String,
     created_at DateTime,
+    -- DateTime is whole seconds and DateTime64 does not exist on 18.16: the exact
+    -- creation time the store hands back is kept here.
+    created_at_ms Int64,
     revoked UInt8,
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
