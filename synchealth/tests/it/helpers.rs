@@ -77,6 +77,13 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Posts a raw body with the valid ingest key and the given headers.
+    pub async fn post_raw(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let request = self.client.post(format!("{}/v1/events", self.address)).bearer_auth(INGEST_KEY);
+        let request = headers.iter().fold(request, |r, (name, value)| r.header(*name, *value));
+        request.body(body).send().await.expect("request sent")
+    }
+
     pub async fn summary(&self, query: &str) -> Value {
         let response = self
             .client

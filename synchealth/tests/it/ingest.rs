@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use time::OffsetDateTime;
 
-use crate::helpers::{batch, event, rfc3339, spawn_app, Backend, INGEST_KEY};
+use crate::helpers::{batch, event, rfc3339, spawn_app, Backend};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -89,16 +89,7 @@ async fn a_malformed_event_is_rejected_precisely_while_its_neighbours_are_stored
 async fn a_gzip_batch_is_accepted(backend: Backend) {
     let Some(app) = spawn_app(backend, "gzip").await else { return };
     let body = serde_json::to_vec(&batch(vec![event("d1", 1, true, 10)])).unwrap();
-    let response = app
-        .client
-        .post(format!("{}/v1/events", app.address))
-        .bearer_auth(INGEST_KEY)
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gzip(&body))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw(&[("content-type", "application/json"), ("content-encoding", "gzip")], gzip(&body)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["accepted"], 1);
 }
@@ -112,15 +103,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_body_that_is_not_a_batch_is_a_400_with_a_json_error() {
     let app = spawn_app(Backend::Sqlite, "not_a_batch").await.unwrap();
-    let response = app
-        .client
-        .post(format!("{}/v1/events", app.address))
-        .bearer_auth(INGEST_KEY)
-        .header("content-type", "application/json")
-        .body("{\"events\": \"nope\"")
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw(&[("content-type", "application/json")], "{\"events\": \"nope\"").await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid batch");
@@ -146,16 +129,7 @@ async fn a_gzip_bomb_is_stopped_at_the_limit_with_a_413() {
     // 64 MiB of spaces compress to about 64 KiB: small on the wire, huge inside.
     let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
     assert!(bomb.len() < 200 * 1024);
-    let response = app
-        .client
-        .post(format!("{}/v1/events", app.address))
-        .bearer_auth(INGEST_KEY)
-        .header("content-encoding", "gzip")
-        .header("content-type", "application/json")
-        .body(bomb)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw(&[("content-encoding", "gzip"), ("content-type", "application/json")], bomb).await;
     assert_eq!(response.status(), 413);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "payload too large");
 }
@@ -163,15 +137,7 @@ async fn a_gzip_bomb_is_stopped_at_the_limit_with_a_413() {
 #[tokio::test]
 async fn a_non_json_content_type_is_a_415() {
     let app = spawn_app(Backend::Sqlite, "content_type").await.unwrap();
-    let response = app
-        .client
-        .post(format!("{}/v1/events", app.address))
-        .bearer_auth(INGEST_KEY)
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw(&[("content-type", "text/plain")], "hello").await;
     assert_eq!(response.status(), 415);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "unsupported media type");
 }
