@@ -9,7 +9,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
-use synchealth_schema::{parse_batch, Rejection, StoredEvent};
+use synchealth_schema::{parse_batch, ProjectName, Rejection, StoredEvent, SyncEvent};
+use synchealth_store::InsertOutcome;
 use time::OffsetDateTime;
 
 use crate::{AppError, CollectorState};
@@ -44,22 +45,31 @@ pub(crate) async fn post_events(
     let span = tracing::Span::current();
     span.record("project", project.as_str());
     span.record("events", batch.events.len() + batch.rejected.len());
-
-    let stored: Vec<StoredEvent> = batch
-        .events
-        .into_iter()
-        .map(|(_, event)| StoredEvent::new(project.clone(), event, batch.sent_at, received_at))
-        .collect();
-    let outcome = if stored.is_empty() {
-        Default::default()
-    } else {
-        state.store.insert(&stored).await.map_err(|e| AppError::Unavailable(e.to_string()))?
-    };
+    let events = batch.events.into_iter().map(|(_, event)| event).collect();
+    let outcome = store_events(&state, &project, events, batch.sent_at, received_at).await?;
     span.record("accepted", outcome.inserted);
     span.record("duplicates", outcome.duplicates.len());
     span.record("rejected", batch.rejected.len());
     tracing::info!("Stored batch.");
     Ok(Json(IngestResponse { accepted: outcome.inserted, duplicates: outcome.duplicates.len(), rejected: batch.rejected }))
+}
+
+/// Stamps validated events with the collector's clock and makes them
+/// durable; every ingest path (JSON batches, OTLP logs) ends here. Returns
+/// only once the events are safe: the caller may acknowledge them.
+pub(crate) async fn store_events(
+    state: &CollectorState,
+    project: &ProjectName,
+    events: Vec<SyncEvent>,
+    sent_at: OffsetDateTime,
+    received_at: OffsetDateTime,
+) -> Result<InsertOutcome, AppError> {
+    if events.is_empty() {
+        return Ok(InsertOutcome::default());
+    }
+    let stored: Vec<StoredEvent> =
+        events.into_iter().map(|event| StoredEvent::new(project.clone(), event, sent_at, received_at)).collect();
+    state.store.insert(&stored).await.map_err(|e| AppError::Unavailable(e.to_string()))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
