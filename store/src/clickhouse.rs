@@ -84,6 +84,24 @@ pub struct ClickHouseStore {
 }
 
 impl ClickHouseStore {
+    /// Writes rows with one RowBinary insert and no duplicate check: the raw
+    /// insert path, which the ingest benchmark measures as the ceiling.
+    /// [`Store::insert`] checks for stored duplicates first, then calls this.
+    pub async fn insert_unchecked(&self, events: &[StoredEvent]) -> Result<()> {
+        self.write_rows(events.iter()).await
+    }
+
+    async fn write_rows<'a>(&self, rows: impl Iterator<Item = &'a StoredEvent>) -> Result<()> {
+        let mut insert = self.client.insert::<EventRow>("events").await?;
+        for event in rows {
+            insert.write(&EventRow::from_stored(event)).await?;
+        }
+        // `end` returns once the server has written and committed the parts,
+        // so the caller may acknowledge the batch.
+        insert.end().await?;
+        Ok(())
+    }
+
     /// Connects (asks the server its version, to gate newer features).
     #[tracing::instrument(skip_all, fields(url = %config.url, database = %config.database))]
     pub async fn connect(config: ClickHouseConfig) -> Result<Self> {
@@ -233,13 +251,7 @@ impl Store for ClickHouseStore {
         let stored: HashSet<usize> = self.already_stored(events, &candidates).await?.into_iter().collect();
         let fresh: Vec<usize> = candidates.into_iter().filter(|i| !stored.contains(i)).collect();
         if !fresh.is_empty() {
-            let mut insert = self.client.insert::<EventRow>("events").await?;
-            for &i in &fresh {
-                insert.write(&EventRow::from_stored(&events[i])).await?;
-            }
-            // `end` returns once the server has written and committed the
-            // parts, so the caller may acknowledge the batch.
-            insert.end().await?;
+            self.write_rows(fresh.iter().map(|&i| &events[i])).await?;
         }
         duplicates.extend(stored);
         duplicates.sort_unstable();

@@ -3,6 +3,7 @@
 //! (collector, dashboard, alerts) on one listener. `main.rs` only parses the
 //! command line; tests build the same [`Application`] on port 0.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod cli;
 mod ops;

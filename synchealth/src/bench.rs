@@ -1,0 +1,524 @@
+//! `synchealth bench ingest`: the collector's throughput, measured against
+//! its own ceilings on the same machine in the same run, so the ratios hold
+//! on a noisy box.
+//!
+//! Phases, each into a fresh ClickHouse database:
+//! 1. **direct**: the `clickhouse` crate's RowBinary inserts of large blocks
+//!    (the best any writer can do here);
+//! 2. **jsoneachrow**: the same clients posting their 1,000-event batches
+//!    straight into ClickHouse's HTTP interface as `JSONEachRow` (what a
+//!    collector-less setup gets: every small insert makes a part);
+//! 3. **collector**: the real `synchealth collector` process (this binary,
+//!    spawned) taking the same 1,000-event batches over loopback, measured
+//!    until ClickHouse holds every acknowledged event; RSS read from /proc;
+//! 4. **half rate**: clients paced at half the sustained rate, for the ack
+//!    latency an app sees in normal operation;
+//! 5. **embedded**: the collector on its SQLite store.
+//!
+//! Event ids are counters laid out as UUIDs, so batches are unique without a
+//! random number generator in the hot loop of the load generator.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use hdrhistogram::Histogram;
+use synchealth_schema::{Network, ProjectName, StoredEvent, SyncEvent};
+use synchealth_store::{ClickHouseConfig, ClickHouseStore, Store};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Settings;
+
+/// `synchealth bench ingest` options.
+#[derive(Debug, Clone, Args)]
+pub struct IngestBenchArgs {
+    /// Events the collector phase posts (the direct phase writes the same number).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Events the slow JSONEachRow and embedded phases post.
+    #[arg(long, default_value_t = 400_000)]
+    pub small_events: u64,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Events per client request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Rows per insert in the direct phase.
+    #[arg(long, default_value_t = 100_000)]
+    pub direct_rows: usize,
+    /// Seconds of the half-rate latency phase.
+    #[arg(long, default_value_t = 10)]
+    pub half_rate_seconds: u64,
+}
+
+/// One phase's figures.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// Phase name.
+    pub name: &'static str,
+    /// Events written.
+    pub events: u64,
+    /// Wall time until they were all stored.
+    pub seconds: f64,
+    /// Request latencies (ms), when the phase has requests.
+    pub latency_ms: Option<(f64, f64)>,
+    /// Peak RSS of the collector process, MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+}
+
+const INGEST_KEY: &str = "shk_bench_ingest_key";
+
+/// Runs every phase and prints a Markdown report.
+pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::Result<()> {
+    let url = settings.clickhouse.url.clone().context("bench ingest needs --clickhouse-url")?;
+    let mut phases = Vec::new();
+    let run_id = std::process::id();
+
+    eprintln!("bench: direct RowBinary inserts of {} rows ...", args.direct_rows);
+    phases.push(direct(&url, &format!("bench_direct_{run_id}"), args).await?);
+
+    eprintln!("bench: {} clients posting JSONEachRow straight to ClickHouse ...", args.clients);
+    phases.push(json_each_row(&url, &format!("bench_jer_{run_id}"), args).await?);
+
+    eprintln!("bench: {} clients posting to the collector (ClickHouse) ...", args.clients);
+    let database = format!("bench_collector_{run_id}");
+    let tmp = tempdir()?;
+    let extra = ["--clickhouse-url", url.as_str(), "--clickhouse-database", database.as_str()];
+    let mut collector = Collector::spawn(&tmp.join("ch"), &extra)?;
+    let counter = ClickHouseCounter::new(&url, &database);
+    let sustained = post_all(&collector.base, args, args.events, 0, Some(&counter)).await?;
+    let mut sustained = Phase { name: "collector → ClickHouse", peak_rss_mib: collector.peak_rss_mib(), ..sustained };
+    let half_rate = sustained.rate() / 2.0;
+    eprintln!("bench: half rate ({half_rate:.0} events/s) for {} s ...", args.half_rate_seconds);
+    let paced = paced(&collector.base, args, half_rate, args.events).await?;
+    sustained.peak_rss_mib = collector.peak_rss_mib();
+    collector.stop();
+    phases.push(sustained);
+    phases.push(paced);
+
+    eprintln!("bench: {} clients posting to the collector (embedded store) ...", args.clients);
+    let mut embedded = Collector::spawn(&tmp.join("sqlite"), &[])?;
+    let result = post_all(&embedded.base, args, args.small_events, 0, None).await?;
+    phases.push(Phase { name: "collector → embedded SQLite", peak_rss_mib: embedded.peak_rss_mib(), ..result });
+    embedded.stop();
+
+    for db in [format!("bench_direct_{run_id}"), format!("bench_jer_{run_id}"), database] {
+        let _ = ch_query(&url, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    print_report(&phases, args);
+    Ok(())
+}
+
+fn print_report(phases: &[Phase], args: &IngestBenchArgs) {
+    println!("| phase | events | seconds | events/s | ack p50 ms | ack p99 ms | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for p in phases {
+        let (p50, p99) = p.latency_ms.map_or(("".into(), "".into()), |(a, b)| (format!("{a:.1}"), format!("{b:.1}")));
+        let rss = p.peak_rss_mib.map_or(String::new(), |r| format!("{r:.0}"));
+        println!("| {} | {} | {:.2} | {:.0} | {p50} | {p99} | {rss} |", p.name, p.events, p.seconds, p.rate());
+    }
+    let rate = |name: &str| phases.iter().find(|p| p.name == name).map(Phase::rate).unwrap_or(f64::NAN);
+    let collector = rate("collector → ClickHouse");
+    println!();
+    println!(
+        "clients: {}, batch: {} events; collector / direct = {:.2}; collector / JSONEachRow = {:.1}",
+        args.clients,
+        args.batch,
+        collector / rate("direct RowBinary"),
+        collector / rate("JSONEachRow over HTTP")
+    );
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("synchealth-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).context("creating the bench temp dir")?;
+    Ok(dir)
+}
+
+/// The event with sequence number `seq`: varied but cheap to make.
+fn event(seq: u64, now: OffsetDateTime) -> SyncEvent {
+    let networks = [Network::Wifi, Network::Cellular, Network::Wifi, Network::Ethernet];
+    let occurred_at = now - time::Duration::milliseconds((seq % 600_000) as i64);
+    SyncEvent {
+        event_id: Uuid::from_u64_pair(0x5eed_0000_0000_4000 | (seq >> 48), 0x8000_0000_0000_0000 | seq),
+        device_id: format!("bench-device-{}", seq % 50_000),
+        occurred_at,
+        success: seq % 20 != 0,
+        duration_ms: 50 + (seq * 7919) % 30_000,
+        conflicts: u32::from(seq % 50 == 0),
+        queue_depth: (seq % 97) as u32,
+        last_success_at: Some(occurred_at - time::Duration::seconds((seq % 3600) as i64)),
+        app_version: format!("2.{}.0", seq % 4),
+        os: if seq % 3 == 0 { "ios".into() } else { "android".into() },
+        os_version: Some("14".into()),
+        network: networks[(seq % 4) as usize],
+        device_model: Some("Pixel 8".into()),
+        sync_type: Some("delta".into()),
+        trigger: None,
+        error_kind: None,
+        error_message: None,
+        retries: 0,
+        records_up: seq % 10,
+        records_down: seq % 30,
+        bytes_up: 1000 + seq % 5000,
+        bytes_down: 4000 + seq % 20_000,
+        sample_rate: 1.0,
+    }
+}
+
+fn batch_body(first: u64, n: usize, now: OffsetDateTime) -> anyhow::Result<Vec<u8>> {
+    let events: Vec<SyncEvent> = (first..first + n as u64).map(|s| event(s, now)).collect();
+    let sent_at = now.format(&Rfc3339).context("formatting sent_at")?;
+    Ok(serde_json::to_vec(&serde_json::json!({"sent_at": sent_at, "events": events}))?)
+}
+
+async fn direct(url: &str, database: &str, args: &IngestBenchArgs) -> anyhow::Result<Phase> {
+    let store = ClickHouseStore::connect(ch_config(url, database)).await?;
+    store.migrate().await?;
+    let project = ProjectName::parse("bench")?;
+    let now = OffsetDateTime::now_utc();
+    let mut written = 0u64;
+    let mut spent = Duration::ZERO;
+    while written < args.events {
+        let n = (args.events - written).min(args.direct_rows as u64);
+        // Rows are built outside the timed part: this phase measures the
+        // insert, the ceiling the collector is compared with.
+        let rows: Vec<StoredEvent> =
+            (written..written + n).map(|s| StoredEvent::new(project.clone(), event(s, now), now, now)).collect();
+        let started = Instant::now();
+        store.insert_unchecked(&rows).await?;
+        spent += started.elapsed();
+        written += n;
+    }
+    Ok(Phase { name: "direct RowBinary", events: written, seconds: spent.as_secs_f64(), latency_ms: None, peak_rss_mib: None })
+}
+
+fn ch_config(url: &str, database: &str) -> ClickHouseConfig {
+    ClickHouseConfig { url: url.to_string(), user: "default".into(), password: None, database: database.to_string() }
+}
+
+async fn ch_query(url: &str, sql: &str) -> anyhow::Result<String> {
+    let response = reqwest::Client::new().post(url).body(sql.to_string()).send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("ClickHouse answered {status}: {text}");
+    }
+    Ok(text)
+}
+
+/// One JSONEachRow line per event, the columns of the `events` table.
+fn json_each_row_body(first: u64, n: usize, now: OffsetDateTime, project: &ProjectName) -> Vec<u8> {
+    let mut body = Vec::with_capacity(n * 700);
+    for seq in first..first + n as u64 {
+        let s = StoredEvent::new(project.clone(), event(seq, now), now, now);
+        let e = &s.event;
+        let row = serde_json::json!({
+            "project": s.project.as_str(), "event_id": e.event_id.to_string(), "device_id": e.device_id,
+            "event_time": s.event_time_ms.div_euclid(1000), "event_time_ms": s.event_time_ms,
+            "occurred_at_ms": s.occurred_at_ms(), "last_success_at_ms": s.last_success_at_ms(),
+            "sent_at_ms": s.sent_at_ms, "received_at_ms": s.received_at_ms, "clock_skew_ms": s.clock_skew_ms,
+            "success": u8::from(e.success), "duration_ms": e.duration_ms, "duration_bucket": s.duration_bucket,
+            "conflicts": e.conflicts, "queue_depth": e.queue_depth, "queue_bucket": s.queue_bucket,
+            "staleness_ms": s.staleness_ms, "staleness_bucket": s.staleness_bucket,
+            "app_version": e.app_version, "os": e.os, "os_version": e.os_version.clone().unwrap_or_default(),
+            "network": e.network.as_str(), "device_model": e.device_model.clone().unwrap_or_default(),
+            "sync_type": e.sync_type.clone().unwrap_or_default(), "trigger": "", "error_kind": "",
+            "error_message": "", "retries": e.retries, "records_up": e.records_up, "records_down": e.records_down,
+            "bytes_up": e.bytes_up, "bytes_down": e.bytes_down, "sample_rate": e.sample_rate, "weight": s.weight,
+        });
+        // A JSON value always serializes.
+        let _ = serde_json::to_writer(&mut body, &row);
+        body.push(b'\n');
+    }
+    body
+}
+
+async fn json_each_row(url: &str, database: &str, args: &IngestBenchArgs) -> anyhow::Result<Phase> {
+    let store = ClickHouseStore::connect(ch_config(url, database)).await?;
+    store.migrate().await?;
+    let insert_url = format!("{url}/?query=INSERT%20INTO%20{database}.events%20FORMAT%20JSONEachRow");
+    let project = ProjectName::parse("bench")?;
+    let now = OffsetDateTime::now_utc();
+    let batches = args.small_events / args.batch as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (next, client, insert_url, project) = (next.clone(), client.clone(), insert_url.clone(), project.clone());
+        let batch = args.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = new_histogram();
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let body = json_each_row_body(b * batch as u64, batch, now, &project);
+                let sent = Instant::now();
+                let response = client.post(&insert_url).body(body).send().await?;
+                if !response.status().is_success() {
+                    bail!("ClickHouse refused a JSONEachRow insert: {}", response.text().await?);
+                }
+                record(&mut latencies, sent);
+            }
+        }));
+    }
+    let latencies = join_histograms(tasks).await?;
+    Ok(Phase {
+        name: "JSONEachRow over HTTP",
+        events: batches * args.batch as u64,
+        seconds: started.elapsed().as_secs_f64(),
+        latency_ms: Some(percentiles(&latencies)),
+        peak_rss_mib: None,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Auto-resizing, 3 significant digits: never fails for that precision.
+    let mut h = Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"));
+    h.auto(true);
+    h
+}
+
+fn record(h: &mut Histogram<u64>, since: Instant) {
+    let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    h.saturating_record(micros.max(1));
+}
+
+fn percentiles(h: &Histogram<u64>) -> (f64, f64) {
+    (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0)
+}
+
+async fn join_histograms(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut all = new_histogram();
+    for task in tasks {
+        let h = task.await.context("a client task panicked")??;
+        all.add(&h).context("merging latency histograms")?;
+    }
+    Ok(all)
+}
+
+/// Counts rows in the collector's ClickHouse database.
+struct ClickHouseCounter {
+    url: String,
+    database: String,
+}
+
+impl ClickHouseCounter {
+    fn new(url: &str, database: &str) -> Self {
+        ClickHouseCounter { url: url.to_string(), database: database.to_string() }
+    }
+
+    async fn count(&self) -> anyhow::Result<u64> {
+        let text = ch_query(&self.url, &format!("SELECT count() FROM {}.events", self.database)).await?;
+        text.trim().parse().context("parsing count()")
+    }
+}
+
+/// Posts `total` events in batches from every client as fast as acks come;
+/// with a counter, the phase ends only once ClickHouse holds them all.
+async fn post_all(
+    base: &str,
+    args: &IngestBenchArgs,
+    total: u64,
+    first_seq: u64,
+    counter: Option<&ClickHouseCounter>,
+) -> anyhow::Result<Phase> {
+    let batches = total / args.batch as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/events");
+    let now = OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (next, client, url) = (next.clone(), client.clone(), url.clone());
+        let batch = args.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = new_histogram();
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok(latencies);
+                }
+                let body = batch_body(first_seq + b * batch as u64, batch, now)?;
+                post_batch(&client, &url, body, &mut latencies).await?;
+            }
+        }));
+    }
+    let latencies = join_histograms(tasks).await?;
+    let events = batches * args.batch as u64;
+    if let Some(counter) = counter {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while counter.count().await? < events {
+            if Instant::now() > deadline {
+                bail!("ClickHouse did not receive every acknowledged event within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(Phase {
+        name: "collector",
+        events,
+        seconds: started.elapsed().as_secs_f64(),
+        latency_ms: Some(percentiles(&latencies)),
+        peak_rss_mib: None,
+    })
+}
+
+async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    latencies: &mut Histogram<u64>,
+) -> anyhow::Result<()> {
+    let sent = Instant::now();
+    let response = client
+        .post(url)
+        .bearer_auth(INGEST_KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("the collector answered {}: {}", response.status(), response.text().await?);
+    }
+    record(latencies, sent);
+    Ok(())
+}
+
+/// Clients paced to `rate` events/s in total, for the ack latency at a
+/// sustainable load.
+async fn paced(base: &str, args: &IngestBenchArgs, rate: f64, first_seq: u64) -> anyhow::Result<Phase> {
+    let batches_per_second = rate / args.batch as f64;
+    let total_batches = (batches_per_second * args.half_rate_seconds as f64).max(1.0) as u64;
+    let interval = Duration::from_secs_f64(args.clients as f64 / batches_per_second);
+    let next = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/events");
+    let now = OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (next, client, url) = (next.clone(), client.clone(), url.clone());
+        let batch = args.batch;
+        let offset = interval.mul_f64(c as f64 / args.clients as f64);
+        tasks.push(tokio::spawn(async move {
+            // Clients start spread over one interval, so requests interleave.
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut latencies = new_histogram();
+            loop {
+                tick.tick().await;
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= total_batches {
+                    return Ok(latencies);
+                }
+                let body = batch_body(first_seq + b * batch as u64, batch, now)?;
+                post_batch(&client, &url, body, &mut latencies).await?;
+            }
+        }));
+    }
+    let latencies = join_histograms(tasks).await?;
+    Ok(Phase {
+        name: "collector at half rate",
+        events: total_batches * args.batch as u64,
+        seconds: started.elapsed().as_secs_f64(),
+        latency_ms: Some(percentiles(&latencies)),
+        peak_rss_mib: None,
+    })
+}
+
+/// A `synchealth collector` child process.
+struct Collector {
+    child: Child,
+    base: String,
+}
+
+impl Collector {
+    fn spawn(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Collector> {
+        let exe = std::env::current_exe().context("locating the synchealth binary")?;
+        let mut child = Command::new(exe)
+            .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--ingest-key", INGEST_KEY, "--admin-password", "bench"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the collector")?;
+        let stdout = child.stdout.take().context("collector stdout")?;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).context("reading collector stdout")? == 0 {
+                bail!("the collector exited before listening");
+            }
+            if let Some(url) = line.trim().strip_prefix("synchealth: listening on ") {
+                let base = url.to_string();
+                // Keep draining stdout so the child never blocks on a full pipe.
+                std::thread::spawn(move || for _ in reader.lines() {});
+                return Ok(Collector { child, base });
+            }
+        }
+    }
+
+    /// Peak resident memory (VmHWM) so far, MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_batches_pass_the_collectors_validation_with_unique_ids() {
+        let body = batch_body(1_000, 500, OffsetDateTime::now_utc()).unwrap();
+        let parsed = synchealth_schema::parse_batch(&body).unwrap();
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected.first());
+        let mut ids: Vec<_> = parsed.events.iter().map(|(_, e)| e.event_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 500);
+        assert_ne!(event(1, OffsetDateTime::now_utc()).event_id, event(1 << 48 | 1, OffsetDateTime::now_utc()).event_id);
+    }
+}
