@@ -1,7 +1,10 @@
 //! Ingest keys: the bearer token decides the project. Keys ship inside client
 //! apps, so they are public and write-only; the store keeps only their
 //! SHA-256 (keys are long random strings, so a fast hash is enough). Lookups
-//! are cached briefly: a revoked key stops working within `TTL`.
+//! are cached briefly: a revoked key stops working within [`KEY_CACHE_TTL`]
+//! (`synchealth keys revoke` runs in another process, so the cache cannot be
+//! told; the TTL is short instead, which costs one indexed lookup per active
+//! key per TTL).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,29 +16,50 @@ use synchealth_store::SharedStore;
 
 use crate::AppError;
 
-/// How long a lookup (hit or miss) is trusted.
-const TTL: Duration = Duration::from_secs(10);
+/// How long a lookup (hit or miss) is trusted: the longest a revoked key
+/// keeps working, and a new key may stay refused after a failed try.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// Lowercase hex SHA-256 of an ingest key: what the store keeps.
 pub fn hash_ingest_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Who an authenticated ingest request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The project the key writes to.
+    pub project: ProjectName,
+    /// SHA-256 of the key, lowercase hex: what per-key limits are keyed by.
+    pub key_hash: String,
+}
+
 /// Caches `key hash → project` (or "no such active key").
 #[derive(Debug)]
 pub struct KeyCache {
     store: SharedStore,
+    ttl: Duration,
     entries: Mutex<HashMap<String, (Instant, Option<ProjectName>)>>,
 }
 
 impl KeyCache {
-    /// An empty cache over a store.
+    /// An empty cache over a store, trusting lookups for [`KEY_CACHE_TTL`].
     pub fn new(store: SharedStore) -> Self {
-        KeyCache { store, entries: Mutex::new(HashMap::new()) }
+        Self::with_ttl(store, KEY_CACHE_TTL)
+    }
+
+    /// An empty cache trusting lookups for `ttl` (zero: no caching).
+    pub fn with_ttl(store: SharedStore, ttl: Duration) -> Self {
+        KeyCache { store, ttl, entries: Mutex::new(HashMap::new()) }
     }
 
     /// The project of an `Authorization` header value, or why not.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<ProjectName, AppError> {
+        self.authenticate_key(authorization).await.map(|auth| auth.project)
+    }
+
+    /// The project and key hash of an `Authorization` header value, or why not.
+    pub async fn authenticate_key(&self, authorization: Option<&str>) -> Result<Authenticated, AppError> {
         let header = authorization.ok_or(AppError::Unauthorized("missing Authorization: Bearer <ingest key>"))?;
         let key = header
             .strip_prefix("Bearer ")
@@ -44,7 +68,8 @@ impl KeyCache {
             .ok_or(AppError::Unauthorized("expected Authorization: Bearer <ingest key>"))?;
         let hash = hash_ingest_key(key);
         if let Some(cached) = self.cached(&hash) {
-            return cached.ok_or(AppError::Unauthorized("unknown or revoked ingest key"));
+            let project = cached.ok_or(AppError::Unauthorized("unknown or revoked ingest key"))?;
+            return Ok(Authenticated { project, key_hash: hash });
         }
         let found = self.store.find_ingest_key(&hash).await.map_err(|e| AppError::Unavailable(e.to_string()))?;
         let project = found.filter(|k| !k.revoked).map(|k| k.project);
@@ -52,14 +77,15 @@ impl KeyCache {
             if entries.len() > 10_000 {
                 entries.clear();
             }
-            entries.insert(hash, (Instant::now(), project.clone()));
+            entries.insert(hash.clone(), (Instant::now(), project.clone()));
         }
-        project.ok_or(AppError::Unauthorized("unknown or revoked ingest key"))
+        let project = project.ok_or(AppError::Unauthorized("unknown or revoked ingest key"))?;
+        Ok(Authenticated { project, key_hash: hash })
     }
 
     fn cached(&self, hash: &str) -> Option<Option<ProjectName>> {
         let entries = self.entries.lock().ok()?;
         let (at, project) = entries.get(hash)?;
-        (at.elapsed() < TTL).then(|| project.clone())
+        (at.elapsed() < self.ttl).then(|| project.clone())
     }
 }

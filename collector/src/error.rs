@@ -18,6 +18,20 @@ pub enum AppError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// More events in one batch than allowed (413).
+    TooManyEvents {
+        /// Events in the batch.
+        count: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// The ingest key sent more events than its rate limit allows (429).
+    RateLimited {
+        /// The limit and what to do, in words.
+        detail: String,
+        /// Whole seconds to wait before retrying (also the `Retry-After` header).
+        retry_after_seconds: u64,
+    },
     /// Not JSON, or an encoding other than gzip/identity (415).
     UnsupportedMediaType(String),
     /// The store failed; the client should retry (503).
@@ -33,6 +47,19 @@ impl IntoResponse for AppError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "payload too large", "detail": format!("the body exceeds {limit} bytes (compressed or decompressed)"), "limit_bytes": limit}),
             ),
+            AppError::TooManyEvents { count, max } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "too many events", "detail": format!("{count} events in one batch, at most {max} allowed; split the batch"), "count": count, "max_events": max}),
+            ),
+            AppError::RateLimited { detail, retry_after_seconds } => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({"error": "rate limited", "detail": detail, "retry_after_seconds": retry_after_seconds})),
+                )
+                    .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+                return response;
+            }
             AppError::UnsupportedMediaType(detail) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": "unsupported media type", "detail": detail}))
             }
@@ -52,5 +79,15 @@ impl IntoResponse for AppError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl AppError {
+    /// The answer to a body that did not parse as a batch.
+    pub fn invalid_batch(error: synchealth_schema::Error) -> Self {
+        match error {
+            synchealth_schema::Error::TooManyEvents { count, max } => AppError::TooManyEvents { count, max },
+            other => AppError::BadRequest(other.to_string()),
+        }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
-use synchealth_schema::{parse_batch, ProjectName, Rejection, StoredEvent, SyncEvent};
+use synchealth_schema::{parse_batch_with_limit, ProjectName, Rejection, StoredEvent, SyncEvent};
 use synchealth_store::InsertOutcome;
 use time::OffsetDateTime;
 
@@ -33,14 +33,17 @@ pub(crate) async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, AppError> {
     let received_at = OffsetDateTime::now_utc();
-    let project = state.keys.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
+    let who = state.keys.authenticate_key(header_str(&headers, header::AUTHORIZATION)).await?;
+    let project = who.project.clone();
     check_content_type(&headers)?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: state.limits.max_body_bytes },
         _ => AppError::BadRequest(rejection.body_text()),
     })?;
     let body = decode_body(&headers, body, state.limits.max_body_bytes)?;
-    let batch = parse_batch(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let batch = parse_batch_with_limit(&body, state.limits.max_events_per_batch).map_err(AppError::invalid_batch)?;
+    // Counted in events, so only once the batch is parsed.
+    state.rate_limiter.check(&who, batch.events.len() + batch.rejected.len())?;
 
     let span = tracing::Span::current();
     span.record("project", project.as_str());

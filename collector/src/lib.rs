@@ -10,6 +10,7 @@
 mod auth;
 mod error;
 mod ingest;
+mod rate_limit;
 
 use std::sync::Arc;
 
@@ -18,20 +19,29 @@ use axum::routing::post;
 use axum::Router;
 use synchealth_store::SharedStore;
 
-pub use crate::auth::{hash_ingest_key, KeyCache};
+pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KEY_CACHE_TTL};
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
+pub use crate::rate_limit::{IngestRateLimiter, RateLimit};
 
 /// Limits the ingest endpoint enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request body, compressed or decompressed, in bytes.
     pub max_body_bytes: usize,
+    /// Most events in one batch; more is a 413.
+    pub max_events_per_batch: usize,
+    /// Events per second and burst per ingest key; `None` = unlimited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 5 * 1024 * 1024 }
+        Limits {
+            max_body_bytes: 5 * 1024 * 1024,
+            max_events_per_batch: synchealth_schema::MAX_BATCH_EVENTS,
+            rate_limit: RateLimit::from_settings(20_000, 100_000),
+        }
     }
 }
 
@@ -44,13 +54,16 @@ pub struct CollectorState {
     pub keys: Arc<KeyCache>,
     /// Body limits.
     pub limits: Limits,
+    /// Per-ingest-key rate limit (from `limits.rate_limit`).
+    pub rate_limiter: Arc<IngestRateLimiter>,
 }
 
 impl CollectorState {
     /// State over a store, with default limits.
     pub fn new(store: SharedStore, limits: Limits) -> Self {
         let keys = Arc::new(KeyCache::new(store.clone()));
-        CollectorState { store, keys, limits }
+        let rate_limiter = Arc::new(IngestRateLimiter::new(limits.rate_limit));
+        CollectorState { store, keys, limits, rate_limiter }
     }
 }
 

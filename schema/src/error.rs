@@ -7,6 +7,14 @@ pub enum Error {
     /// The body is not a batch at all (not JSON, or not the batch shape).
     #[error("body is not a sync event batch: {0}")]
     NotABatch(String),
+    /// The batch carries more events than allowed.
+    #[error("too many events in one batch: {count}, at most {max} allowed")]
+    TooManyEvents {
+        /// Events in the batch.
+        count: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// A project name that does not fit the naming rule.
     #[error("invalid project name {name:?}: {reason}")]
     InvalidProjectName {

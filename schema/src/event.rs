@@ -170,12 +170,19 @@ pub struct ParsedBatch {
     pub rejected: Vec<Rejection>,
 }
 
-/// Parses and validates a JSON batch body.
+/// Parses and validates a JSON batch body of at most [`MAX_BATCH_EVENTS`]
+/// events; see [`parse_batch_with_limit`].
+pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch> {
+    parse_batch_with_limit(body, MAX_BATCH_EVENTS)
+}
+
+/// Parses and validates a JSON batch body of at most `max_events` events.
 ///
 /// A body that is not a batch at all (not JSON, no `events` array, no valid
-/// `sent_at`, too many events) is an [`Error::NotABatch`]; a bad event inside
-/// a good batch is a [`Rejection`] and does not stop the others.
-pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch> {
+/// `sent_at`) is an [`Error::NotABatch`]; more than `max_events` events is an
+/// [`Error::TooManyEvents`]; a bad event inside a good batch is a
+/// [`Rejection`] and does not stop the others.
+pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBatch> {
     #[derive(Deserialize)]
     struct RawBatch {
         sent_at: Option<Value>,
@@ -192,11 +199,8 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch> {
         Some(_) => return Err(Error::NotABatch("events: expected an array".into())),
         None => return Err(Error::NotABatch("events: missing".into())),
     };
-    if events.len() > MAX_BATCH_EVENTS {
-        return Err(Error::NotABatch(format!(
-            "events: {} events in one batch, at most {MAX_BATCH_EVENTS} allowed",
-            events.len()
-        )));
+    if events.len() > max_events {
+        return Err(Error::TooManyEvents { count: events.len(), max: max_events });
     }
     let mut parsed = ParsedBatch { sent_at, events: Vec::with_capacity(events.len()), rejected: Vec::new() };
     for (index, value) in events.into_iter().enumerate() {
@@ -439,8 +443,17 @@ mod tests {
             parse_batch(b"{\"sent_at\": \"2026-11-21T10:00:00Z\", \"events\": {}}"),
             Err(Error::NotABatch(m)) if m.contains("events")
         ));
+    }
+
+    #[test]
+    fn too_many_events_is_its_own_error_naming_the_count_and_the_limit() {
         let too_many = batch(vec![good(); MAX_BATCH_EVENTS + 1]);
-        assert!(matches!(parse_batch(&too_many), Err(Error::NotABatch(_))));
+        let err = parse_batch(&too_many).unwrap_err();
+        assert!(matches!(err, Error::TooManyEvents { count: 5001, max: MAX_BATCH_EVENTS }), "{err:?}");
+        assert_eq!(err.to_string(), "too many events in one batch: 5001, at most 5000 allowed");
+        let three = batch(vec![good(); 3]);
+        assert!(matches!(parse_batch_with_limit(&three, 2), Err(Error::TooManyEvents { count: 3, max: 2 })));
+        assert_eq!(parse_batch_with_limit(&three, 3).unwrap().events.len(), 3);
     }
 
     #[test]

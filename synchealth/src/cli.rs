@@ -29,4 +29,14 @@ pub enum Command {
     Alerts,
     /// Apply the storage schema and exit.
     Migrate,
+    /// Measure the product (needs --clickhouse-url for the ClickHouse phases).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput and ack latency of the collector against its ceilings.
+    Ingest(crate::bench::IngestBenchArgs),
 }

@@ -1,5 +1,5 @@
 use clap::Parser;
-use synchealth::cli::{Cli, Command};
+use synchealth::cli::{BenchCommand, Cli, Command};
 use synchealth::{open_store, Application, Roles, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
             println!("synchealth: storage schema is up to date");
             return Ok(());
         }
+        Command::Bench(BenchCommand::Ingest(args)) => return synchealth::bench::run_ingest(&settings, &args).await,
         Command::Up => Roles::ALL,
         Command::Collector => Roles { collector: true, dashboard: false, alerts: false },
         Command::Dashboard => Roles { collector: false, dashboard: true, alerts: false },
