@@ -40,10 +40,15 @@ use serde::{Deserialize, Serialize};
 use synchealth_schema::migrations::{self, Migration};
 use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
 use time::OffsetDateTime;
+
+use crate::recent_ids::RecentIds;
 use uuid::Uuid;
 
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
+
+/// Most ids loaded into the recent-ids filter at the first insert.
+const RECENT_WARM_LIMIT: u64 = 1_000_000;
 
 /// Where and as whom to reach ClickHouse.
 #[derive(Clone)]
@@ -81,6 +86,11 @@ pub struct ClickHouseStore {
     version: ServerVersion,
     /// The last control-plane row version this process wrote.
     last_row_version: Arc<AtomicU64>,
+    /// Ids this process stored recently: most ids skip the duplicate look-up.
+    recent: Arc<std::sync::Mutex<RecentIds>>,
+    /// Set once the recent ids were loaded from the table (after a restart,
+    /// a client retrying a batch it sent before is still told "duplicate").
+    warmed: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl ClickHouseStore {
@@ -121,7 +131,15 @@ impl ClickHouseStore {
             ServerVersion::OLDEST
         });
         tracing::info!(version = %text, "Connected to ClickHouse.");
-        Ok(ClickHouseStore { config, server, client, version, last_row_version: Arc::new(AtomicU64::new(0)) })
+        Ok(ClickHouseStore {
+            config,
+            server,
+            client,
+            version,
+            last_row_version: Arc::new(AtomicU64::new(0)),
+            recent: Arc::new(std::sync::Mutex::new(RecentIds::new())),
+            warmed: Arc::new(tokio::sync::OnceCell::new()),
+        })
     }
 
     /// A control-plane row version: Unix nanoseconds, but always above the
@@ -187,6 +205,30 @@ impl ClickHouseStore {
         Ok(stored)
     }
 
+    /// Loads the ids of the last minutes of events into the recent-ids
+    /// filter: what a client may be retrying right after this process started.
+    #[tracing::instrument(skip_all)]
+    async fn warm_recent_ids(&self) -> Result<()> {
+        #[derive(Row, Deserialize)]
+        struct RecentRow {
+            project: String,
+            #[serde(with = "clickhouse::serde::uuid")]
+            event_id: Uuid,
+        }
+        let rows = self
+            .client
+            .query("SELECT project, event_id FROM events WHERE event_time >= now() - 900 ORDER BY event_time DESC LIMIT ?")
+            .bind(RECENT_WARM_LIMIT)
+            .fetch_all::<RecentRow>()
+            .await?;
+        let mut recent = self.recent.lock().map_err(|_| Error::Task("recent-ids lock poisoned".into()))?;
+        for row in &rows {
+            recent.remember(&row.project, row.event_id);
+        }
+        tracing::info!(ids = rows.len(), "Loaded recent event ids for duplicate detection.");
+        Ok(())
+    }
+
     async fn insert_control<T: RowOwned + RowWrite>(&self, table: &str, row: &T) -> Result<()> {
         let mut insert = self.client.insert::<T>(table).await?;
         insert.write(row).await?;
@@ -248,10 +290,22 @@ impl Store for ClickHouseStore {
                 duplicates.push(i);
             }
         }
-        let stored: HashSet<usize> = self.already_stored(events, &candidates).await?.into_iter().collect();
+        self.warmed.get_or_try_init(|| self.warm_recent_ids()).await?;
+        // Only ids this process may have stored before need the exact look-up
+        // (see recent_ids.rs); the rest are new for certain.
+        let maybe_seen: Vec<usize> = {
+            let recent = self.recent.lock().map_err(|_| Error::Task("recent-ids lock poisoned".into()))?;
+            candidates.iter().copied().filter(|&i| recent.maybe_seen(events[i].project.as_str(), events[i].event.event_id)).collect()
+        };
+        let stored: HashSet<usize> = self.already_stored(events, &maybe_seen).await?.into_iter().collect();
         let fresh: Vec<usize> = candidates.into_iter().filter(|i| !stored.contains(i)).collect();
         if !fresh.is_empty() {
             self.write_rows(fresh.iter().map(|&i| &events[i])).await?;
+            if let Ok(mut recent) = self.recent.lock() {
+                for &i in &fresh {
+                    recent.remember(events[i].project.as_str(), events[i].event.event_id);
+                }
+            }
         }
         duplicates.extend(stored);
         duplicates.sort_unstable();

@@ -13,6 +13,7 @@
 mod clickhouse;
 mod error;
 pub mod metrics;
+mod recent_ids;
 mod sqlite;
 
 use std::fmt::Debug;
