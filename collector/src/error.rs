@@ -36,6 +36,12 @@ pub enum AppError {
     UnsupportedMediaType(String),
     /// The store failed; the client should retry (503).
     Unavailable(String),
+    /// The store cannot take events and the spool is full: nothing was
+    /// stored, the client should retry after `Retry-After` (503).
+    Overloaded {
+        /// Whole seconds to wait before retrying (also the `Retry-After` header).
+        retry_after_seconds: u64,
+    },
 }
 
 impl IntoResponse for AppError {
@@ -62,6 +68,18 @@ impl IntoResponse for AppError {
             }
             AppError::UnsupportedMediaType(detail) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": "unsupported media type", "detail": detail}))
+            }
+            AppError::Overloaded { retry_after_seconds } => {
+                let detail = format!(
+                    "the store is not keeping up and the collector's spool is full; nothing was stored; retry after {retry_after_seconds} s"
+                );
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": "overloaded", "detail": detail, "retry_after_seconds": retry_after_seconds})),
+                )
+                    .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+                return response;
             }
             AppError::Unavailable(internal) => {
                 tracing::error!(error = %internal, "Store write failed; asking the client to retry.");

@@ -13,7 +13,7 @@ use synchealth_schema::{parse_batch_with_limit, ProjectName, Rejection, StoredEv
 use synchealth_store::InsertOutcome;
 use time::OffsetDateTime;
 
-use crate::{AppError, CollectorState};
+use crate::{AppError, CollectorState, SubmitError};
 
 /// The answer to an accepted batch.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,6 +53,7 @@ pub(crate) async fn post_events(
     span.record("accepted", outcome.inserted);
     span.record("duplicates", outcome.duplicates.len());
     span.record("rejected", batch.rejected.len());
+    count_rejected(&project, batch.rejected.len());
     tracing::info!("Stored batch.");
     Ok(Json(IngestResponse { accepted: outcome.inserted, duplicates: outcome.duplicates.len(), rejected: batch.rejected }))
 }
@@ -72,10 +73,30 @@ pub(crate) async fn store_events(
     }
     let stored: Vec<StoredEvent> =
         events.into_iter().map(|event| StoredEvent::new(project.clone(), event, sent_at, received_at)).collect();
-    state.store.insert(&stored).await.map_err(|e| AppError::Unavailable(e.to_string()))
+    // The pipeline answers once the events are in the store or fsync'd in the
+    // spool; it batches this request with others meanwhile.
+    let outcome = state.pipeline.submit(stored).await.map_err(|e| match e {
+        SubmitError::SpoolFull { retry_after } => {
+            AppError::Overloaded { retry_after_seconds: retry_after.as_secs().max(1) }
+        }
+        SubmitError::ShuttingDown | SubmitError::Unavailable(_) => AppError::Unavailable(e.to_string()),
+    })?;
+    let project = project.as_str().to_string();
+    metrics::counter!("synchealth_events_accepted_total", "project" => project.clone()).increment(outcome.inserted as u64);
+    metrics::counter!("synchealth_events_duplicate_total", "project" => project).increment(outcome.duplicates.len() as u64);
+    Ok(outcome)
 }
 
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+/// Counts events refused by validation (`synchealth_events_rejected_total`);
+/// every ingest path calls it with its own rejections.
+pub(crate) fn count_rejected(project: &ProjectName, rejected: usize) {
+    if rejected > 0 {
+        metrics::counter!("synchealth_events_rejected_total", "project" => project.as_str().to_string())
+            .increment(rejected as u64);
+    }
+}
+
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -89,7 +110,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
 
 /// The body, decompressed, within `limit` both before and after: a small
 /// gzip bomb is stopped once its output passes the limit, not after.
-fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, AppError> {
+pub(crate) fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, AppError> {
     if body.len() > limit {
         return Err(AppError::PayloadTooLarge { limit });
     }

@@ -4,12 +4,17 @@
 //! authenticated by an ingest key that decides the project. Each event is
 //! validated on its own: bad ones are rejected with their index, field and
 //! reason, good ones are stamped with the collector's clock and stored. The
-//! answer (`accepted`, `duplicates`, `rejected`) is sent only once the store
-//! has the events durably: an acknowledged event is never lost.
+//! answer (`accepted`, `duplicates`, `rejected`) is sent only once the events
+//! are durable, in the store or in the local spool ([`pipeline`]): an
+//! acknowledged event is never lost.
+//! `POST /v1/logs` takes the same events as OTLP/HTTP log records, from apps
+//! that already run an OpenTelemetry SDK (`otlp.rs` has the mapping).
 
 mod auth;
 mod error;
 mod ingest;
+mod otlp;
+pub mod pipeline;
 mod rate_limit;
 
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use synchealth_store::SharedStore;
 pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KEY_CACHE_TTL};
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
+pub use crate::pipeline::{Pipeline, PipelineConfig, PipelineHandle, PipelineStatus, SubmitError};
 pub use crate::rate_limit::{IngestRateLimiter, RateLimit};
 
 /// Limits the ingest endpoint enforces.
@@ -56,14 +62,16 @@ pub struct CollectorState {
     pub limits: Limits,
     /// Per-ingest-key rate limit (from `limits.rate_limit`).
     pub rate_limiter: Arc<IngestRateLimiter>,
+    /// Where accepted events go: batched into the store, or spooled.
+    pub pipeline: PipelineHandle,
 }
 
 impl CollectorState {
-    /// State over a store, with default limits.
-    pub fn new(store: SharedStore, limits: Limits) -> Self {
+    /// State over a store and the pipeline that writes to it.
+    pub fn new(store: SharedStore, limits: Limits, pipeline: PipelineHandle) -> Self {
         let keys = Arc::new(KeyCache::new(store.clone()));
         let rate_limiter = Arc::new(IngestRateLimiter::new(limits.rate_limit));
-        CollectorState { store, keys, limits, rate_limiter }
+        CollectorState { store, keys, limits, rate_limiter, pipeline }
     }
 }
 
@@ -72,5 +80,8 @@ pub fn router(state: CollectorState) -> Router {
     // The body limit is enforced while reading, so an oversized upload is cut
     // off at the limit instead of being buffered whole.
     let body_limit = DefaultBodyLimit::max(state.limits.max_body_bytes);
-    Router::new().route("/v1/events", post(ingest::post_events).layer(body_limit)).with_state(state)
+    Router::new()
+        .route("/v1/events", post(ingest::post_events).layer(body_limit))
+        .route("/v1/logs", post(otlp::post_logs).layer(body_limit))
+        .with_state(state)
 }

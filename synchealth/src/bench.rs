@@ -158,13 +158,13 @@ fn event(seq: u64, now: OffsetDateTime) -> SyncEvent {
         event_id: Uuid::from_u64_pair(0x5eed_0000_0000_4000 | (seq >> 48), 0x8000_0000_0000_0000 | seq),
         device_id: format!("bench-device-{}", seq % 50_000),
         occurred_at,
-        success: seq % 20 != 0,
+        success: !seq.is_multiple_of(20),
         duration_ms: 50 + (seq * 7919) % 30_000,
-        conflicts: u32::from(seq % 50 == 0),
+        conflicts: u32::from(seq.is_multiple_of(50)),
         queue_depth: (seq % 97) as u32,
         last_success_at: Some(occurred_at - time::Duration::seconds((seq % 3600) as i64)),
         app_version: format!("2.{}.0", seq % 4),
-        os: if seq % 3 == 0 { "ios".into() } else { "android".into() },
+        os: if seq.is_multiple_of(3) { "ios".into() } else { "android".into() },
         os_version: Some("14".into()),
         network: networks[(seq % 4) as usize],
         device_model: Some("Pixel 8".into()),
@@ -462,7 +462,7 @@ impl Collector {
         let mut child = Command::new(exe)
             .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(["--ingest-key", INGEST_KEY, "--admin-password", "bench"])
+            .args(["--ingest-key", INGEST_KEY, "--admin-password", "bench", "--rate-limit-events-per-second", "0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

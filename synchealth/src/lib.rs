@@ -6,9 +6,11 @@
 pub mod bench;
 pub mod bootstrap;
 pub mod cli;
+pub mod commands;
 mod ops;
 pub mod settings;
 pub mod startup;
+pub mod telemetry;
 
 pub use crate::settings::{Secret, Settings};
 pub use crate::startup::{open_store, Application, Roles};

@@ -1,15 +1,14 @@
 use clap::Parser;
 use synchealth::cli::{BenchCommand, Cli, Command};
-use synchealth::{open_store, Application, Roles, Settings};
-use tracing_subscriber::EnvFilter;
+use synchealth::{open_store, telemetry, Application, Roles, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    // Admin commands print their answers; their logs stay quiet unless RUST_LOG asks.
+    let quiet = matches!(cli.command, Command::Keys(_));
+    // Dropped when main returns, early or not: flushes exported traces.
+    let _telemetry = telemetry::init(if quiet { "warn" } else { "info" })?;
     let settings = Settings::load(&cli.common)?;
     let roles = match cli.command {
         Command::Migrate => {
@@ -18,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Bench(BenchCommand::Ingest(args)) => return synchealth::bench::run_ingest(&settings, &args).await,
+        Command::Keys(command) => return synchealth::commands::keys::run(&settings, command).await,
         Command::Up => Roles::ALL,
         Command::Collector => Roles { collector: true, dashboard: false, alerts: false },
         Command::Dashboard => Roles { collector: false, dashboard: true, alerts: false },

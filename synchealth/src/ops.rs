@@ -1,27 +1,84 @@
 //! Liveness and readiness, shared by every role.
+//!
+//! `/readyz` is what a load balancer asks before sending traffic: the store
+//! must answer, and where the collector runs, its spool must be below the
+//! high-water mark, so clients move to another collector before this one
+//! starts refusing with 503s (and while it still has room for what is in
+//! flight). The spool's size, oldest age and the store's health are in the
+//! body either way, for whoever is looking.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use synchealth_collector::PipelineHandle;
 use synchealth_store::SharedStore;
 
-/// `/healthz` (the process answers) and `/readyz` (its store answers).
-pub(crate) fn router(store: SharedStore) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(store)
+/// A store that has not answered a ping within this is unreachable, for
+/// readiness: a hung store must not hang the probe.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+struct OpsState {
+    store: SharedStore,
+    /// Set where the collector runs.
+    pipeline: Option<PipelineHandle>,
+}
+
+/// `/healthz` (the process answers) and `/readyz` (its store answers, and its
+/// spool, if any, is below the high-water mark).
+pub(crate) fn router(store: SharedStore, pipeline: Option<PipelineHandle>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(OpsState { store, pipeline })
 }
 
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(store): State<SharedStore>) -> (StatusCode, Json<Value>) {
-    match store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "store": store.kind()}))),
-        Err(e) => {
+async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<Value>) {
+    let store = &state.store;
+    let reachable = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, store = store.kind(), "Store unreachable.");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "store": store.kind(), "detail": "store unreachable"})))
+            false
         }
+        Err(_) => {
+            tracing::warn!(store = store.kind(), timeout_s = PING_TIMEOUT.as_secs(), "Store did not answer a ping in time.");
+            false
+        }
+    };
+    let mut body = json!({"status": "ready", "store": store.kind()});
+    let mut problems = Vec::new();
+    if !reachable {
+        problems.push("store unreachable");
+    }
+    if let Some(pipeline) = &state.pipeline {
+        let status = pipeline.status();
+        if !status.spool_below_high_water() {
+            problems.push("spool above its high-water mark");
+        }
+        body["spool"] = json!({
+            "bytes": status.spool_bytes,
+            "max_bytes": status.spool_max_bytes,
+            "high_water_bytes": status.spool_high_water_bytes,
+            "segments": status.spool_segments,
+            "oldest_age_seconds": status.spool_oldest_age.map(|age| age.as_secs_f64()),
+            "store_healthy": status.store_healthy,
+            "queued_requests": status.queued_requests,
+        });
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, Json(body))
+    } else {
+        body["status"] = "unavailable".into();
+        body["detail"] = problems.join("; ").into();
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
     }
 }

@@ -56,8 +56,14 @@ pub struct Settings {
     pub retention_days: u32,
     /// Largest ingest request body in bytes, compressed and decompressed.
     pub max_body_bytes: usize,
+    /// Most events in one ingest batch; a larger batch is refused with a 413.
+    pub max_events_per_batch: usize,
+    /// Per-ingest-key rate limit.
+    pub rate_limit: RateLimitSettings,
     /// Alert evaluation.
     pub alerts: AlertSettings,
+    /// The ingest pipeline: batching into the store and the local spool.
+    pub ingest: IngestSettings,
 }
 
 /// Alert evaluation settings.
@@ -76,6 +82,105 @@ impl AlertSettings {
         let d = synchealth_alerts::duration::parse(&self.evaluation_interval).context("alerts.evaluation_interval")?;
         anyhow::ensure!(d.is_positive(), "alerts.evaluation_interval must be positive");
         Ok(d.unsigned_abs())
+    }
+}
+
+/// Per-ingest-key rate limit, counted in events (a token bucket per key).
+/// A batch over the limit is refused whole with a 429 and `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained events per second one ingest key may send; 0 = unlimited.
+    pub events_per_second: u32,
+    /// Events one key may send at once above the sustained rate (the bucket
+    /// size); 0 = one second's worth (`events_per_second`).
+    pub burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings { events_per_second: 20_000, burst: 100_000 }
+    }
+}
+
+impl RateLimitSettings {
+    /// The collector's limit; `None` when unlimited.
+    pub fn limit(&self) -> Option<synchealth_collector::RateLimit> {
+        synchealth_collector::RateLimit::from_settings(self.events_per_second, self.burst)
+    }
+}
+
+/// The collector's ingest pipeline (`[ingest]`): requests are batched into
+/// large store inserts, and acknowledged once in the store or in the spool,
+/// a bounded directory on local disk replayed into the store once it is back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// A batch is inserted once it holds this many events...
+    pub max_batch_rows: usize,
+    /// ...or once its first request has waited this many milliseconds...
+    pub max_batch_age_ms: u64,
+    /// ...or, while no insert is running, once no request has arrived for
+    /// this many milliseconds (so a lone request waits about this long).
+    pub batch_linger_ms: u64,
+    /// Requests queued for the batcher; beyond, new requests wait for room.
+    pub queue_capacity: usize,
+    /// Batches inserted at once; meanwhile the next batch keeps growing.
+    pub max_inflight_batches: usize,
+    /// A store insert taking longer (milliseconds) is abandoned and its batch
+    /// spooled and acknowledged: a slow store does not hold clients.
+    pub insert_timeout_ms: u64,
+    /// Spool directory; unset = `<data_dir>/spool`. One process per directory.
+    pub spool_dir: Option<PathBuf>,
+    /// Bound of the spool in bytes on disk; when full, ingest answers 503 with
+    /// `Retry-After`. 0 disables the spool (a failed insert is then a 503).
+    pub spool_max_bytes: u64,
+    /// Fraction of `spool_max_bytes` from which `/readyz` reports not ready.
+    pub spool_high_water: f64,
+    /// First pause (milliseconds) between replay attempts while the store fails...
+    pub replay_backoff_min_ms: u64,
+    /// ...doubling up to this many milliseconds.
+    pub replay_backoff_max_ms: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_batch_rows: 100_000,
+            max_batch_age_ms: 100,
+            batch_linger_ms: 5,
+            queue_capacity: 256,
+            max_inflight_batches: 2,
+            insert_timeout_ms: 10_000,
+            spool_dir: None,
+            spool_max_bytes: 1024 * 1024 * 1024,
+            spool_high_water: 0.8,
+            replay_backoff_min_ms: 100,
+            replay_backoff_max_ms: 5_000,
+        }
+    }
+}
+
+impl IngestSettings {
+    /// The collector's pipeline configuration, spooling under `data_dir`
+    /// unless `spool_dir` is set.
+    pub fn pipeline_config(&self, data_dir: &Path) -> anyhow::Result<synchealth_collector::PipelineConfig> {
+        use std::time::Duration;
+        let config = synchealth_collector::PipelineConfig {
+            max_batch_rows: self.max_batch_rows,
+            max_batch_age: Duration::from_millis(self.max_batch_age_ms),
+            batch_linger: Duration::from_millis(self.batch_linger_ms),
+            queue_capacity: self.queue_capacity,
+            max_inflight_batches: self.max_inflight_batches,
+            spool_dir: self.spool_dir.clone().unwrap_or_else(|| data_dir.join("spool")),
+            spool_max_bytes: self.spool_max_bytes,
+            spool_high_water: self.spool_high_water,
+            insert_timeout: Duration::from_millis(self.insert_timeout_ms),
+            replay_backoff_min: Duration::from_millis(self.replay_backoff_min_ms),
+            replay_backoff_max: Duration::from_millis(self.replay_backoff_max_ms),
+        };
+        config.validate().map_err(|why| anyhow::anyhow!("ingest: {why}"))?;
+        Ok(config)
     }
 }
 
@@ -108,7 +213,10 @@ impl Default for Settings {
             admin_password: None,
             retention_days: 30,
             max_body_bytes: 5 * 1024 * 1024,
+            max_events_per_batch: synchealth_schema::MAX_BATCH_EVENTS,
+            rate_limit: RateLimitSettings::default(),
             alerts: AlertSettings { evaluation_interval: "15s".into(), rules: Rule::defaults() },
+            ingest: IngestSettings::default(),
         }
     }
 }
@@ -161,6 +269,18 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_MAX_BODY_BYTES", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// Most events in one ingest batch [default: 5000].
+    #[arg(long, env = "SYNCHEALTH_MAX_EVENTS_PER_BATCH", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_events_per_batch: Option<usize>,
+    /// Events per second per ingest key, 0 = unlimited [default: 20000].
+    #[arg(long, env = "SYNCHEALTH_RATE_LIMIT_EVENTS_PER_SECOND", global = true)]
+    #[serde(skip)]
+    pub rate_limit_events_per_second: Option<u32>,
+    /// Burst of events per ingest key, 0 = one second's worth [default: 100000].
+    #[arg(long, env = "SYNCHEALTH_RATE_LIMIT_BURST", global = true)]
+    #[serde(skip)]
+    pub rate_limit_burst: Option<u32>,
 }
 
 impl Settings {
@@ -184,9 +304,20 @@ impl Settings {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
+        let rate_limit = [
+            ("rate_limit.events_per_second", args.rate_limit_events_per_second),
+            ("rate_limit.burst", args.rate_limit_burst),
+        ];
+        for (key, value) in rate_limit {
+            if let Some(value) = value {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
         let settings: Settings = figment.extract().context("invalid configuration")?;
+        anyhow::ensure!(settings.max_events_per_batch > 0, "max_events_per_batch must be at least 1");
         synchealth_alerts::validate_all(&settings.alerts.rules).context("invalid alert rule")?;
         settings.alerts.interval()?;
+        settings.ingest.pipeline_config(&settings.data_dir)?;
         Ok(settings)
     }
 }
@@ -232,6 +363,43 @@ mod tests {
         std::fs::write(&file, "retention_dayz = 7\n").unwrap();
         let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("retention_dayz"), "{err:#}");
+    }
+
+    #[test]
+    fn the_rate_limit_comes_from_the_file_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("synchealth.toml");
+        std::fs::write(&file, "max_events_per_batch = 100\n[rate_limit]\nevents_per_second = 50\nburst = 200\n").unwrap();
+        let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(settings.max_events_per_batch, 100);
+        assert_eq!(settings.rate_limit, RateLimitSettings { events_per_second: 50, burst: 200 });
+        let args = CommonArgs { config: Some(file.clone()), rate_limit_events_per_second: Some(0), ..Default::default() };
+        let unlimited = Settings::load(&args).unwrap();
+        assert_eq!(unlimited.rate_limit.limit(), None);
+        assert_eq!(Settings::default().rate_limit, RateLimitSettings { events_per_second: 20_000, burst: 100_000 });
+        std::fs::write(&file, "[rate_limit]\nevents_per_secnd = 50\n").unwrap();
+        let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("events_per_secnd"), "{err:#}");
+    }
+
+    #[test]
+    fn the_ingest_section_overrides_its_defaults_key_by_key_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("synchealth.toml");
+        std::fs::write(&file, "data_dir = \"/var/lib/sh\"\n[ingest]\nmax_batch_age_ms = 50\nspool_max_bytes = 1048576\n").unwrap();
+        let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(settings.ingest.max_batch_age_ms, 50);
+        assert_eq!(settings.ingest.max_batch_rows, 100_000, "keys not in the file keep their defaults");
+        let config = settings.ingest.pipeline_config(&settings.data_dir).unwrap();
+        assert_eq!(config.spool_dir, PathBuf::from("/var/lib/sh/spool"));
+        assert_eq!(config.spool_max_bytes, 1 << 20);
+        assert_eq!(config.max_batch_age, std::time::Duration::from_millis(50));
+        std::fs::write(&file, "[ingest]\nspool_high_water = 1.5\n").unwrap();
+        let err = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("spool_high_water"), "{err:#}");
+        std::fs::write(&file, "[ingest]\nspool_max_byte = 5\n").unwrap();
+        let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("spool_max_byte"), "{err:#}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::Router;
 use synchealth_alerts::Evaluator;
-use synchealth_collector::{CollectorState, Limits};
+use synchealth_collector::{CollectorState, Limits, Pipeline};
 use synchealth_dashboard::DashboardState;
 use synchealth_store::{ClickHouseConfig, ClickHouseStore, SharedStore, SqliteStore};
 use tokio::net::TcpListener;
@@ -66,6 +66,8 @@ pub struct Application {
     router: Router,
     store: SharedStore,
     background: Vec<JoinHandle<()>>,
+    /// The collector's ingest pipeline, drained after the last request.
+    pipeline: Option<Pipeline>,
     generated: Generated,
 }
 
@@ -75,10 +77,25 @@ impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
         let store = open_store(&settings).await?;
         let generated = provision(&store, &settings).await?;
-        let mut router = ops::router(store.clone());
-        if roles.collector {
-            let limits = Limits { max_body_bytes: settings.max_body_bytes };
-            router = router.merge(synchealth_collector::router(CollectorState::new(store.clone(), limits)));
+        let pipeline = if roles.collector {
+            let config = settings.ingest.pipeline_config(&settings.data_dir)?;
+            let dir = config.spool_dir.clone();
+            let pipeline = Pipeline::start(store.clone(), config)
+                .await
+                .with_context(|| format!("opening the ingest spool in {}", dir.display()))?;
+            Some(pipeline)
+        } else {
+            None
+        };
+        let mut router = ops::router(store.clone(), pipeline.as_ref().map(Pipeline::handle));
+        router = router.merge(crate::telemetry::metrics_router());
+        if let Some(pipeline) = &pipeline {
+            let limits = Limits {
+                max_body_bytes: settings.max_body_bytes,
+                max_events_per_batch: settings.max_events_per_batch,
+                rate_limit: settings.rate_limit.limit(),
+            };
+            router = router.merge(synchealth_collector::router(CollectorState::new(store.clone(), limits, pipeline.handle())));
         }
         if roles.dashboard {
             router = router.merge(synchealth_dashboard::router(DashboardState::new(store.clone())));
@@ -95,7 +112,7 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding the listen address {}", settings.listen))?;
-        Ok(Application { listener, router, store, background, generated })
+        Ok(Application { listener, router, store, background, pipeline, generated })
     }
 
     /// The bound port.
@@ -113,11 +130,19 @@ impl Application {
         &self.generated
     }
 
-    /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
+    /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first, then
+    /// the ingest pipeline flushes what it holds (to the store or the spool).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "Listening.");
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+        let served =
+            axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP");
+        // Drained even if serving failed, so queued events still reach the
+        // store or the spool.
+        if let Some(pipeline) = self.pipeline {
+            pipeline.shutdown().await;
+        }
+        served?;
         for task in self.background {
             task.abort();
         }

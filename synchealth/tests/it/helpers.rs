@@ -136,3 +136,38 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// Starts the whole product with settings adjusted by `configure`, and
+/// returns its store too, to provision projects, keys and users directly.
+pub async fn spawn_app_with(
+    backend: Backend,
+    name: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> Option<(TestApp, synchealth_store::SharedStore)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(backend, name, dir.path())?;
+    configure(&mut settings);
+    let app = Application::build(settings, Roles::ALL).await.expect("application builds");
+    let store = app.store();
+    Some((serve(app, dir), store))
+}
+
+/// Runs an application the test built; `dir` lives as long as the [`TestApp`].
+pub fn serve(app: Application, dir: tempfile::TempDir) -> TestApp {
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp { address, client: reqwest::Client::new(), _dir: dir }
+}
+
+impl TestApp {
+    /// Posts a batch with the given ingest key.
+    pub async fn post_batch_with_key(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/events", self.address))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}

@@ -1,0 +1,321 @@
+//! The pipeline over a real embedded store that a test can make fail or
+//! hang: batching, the split of outcomes, spooling, replay, the bound, and
+//! the drain at shutdown.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use synchealth_schema::{parse_batch, ProjectName, StoredEvent};
+use synchealth_store::metrics::{Aggregate, GroupKey, Grouping, Query};
+use synchealth_store::{Error, IngestKey, InsertOutcome, Result, SqliteStore, Store, User};
+use time::OffsetDateTime;
+
+use super::{Pipeline, PipelineConfig, PipelineHandle, SubmitError};
+
+const WORKING: u8 = 0;
+const FAILING: u8 = 1;
+const HANGING: u8 = 2;
+
+/// SQLite behind a switch: working, failing at once, or hanging.
+#[derive(Debug)]
+struct Switchable {
+    inner: SqliteStore,
+    mode: AtomicU8,
+    /// Rows of every insert that reached SQLite, in order.
+    inserts: Mutex<Vec<usize>>,
+    stored: AtomicUsize,
+}
+
+impl Switchable {
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    async fn gate(&self) -> Result<()> {
+        match self.mode.load(Ordering::SeqCst) {
+            FAILING => Err(Error::Task("store down (test)".into())),
+            HANGING => std::future::pending().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Switchable {
+    fn kind(&self) -> &'static str {
+        "switchable"
+    }
+    async fn migrate(&self) -> Result<()> {
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.gate().await?;
+        self.inner.ping().await
+    }
+    async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
+        self.gate().await?;
+        let outcome = self.inner.insert(events).await?;
+        self.inserts.lock().unwrap().push(events.len());
+        self.stored.fetch_add(outcome.inserted, Ordering::SeqCst);
+        Ok(outcome)
+    }
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        self.inner.aggregate(query, grouping).await
+    }
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        self.inner.device_events(project, device_id, limit).await
+    }
+    async fn apply_retention(&self, days: u32) -> Result<()> {
+        self.inner.apply_retention(days).await
+    }
+    async fn ensure_project(&self, project: &ProjectName) -> Result<()> {
+        self.inner.ensure_project(project).await
+    }
+    async fn projects(&self) -> Result<Vec<ProjectName>> {
+        self.inner.projects().await
+    }
+    async fn put_ingest_key(&self, key: &IngestKey) -> Result<()> {
+        self.inner.put_ingest_key(key).await
+    }
+    async fn find_ingest_key(&self, key_hash: &str) -> Result<Option<IngestKey>> {
+        self.inner.find_ingest_key(key_hash).await
+    }
+    async fn ingest_keys(&self, project: &ProjectName) -> Result<Vec<IngestKey>> {
+        self.inner.ingest_keys(project).await
+    }
+    async fn put_user(&self, user: &User) -> Result<()> {
+        self.inner.put_user(user).await
+    }
+    async fn find_user(&self, username: &str) -> Result<Option<User>> {
+        self.inner.find_user(username).await
+    }
+    async fn remove_user(&self, username: &str) -> Result<bool> {
+        self.inner.remove_user(username).await
+    }
+}
+
+struct Harness {
+    store: Arc<Switchable>,
+    pipeline: Pipeline,
+    handle: PipelineHandle,
+    dir: tempfile::TempDir,
+}
+
+async fn harness(configure: impl FnOnce(&mut PipelineConfig)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+    inner.migrate().await.unwrap();
+    let store = Arc::new(Switchable {
+        inner,
+        mode: AtomicU8::new(WORKING),
+        inserts: Mutex::new(Vec::new()),
+        stored: AtomicUsize::new(0),
+    });
+    let mut config = PipelineConfig::new(dir.path().join("spool"));
+    config.max_batch_age = Duration::from_millis(20);
+    config.insert_timeout = Duration::from_millis(200);
+    config.replay_backoff_min = Duration::from_millis(10);
+    config.replay_backoff_max = Duration::from_millis(50);
+    configure(&mut config);
+    let pipeline = Pipeline::start(store.clone(), config).await.unwrap();
+    let handle = pipeline.handle();
+    Harness { store, pipeline, handle, dir }
+}
+
+/// `n` valid events, as the ingest handler builds them.
+fn events(n: usize) -> Vec<StoredEvent> {
+    let now = OffsetDateTime::now_utc();
+    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let events: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "event_id": uuid::Uuid::new_v4().to_string(), "device_id": format!("d{i}"), "occurred_at": at,
+                "success": true, "duration_ms": 10, "app_version": "1", "os": "ios",
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({"sent_at": at, "events": events})).unwrap();
+    let project = ProjectName::parse("default").unwrap();
+    parse_batch(&body).unwrap().events.into_iter().map(|(_, e)| StoredEvent::new(project.clone(), e, now, now)).collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lone_request_is_answered_within_the_batch_age() {
+    let h = harness(|c| c.max_batch_age = Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let outcome = h.handle.submit(events(3)).await.unwrap();
+    assert_eq!(outcome, InsertOutcome { inserted: 3, duplicates: vec![] });
+    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert_eq!(*h.store.inserts.lock().unwrap(), vec![3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_become_few_inserts_and_each_gets_its_own_outcome() {
+    let h = harness(|c| c.max_batch_age = Duration::from_millis(200)).await;
+    let known = events(2);
+    h.handle.submit(known.clone()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let handle = h.handle.clone();
+        let mut request = events(10);
+        if i == 7 {
+            // Already stored, and repeated within the request.
+            request[3] = known[1].clone();
+            request[8] = request[5].clone();
+        }
+        tasks.push(tokio::spawn(async move { (i, handle.submit(request).await.unwrap()) }));
+    }
+    for task in tasks {
+        let (i, outcome) = task.await.unwrap();
+        if i == 7 {
+            assert_eq!(outcome, InsertOutcome { inserted: 8, duplicates: vec![3, 8] });
+        } else {
+            assert_eq!(outcome, InsertOutcome { inserted: 10, duplicates: vec![] });
+        }
+    }
+    let inserts = h.store.inserts.lock().unwrap().clone();
+    assert_eq!(inserts.iter().sum::<usize>(), 402);
+    assert!(inserts.len() <= 4, "40 requests took {} inserts: {inserts:?}", inserts.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_grows_past_the_row_limit_by_more_than_one_request() {
+    let h = harness(|c| {
+        c.max_batch_rows = 25;
+        c.max_batch_age = Duration::from_secs(5);
+        c.max_inflight_batches = 1;
+    })
+    .await;
+    // 120 rows: four full batches, none left waiting for the age limit.
+    let answers: Vec<_> = (0..12)
+        .map(|_| {
+            let handle = h.handle.clone();
+            tokio::spawn(async move { handle.submit(events(10)).await })
+        })
+        .collect();
+    let started = Instant::now();
+    for answer in answers {
+        assert_eq!(answer.await.unwrap().unwrap().inserted, 10);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "full batches do not wait for the age limit");
+    let inserts = h.store.inserts.lock().unwrap().clone();
+    assert_eq!(inserts.iter().sum::<usize>(), 120);
+    // Flushed once at 25 rows or more: at most the limit plus one request.
+    assert!(inserts.iter().all(|&rows| rows <= 30), "{inserts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_spools_and_acknowledges_then_the_replay_stores_everything_once() {
+    let h = harness(|_| {}).await;
+    h.store.set(FAILING);
+    let first = events(5);
+    let outcome = h.handle.submit(first.clone()).await.unwrap();
+    assert_eq!(outcome.inserted, 5, "acknowledged from the spool");
+    let status = h.handle.status();
+    assert!(!status.store_healthy);
+    assert!(status.spool_bytes > 0 && status.spool_segments == 1);
+    // While unhealthy, requests go straight to the spool.
+    h.handle.submit(events(5)).await.unwrap();
+    assert_eq!(h.store.stored.load(Ordering::SeqCst), 0);
+
+    h.store.set(WORKING);
+    wait_until("the spool is replayed", || h.handle.status().spool_bytes == 0).await;
+    assert_eq!(h.store.stored.load(Ordering::SeqCst), 10);
+    assert!(h.handle.status().store_healthy);
+    // A retry of an acknowledged request is a duplicate, not a second copy.
+    let again = h.handle.submit(first).await.unwrap();
+    assert_eq!(again, InsertOutcome { inserted: 0, duplicates: vec![0, 1, 2, 3, 4] });
+    let files: Vec<_> = std::fs::read_dir(h.dir.path().join("spool")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files, vec![std::ffi::OsString::from("LOCK")], "replayed segments are deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_store_is_abandoned_after_the_insert_timeout() {
+    let h = harness(|c| c.insert_timeout = Duration::from_millis(150)).await;
+    h.store.set(HANGING);
+    let started = Instant::now();
+    assert_eq!(h.handle.submit(events(4)).await.unwrap().inserted, 4);
+    let first = started.elapsed();
+    assert!(first >= Duration::from_millis(150) && first < Duration::from_secs(2), "{first:?}");
+    let started = Instant::now();
+    h.handle.submit(events(4)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(150), "the next one skips the hung store");
+    h.store.set(WORKING);
+    wait_until("the spool is replayed", || h.handle.status().spool_bytes == 0).await;
+    assert_eq!(h.store.stored.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_whole_requests_with_a_retry_after() {
+    let h = harness(|c| c.spool_max_bytes = 8 * 1024).await;
+    h.store.set(FAILING);
+    let mut refused = None;
+    let mut acked = 0;
+    for _ in 0..20 {
+        match h.handle.submit(events(5)).await {
+            Ok(outcome) => acked += outcome.inserted,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let Some(SubmitError::SpoolFull { retry_after }) = refused else { panic!("never refused: {refused:?}") };
+    assert!(retry_after >= Duration::from_secs(1));
+    assert!(acked > 0);
+    let status = h.handle.status();
+    assert!(status.spool_bytes <= 8 * 1024);
+    assert!(!status.spool_below_high_water());
+    h.store.set(WORKING);
+    wait_until("the spool is replayed", || h.handle.status().spool_bytes == 0).await;
+    assert_eq!(h.store.stored.load(Ordering::SeqCst), acked, "exactly what was acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_every_queued_request_and_then_refuses_new_ones() {
+    let h = harness(|c| c.max_batch_age = Duration::from_secs(30)).await;
+    let pending: Vec<_> = (0..5)
+        .map(|_| {
+            let handle = h.handle.clone();
+            tokio::spawn(async move { handle.submit(events(3)).await })
+        })
+        .collect();
+    // Queued and waiting for the (long) batch age.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.store.inserts.lock().unwrap().is_empty());
+    let handle = h.handle.clone();
+    let started = Instant::now();
+    h.pipeline.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the drain did not wait for the 30 s batch age");
+    for task in pending {
+        assert_eq!(task.await.unwrap().unwrap().inserted, 3);
+    }
+    assert_eq!(h.store.stored.load(Ordering::SeqCst), 15);
+    assert_eq!(handle.submit(events(1)).await, Err(SubmitError::ShuttingDown));
+}
+
+#[tokio::test]
+async fn spooled_events_left_by_a_previous_process_are_replayed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = {
+        let h = harness(|c| c.spool_dir = dir.path().to_path_buf()).await;
+        h.store.set(FAILING);
+        let outcome = h.handle.submit(events(6)).await.unwrap();
+        // Gone without a shutdown, as after kill -9 (the spool lock goes with it).
+        h.pipeline.abort().await;
+        outcome.inserted
+    };
+    let h = harness(|c| c.spool_dir = dir.path().to_path_buf()).await;
+    wait_until("the spool is replayed", || h.store.stored.load(Ordering::SeqCst) == acked).await;
+    wait_until("the segment is deleted", || h.handle.status().spool_bytes == 0).await;
+}

@@ -1,0 +1,4 @@
+//! Admin commands of the binary that run once and exit (as opposed to the
+//! roles, which serve until stopped).
+
+pub mod keys;
