@@ -19,6 +19,8 @@ use crate::AppError;
 /// How long a lookup (hit or miss) is trusted: the longest a revoked key
 /// keeps working, and a new key may stay refused after a failed try.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a key lookup may take before the last known answer is used.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Lowercase hex SHA-256 of an ingest key: what the store keeps.
 pub fn hash_ingest_key(key: &str) -> String {
@@ -71,8 +73,26 @@ impl KeyCache {
             let project = cached.ok_or(AppError::Unauthorized("unknown or revoked ingest key"))?;
             return Ok(Authenticated { project, key_hash: hash });
         }
-        let found = self.store.find_ingest_key(&hash).await.map_err(|e| AppError::Unavailable(e.to_string()))?;
-        let project = found.filter(|k| !k.revoked).map(|k| k.project);
+        let project = match tokio::time::timeout(LOOKUP_TIMEOUT, self.store.find_ingest_key(&hash)).await {
+            Ok(Ok(found)) => found.filter(|k| !k.revoked).map(|k| k.project),
+            // The store is down or hung: a key it vouched for before keeps
+            // working, so its events reach the spool instead of a 503. That
+            // is exactly when the spool matters; a revocation made during the
+            // outage takes effect once the store answers again.
+            failed => match self.last_known(&hash) {
+                Some(project) => {
+                    tracing::warn!(outcome = ?failed.map(|r| r.map(|_| ())), "Key lookup failed; using the last known answer.");
+                    project
+                }
+                None => {
+                    let reason = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("key lookup took longer than {LOOKUP_TIMEOUT:?}"),
+                    };
+                    return Err(AppError::Unavailable(reason));
+                }
+            },
+        };
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() > 10_000 {
                 entries.clear();
@@ -81,6 +101,12 @@ impl KeyCache {
         }
         let project = project.ok_or(AppError::Unauthorized("unknown or revoked ingest key"))?;
         Ok(Authenticated { project, key_hash: hash })
+    }
+
+    /// The last answer for a key, however old.
+    fn last_known(&self, hash: &str) -> Option<Option<ProjectName>> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(hash).map(|(_, project)| project.clone())
     }
 
     fn cached(&self, hash: &str) -> Option<Option<ProjectName>> {

@@ -31,10 +31,7 @@ struct OpsState {
 /// `/healthz` (the process answers) and `/readyz` (its store answers, and its
 /// spool, if any, is below the high-water mark).
 pub(crate) fn router(store: SharedStore, pipeline: Option<PipelineHandle>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(OpsState { store, pipeline })
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(OpsState { store, pipeline })
 }
 
 async fn healthz() -> Json<Value> {
@@ -50,7 +47,11 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<Value>) {
             false
         }
         Err(_) => {
-            tracing::warn!(store = store.kind(), timeout_s = PING_TIMEOUT.as_secs(), "Store did not answer a ping in time.");
+            tracing::warn!(
+                store = store.kind(),
+                timeout_s = PING_TIMEOUT.as_secs(),
+                "Store did not answer a ping in time."
+            );
             false
         }
     };

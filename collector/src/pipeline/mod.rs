@@ -116,13 +116,13 @@ impl PipelineConfig {
             (self.max_batch_rows == 0, "max_batch_rows must be at least 1"),
             (self.queue_capacity == 0, "queue_capacity must be at least 1"),
             (self.max_inflight_batches == 0, "max_inflight_batches must be at least 1"),
-            (
-                !(self.spool_high_water > 0.0 && self.spool_high_water <= 1.0),
-                "spool_high_water must be in (0, 1]",
-            ),
+            (!(self.spool_high_water > 0.0 && self.spool_high_water <= 1.0), "spool_high_water must be in (0, 1]"),
             (self.insert_timeout.is_zero(), "insert_timeout must be positive"),
             (self.replay_backoff_min.is_zero(), "replay_backoff_min must be positive"),
-            (self.replay_backoff_min > self.replay_backoff_max, "replay_backoff_min must not exceed replay_backoff_max"),
+            (
+                self.replay_backoff_min > self.replay_backoff_max,
+                "replay_backoff_min must not exceed replay_backoff_max",
+            ),
         ];
         match problems.iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err((*why).to_string()),
@@ -262,7 +262,8 @@ impl Pipeline {
         config.validate().map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         let spool = if config.spool_max_bytes > 0 {
             let (dir, max) = (config.spool_dir.clone(), config.spool_max_bytes);
-            let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, max)).await.map_err(io::Error::other)??;
+            let spool =
+                tokio::task::spawn_blocking(move || Spool::open(&dir, max)).await.map_err(io::Error::other)??;
             Some(Arc::new(spool))
         } else {
             tracing::warn!("The spool is disabled: a failed store insert is answered with a 503.");

@@ -105,7 +105,9 @@ async fn replay_segment(
                 tracing::error!(path = %segment.path.display(), "A spool segment vanished before replay.");
                 break SegmentContents::default();
             }
-            Ok(Err(e)) => tracing::error!(error = %e, path = %segment.path.display(), "Cannot read a spool segment; will retry."),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, path = %segment.path.display(), "Cannot read a spool segment; will retry.")
+            }
             Err(e) => tracing::error!(error = %e, "The spool read task failed; will retry."),
         }
         backoff.wait(shared, stop).await?;
@@ -120,7 +122,8 @@ async fn replay_segment(
             }
             let attempt = Instant::now();
             let result = tokio::time::timeout(shared.config.insert_timeout, shared.store.insert(chunk)).await;
-            metrics::histogram!("synchealth_insert_seconds", "source" => "replay").record(attempt.elapsed().as_secs_f64());
+            metrics::histogram!("synchealth_insert_seconds", "source" => "replay")
+                .record(attempt.elapsed().as_secs_f64());
             match result {
                 Ok(Ok(outcome)) => {
                     inserted += outcome.inserted;
@@ -143,7 +146,9 @@ async fn replay_segment(
         let Some(spool) = spool else { break };
         match tokio::task::spawn_blocking(move || spool.remove(&seg)).await {
             Ok(Ok(())) => break,
-            Ok(Err(e)) => tracing::error!(error = %e, path = %segment.path.display(), "Cannot delete a replayed spool segment; will retry."),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, path = %segment.path.display(), "Cannot delete a replayed spool segment; will retry.")
+            }
             Err(e) => tracing::error!(error = %e, "The spool delete task failed; will retry."),
         }
         backoff.wait(shared, stop).await?;

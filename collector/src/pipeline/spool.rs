@@ -169,7 +169,8 @@ impl Spool {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)).and_then(|n| n.parse::<u64>().ok())
+            let Some(seq) =
+                name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)).and_then(|n| n.parse::<u64>().ok())
             else {
                 continue;
             };
@@ -395,8 +396,11 @@ pub(crate) fn read_segment(path: &Path) -> io::Result<SegmentContents> {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a spool segment"));
     }
     let framed = parse_records(&bytes[HEADER_LEN as usize..]);
-    let mut contents =
-        SegmentContents { torn_tail_bytes: framed.torn_tail_bytes, corrupt_records: framed.corrupt, ..Default::default() };
+    let mut contents = SegmentContents {
+        torn_tail_bytes: framed.torn_tail_bytes,
+        corrupt_records: framed.corrupt,
+        ..Default::default()
+    };
     for payload in framed.payloads {
         match decode_payload(payload) {
             Ok(events) => {
@@ -410,7 +414,10 @@ pub(crate) fn read_segment(path: &Path) -> io::Result<SegmentContents> {
         }
     }
     if contents.torn_tail_bytes > 0 {
-        tracing::warn!(bytes = contents.torn_tail_bytes, "Dropped a spool record cut short by a crash (never acknowledged).");
+        tracing::warn!(
+            bytes = contents.torn_tail_bytes,
+            "Dropped a spool record cut short by a crash (never acknowledged)."
+        );
     }
     if framed.corrupt > 0 {
         tracing::error!(records = framed.corrupt, "Skipped spool records with a bad checksum.");
@@ -494,9 +501,9 @@ struct PayloadIn {
 /// one record per run of events sharing project and clock readings.
 pub(crate) fn encode_unit(events: &[StoredEvent]) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
-    for run in events.chunk_by(|a, b| {
-        a.project == b.project && a.sent_at_ms == b.sent_at_ms && a.received_at_ms == b.received_at_ms
-    }) {
+    for run in events
+        .chunk_by(|a, b| a.project == b.project && a.sent_at_ms == b.sent_at_ms && a.received_at_ms == b.received_at_ms)
+    {
         let first = &run[0];
         let payload = serde_json::to_vec(&PayloadOut {
             v: PAYLOAD_VERSION,
@@ -580,7 +587,8 @@ mod tests {
                 })
             })
             .collect();
-        let body = serde_json::to_vec(&serde_json::json!({"sent_at": "2026-11-21T08:00:05.5Z", "events": events})).unwrap();
+        let body =
+            serde_json::to_vec(&serde_json::json!({"sent_at": "2026-11-21T08:00:05.5Z", "events": events})).unwrap();
         let batch = parse_batch(&body).unwrap();
         let project = ProjectName::parse(project).unwrap();
         let received = time_from_ms(received_ms).unwrap();

@@ -104,7 +104,8 @@ impl PrivateClickHouse {
         assert_eq!(url, self.url);
     }
 
-    /// SIGKILL: gone at once, connections and queries in flight cut.
+    /// SIGKILL: dead at once, though its sockets close only once the
+    /// process is torn down (a second or so: until then connections hang).
     async fn kill(&self) {
         script("kill", &self.data()).await;
     }
@@ -119,7 +120,8 @@ impl PrivateClickHouse {
     }
 
     async fn answers(&self) -> bool {
-        let ping = reqwest::Client::new().get(format!("{}/ping", self.url)).timeout(Duration::from_millis(300)).send().await;
+        let ping =
+            reqwest::Client::new().get(format!("{}/ping", self.url)).timeout(Duration::from_millis(300)).send().await;
         ping.is_ok_and(|r| r.status().is_success())
     }
 
@@ -333,24 +335,35 @@ async fn summary_events(base: &str, password: &str) -> u64 {
     response.json::<Value>().await.unwrap()["events"].as_u64().unwrap()
 }
 
-/// Posts batches with `key` for `during` (at least one), sequentially;
-/// returns how many were acknowledged and the slowest acknowledgement.
-async fn post_during_outage(base: &str, key: &str, ledger: &Ledger, during: Duration) -> (usize, Duration) {
+/// What [`post_during_outage`] saw.
+#[derive(Debug, Default)]
+struct OutagePosts {
+    acked: usize,
+    slowest_ack: Duration,
+    /// Every answer that was not an acknowledgement, for failure messages.
+    refusals: Vec<String>,
+}
+
+/// Posts batches with `key` for `during` (at least one), sequentially.
+async fn post_during_outage(base: &str, key: &str, ledger: &Ledger, during: Duration) -> OutagePosts {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    let (mut acked, mut slowest) = (0, Duration::ZERO);
+    let mut seen = OutagePosts::default();
     let until = Instant::now() + during;
     loop {
         let body = batch((0..OUTAGE_BATCH).map(|i| event(&format!("outage-{i}"), 1, true, 10)).collect());
         ledger.posted(&body);
         let started = Instant::now();
-        if let Posted::Acked(answer) = post(&client, base, key, &body).await {
-            assert_answer_counts_every_event(&answer, OUTAGE_BATCH);
-            ledger.acked(&body);
-            acked += 1;
-            slowest = slowest.max(started.elapsed());
+        match post(&client, base, key, &body).await {
+            Posted::Acked(answer) => {
+                assert_answer_counts_every_event(&answer, OUTAGE_BATCH);
+                ledger.acked(&body);
+                seen.acked += 1;
+                seen.slowest_ack = seen.slowest_ack.max(started.elapsed());
+            }
+            other => seen.refusals.push(format!("after {:?}: {other:?}", started.elapsed())),
         }
         if Instant::now() >= until {
-            return (acked, slowest);
+            return seen;
         }
     }
 }
@@ -362,12 +375,15 @@ async fn assert_acked_stored_once(clickhouse: &PrivateClickHouse, database: &str
     assert_eq!(rows, stored.len(), "an event is stored twice");
     let acked = ledger.acked_ids();
     let missing: Vec<_> = acked.difference(&stored).take(5).collect();
-    assert!(missing.is_empty(), "{} acknowledged events are missing, e.g. {missing:?}", acked.len() - stored.len().min(acked.len()));
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events are missing, e.g. {missing:?}",
+        acked.len() - stored.len().min(acked.len())
+    );
     let posted = ledger.posted_ids();
     assert!(stored.is_subset(&posted), "stored events that were never posted");
     stored.len()
 }
-
 
 /// The real binary, as an operator runs it.
 struct Binary {
@@ -436,13 +452,13 @@ async fn every_acknowledged_event_is_stored_once_when_clickhouse_dies_mid_ingest
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Its first use: cached from now, so it authenticates into the outage.
-    let (warm, _) = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::ZERO).await;
-    assert_eq!(warm, 1);
+    let warm = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::ZERO).await;
+    assert_eq!(warm.acked, 1, "{warm:?}");
     // Killed, not stopped gracefully: a graceful stop keeps serving open
     // connections until it exits (see the spool-full test for that path).
     clickhouse.kill().await;
-    let (acked_while_down, _) = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::from_millis(700)).await;
-    assert!(acked_while_down > 0, "nothing was acknowledged while ClickHouse was down");
+    let down = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::from_millis(700)).await;
+    assert!(down.acked > 0, "nothing was acknowledged while ClickHouse was down: {down:?}");
     let (status, ready) = readyz(&reqwest::Client::new(), &app.base).await.expect("readyz answers");
     assert_eq!(status, 503, "{ready}");
     assert!(ready["spool"]["bytes"].as_u64().unwrap() > 0, "acknowledged from the spool: {ready}");
@@ -506,11 +522,11 @@ async fn acknowledged_events_survive_kill_9_of_the_collector_mid_ingest_and_are_
 
     // A hung store: inserts time out and go to the spool, then the
     // collector dies with posters in flight and the spool not replayed.
-    let (warm, _) = post_during_outage(&first.base, OUTAGE_KEY, &ledger, Duration::ZERO).await;
-    assert_eq!(warm, 1);
+    let warm = post_during_outage(&first.base, OUTAGE_KEY, &ledger, Duration::ZERO).await;
+    assert_eq!(warm.acked, 1, "{warm:?}");
     clickhouse.pause().await;
-    let (acked_while_hung, _) = post_during_outage(&first.base, OUTAGE_KEY, &ledger, Duration::from_millis(700)).await;
-    assert!(acked_while_hung > 0, "nothing was acknowledged while ClickHouse hung");
+    let hung = post_during_outage(&first.base, OUTAGE_KEY, &ledger, Duration::from_millis(700)).await;
+    assert!(hung.acked > 0, "nothing was acknowledged while ClickHouse hung: {hung:?}");
     let spool = data_dir.join("spool");
     assert!(spooled_record_bytes(&spool) > 0, "acknowledged from the spool");
     first.kill_9();
@@ -582,15 +598,15 @@ async fn a_hung_clickhouse_does_not_hold_acknowledgements_past_the_insert_timeou
     let clickhouse = PrivateClickHouse::start().await;
     let app = spawn_app(&clickhouse, "hung", quick_ingest()).await;
     let ledger = Ledger::default();
-    let (warm, _) = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::ZERO).await;
-    assert_eq!(warm, 1);
+    let warm = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::ZERO).await;
+    assert_eq!(warm.acked, 1, "{warm:?}");
 
     clickhouse.pause().await;
-    let (acked, slowest) = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::from_millis(1000)).await;
+    let hung = post_during_outage(&app.base, OUTAGE_KEY, &ledger, Duration::from_millis(1000)).await;
     // The first waits for the 500 ms insert timeout; the next ones skip the
     // store it marked unhealthy and are answered from the spool.
-    assert!(acked >= 3, "only {acked} acknowledged while ClickHouse hung");
-    assert!(slowest < Duration::from_millis(1500), "an acknowledgement took {slowest:?}");
+    assert!(hung.acked >= 3, "too few acknowledged while ClickHouse hung: {hung:?}");
+    assert!(hung.slowest_ack < Duration::from_millis(1500), "{hung:?}");
     clickhouse.resume().await;
 
     wait_until_drained(&app.base).await;
