@@ -6,6 +6,7 @@
 //! probes.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -184,27 +185,29 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch> {
 /// [`Rejection`] and does not stop the others.
 pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBatch> {
     #[derive(Deserialize)]
-    struct RawBatch {
+    struct RawBatch<'a> {
         sent_at: Option<Value>,
-        events: Option<Value>,
+        #[serde(borrow)]
+        events: Option<&'a RawValue>,
     }
-    let raw: RawBatch = serde_json::from_slice(body).map_err(|e| Error::NotABatch(format!("invalid JSON: {e}")))?;
+    let raw: RawBatch<'_> =
+        serde_json::from_slice(body).map_err(|e| Error::NotABatch(format!("invalid JSON: {e}")))?;
     let sent_at = match raw.sent_at {
         Some(Value::String(s)) => parse_time(&s).map_err(|reason| Error::NotABatch(format!("sent_at: {reason}")))?,
         Some(_) => return Err(Error::NotABatch("sent_at: expected an RFC 3339 timestamp string".into())),
         None => return Err(Error::NotABatch("sent_at: missing".into())),
     };
-    let events = match raw.events {
-        Some(Value::Array(events)) => events,
-        Some(_) => return Err(Error::NotABatch("events: expected an array".into())),
+    let events: Vec<&RawValue> = match raw.events {
+        Some(events) => serde_json::from_str(events.get())
+            .map_err(|_| Error::NotABatch("events: expected an array".into()))?,
         None => return Err(Error::NotABatch("events: missing".into())),
     };
     if events.len() > max_events {
         return Err(Error::TooManyEvents { count: events.len(), max: max_events });
     }
     let mut parsed = ParsedBatch { sent_at, events: Vec::with_capacity(events.len()), rejected: Vec::new() };
-    for (index, value) in events.into_iter().enumerate() {
-        match SyncEvent::from_json(value) {
+    for (index, raw_event) in events.into_iter().enumerate() {
+        match SyncEvent::from_raw(raw_event.get()) {
             Ok(event) => parsed.events.push((index, event)),
             Err((field, reason)) => parsed.rejected.push(Rejection { index, field: field.to_string(), reason }),
         }
@@ -215,6 +218,40 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
 type FieldError = (&'static str, String);
 
 impl SyncEvent {
+    /// Validates one event from its JSON text. The common case (a valid
+    /// event) is read straight into the typed struct, about three times
+    /// cheaper than through an untyped tree; anything the typed read refuses,
+    /// or that breaks a bound, goes through [`SyncEvent::from_json`], the one
+    /// place that decides (and names) what is wrong. So both paths accept
+    /// exactly the same events.
+    pub fn from_raw(json: &str) -> std::result::Result<SyncEvent, (&'static str, String)> {
+        if let Ok(event) = serde_json::from_str::<SyncEvent>(json) {
+            if event.within_bounds() {
+                return Ok(event);
+            }
+        }
+        let value: Value = serde_json::from_str(json).map_err(|e| ("", format!("invalid JSON: {e}")))?;
+        SyncEvent::from_json(value)
+    }
+
+    /// The bounds the typed read does not check by itself.
+    fn within_bounds(&self) -> bool {
+        let chars = |s: &str| s.chars().count();
+        let optional = |s: &Option<String>, min: usize, max: usize| {
+            s.as_deref().is_none_or(|s| (min..=max).contains(&chars(s)))
+        };
+        (1..=MAX_DEVICE_ID_CHARS).contains(&chars(&self.device_id))
+            && self.duration_ms <= MAX_DURATION_MS
+            && (1..=MAX_LABEL_CHARS).contains(&chars(&self.app_version))
+            && (1..=MAX_LABEL_CHARS).contains(&chars(&self.os))
+            && optional(&self.os_version, 0, MAX_LABEL_CHARS)
+            && optional(&self.device_model, 0, MAX_LABEL_CHARS)
+            && optional(&self.sync_type, 1, 32)
+            && optional(&self.error_message, 0, MAX_ERROR_MESSAGE_CHARS)
+            && self.sample_rate > 0.0
+            && self.sample_rate <= 1.0
+    }
+
     /// Validates one event from untyped JSON, naming the first field at fault.
     pub fn from_json(value: Value) -> std::result::Result<SyncEvent, (&'static str, String)> {
         let Value::Object(mut obj) = value else {
@@ -454,6 +491,42 @@ mod tests {
         let three = batch(vec![good(); 3]);
         assert!(matches!(parse_batch_with_limit(&three, 2), Err(Error::TooManyEvents { count: 3, max: 2 })));
         assert_eq!(parse_batch_with_limit(&three, 3).unwrap().events.len(), 3);
+    }
+
+    #[test]
+    fn the_typed_fast_path_accepts_and_refuses_exactly_what_the_validator_does() {
+        let mutations: Vec<(&str, Value)> = vec![
+            ("conflicts", Value::Null),
+            ("network", Value::Null),
+            ("network", json!("cellular")),
+            ("trigger", json!("local_write")),
+            ("trigger", json!("bogus")),
+            ("error_kind", json!("timeout")),
+            ("duration_ms", json!(12.5)),
+            ("duration_ms", json!(MAX_DURATION_MS + 1)),
+            ("sample_rate", json!(1)),
+            ("sample_rate", json!(1.5)),
+            ("sample_rate", json!(-0.1)),
+            ("device_id", json!("")),
+            ("app_version", json!("")),
+            ("sync_type", json!("")),
+            ("sync_type", json!("x".repeat(33))),
+            ("os_version", json!("")),
+            ("error_message", json!("é".repeat(1024))),
+            ("error_message", json!("é".repeat(1025))),
+            ("event_id", json!("6F1C1A7E2F7B4C1E9A533F0E8C1D2B4A")),
+            ("event_id", json!([1, 2, 3])),
+            ("occurred_at", json!("2026-11-21 10:00:00")),
+            ("last_success_at", Value::Null),
+            ("queue_depth", json!(u64::from(u32::MAX))),
+            ("success", json!("true")),
+        ];
+        for (field, value) in mutations {
+            let mut event = good();
+            event[field] = value.clone();
+            let text = serde_json::to_string(&event).unwrap();
+            assert_eq!(SyncEvent::from_raw(&text), SyncEvent::from_json(event), "{field} = {value}");
+        }
     }
 
     #[test]
