@@ -345,28 +345,8 @@ async fn post_all(
     counter: Option<&ClickHouseCounter>,
 ) -> anyhow::Result<Phase> {
     let batches = total / args.batch as u64;
-    let next = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::new();
-    let url = format!("{base}/v1/events");
-    let now = OffsetDateTime::now_utc();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (next, client, url) = (next.clone(), client.clone(), url.clone());
-        let batch = args.batch;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = new_histogram();
-            loop {
-                let b = next.fetch_add(1, Ordering::Relaxed);
-                if b >= batches {
-                    return Ok(latencies);
-                }
-                let body = batch_body(first_seq + b * batch as u64, batch, now)?;
-                post_batch(&client, &url, body, &mut latencies).await?;
-            }
-        }));
-    }
-    let latencies = join_histograms(tasks).await?;
+    let latencies = run_clients(base, args, batches, first_seq, None).await?;
     let events = batches * args.batch as u64;
     if let Some(counter) = counter {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -384,6 +364,48 @@ async fn post_all(
         latency_ms: Some(percentiles(&latencies)),
         peak_rss_mib: None,
     })
+}
+
+/// `args.clients` tasks posting `batches` batches between them, each either
+/// as fast as acks come or one request per `pace` (start times spread over
+/// one pace, so requests interleave). Returns every request's latency.
+async fn run_clients(
+    base: &str,
+    args: &IngestBenchArgs,
+    batches: u64,
+    first_seq: u64,
+    pace: Option<Duration>,
+) -> anyhow::Result<Histogram<u64>> {
+    let next = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/events");
+    let now = OffsetDateTime::now_utc();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (next, client, url) = (next.clone(), client.clone(), url.clone());
+        let batch = args.batch;
+        let mut tick = pace.map(|interval| {
+            let offset = interval.mul_f64(c as f64 / args.clients as f64);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = new_histogram();
+            loop {
+                if let Some(tick) = tick.as_mut() {
+                    tick.tick().await;
+                }
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok(latencies);
+                }
+                let body = batch_body(first_seq + b * batch as u64, batch, now)?;
+                post_batch(&client, &url, body, &mut latencies).await?;
+            }
+        }));
+    }
+    join_histograms(tasks).await
 }
 
 async fn post_batch(
@@ -413,34 +435,8 @@ async fn paced(base: &str, args: &IngestBenchArgs, rate: f64, first_seq: u64) ->
     let batches_per_second = rate / args.batch as f64;
     let total_batches = (batches_per_second * args.half_rate_seconds as f64).max(1.0) as u64;
     let interval = Duration::from_secs_f64(args.clients as f64 / batches_per_second);
-    let next = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::new();
-    let url = format!("{base}/v1/events");
-    let now = OffsetDateTime::now_utc();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let (next, client, url) = (next.clone(), client.clone(), url.clone());
-        let batch = args.batch;
-        let offset = interval.mul_f64(c as f64 / args.clients as f64);
-        tasks.push(tokio::spawn(async move {
-            // Clients start spread over one interval, so requests interleave.
-            tokio::time::sleep(offset).await;
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut latencies = new_histogram();
-            loop {
-                tick.tick().await;
-                let b = next.fetch_add(1, Ordering::Relaxed);
-                if b >= total_batches {
-                    return Ok(latencies);
-                }
-                let body = batch_body(first_seq + b * batch as u64, batch, now)?;
-                post_batch(&client, &url, body, &mut latencies).await?;
-            }
-        }));
-    }
-    let latencies = join_histograms(tasks).await?;
+    let latencies = run_clients(base, args, total_batches, first_seq, Some(interval)).await?;
     Ok(Phase {
         name: "collector at half rate",
         events: total_batches * args.batch as u64,
