@@ -325,14 +325,7 @@ async fn wait_until_drained(base: &str) {
 }
 
 async fn summary_events(base: &str, password: &str) -> u64 {
-    let response = reqwest::Client::new()
-        .get(format!("{base}/api/v1/summary"))
-        .basic_auth("admin", Some(password))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["events"].as_u64().unwrap()
+    crate::process::summary(base, password).await["events"].as_u64().unwrap()
 }
 
 /// What [`post_during_outage`] saw.

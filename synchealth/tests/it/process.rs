@@ -56,7 +56,8 @@ async fn post(base: &str, key: &str, body: &Value) -> Value {
     response.json().await.unwrap()
 }
 
-async fn summary(base: &str, password: &str) -> Value {
+/// The summary of the default window, read as `admin` from a running binary.
+pub(crate) async fn summary(base: &str, password: &str) -> Value {
     let response = reqwest::Client::new()
         .get(format!("{base}/api/v1/summary"))
         .basic_auth("admin", Some(password))
