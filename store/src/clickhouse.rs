@@ -221,12 +221,16 @@ impl ClickHouseStore {
             .bind(RECENT_WARM_LIMIT)
             .fetch_all::<RecentRow>()
             .await?;
-        let mut recent = self.recent.lock().map_err(|_| Error::Task("recent-ids lock poisoned".into()))?;
+        let mut recent = self.recent_ids()?;
         for row in &rows {
             recent.remember(&row.project, row.event_id);
         }
         tracing::info!(ids = rows.len(), "Loaded recent event ids for duplicate detection.");
         Ok(())
+    }
+
+    fn recent_ids(&self) -> Result<std::sync::MutexGuard<'_, RecentIds>> {
+        self.recent.lock().map_err(|_| Error::Task("recent-ids lock poisoned".into()))
     }
 
     async fn insert_control<T: RowOwned + RowWrite>(&self, table: &str, row: &T) -> Result<()> {
@@ -294,7 +298,7 @@ impl Store for ClickHouseStore {
         // Only ids this process may have stored before need the exact look-up
         // (see recent_ids.rs); the rest are new for certain.
         let maybe_seen: Vec<usize> = {
-            let recent = self.recent.lock().map_err(|_| Error::Task("recent-ids lock poisoned".into()))?;
+            let recent = self.recent_ids()?;
             candidates.iter().copied().filter(|&i| recent.maybe_seen(events[i].project.as_str(), events[i].event.event_id)).collect()
         };
         let stored: HashSet<usize> = self.already_stored(events, &maybe_seen).await?.into_iter().collect();

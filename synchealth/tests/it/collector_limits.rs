@@ -137,16 +137,6 @@ async fn the_batch_limit_is_configurable() {
 }
 
 #[tokio::test]
-async fn a_wrong_ingest_key_is_a_401_with_a_json_error() {
-    let app = spawn_app(Backend::Sqlite, "limits_wrong_key").await.unwrap();
-    let response = app.post_batch_with_key("shk_wrong", &batch(vec![event("d1", 1, true, 10)])).await;
-    assert_eq!(response.status(), 401);
-    assert_eq!(response.headers()["www-authenticate"], "Bearer");
-    assert_eq!(response.json::<Value>().await.unwrap(), unauthorized_key());
-    assert_eq!(app.summary("").await["events"], 0);
-}
-
-#[tokio::test]
 async fn a_revoked_key_is_a_401_within_the_key_cache_ttl() {
     let (app, store) = spawn_app_with(Backend::Sqlite, "revoked", |_| {}).await.unwrap();
     // Revoked before its first use: refused at once.

@@ -119,7 +119,11 @@ async fn a_missing_or_wrong_ingest_key_is_a_401() {
     assert_eq!(none.status(), 401);
     let wrong = app.client.post(&url).bearer_auth("shk_nope").json(&body).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
-    assert_eq!(wrong.json::<Value>().await.unwrap()["detail"], "unknown or revoked ingest key");
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap(),
+        json!({"error": "unauthorized", "detail": "unknown or revoked ingest key"})
+    );
     assert_eq!(app.summary("").await["events"], 0);
 }
 
