@@ -3,19 +3,40 @@
 //! as the dashboard, and each alert instance (rule × project × segment) takes
 //! one step of its state machine.
 //!
-//! [`Evaluator::evaluate_once`] is public so tests step it instead of
-//! sleeping. Notifications are returned and logged here; their delivery
-//! (email, webhooks), the persistence of instance state and the lease that
-//! keeps replicas from double-sending build on this loop.
+//! One evaluation ([`Evaluator::evaluate_once`], public so tests step it):
+//! 1. takes or renews the evaluator lease in the store; a replica without it
+//!    evaluates nothing, so several replicas never send the same notice twice,
+//!    and a standby takes over once the holder stops renewing (after the lease
+//!    TTL, a few intervals);
+//! 2. loads every instance's state and the silences from the store: the store
+//!    is the truth, so a restarted process (or a standby that just took over)
+//!    carries on where the last evaluation left off, neither re-sending nor
+//!    forgetting;
+//! 3. steps each instance, stores its new state, and only then hands its
+//!    notification, if any and not silenced, to the [`Dispatcher`], which
+//!    records and delivers it in the background. Storing first means a crash
+//!    in between loses a notice rather than sending it twice after a restart
+//!    (at most once: the on-call engineer still sees the state on the
+//!    dashboard).
+//!
+//! Deliveries still `pending` when their process stopped (an SMTP server down
+//! through a restart) are resumed by the next lease holder, when it takes the
+//! lease, from the stored record, rule and instance state.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use synchealth_schema::{unix_ms, ProjectName};
-use synchealth_store::{GroupKey, Grouping, Query, SharedStore, Summary};
+use synchealth_store::alerting::EVALUATOR_LEASE;
+use synchealth_store::{
+    AlertInstanceRecord, Dimension, GroupKey, Grouping, NotificationRecord, Query, SharedStore, Silence, Summary,
+};
 use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 
-use crate::{AlertInstance, AlertKey, Notification, Observation, Rule};
+use crate::delivery::{AlertMessage, Dispatcher, MessageKind};
+use crate::error::Result;
+use crate::{AlertInstance, AlertKey, AlertState, Notification, Observation, Rule, Verdict};
 
 /// One notification produced by an evaluation.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,18 +51,111 @@ pub struct Fired {
     pub value: Option<f64>,
 }
 
-/// Runs rules against a store and keeps every alert instance's state.
+/// Runs rules against a store, keeps every alert instance's state in it, and
+/// hands notifications to the dispatcher.
 #[derive(Debug)]
 pub struct Evaluator {
     store: SharedStore,
     rules: Vec<Rule>,
+    dispatcher: Option<Dispatcher>,
+    holder: String,
+    lease_ttl: Duration,
     instances: HashMap<(ProjectName, AlertKey), AlertInstance>,
+    /// Deliveries in flight, by notification id.
+    deliveries: Vec<(String, JoinHandle<NotificationRecord>)>,
+    /// Whether the last evaluation held the lease: on taking it, the
+    /// deliveries a previous holder left pending are resumed.
+    holding: bool,
+}
+
+/// Dropping the evaluator (the role stopping) cancels its deliveries in
+/// flight, as the end of the process would; they stay `pending` in the store
+/// and the next lease holder resumes them.
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        for (_, handle) in &self.deliveries {
+            handle.abort();
+        }
+    }
+}
+
+/// How many of the latest notifications are scanned for pending ones when
+/// the lease is taken.
+const RESUME_SCAN: u32 = 1000;
+
+/// The segment as stored and silenced: `dimension=value`.
+pub fn segment_label(key: &AlertKey) -> Option<String> {
+    key.segment.as_ref().map(|(d, v)| format!("{}={v}", d.column()))
+}
+
+/// The key of a stored instance; `None` if its segment is not understood.
+fn key_of(record: &AlertInstanceRecord) -> Option<AlertKey> {
+    match &record.segment {
+        None => Some(AlertKey::total(record.rule.clone())),
+        Some(segment) => {
+            let (dimension, value) = segment.split_once('=')?;
+            Some(AlertKey::segment(record.rule.clone(), Dimension::parse(dimension)?, value))
+        }
+    }
+}
+
+fn time_of(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The state a stored record says.
+fn state_of(record: &AlertInstanceRecord) -> AlertState {
+    let since = time_of(record.since_ms);
+    match record.state.as_str() {
+        "pending" => AlertState::Pending { since },
+        "firing" => AlertState::Firing {
+            since,
+            last_notified: record.last_notified_ms.map_or(since, time_of),
+            clear_since: record.clear_since_ms.map(time_of),
+        },
+        "resolved" => AlertState::Resolved { at: since },
+        _ => AlertState::Ok,
+    }
+}
+
+fn verdict_name(verdict: Option<Verdict>) -> &'static str {
+    match verdict {
+        Some(Verdict::Holds) => "holds",
+        Some(Verdict::Clear) => "clear",
+        Some(Verdict::InsufficientData) => "insufficient_data",
+        None => "",
+    }
 }
 
 impl Evaluator {
-    /// An evaluator with no history.
+    /// An evaluator that only records states (no channels), holding the lease
+    /// under a random name.
     pub fn new(store: SharedStore, rules: Vec<Rule>) -> Self {
-        Evaluator { store, rules, instances: HashMap::new() }
+        Evaluator {
+            store,
+            rules,
+            dispatcher: None,
+            holder: format!("evaluator-{}", uuid::Uuid::new_v4()),
+            lease_ttl: Duration::from_secs(45),
+            instances: HashMap::new(),
+            deliveries: Vec::new(),
+            holding: false,
+        }
+    }
+
+    /// Delivers notifications through `dispatcher`.
+    pub fn with_dispatcher(mut self, dispatcher: Dispatcher) -> Self {
+        self.dispatcher = Some(dispatcher);
+        self
+    }
+
+    /// Holds the evaluator lease as `holder` (unique per replica) for `ttl`
+    /// per evaluation; a standby takes over `ttl` after the holder's last
+    /// evaluation. A few evaluation intervals is right.
+    pub fn with_lease(mut self, holder: impl Into<String>, ttl: Duration) -> Self {
+        self.holder = holder.into();
+        self.lease_ttl = ttl;
+        self
     }
 
     /// The rules evaluated.
@@ -49,19 +163,54 @@ impl Evaluator {
         &self.rules
     }
 
-    /// Every alert instance seen so far, with its state.
+    /// Every alert instance of the last evaluation, with its state.
     pub fn instances(&self) -> impl Iterator<Item = (&ProjectName, &AlertInstance)> {
         self.instances.iter().map(|((project, _), instance)| (project, instance))
     }
 
-    /// One evaluation of every rule for every project at `now`.
-    #[tracing::instrument(skip_all)]
-    pub async fn evaluate_once(&mut self, now: OffsetDateTime) -> synchealth_store::Result<Vec<Fired>> {
+    /// Waits for the deliveries started so far and returns their final
+    /// records (for tests and one-shot commands; the loop does not wait).
+    pub async fn wait_for_deliveries(&mut self) -> Vec<NotificationRecord> {
+        let mut done = Vec::new();
+        for (_, handle) in self.deliveries.drain(..) {
+            match handle.await {
+                Ok(record) => done.push(record),
+                Err(e) => tracing::warn!(error = %e, "A delivery task failed."),
+            }
+        }
+        done
+    }
+
+    /// One evaluation of every rule for every project at `now`; an empty
+    /// list when another replica holds the lease.
+    #[tracing::instrument(skip_all, fields(holder = %self.holder))]
+    pub async fn evaluate_once(&mut self, now: OffsetDateTime) -> Result<Vec<Fired>> {
+        self.deliveries.retain(|(_, h)| !h.is_finished());
+        let now_ms = unix_ms(now);
+        let ttl_ms = i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+        if !self.store.try_lease(EVALUATOR_LEASE, &self.holder, now_ms, ttl_ms).await? {
+            tracing::debug!("Another replica holds the evaluator lease; skipping.");
+            self.instances.clear();
+            self.holding = false;
+            return Ok(Vec::new());
+        }
+        let mut stored: HashMap<(ProjectName, AlertKey), AlertInstanceRecord> = HashMap::new();
+        for record in self.store.alert_instances().await? {
+            if let Some(key) = key_of(&record) {
+                stored.insert((record.project.clone(), key), record);
+            }
+        }
+        if !self.holding {
+            self.holding = true;
+            self.resume_pending(now, &stored).await?;
+        }
+        let silences = self.store.silences(now_ms).await?;
         let projects = self.store.projects().await?;
         let mut fired = Vec::new();
+        self.instances.clear();
         for rule in self.rules.clone() {
             for project in &projects {
-                self.evaluate_rule(&rule, project, now, &mut fired).await?;
+                self.evaluate_rule(&rule, project, now, &stored, &silences, &mut fired).await?;
             }
         }
         Ok(fired)
@@ -72,8 +221,10 @@ impl Evaluator {
         rule: &Rule,
         project: &ProjectName,
         now: OffsetDateTime,
+        stored: &HashMap<(ProjectName, AlertKey), AlertInstanceRecord>,
+        silences: &[Silence],
         fired: &mut Vec<Fired>,
-    ) -> synchealth_store::Result<()> {
+    ) -> Result<()> {
         let window = rule.window_at(now);
         let query = Query {
             project: project.clone(),
@@ -97,30 +248,186 @@ impl Evaluator {
         }
         // Segments that went silent still step (on no data), so a firing
         // alert for a segment that stopped reporting resolves in time instead
-        // of firing forever.
-        for (p, key) in self.instances.keys() {
-            if p == project && key.rule == rule.name {
+        // of firing forever. Quiet ones that are just `ok` need no step.
+        for ((p, key), record) in stored {
+            if p == project && key.rule == rule.name && record.state != "ok" {
                 observed.entry(key.clone()).or_insert(Observation { value: None, events: 0 });
             }
         }
+        let now_ms = unix_ms(now);
+        let mut observed: Vec<(AlertKey, Observation)> = observed.into_iter().collect();
+        observed.sort_by_key(|(key, _)| segment_label(key));
         for (key, observation) in observed {
-            let instance = self
-                .instances
-                .entry((project.clone(), key.clone()))
-                .or_insert_with(|| AlertInstance::new(key.clone()));
-            if let Some(notification) = instance.observe(observation, now, rule) {
-                tracing::warn!(
-                    project = %project,
-                    alert = %key,
-                    fingerprint = %key.fingerprint(),
-                    state = instance.state.name(),
-                    value = ?observation.value,
-                    events = observation.events,
-                    ?notification,
-                    "Alert notification."
+            let previous = stored.get(&(project.clone(), key.clone()));
+            let segment = segment_label(&key);
+            let silenced_until = silences
+                .iter()
+                .filter(|s| s.covers(project, &rule.name, segment.as_deref(), now_ms))
+                .map(|s| s.ends_at_ms)
+                .max();
+            let mut instance = AlertInstance {
+                key: key.clone(),
+                state: previous.map_or(AlertState::Ok, state_of),
+                verdict: None,
+                silenced_until: silenced_until.map(time_of),
+            };
+            let before = instance.state;
+            let notification = instance.observe(observation, now, rule);
+            let record = self.record(project, rule, &instance, before, previous, observation, now_ms, silenced_until);
+            self.store.put_alert_instance(&record).await?;
+            if before != instance.state {
+                tracing::info!(
+                    project = %project, alert = %key, from = before.name(), to = instance.state.name(),
+                    value = ?observation.value, events = observation.events, "Alert changed state."
                 );
-                fired.push(Fired { project: project.clone(), key, notification, value: observation.value });
             }
+            if let Some(notification) = notification {
+                self.notify(project, rule, &key, &record, notification, observation, now).await?;
+                fired.push(Fired {
+                    project: project.clone(),
+                    key: key.clone(),
+                    notification,
+                    value: observation.value,
+                });
+            } else if silenced_until.is_some() && before != instance.state {
+                tracing::info!(project = %project, alert = %key, "Alert silenced; notification withheld.");
+            }
+            self.instances.insert((project.clone(), key), instance);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        project: &ProjectName,
+        rule: &Rule,
+        instance: &AlertInstance,
+        before: AlertState,
+        previous: Option<&AlertInstanceRecord>,
+        observation: Observation,
+        now_ms: i64,
+        silenced_until_ms: Option<i64>,
+    ) -> AlertInstanceRecord {
+        let (since_ms, last_notified_ms, clear_since_ms) = match instance.state {
+            AlertState::Ok => {
+                let kept = previous.filter(|_| before == AlertState::Ok).map_or(now_ms, |p| p.since_ms);
+                (kept, None, None)
+            }
+            AlertState::Pending { since } => (unix_ms(since), None, None),
+            AlertState::Firing { since, last_notified, clear_since } => {
+                (unix_ms(since), Some(unix_ms(last_notified)), clear_since.map(unix_ms))
+            }
+            AlertState::Resolved { at } => (unix_ms(at), previous.and_then(|p| p.last_notified_ms), None),
+        };
+        AlertInstanceRecord {
+            fingerprint: instance.key.fingerprint(),
+            rule: rule.name.clone(),
+            project: project.clone(),
+            segment: segment_label(&instance.key),
+            state: instance.state.name().to_string(),
+            value: observation.value,
+            threshold: rule.threshold,
+            since_ms,
+            last_evaluated_ms: now_ms,
+            last_notified_ms,
+            clear_since_ms,
+            verdict: verdict_name(instance.verdict).to_string(),
+            events: observation.events,
+            severity: rule.severity.as_str().to_string(),
+            silenced_until_ms,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn notify(
+        &mut self,
+        project: &ProjectName,
+        rule: &Rule,
+        key: &AlertKey,
+        record: &AlertInstanceRecord,
+        notification: Notification,
+        observation: Observation,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        tracing::warn!(
+            project = %project, alert = %key, fingerprint = %record.fingerprint, state = %record.state,
+            value = ?observation.value, events = observation.events, ?notification, "Alert notification."
+        );
+        let Some(dispatcher) = &self.dispatcher else { return Ok(()) };
+        let kind = MessageKind::of(notification);
+        let since = match kind {
+            MessageKind::Resolved(_) => now,
+            _ => time_of(record.since_ms),
+        };
+        let message = AlertMessage::new(
+            kind,
+            project,
+            rule,
+            key.segment.clone(),
+            observation.value,
+            observation.events,
+            now,
+            since,
+            record.fingerprint.clone(),
+            dispatcher.public_url(),
+        );
+        let handles = dispatcher.dispatch(&message, &rule.channels).await?;
+        self.deliveries.extend(handles);
+        Ok(())
+    }
+
+    /// Resumes the deliveries a stopped holder left `pending`, rebuilding
+    /// each message from its rule and the instance's stored state.
+    async fn resume_pending(
+        &mut self,
+        now: OffsetDateTime,
+        stored: &HashMap<(ProjectName, AlertKey), AlertInstanceRecord>,
+    ) -> Result<()> {
+        let Some(dispatcher) = self.dispatcher.clone() else { return Ok(()) };
+        let pending: Vec<NotificationRecord> = self
+            .store
+            .notifications(None, RESUME_SCAN)
+            .await?
+            .into_iter()
+            .filter(|n| n.status == "pending")
+            // This process's own retries, if it held the lease before, go on.
+            .filter(|n| !self.deliveries.iter().any(|(id, _)| *id == n.id))
+            .collect();
+        for mut record in pending {
+            let instance =
+                stored.iter().find(|((p, _), r)| *p == record.project && r.fingerprint == record.fingerprint);
+            let rule = self.rules.iter().find(|r| r.name == record.rule);
+            let kind = match record.kind.as_str() {
+                "firing" => Some(MessageKind::Firing),
+                "repeat" => Some(MessageKind::Repeat),
+                "resolved" => Some(MessageKind::Resolved(crate::ResolveReason::Recovered)),
+                _ => None,
+            };
+            let (Some(((project, key), instance)), Some(rule), Some(kind)) = (instance, rule, kind) else {
+                record.status = "failed".into();
+                record.last_error = Some("not resumed after a restart: its rule or alert is gone".into());
+                record.updated_at_ms = unix_ms(now);
+                self.store.put_notification(&record).await?;
+                continue;
+            };
+            let since =
+                if record.kind == "resolved" { time_of(record.created_at_ms) } else { time_of(instance.since_ms) };
+            let message = AlertMessage::new(
+                kind,
+                project,
+                rule,
+                key.segment.clone(),
+                instance.value,
+                instance.events,
+                time_of(record.created_at_ms),
+                since,
+                record.fingerprint.clone(),
+                dispatcher.public_url(),
+            );
+            tracing::info!(id = %record.id, channel = %record.channel, "Resuming a pending delivery.");
+            let id = record.id.clone();
+            self.deliveries.push((id, dispatcher.resume(record, message)));
         }
         Ok(())
     }

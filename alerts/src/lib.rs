@@ -17,21 +17,25 @@
 //!   evaluations with its silence;
 //! - [`duration`]: the `"30s"`, `"10m"`, `"1h30m"`, `"7d"` durations of rules.
 //!
-//! [`Evaluator`] is the one part that does I/O: it queries the store on a
-//! schedule and steps the instances; persisting instances and delivering
-//! notifications build on it. An evaluation
+//! [`Evaluator`] does the I/O: it queries the store on a schedule, steps the
+//! instances, keeps their state in the store (under a lease, so replicas do
+//! not double-send) and hands notifications to [`delivery`] (email,
+//! Slack-compatible, Alertmanager and generic webhooks). An evaluation
 //! of a rule at `now` reads the store over [`Rule::window_at`] with the rule's
 //! filters (grouped by its `group_by`, if any), turns each group's
 //! [`synchealth_store::Summary`] into an [`Observation`], and feeds it to the
 //! instance of that group's [`AlertKey`].
 
+pub mod delivery;
 pub mod duration;
+mod error;
 mod evaluator;
 pub mod instance;
 pub mod rule;
 pub mod state;
 
-pub use evaluator::{Evaluator, Fired};
+pub use error::{Error, Result};
+pub use evaluator::{segment_label, Evaluator, Fired};
 pub use instance::{AlertInstance, AlertKey};
 pub use rule::{metric_name, validate_all, Comparison, Condition, Rule, RuleError, Severity};
 pub use state::{step, AlertState, Notification, Observation, ResolveReason, Transition, Verdict};

@@ -293,7 +293,7 @@ pub fn metric_name(metric: Metric) -> &'static str {
 }
 
 /// Whether a metric is a fraction from 0 to 1.
-fn is_fraction(metric: Metric) -> bool {
+pub(crate) fn is_fraction(metric: Metric) -> bool {
     matches!(metric, Metric::SuccessRate | Metric::ConflictRate | Metric::QueueDepthOverThresholdShare)
 }
 

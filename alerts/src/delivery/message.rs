@@ -1,0 +1,405 @@
+//! One alert notification, as every channel renders it: the subject line,
+//! plain text and HTML bodies, and the dashboard link pre-filtered to the
+//! segment and the evaluated window.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use synchealth_schema::ProjectName;
+use synchealth_store::metrics::Metric;
+use synchealth_store::{Dimension, Filters};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::rule::{is_fraction, metric_name, Comparison, Rule, Severity};
+use crate::state::{Notification, ResolveReason};
+
+/// What a notification says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// The alert started firing.
+    Firing,
+    /// Still firing, `repeat_interval` after the last notice.
+    Repeat,
+    /// The alert stopped firing.
+    Resolved(ResolveReason),
+    /// `synchealth alerts test`: no alert behind it.
+    Test,
+}
+
+impl MessageKind {
+    /// From the state machine's notification.
+    pub fn of(notification: Notification) -> MessageKind {
+        match notification {
+            Notification::Firing => MessageKind::Firing,
+            Notification::Repeat => MessageKind::Repeat,
+            Notification::Resolved { reason } => MessageKind::Resolved(reason),
+        }
+    }
+
+    /// `firing`, `repeat`, `resolved` or `test`: the stored kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Firing => "firing",
+            MessageKind::Repeat => "repeat",
+            MessageKind::Resolved(_) => "resolved",
+            MessageKind::Test => "test",
+        }
+    }
+
+    /// The alert's state as receivers see it: `firing` or `resolved`.
+    pub fn state(self) -> &'static str {
+        match self {
+            MessageKind::Resolved(_) => "resolved",
+            _ => "firing",
+        }
+    }
+}
+
+/// Everything a channel needs to tell people about one alert instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertMessage {
+    /// What happened.
+    pub kind: MessageKind,
+    /// The project.
+    pub project: ProjectName,
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's description, if any.
+    pub description: Option<String>,
+    /// The metric watched.
+    pub metric: Metric,
+    /// The comparison with the threshold.
+    pub comparison: Comparison,
+    /// The threshold.
+    pub threshold: f64,
+    /// How urgent.
+    pub severity: Severity,
+    /// The segment of a `group_by` rule.
+    pub segment: Option<(Dimension, String)>,
+    /// The rule's filters.
+    pub filters: Filters,
+    /// The metric's value over the window (`None`: no data).
+    pub value: Option<f64>,
+    /// Stored events in the window.
+    pub events: u64,
+    /// The window evaluated.
+    pub window: Range<OffsetDateTime>,
+    /// Since when the condition held (firing), or when it resolved.
+    pub since: OffsetDateTime,
+    /// The alert instance's fingerprint.
+    pub fingerprint: String,
+    /// The dashboard, filtered to the segment and window.
+    pub dashboard_url: String,
+}
+
+impl AlertMessage {
+    /// A message about `rule`'s instance for `segment` in `project`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: MessageKind,
+        project: &ProjectName,
+        rule: &Rule,
+        segment: Option<(Dimension, String)>,
+        value: Option<f64>,
+        events: u64,
+        now: OffsetDateTime,
+        since: OffsetDateTime,
+        fingerprint: String,
+        public_url: &str,
+    ) -> AlertMessage {
+        let window = rule.window_at(now);
+        let dashboard_url = dashboard_url(public_url, project, &window, &rule.filters, segment.as_ref());
+        AlertMessage {
+            kind,
+            project: project.clone(),
+            rule: rule.name.clone(),
+            description: rule.description.clone(),
+            metric: rule.metric,
+            comparison: rule.comparison,
+            threshold: rule.threshold,
+            severity: rule.severity,
+            segment,
+            filters: rule.filters.clone(),
+            value,
+            events,
+            window,
+            since,
+            fingerprint,
+            dashboard_url,
+        }
+    }
+
+    /// `dimension=value`, as stored and silenced.
+    pub fn segment_label(&self) -> Option<String> {
+        self.segment.as_ref().map(|(d, v)| format!("{}={v}", d.column()))
+    }
+
+    /// Where it happened, in words: `release 2.3.0`, `os android`, or the
+    /// project for a rule without `group_by`.
+    pub fn place(&self) -> String {
+        match &self.segment {
+            Some((Dimension::AppVersion, v)) => format!("release {v}"),
+            Some((Dimension::Os, v)) => format!("os {v}"),
+            Some((Dimension::Network, v)) => format!("network {v}"),
+            None => format!("project {}", self.project),
+        }
+    }
+
+    /// `success rate 91.2% < 95%`.
+    pub fn condition_text(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            metric_label(self.metric),
+            self.value_text(),
+            self.comparison.symbol(),
+            format_value(self.metric, self.threshold)
+        )
+    }
+
+    /// The value, formatted for the metric, or `no data`.
+    pub fn value_text(&self) -> String {
+        self.value.map_or_else(|| "no data".into(), |v| format_value(self.metric, v))
+    }
+
+    /// `[FIRING] success rate 91.2% < 95% — release 2.3.0`.
+    pub fn subject(&self) -> String {
+        let place = self.place();
+        match self.kind {
+            MessageKind::Firing => format!("[FIRING] {} — {place}", self.condition_text()),
+            MessageKind::Repeat => format!("[FIRING, still] {} — {place}", self.condition_text()),
+            MessageKind::Resolved(ResolveReason::Recovered) => format!(
+                "[RESOLVED] {} back to {} (alert: {} {}) — {place}",
+                metric_label(self.metric),
+                self.value_text(),
+                self.comparison.symbol(),
+                format_value(self.metric, self.threshold)
+            ),
+            MessageKind::Resolved(ResolveReason::InsufficientData) => format!(
+                "[RESOLVED] {} — not enough data any more (alert: {} {}) — {place}",
+                metric_label(self.metric),
+                self.comparison.symbol(),
+                format_value(self.metric, self.threshold)
+            ),
+            MessageKind::Test => format!("[TEST] synchealth notification test — {place}"),
+        }
+    }
+
+    /// The facts, one `label: value` pair per line, shared by every format.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut facts = vec![
+            ("Rule", self.rule.clone()),
+            ("Project", self.project.to_string()),
+            ("Severity", self.severity.to_string()),
+            ("Value", self.value_text()),
+            ("Threshold", format!("{} {}", self.comparison.symbol(), format_value(self.metric, self.threshold))),
+            ("Events in window", self.events.to_string()),
+            ("Window", format!("{} to {}", rfc3339(self.window.start), rfc3339(self.window.end))),
+        ];
+        if let Some(segment) = self.segment_label() {
+            facts.insert(2, ("Segment", segment));
+        }
+        let since_label = if matches!(self.kind, MessageKind::Resolved(_)) { "Resolved at" } else { "Since" };
+        facts.push((since_label, rfc3339(self.since)));
+        facts.push(("Fingerprint", self.fingerprint.clone()));
+        facts
+    }
+
+    /// The plain text body.
+    pub fn text_body(&self) -> String {
+        let mut body = format!("{}\n\n", self.subject());
+        if let Some(description) = &self.description {
+            let _ = writeln!(body, "{description}\n");
+        }
+        for (label, value) in self.facts() {
+            let _ = writeln!(body, "{label}: {value}");
+        }
+        let _ = writeln!(body, "\nDashboard: {}", self.dashboard_url);
+        body
+    }
+
+    /// The HTML body (every interpolated value escaped).
+    pub fn html_body(&self) -> String {
+        let mut rows = String::new();
+        for (label, value) in self.facts() {
+            let _ = write!(rows, "<tr><th align=\"left\">{}</th><td>{}</td></tr>", escape(label), escape(&value));
+        }
+        let description = self.description.as_deref().map(|d| format!("<p>{}</p>", escape(d))).unwrap_or_default();
+        format!(
+            "<!doctype html><html><body><h2>{subject}</h2>{description}<table>{rows}</table>\
+             <p><a href=\"{url}\">Open the dashboard for this segment and window</a></p></body></html>",
+            subject = escape(&self.subject()),
+            url = escape(&self.dashboard_url),
+        )
+    }
+}
+
+/// The metric in words.
+pub fn metric_label(metric: Metric) -> &'static str {
+    match metric {
+        Metric::SuccessRate => "success rate",
+        Metric::ConflictRate => "conflict rate",
+        Metric::DurationP50 => "p50 duration",
+        Metric::DurationP90 => "p90 duration",
+        Metric::DurationP99 => "p99 duration",
+        Metric::QueueDepthAvg => "average queue depth",
+        Metric::QueueDepthP95 => "p95 queue depth",
+        Metric::QueueDepthMax => "largest queue depth",
+        Metric::QueueDepthOverThresholdShare => "share of devices with a backed-up queue",
+        Metric::StalenessP50 => "p50 staleness",
+        Metric::StalenessP90 => "p90 staleness",
+        Metric::StalenessP99 => "p99 staleness",
+        other => metric_name(other),
+    }
+}
+
+/// A value in the metric's unit: `91.2%`, `61.2 s`, `850 ms`, `1234`.
+pub fn format_value(metric: Metric, value: f64) -> String {
+    if is_fraction(metric) {
+        let percent = value * 100.0;
+        let text = format!("{percent:.1}");
+        return format!("{}%", text.strip_suffix(".0").unwrap_or(&text));
+    }
+    let is_ms = matches!(
+        metric,
+        Metric::DurationP50
+            | Metric::DurationP90
+            | Metric::DurationP99
+            | Metric::StalenessP50
+            | Metric::StalenessP90
+            | Metric::StalenessP99
+    );
+    if is_ms {
+        return if value >= 1000.0 { format!("{:.1} s", value / 1000.0) } else { format!("{value:.0} ms") };
+    }
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// `{public_url}/?project=P&from=..&to=..&app_version=..&os=..&network=..`:
+/// the rule's filters, narrowed to the segment.
+pub fn dashboard_url(
+    public_url: &str,
+    project: &ProjectName,
+    window: &Range<OffsetDateTime>,
+    filters: &Filters,
+    segment: Option<&(Dimension, String)>,
+) -> String {
+    let mut params: Vec<(&str, String)> =
+        vec![("project", project.to_string()), ("from", rfc3339(window.start)), ("to", rfc3339(window.end))];
+    let mut app_version = filters.app_version.clone();
+    let mut os = filters.os.clone();
+    let mut network = filters.network.map(|n| n.as_str().to_string());
+    match segment {
+        Some((Dimension::AppVersion, v)) => app_version = Some(v.clone()),
+        Some((Dimension::Os, v)) => os = Some(v.clone()),
+        Some((Dimension::Network, v)) => network = Some(v.clone()),
+        None => {}
+    }
+    for (key, value) in [("app_version", app_version), ("os", os), ("network", network)] {
+        if let Some(value) = value {
+            params.push((key, value));
+        }
+    }
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+    format!("{}/?{}", public_url.trim_end_matches('/'), query.join("&"))
+}
+
+/// RFC 3339 in UTC, whole seconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t).to_offset(time::UtcOffset::UTC);
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// Escapes text for HTML content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn message(kind: MessageKind, value: Option<f64>) -> AlertMessage {
+        let rule = Rule::defaults().remove(0);
+        let project = ProjectName::parse("demo").unwrap_or_else(|e| panic!("{e}"));
+        AlertMessage::new(
+            kind,
+            &project,
+            &rule,
+            Some((Dimension::AppVersion, "2.3.0".into())),
+            value,
+            812,
+            datetime!(2026-11-22 10:11:00 UTC),
+            datetime!(2026-11-22 10:05:00 UTC),
+            "c7f4b477020b48ea".into(),
+            "https://health.example.com/",
+        )
+    }
+
+    #[test]
+    fn the_firing_subject_reads_value_comparison_threshold_and_release() {
+        assert_eq!(
+            message(MessageKind::Firing, Some(0.912)).subject(),
+            "[FIRING] success rate 91.2% < 95% — release 2.3.0"
+        );
+        assert_eq!(
+            message(MessageKind::Resolved(ResolveReason::Recovered), Some(0.981)).subject(),
+            "[RESOLVED] success rate back to 98.1% (alert: < 95%) — release 2.3.0"
+        );
+    }
+
+    #[test]
+    fn the_dashboard_link_is_filtered_to_the_segment_and_the_window() {
+        // Default rule: 10 minute window, 1 minute behind the evaluation.
+        assert_eq!(
+            message(MessageKind::Firing, Some(0.9)).dashboard_url,
+            "https://health.example.com/?project=demo&from=2026-11-22T10%3A00%3A00Z&to=2026-11-22T10%3A10%3A00Z&app_version=2.3.0"
+        );
+    }
+
+    #[test]
+    fn values_are_formatted_in_the_metrics_unit() {
+        assert_eq!(format_value(Metric::SuccessRate, 0.95), "95%");
+        assert_eq!(format_value(Metric::DurationP99, 61_234.0), "61.2 s");
+        assert_eq!(format_value(Metric::DurationP99, 850.0), "850 ms");
+        assert_eq!(format_value(Metric::Events, 1234.0), "1234");
+    }
+
+    #[test]
+    fn html_bodies_escape_what_they_interpolate() {
+        let mut m = message(MessageKind::Firing, Some(0.9));
+        m.segment = Some((Dimension::AppVersion, "<script>".into()));
+        let html = m.html_body();
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,249 @@
+//! Webhooks: the same notification as three JSON payloads, POSTed with
+//! `Content-Type: application/json`.
+//!
+//! - **Slack-compatible** (`kind = "slack"`): `text` (the subject, what
+//!   notifications and clients without blocks show) and `blocks` (a header, the
+//!   facts, a dashboard button). Mattermost, Rocket.Chat and Discord's Slack
+//!   endpoint take it too.
+//! - **Alertmanager** (`kind = "alertmanager"`): the Prometheus Alertmanager
+//!   webhook payload, `"version": "4"`, with one alert whose labels are
+//!   `alertname`, `project`, `severity` and the segment (`app_version="2.3.0"`)
+//!   and whose annotations are `summary`, `description`, `value`,
+//!   `threshold`; receivers written for Alertmanager take it unchanged.
+//! - **Generic** (`kind = "webhook"`), schema version 1:
+//!
+//! ```json
+//! {
+//!   "schema": "synchealth.alert.v1",
+//!   "kind": "firing",            // firing | repeat | resolved | test
+//!   "state": "firing",           // firing | resolved
+//!   "rule": "sync-success-rate",
+//!   "project": "demo",
+//!   "segment": {"dimension": "app_version", "value": "2.3.0"},  // or null
+//!   "metric": "success_rate",
+//!   "comparison": "<",
+//!   "value": 0.912,              // or null (no data)
+//!   "threshold": 0.95,
+//!   "events": 812,
+//!   "window": {"from": "2026-11-22T10:00:00Z", "to": "2026-11-22T10:10:00Z"},
+//!   "since": "2026-11-22T10:05:00Z",
+//!   "severity": "page",
+//!   "summary": "[FIRING] success rate 91.2% < 95% — release 2.3.0",
+//!   "description": "Fewer than 95% of sync attempts succeed.",  // or null
+//!   "dashboard_url": "https://…/?project=demo&from=…&to=…&app_version=2.3.0",
+//!   "fingerprint": "c7f4b477020b48ea",
+//!   "notification_id": "6f1c…"
+//! }
+//! ```
+//!
+//! With a `secret`, every request carries
+//! `X-Synchealth-Signature: sha256=<hex HMAC-SHA256 of the body>`, so the
+//! receiver can check it came from us (compare in constant time).
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use super::message::{format_value, rfc3339, AlertMessage, MessageKind};
+use crate::error::{Error, Result};
+use crate::rule::metric_name;
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "X-Synchealth-Signature";
+
+/// Which payload a webhook gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// Slack-compatible `text` + `blocks`.
+    Slack,
+    /// Alertmanager webhook v4.
+    Alertmanager,
+    /// The generic schema of the module doc.
+    Generic,
+}
+
+/// A webhook channel's settings.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// Shared secret for the signature header, if any.
+    pub secret: Option<String>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The payload of a message in a format.
+pub fn payload(format: WebhookFormat, message: &AlertMessage, channel: &str, notification_id: &str) -> Value {
+    match format {
+        WebhookFormat::Slack => slack(message),
+        WebhookFormat::Alertmanager => alertmanager(message, channel),
+        WebhookFormat::Generic => generic(message, notification_id),
+    }
+}
+
+/// `sha256=<hex>` of the body under the secret.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// One POST: 2xx is delivered; 408, 429 and 5xx (and no answer) are worth
+/// retrying; any other status is permanent.
+#[tracing::instrument(skip_all, fields(url = %config.url))]
+pub async fn post(http: &reqwest::Client, config: &WebhookConfig, body: Vec<u8>) -> Result<()> {
+    let mut request =
+        http.post(&config.url).timeout(config.timeout).header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(secret) = &config.secret {
+        request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+    }
+    let response = request.body(body).send().await.map_err(|e| Error::transient(format!("http: {e}")))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let reason = format!("http status {status}");
+    if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        Err(Error::transient(reason))
+    } else {
+        Err(Error::permanent(reason))
+    }
+}
+
+fn segment_json(message: &AlertMessage) -> Value {
+    match &message.segment {
+        Some((dimension, value)) => json!({"dimension": dimension.column(), "value": value}),
+        None => Value::Null,
+    }
+}
+
+fn generic(m: &AlertMessage, notification_id: &str) -> Value {
+    json!({
+        "schema": "synchealth.alert.v1",
+        "kind": m.kind.as_str(),
+        "state": m.kind.state(),
+        "rule": m.rule,
+        "project": m.project.as_str(),
+        "segment": segment_json(m),
+        "metric": metric_name(m.metric),
+        "comparison": m.comparison.symbol(),
+        "value": m.value,
+        "threshold": m.threshold,
+        "events": m.events,
+        "window": {"from": rfc3339(m.window.start), "to": rfc3339(m.window.end)},
+        "since": rfc3339(m.since),
+        "severity": m.severity.as_str(),
+        "summary": m.subject(),
+        "description": m.description,
+        "dashboard_url": m.dashboard_url,
+        "fingerprint": m.fingerprint,
+        "notification_id": notification_id,
+    })
+}
+
+fn slack(m: &AlertMessage) -> Value {
+    let fields: Vec<Value> = m
+        .facts()
+        .into_iter()
+        .filter(|(label, _)| *label != "Fingerprint")
+        .map(|(label, value)| json!({"type": "mrkdwn", "text": format!("*{label}*\n{value}")}))
+        .collect();
+    let mut blocks =
+        vec![json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&m.subject(), 150)}})];
+    if let Some(description) = &m.description {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": description}}));
+    }
+    // Slack allows at most 10 fields per section.
+    for chunk in fields.chunks(10) {
+        blocks.push(json!({"type": "section", "fields": chunk}));
+    }
+    blocks.push(json!({
+        "type": "actions",
+        "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open dashboard"}, "url": m.dashboard_url}]
+    }));
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("fingerprint `{}`", m.fingerprint)}]}));
+    json!({"text": m.subject(), "blocks": blocks})
+}
+
+fn alertmanager(m: &AlertMessage, channel: &str) -> Value {
+    let status = m.kind.state();
+    let mut labels = serde_json::Map::new();
+    labels.insert("alertname".into(), json!(m.rule));
+    labels.insert("project".into(), json!(m.project.as_str()));
+    labels.insert("severity".into(), json!(m.severity.as_str()));
+    if let Some((dimension, value)) = &m.segment {
+        labels.insert(dimension.column().into(), json!(value));
+    }
+    let annotations = json!({
+        "summary": m.subject(),
+        "description": m.description.clone().unwrap_or_default(),
+        "value": m.value_text(),
+        "threshold": format!("{} {}", m.comparison.symbol(), format_value(m.metric, m.threshold)),
+    });
+    let (starts_at, ends_at) = match m.kind {
+        MessageKind::Resolved(_) => (rfc3339(m.window.start.min(m.since)), rfc3339(m.since)),
+        _ => (rfc3339(m.since), "0001-01-01T00:00:00Z".to_string()),
+    };
+    let alert = json!({
+        "status": status,
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": starts_at,
+        "endsAt": ends_at,
+        "generatorURL": m.dashboard_url,
+        "fingerprint": m.fingerprint,
+    });
+    let external = m.dashboard_url.split("/?").next().unwrap_or_default();
+    json!({
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"{}\", project=\"{}\"}}", m.rule, m.project),
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": channel,
+        "groupLabels": {"alertname": m.rule},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": external,
+        "alerts": [alert],
+    })
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_published_hmac_sha256_test_vector() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

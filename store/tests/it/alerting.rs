@@ -1,0 +1,188 @@
+//! Conformance of the alerting records (instances, notifications, silences)
+//! and of the evaluator lease, on both stores.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use synchealth_store::{AlertInstanceRecord, NotificationRecord, SharedStore, Silence};
+
+use crate::helpers::project;
+
+macro_rules! alerting {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::helpers::run(crate::helpers::Backend::Sqlite, stringify!($test), super::$test).await;
+                }
+            )+
+        }
+        mod clickhouse {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::helpers::run(crate::helpers::Backend::ClickHouse, stringify!($test), super::$test).await;
+                }
+            )+
+        }
+    };
+}
+
+alerting!(
+    alert_instances_round_trip_and_a_second_put_replaces_the_first,
+    notifications_come_newest_first_filtered_by_project_and_limited,
+    an_updated_notification_keeps_one_row_with_the_latest_status,
+    silences_list_active_and_future_ones_and_removal_is_reported_once,
+    a_lease_goes_to_one_holder_until_it_expires,
+    two_replicas_claiming_an_expired_lease_at_once_get_one_winner,
+);
+
+fn instance(fingerprint: &str, segment: Option<&str>, state: &str) -> AlertInstanceRecord {
+    AlertInstanceRecord {
+        fingerprint: fingerprint.into(),
+        rule: "sync-success-rate".into(),
+        project: project("demo"),
+        segment: segment.map(Into::into),
+        state: state.into(),
+        value: Some(0.912),
+        threshold: 0.95,
+        since_ms: 1_700_000_000_000,
+        last_evaluated_ms: 1_700_000_060_000,
+        last_notified_ms: None,
+        clear_since_ms: None,
+        verdict: "holds".into(),
+        events: 1234,
+        severity: "page".into(),
+        silenced_until_ms: None,
+    }
+}
+
+fn notification(id: &str, project_name: &str, created_at_ms: i64) -> NotificationRecord {
+    NotificationRecord {
+        id: id.into(),
+        fingerprint: "c7f4b477020b48ea".into(),
+        rule: "sync-success-rate".into(),
+        project: project(project_name),
+        channel: "email".into(),
+        kind: "firing".into(),
+        status: "pending".into(),
+        attempts: 0,
+        last_error: None,
+        created_at_ms,
+        updated_at_ms: created_at_ms,
+        summary: "[FIRING] success rate 91.2% < 95% — release 2.3.0".into(),
+    }
+}
+
+fn silence(id: &str, starts_at_ms: i64, ends_at_ms: i64) -> Silence {
+    Silence {
+        id: id.into(),
+        rule: "sync-success-rate".into(),
+        project: project("demo"),
+        segment: Some("app_version=2.3.0".into()),
+        starts_at_ms,
+        ends_at_ms,
+        created_by: "cli".into(),
+        comment: "known issue".into(),
+    }
+}
+
+async fn alert_instances_round_trip_and_a_second_put_replaces_the_first(store: SharedStore) {
+    assert!(store.alert_instances().await.unwrap().is_empty());
+    let a = instance("aaaa", Some("app_version=2.3.0"), "pending");
+    let b = AlertInstanceRecord { value: None, verdict: "insufficient_data".into(), ..instance("bbbb", None, "ok") };
+    store.put_alert_instance(&a).await.unwrap();
+    store.put_alert_instance(&b).await.unwrap();
+    let firing = AlertInstanceRecord {
+        state: "firing".into(),
+        last_notified_ms: Some(1_700_000_120_000),
+        clear_since_ms: Some(1_700_000_180_000),
+        silenced_until_ms: Some(1_700_000_999_000),
+        events: u64::from(u32::MAX) + 7,
+        ..a.clone()
+    };
+    store.put_alert_instance(&firing).await.unwrap();
+    let mut stored = store.alert_instances().await.unwrap();
+    stored.sort_by(|x, y| x.fingerprint.cmp(&y.fingerprint));
+    assert_eq!(stored, vec![firing, b]);
+}
+
+async fn notifications_come_newest_first_filtered_by_project_and_limited(store: SharedStore) {
+    for (id, p, at) in [("n1", "demo", 1_000), ("n2", "other", 2_000), ("n3", "demo", 3_000), ("n4", "demo", 4_000)] {
+        store.put_notification(&notification(id, p, at)).await.unwrap();
+    }
+    let ids = |list: Vec<NotificationRecord>| list.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.notifications(None, 10).await.unwrap()), ["n4", "n3", "n2", "n1"]);
+    assert_eq!(ids(store.notifications(Some(&project("demo")), 10).await.unwrap()), ["n4", "n3", "n1"]);
+    assert_eq!(ids(store.notifications(Some(&project("demo")), 2).await.unwrap()), ["n4", "n3"]);
+    assert!(store.notifications(Some(&project("nobody")), 10).await.unwrap().is_empty());
+}
+
+async fn an_updated_notification_keeps_one_row_with_the_latest_status(store: SharedStore) {
+    let first = notification("n1", "demo", 1_000);
+    store.put_notification(&first).await.unwrap();
+    let failed = NotificationRecord {
+        status: "pending".into(),
+        attempts: 1,
+        last_error: Some("connection refused".into()),
+        updated_at_ms: 1_500,
+        ..first.clone()
+    };
+    store.put_notification(&failed).await.unwrap();
+    let delivered = NotificationRecord { status: "delivered".into(), attempts: 2, updated_at_ms: 2_500, ..failed };
+    store.put_notification(&delivered).await.unwrap();
+    assert_eq!(store.notifications(None, 10).await.unwrap(), vec![delivered]);
+}
+
+async fn silences_list_active_and_future_ones_and_removal_is_reported_once(store: SharedStore) {
+    let now = 1_700_000_000_000;
+    let past = silence("past", now - 7_200_000, now - 3_600_000);
+    let active = Silence { segment: None, ..silence("active", now - 60_000, now + 3_600_000) };
+    let future = silence("future", now + 3_600_000, now + 7_200_000);
+    for s in [&future, &past, &active] {
+        store.put_silence(s).await.unwrap();
+    }
+    assert_eq!(store.silences(now).await.unwrap(), vec![active.clone(), future.clone()]);
+    // Extending a silence replaces it.
+    let extended = Silence { ends_at_ms: now + 9_000_000, comment: "longer".into(), ..future.clone() };
+    store.put_silence(&extended).await.unwrap();
+    assert_eq!(store.silences(now).await.unwrap(), vec![active.clone(), extended]);
+    assert!(store.remove_silence("future").await.unwrap());
+    assert!(!store.remove_silence("future").await.unwrap());
+    assert!(!store.remove_silence("never-existed").await.unwrap());
+    assert_eq!(store.silences(now).await.unwrap(), vec![active]);
+}
+
+async fn a_lease_goes_to_one_holder_until_it_expires(store: SharedStore) {
+    let t = 1_700_000_000_000;
+    let ttl = 10_000;
+    assert!(store.try_lease("evaluator", "a", t, ttl).await.unwrap());
+    assert!(!store.try_lease("evaluator", "b", t + 1_000, ttl).await.unwrap());
+    // The holder renews, which pushes the expiry out.
+    assert!(store.try_lease("evaluator", "a", t + 5_000, ttl).await.unwrap());
+    assert!(!store.try_lease("evaluator", "b", t + 12_000, ttl).await.unwrap(), "renewed until t+15s");
+    // Another lease name is independent.
+    assert!(store.try_lease("other", "b", t + 12_000, ttl).await.unwrap());
+    // Once expired, another holder takes over and the old one is refused.
+    assert!(store.try_lease("evaluator", "b", t + 15_000, ttl).await.unwrap());
+    assert!(!store.try_lease("evaluator", "a", t + 16_000, ttl).await.unwrap());
+}
+
+async fn two_replicas_claiming_an_expired_lease_at_once_get_one_winner(store: SharedStore) {
+    let t = 1_700_000_000_000;
+    for round in 0..3_i64 {
+        let at = t + round * 100_000;
+        let (a, b) = (Arc::clone(&store), Arc::clone(&store));
+        let (won_a, won_b) = tokio::join!(
+            a.try_lease("evaluator", "replica-a", at, 30_000),
+            b.try_lease("evaluator", "replica-b", at, 30_000)
+        );
+        let (won_a, won_b) = (won_a.unwrap(), won_b.unwrap());
+        assert!(won_a ^ won_b, "round {round}: exactly one winner, got a={won_a} b={won_b}");
+        let winner = if won_a { "replica-a" } else { "replica-b" };
+        let loser = if won_a { "replica-b" } else { "replica-a" };
+        assert!(store.try_lease("evaluator", winner, at + 1_000, 30_000).await.unwrap());
+        assert!(!store.try_lease("evaluator", loser, at + 1_000, 30_000).await.unwrap());
+    }
+}

@@ -1,0 +1,701 @@
+//! Alerts end to end: events through the real collector, the real evaluator
+//! on a 1 s interval, email to a real SMTP server (aiosmtpd, storing each
+//! message as JSON via `tests/support/smtp_sink.py`) and webhooks to a real
+//! HTTP receiver (axum).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use synchealth::commands::alerts as alerts_cmd;
+use synchealth::settings::{ChannelSettings, EmailChannelSettings, RetrySettings, WebhookChannelSettings};
+use synchealth::{Application, Roles, Secret, Settings};
+use synchealth_alerts::delivery::SmtpSecurity;
+use synchealth_alerts::{Comparison, Rule, Severity};
+use synchealth_schema::ProjectName;
+use synchealth_store::metrics::Metric;
+use synchealth_store::{Dimension, Filters, SharedStore};
+use time::OffsetDateTime;
+
+use crate::helpers::{batch, rfc3339, serve, test_settings, Backend, TestApp};
+
+const INTERVAL: Duration = Duration::from_secs(1);
+const RULE: &str = "release-success-rate";
+const HMAC_SECRET: &str = "shared-webhook-secret";
+
+// ---------------------------------------------------------------- receivers
+
+/// One webhook request as received.
+#[derive(Debug, Clone)]
+struct Hook {
+    path: String,
+    signature: Option<String>,
+    raw: Vec<u8>,
+    body: Value,
+    at: Instant,
+}
+
+#[derive(Clone, Default)]
+struct Hooks(Arc<Mutex<Vec<Hook>>>);
+
+impl Hooks {
+    fn on(&self, path: &str) -> Vec<Hook> {
+        self.0.lock().unwrap().iter().filter(|h| h.path == path).cloned().collect()
+    }
+}
+
+async fn record_hook(
+    State(hooks): State<Hooks>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let signature = headers.get("x-synchealth-signature").and_then(|v| v.to_str().ok()).map(String::from);
+    let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut hooks = hooks.0.lock().unwrap();
+    hooks.push(Hook { path: path.clone(), signature, raw: body.to_vec(), body: parsed, at: Instant::now() });
+    let seen = hooks.iter().filter(|h| h.path == path).count();
+    match path.as_str() {
+        // Unavailable twice, then fine: a transient failure.
+        "flaky" if seen <= 2 => StatusCode::SERVICE_UNAVAILABLE,
+        // A receiver that will never take it: a permanent failure.
+        "gone" => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+/// A real HTTP receiver on a free port: `POST /{anything}` is recorded and
+/// answered 200, except `/flaky` (503 twice, then 200) and `/gone` (404).
+async fn webhook_receiver() -> (String, Hooks) {
+    let hooks = Hooks::default();
+    let app = Router::new().route("/{path}", post(record_hook)).with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hooks)
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A python with aiosmtpd (the system one; a pyenv shim may lack it).
+fn python() -> String {
+    for candidate in ["/usr/bin/python3", "python3"] {
+        let ok =
+            std::process::Command::new(candidate).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+        if ok {
+            return candidate.to_string();
+        }
+    }
+    panic!("no python3 with aiosmtpd installed");
+}
+
+/// A real SMTP server (aiosmtpd) writing each message to `dir` as JSON.
+struct Smtp {
+    child: tokio::process::Child,
+}
+
+impl Smtp {
+    async fn start(port: u16, dir: &Path) -> Smtp {
+        Smtp::start_with(port, dir, &[]).await
+    }
+
+    /// With extra aiosmtpd flags (`--tlscert`, `--smtpscert`...).
+    async fn start_with(port: u16, dir: &Path, flags: &[&str]) -> Smtp {
+        let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support");
+        let child = tokio::process::Command::new(python())
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(flags)
+            .args(["-c", "smtp_sink.JsonDir"])
+            .arg(dir)
+            .env("PYTHONPATH", support)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("aiosmtpd starts");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(15), "aiosmtpd did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Smtp { child }
+    }
+
+    async fn stop(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// The messages the SMTP sink stored, oldest first.
+fn emails(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    names.iter().map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()).collect()
+}
+
+async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// ---------------------------------------------------------------- setup
+
+fn rule(channels: &[&str], min_events: u64) -> Rule {
+    Rule {
+        name: RULE.into(),
+        description: Some("A release's syncs are failing.".into()),
+        metric: Metric::SuccessRate,
+        comparison: Comparison::Below,
+        threshold: 0.95,
+        window: time::Duration::minutes(30),
+        pending_for: time::Duration::ZERO,
+        min_events,
+        group_by: Some(Dimension::AppVersion),
+        severity: Severity::Page,
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+        keep_firing_for: time::Duration::ZERO,
+        repeat_interval: None,
+        evaluation_delay: time::Duration::ZERO,
+        queue_threshold: None,
+        filters: Filters::default(),
+    }
+}
+
+fn webhook(url: String, secret: bool) -> WebhookChannelSettings {
+    WebhookChannelSettings {
+        url: Secret::from(url),
+        secret: secret.then(|| Secret::from(HMAC_SECRET.to_string())),
+        send_resolved: true,
+        timeout: "5s".into(),
+    }
+}
+
+/// Channels `email` (SMTP on `smtp_port`), `hook` (generic, signed),
+/// `slack` and `am` (Alertmanager), the webhooks at `hooks_url/<name>`.
+fn configure(settings: &mut Settings, smtp_port: u16, hooks_url: &str, min_events: u64) {
+    settings.alerts.evaluation_interval = "1s".into();
+    settings.alerts.public_url = "https://health.example.com".into();
+    settings.alerts.lease_ttl = Some("3s".into());
+    settings.alerts.retry = RetrySettings { initial_delay_ms: 200, max_delay_ms: 500, max_attempts: 60 };
+    settings.alerts.rules = vec![rule(&["email", "hook", "slack", "am"], min_events)];
+    let mut channels = BTreeMap::new();
+    channels.insert(
+        "email".to_string(),
+        ChannelSettings::Email(EmailChannelSettings {
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: Some(smtp_port),
+            security: SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "synchealth <alerts@example.com>".into(),
+            to: vec!["oncall@example.com".into()],
+            send_resolved: true,
+            timeout: "5s".into(),
+            tls_ca_file: None,
+        }),
+    );
+    channels.insert("hook".to_string(), ChannelSettings::Webhook(webhook(format!("{hooks_url}/hook"), true)));
+    channels.insert("slack".to_string(), ChannelSettings::Slack(webhook(format!("{hooks_url}/slack"), false)));
+    channels.insert("am".to_string(), ChannelSettings::Alertmanager(webhook(format!("{hooks_url}/am"), false)));
+    settings.alerts.channels = channels;
+}
+
+/// A test world: the app (collector + dashboard, and the evaluator if
+/// `with_alerts`), a webhook receiver, an SMTP port and the mail directory.
+struct World {
+    app: TestApp,
+    store: SharedStore,
+    settings: Settings,
+    hooks: Hooks,
+    smtp_port: u16,
+    mail: tempfile::TempDir,
+}
+
+async fn world(backend: Backend, name: &str, min_events: u64, with_alerts: bool) -> Option<World> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(backend, name, dir.path())?;
+    let (hooks_url, hooks) = webhook_receiver().await;
+    let smtp_port = free_port();
+    configure(&mut settings, smtp_port, &hooks_url, min_events);
+    let roles = Roles { collector: true, dashboard: true, alerts: with_alerts };
+    let app = Application::build(settings.clone(), roles).await.expect("application builds");
+    let store = app.store();
+    Some(World { app: serve(app, dir), store, settings, hooks, smtp_port, mail: tempfile::tempdir().unwrap() })
+}
+
+fn sync_event(device: &str, app_version: &str, success: bool) -> Value {
+    let at = OffsetDateTime::now_utc() - time::Duration::seconds(30);
+    json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "device_id": device,
+        "occurred_at": rfc3339(at),
+        "last_success_at": rfc3339(at - time::Duration::minutes(5)),
+        "success": success,
+        "duration_ms": 900,
+        "conflicts": 0,
+        "queue_depth": 0,
+        "app_version": app_version,
+        "os": "android",
+        "network": "wifi",
+        "error_kind": if success { Value::Null } else { json!("timeout") },
+    })
+}
+
+/// `failures` failed and `successes` successful syncs of a release.
+fn release_events(app_version: &str, failures: usize, successes: usize) -> Vec<Value> {
+    (0..failures + successes)
+        .map(|i| sync_event(&format!("dev-{app_version}-{}", i % 25), app_version, i >= failures))
+        .collect()
+}
+
+impl World {
+    async fn ingest(&self, events: Vec<Value>) -> Instant {
+        let response = self.app.post_batch(&batch(events)).await;
+        assert!(response.status().is_success(), "ingest answered {}", response.status());
+        Instant::now()
+    }
+
+    /// The failure spike: release 2.3.0 at 50% success, release 2.2.0 healthy.
+    async fn spike(&self) -> Instant {
+        let mut events = release_events("2.3.0", 30, 30);
+        events.extend(release_events("2.2.0", 0, 60));
+        self.ingest(events).await
+    }
+
+    fn emails(&self) -> Vec<Value> {
+        emails(self.mail.path())
+    }
+
+    /// Every notice received so far, per channel, as (kind, segment) pairs.
+    fn received(&self) -> BTreeMap<&'static str, Vec<String>> {
+        let mut out = BTreeMap::new();
+        out.insert("email", self.emails().iter().map(|m| m["subject"].as_str().unwrap().to_string()).collect());
+        out.insert(
+            "hook",
+            self.hooks
+                .on("hook")
+                .iter()
+                .map(|h| format!("{} {}", h.body["kind"], h.body["segment"]["value"]))
+                .collect(),
+        );
+        out.insert(
+            "slack",
+            self.hooks.on("slack").iter().map(|h| h.body["text"].as_str().unwrap().to_string()).collect(),
+        );
+        out.insert(
+            "am",
+            self.hooks
+                .on("am")
+                .iter()
+                .map(|h| format!("{} {}", h.body["status"], h.body["alerts"][0]["labels"]["app_version"]))
+                .collect(),
+        );
+        out
+    }
+
+    fn total_received(&self) -> usize {
+        self.received().values().map(Vec::len).sum()
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+crate::on_both_stores!(
+    a_failing_release_fires_once_per_channel_within_two_intervals_and_resolves_once,
+    two_evaluator_replicas_send_each_notification_once,
+);
+
+async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resolves_once(backend: Backend) {
+    let Some(w) = world(backend, "alerts_fire_resolve", 20, true).await else { return };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let ingested = w.spike().await;
+
+    let hook = wait_for("the generic webhook", Duration::from_secs(10), || w.hooks.on("hook").first().cloned()).await;
+    let latency = hook.at - ingested;
+    assert!(latency <= 2 * INTERVAL, "fired {latency:?} after ingest, more than two intervals");
+    wait_for("every channel", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
+    // A few more evaluations: still exactly one per channel, and nothing for 2.2.0.
+    tokio::time::sleep(3 * INTERVAL).await;
+    let received = w.received();
+    assert_eq!(received["email"], vec!["[FIRING] success rate 50% < 95% — release 2.3.0".to_string()]);
+    assert_eq!(received["hook"], vec!["\"firing\" \"2.3.0\"".to_string()]);
+    assert_eq!(received["slack"], vec!["[FIRING] success rate 50% < 95% — release 2.3.0".to_string()]);
+    assert_eq!(received["am"], vec!["\"firing\" \"2.3.0\"".to_string()]);
+
+    // The generic payload carries the documented fields, signed.
+    let body = &hook.body;
+    assert_eq!(body["rule"], RULE);
+    assert_eq!(body["state"], "firing");
+    assert_eq!(body["segment"], json!({"dimension": "app_version", "value": "2.3.0"}));
+    assert_eq!(body["value"], 0.5);
+    assert_eq!(body["threshold"], 0.95);
+    assert_eq!(body["events"], 60);
+    assert!(body["window"]["from"].is_string() && body["window"]["to"].is_string());
+    let url = body["dashboard_url"].as_str().unwrap();
+    assert!(url.starts_with("https://health.example.com/?project=default&from="), "{url}");
+    assert!(url.ends_with("&app_version=2.3.0"), "{url}");
+    assert_eq!(body["fingerprint"].as_str().unwrap().len(), 16);
+    assert_eq!(
+        hook.signature.as_deref(),
+        Some(synchealth_alerts::delivery::webhook::signature(HMAC_SECRET, &hook.raw).as_str())
+    );
+    let am = &w.hooks.on("am")[0].body;
+    assert_eq!(am["version"], "4");
+    assert_eq!(am["alerts"][0]["labels"]["alertname"], RULE);
+    assert_eq!(am["alerts"][0]["fingerprint"], body["fingerprint"]);
+    let slack = &w.hooks.on("slack")[0].body;
+    assert!(slack["blocks"].as_array().unwrap().len() >= 3);
+    let email = &w.emails()[0];
+    assert_eq!(email["rcpt_tos"], json!(["oncall@example.com"]));
+    assert!(email["text"].as_str().unwrap().contains("Window: "));
+    assert!(email["text"].as_str().unwrap().contains(url));
+    assert!(email["html"].as_str().unwrap().contains("<table>"));
+
+    // Recovery: 2.3.0 back above 95% (30 failures in 1030).
+    w.ingest(release_events("2.3.0", 0, 970)).await;
+    wait_for("the resolutions", Duration::from_secs(10), || (w.total_received() == 8).then_some(())).await;
+    tokio::time::sleep(3 * INTERVAL).await;
+    let received = w.received();
+    assert_eq!(received["email"][1], "[RESOLVED] success rate back to 97.1% (alert: < 95%) — release 2.3.0");
+    assert_eq!(received["hook"][1], "\"resolved\" \"2.3.0\"");
+    assert_eq!(received["am"][1], "\"resolved\" \"2.3.0\"");
+    assert_eq!(w.total_received(), 8, "one firing and one resolved notice per channel: {received:?}");
+
+    // Every attempt is recorded, for the dashboard.
+    let notifications = w.store.notifications(None, 100).await.unwrap();
+    assert_eq!(notifications.len(), 8);
+    assert!(notifications.iter().all(|n| n.status == "delivered" && n.attempts == 1), "{notifications:?}");
+    smtp.stop().await;
+}
+
+async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
+    let Some(w) = world(backend, "alerts_replicas", 20, false).await else { return };
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            let evaluator = alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap();
+            tokio::spawn(evaluator.run(INTERVAL))
+        })
+        .collect();
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    w.spike().await;
+    wait_for("every channel", Duration::from_secs(10), || (w.total_received() >= 4).then_some(())).await;
+    tokio::time::sleep(4 * INTERVAL).await;
+    assert_eq!(w.total_received(), 4, "each channel told once: {:?}", w.received());
+    for replica in replicas {
+        replica.abort();
+    }
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
+    let Some(w) = world(Backend::Sqlite, "alerts_restart", 20, false).await else { return };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    w.spike().await;
+    wait_for("every channel", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
+    first.abort();
+    // A new process: a new lease holder, which takes over once the old
+    // lease (3 s) runs out, with the firing state read from the store.
+    let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    tokio::time::sleep(6 * INTERVAL).await;
+    assert_eq!(w.total_received(), 4, "no notice sent again after the restart: {:?}", w.received());
+    let instance = w
+        .store
+        .alert_instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.segment.as_deref() == Some("app_version=2.3.0"));
+    let instance = instance.expect("the 2.3.0 instance is stored");
+    assert_eq!(instance.state, "firing");
+    assert!(
+        instance.last_evaluated_ms > OffsetDateTime::now_utc().unix_timestamp() * 1000 - 3000,
+        "the new process evaluates"
+    );
+    // And it still resolves, once.
+    w.ingest(release_events("2.3.0", 0, 970)).await;
+    wait_for("the resolutions", Duration::from_secs(10), || (w.total_received() == 8).then_some(())).await;
+    second.abort();
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn a_silenced_segment_sends_nothing_while_its_state_still_shows() {
+    let Some(w) = world(Backend::Sqlite, "alerts_silence", 20, true).await else { return };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let project = ProjectName::parse("default").unwrap();
+    let silence = alerts_cmd::silence(
+        &w.store,
+        &w.settings.alerts.rules,
+        &project,
+        RULE,
+        Some("app_version=2.3.0".into()),
+        "2h",
+        "known bad release".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.store.silences(0).await.unwrap(), vec![silence.clone()]);
+    // 2.3.0 (silenced) and 2.1.0 (not) both fail.
+    let mut events = release_events("2.3.0", 30, 30);
+    events.extend(release_events("2.1.0", 30, 30));
+    w.ingest(events).await;
+    wait_for("the 2.1.0 notices", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
+    tokio::time::sleep(3 * INTERVAL).await;
+    assert!(
+        w.received().values().flatten().all(|notice| notice.contains("2.1.0")),
+        "only the unsilenced release is notified: {:?}",
+        w.received()
+    );
+    let instances = w.store.alert_instances().await.unwrap();
+    let silenced = instances.iter().find(|i| i.segment.as_deref() == Some("app_version=2.3.0")).unwrap();
+    assert_eq!(silenced.state, "firing", "a silenced alert still shows its state");
+    assert_eq!(silenced.silenced_until_ms, Some(silence.ends_at_ms));
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn email_is_retried_while_the_smtp_server_is_down_and_delivered_when_it_returns() {
+    let Some(w) = world(Backend::Sqlite, "alerts_smtp_down", 20, true).await else { return };
+    w.spike().await;
+    // The webhooks go out at once: a failing channel does not hold them up.
+    wait_for("the webhooks", Duration::from_secs(10), || (w.total_received() == 3).then_some(())).await;
+    let started = Instant::now();
+    let failing = loop {
+        let notifications = w.store.notifications(None, 10).await.unwrap();
+        if let Some(n) = notifications.into_iter().find(|n| n.channel == "email" && n.attempts >= 2) {
+            break n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "timed out waiting for failed email attempts");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(failing.status, "pending");
+    assert!(failing.last_error.as_deref().unwrap_or("").contains("smtp"), "{failing:?}");
+    assert!(w.emails().is_empty());
+
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let email = wait_for("the email", Duration::from_secs(10), || w.emails().first().cloned()).await;
+    assert_eq!(email["subject"], "[FIRING] success rate 50% < 95% — release 2.3.0");
+    let record = w.store.notifications(None, 10).await.unwrap().into_iter().find(|n| n.channel == "email").unwrap();
+    assert_eq!(record.id, failing.id, "the same notification, retried");
+    assert_eq!(record.status, "delivered");
+    assert!(record.attempts > failing.attempts);
+    tokio::time::sleep(2 * INTERVAL).await;
+    assert_eq!(w.emails().len(), 1, "delivered once");
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn min_events_keeps_a_handful_of_failures_quiet() {
+    let Some(w) = world(Backend::Sqlite, "alerts_min_events", 40, true).await else { return };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    // 30 events, every one failed: below min_events = 40.
+    w.ingest(release_events("2.3.0", 30, 0)).await;
+    tokio::time::sleep(3 * INTERVAL).await;
+    assert_eq!(w.total_received(), 0, "{:?}", w.received());
+    let instance = w
+        .store
+        .alert_instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.segment.as_deref() == Some("app_version=2.3.0"));
+    let instance = instance.expect("the instance is evaluated");
+    assert_eq!((instance.state.as_str(), instance.verdict.as_str(), instance.events), ("ok", "insufficient_data", 30));
+    // Ten more failures reach min_events: now it fires.
+    w.ingest(release_events("2.3.0", 10, 0)).await;
+    wait_for("the notices", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn alerts_test_delivers_a_signed_test_notification() {
+    let Some(w) = world(Backend::Sqlite, "alerts_test_command", 20, false).await else { return };
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "hook").await.unwrap();
+    assert_eq!((record.status.as_str(), record.kind.as_str(), record.attempts), ("delivered", "test", 1));
+    let hooks = w.hooks.on("hook");
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].body["kind"], "test");
+    assert_eq!(
+        hooks[0].signature.as_deref(),
+        Some(synchealth_alerts::delivery::webhook::signature(HMAC_SECRET, &hooks[0].raw).as_str())
+    );
+    let unknown = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "pager").await.unwrap_err();
+    assert!(unknown.to_string().contains("no channel named \"pager\""), "{unknown}");
+}
+
+#[tokio::test]
+async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one() {
+    let Some(w) = world(Backend::Sqlite, "alerts_resume", 20, false).await else { return };
+    let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    w.spike().await;
+    wait_for("the webhooks", Duration::from_secs(10), || (w.total_received() == 3).then_some(())).await;
+    let email_record =
+        || async { w.store.notifications(None, 10).await.unwrap().into_iter().find(|n| n.channel == "email").unwrap() };
+    let started = Instant::now();
+    while email_record().await.attempts < 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no email attempt");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The process stops, and its retries with it.
+    first.abort();
+    let _ = first.await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stopped = email_record().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(email_record().await, stopped, "no retry once the process is gone");
+    assert_eq!(stopped.status, "pending");
+
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    let email = wait_for("the resumed email", Duration::from_secs(15), || w.emails().first().cloned()).await;
+    assert_eq!(email["subject"], "[FIRING] success rate 50% < 95% — release 2.3.0");
+    let delivered = email_record().await;
+    assert_eq!((delivered.id.as_str(), delivered.status.as_str()), (stopped.id.as_str(), "delivered"));
+    assert_eq!(delivered.attempts, stopped.attempts + 1);
+    tokio::time::sleep(2 * INTERVAL).await;
+    assert_eq!(w.total_received(), 4, "nothing else sent again: {:?}", w.received());
+    second.abort();
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_5xx_answers_are_retried_and_4xx_answers_are_not() {
+    let Some(mut w) = world(Backend::Sqlite, "alerts_webhook_retries", 20, false).await else { return };
+    let hook_url = |path: &str| {
+        let ChannelSettings::Webhook(hook) = &w.settings.alerts.channels["hook"] else { unreachable!() };
+        hook.url.expose().replace("/hook", path)
+    };
+    let (flaky, gone) = (hook_url("/flaky"), hook_url("/gone"));
+    w.settings.alerts.channels.insert("flaky".into(), ChannelSettings::Webhook(webhook(flaky, false)));
+    w.settings.alerts.channels.insert("gone".into(), ChannelSettings::Webhook(webhook(gone, false)));
+
+    let flaky = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "flaky").await.unwrap();
+    assert_eq!((flaky.status.as_str(), flaky.attempts, flaky.last_error.as_deref()), ("delivered", 3, None));
+    assert_eq!(w.hooks.on("flaky").len(), 3);
+
+    let gone = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "gone").await.unwrap();
+    assert_eq!((gone.status.as_str(), gone.attempts), ("failed", 1));
+    assert!(gone.last_error.as_deref().unwrap_or("").contains("404"), "{gone:?}");
+    assert_eq!(w.hooks.on("gone").len(), 1);
+}
+
+/// A private CA and a server certificate it signed for 127.0.0.1 (made by
+/// openssl): (CA certificate, server certificate, server key).
+fn private_ca(dir: &Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (ca, ca_key, cert, key, csr) =
+        (path("ca.pem"), path("ca.key"), path("cert.pem"), path("key.pem"), path("server.csr"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
+    let ext = path("server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        &cert,
+        "-extfile",
+        &ext,
+    ]);
+    (ca, cert, key)
+}
+
+#[tokio::test]
+async fn email_goes_out_over_starttls_and_implicit_tls_and_an_untrusted_certificate_is_refused() {
+    let Some(w) = world(Backend::Sqlite, "alerts_smtp_tls", 20, false).await else { return };
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(certs.path());
+    let mut settings = w.settings.alerts.clone();
+    settings.retry = RetrySettings { initial_delay_ms: 50, max_delay_ms: 50, max_attempts: 2 };
+    let cases = [
+        ("starttls", SmtpSecurity::StartTls, ["--tlscert", cert.as_str(), "--tlskey", key.as_str()]),
+        ("tls", SmtpSecurity::Tls, ["--smtpscert", cert.as_str(), "--smtpskey", key.as_str()]),
+    ];
+    for (name, security, flags) in cases {
+        let port = free_port();
+        let mail = tempfile::tempdir().unwrap();
+        let smtp = Smtp::start_with(port, mail.path(), &flags).await;
+        let channel = |trusted: bool| {
+            ChannelSettings::Email(EmailChannelSettings {
+                smtp_host: "127.0.0.1".into(),
+                smtp_port: Some(port),
+                security,
+                username: None,
+                password: None,
+                from: "synchealth <alerts@example.com>".into(),
+                to: vec!["oncall@example.com".into()],
+                send_resolved: true,
+                timeout: "5s".into(),
+                tls_ca_file: trusted.then(|| PathBuf::from(&ca)),
+            })
+        };
+        settings.channels.insert(name.to_string(), channel(true));
+        let record = alerts_cmd::test(w.store.clone(), &settings, name).await.unwrap();
+        assert_eq!((record.status.as_str(), record.attempts), ("delivered", 1), "{name}: {record:?}");
+        let received = emails(mail.path());
+        assert_eq!(received.len(), 1, "{name}");
+        assert!(received[0]["subject"].as_str().unwrap().starts_with("[TEST] "), "{name}: {received:?}");
+
+        // Without the certificate trusted, the connection is refused.
+        settings.channels.insert(name.to_string(), channel(false));
+        let refused = alerts_cmd::test(w.store.clone(), &settings, name).await.unwrap();
+        assert_eq!(refused.status, "failed", "{name}: {refused:?}");
+        assert_eq!(emails(mail.path()).len(), 1, "{name}: nothing more delivered");
+        smtp.stop().await;
+    }
+}
