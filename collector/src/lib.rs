@@ -27,7 +27,7 @@ use synchealth_store::SharedStore;
 pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KEY_CACHE_TTL};
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
-pub use crate::pipeline::{Pipeline, PipelineConfig, PipelineHandle, PipelineStatus, SubmitError};
+pub use crate::pipeline::{Acknowledge, Pipeline, PipelineConfig, PipelineHandle, PipelineStatus, SubmitError};
 pub use crate::rate_limit::{IngestRateLimiter, RateLimit};
 
 /// Limits the ingest endpoint enforces.

@@ -25,8 +25,9 @@ use synchealth_store::InsertOutcome;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::spool::{encode_unit, SpoolError};
-use super::{Request, Shared, SubmitError};
+use super::inserter::{Pending, ToInserter};
+use super::spool::{encode_unit, Handoff, SpoolError};
+use super::{Acknowledge, Request, Shared, SubmitError};
 
 type Reply = oneshot::Sender<Result<InsertOutcome, SubmitError>>;
 
@@ -62,7 +63,12 @@ impl Batch {
 
 /// Runs until stopped and drained: every request taken from the queue is
 /// answered.
-pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Request>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<Request>,
+    to_inserter: ToInserter,
+    mut stop: watch::Receiver<bool>,
+) {
     let config = &shared.config;
     let mut batch = Batch::default();
     let mut flushing: JoinSet<()> = JoinSet::new();
@@ -74,7 +80,11 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Request>,
         let due = batch.since.is_some_and(|since| since.elapsed() >= config.max_batch_age);
         let lull = flushing.is_empty() && batch.last.is_some_and(|last| last.elapsed() >= config.batch_linger);
         if !batch.is_empty() && flushing.len() < config.max_inflight_batches && (full || due || lull || drained) {
-            flushing.spawn(flush(Arc::clone(&shared), std::mem::take(&mut batch)));
+            let batch = std::mem::take(&mut batch);
+            match config.acknowledge {
+                Acknowledge::Stored => flushing.spawn(flush(Arc::clone(&shared), batch)),
+                Acknowledge::Spooled => flushing.spawn(spool_first(Arc::clone(&shared), batch, to_inserter.clone())),
+            };
             continue;
         }
         if drained && batch.is_empty() && flushing.is_empty() {
@@ -117,14 +127,15 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Request>,
 async fn flush(shared: Arc<Shared>, batch: Batch) {
     let Batch { events, parts, .. } = batch;
     metrics::histogram!("synchealth_batch_rows").record(events.len() as f64);
-    if shared.store_healthy() {
+    let events = if shared.store_healthy() {
         let started = Instant::now();
-        let inserted = tokio::time::timeout(shared.config.insert_timeout, shared.store.insert(&events)).await;
+        let rows = Arc::new(events);
+        let inserted = shared.insert(Arc::clone(&rows)).await;
         metrics::histogram!("synchealth_insert_seconds", "source" => "batch").record(started.elapsed().as_secs_f64());
         match inserted {
-            Ok(Ok(outcome)) => {
+            Ok(outcome) => {
                 tracing::debug!(
-                    rows = events.len(),
+                    rows = rows.len(),
                     requests = parts.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "Inserted a batch."
@@ -133,16 +144,94 @@ async fn flush(shared: Arc<Shared>, batch: Batch) {
                 answer_stored(parts, &outcome);
                 return;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, rows = events.len(), "Store insert failed; spooling the batch."),
-            Err(_) => tracing::warn!(
-                timeout_ms = shared.config.insert_timeout.as_millis() as u64,
-                rows = events.len(),
-                "Store insert timed out; spooling the batch."
-            ),
+            Err(failure) => {
+                tracing::warn!(error = %failure, rows = rows.len(), "Store insert did not confirm; spooling the batch.")
+            }
         }
         shared.set_store_healthy(false);
-    }
+        // An abandoned insert may still hold the rows: spool a copy then.
+        Arc::try_unwrap(rows).unwrap_or_else(|held| held.as_ref().clone())
+    } else {
+        events
+    };
     spool_and_answer(&shared, events, parts).await;
+}
+
+/// [`Acknowledge::Spooled`]: writes the batch to the spool, answers every
+/// request that fit, and hands their events to the inserter (or, while the
+/// store is failing or the inserter holds `max_pending_rows` already, leaves
+/// them to the replayer).
+#[tracing::instrument(skip_all, fields(rows = batch.events.len(), requests = batch.parts.len()))]
+async fn spool_first(shared: Arc<Shared>, batch: Batch, to_inserter: ToInserter) {
+    let Batch { events, parts, .. } = batch;
+    metrics::histogram!("synchealth_ack_batch_rows").record(events.len() as f64);
+    let permit = match u32::try_from(events.len()) {
+        Ok(n) if shared.store_healthy() => Arc::clone(&shared.pending_rows).try_acquire_many_owned(n).ok(),
+        _ => None,
+    };
+    let handoff = if permit.is_some() { Handoff::Memory } else { Handoff::Disk };
+    let Some(spool) = shared.spool.clone() else {
+        // Validation refuses a spool-first pipeline without a spool.
+        answer_all(parts, &SubmitError::Unavailable("the spool is disabled".into()));
+        return;
+    };
+    let lens: Vec<usize> = parts.iter().map(|(len, _)| *len).collect();
+    let written = tokio::task::spawn_blocking(move || {
+        let units = encode_units(&events, &lens)?;
+        let appended = spool.append_with(&units, handoff)?;
+        Ok::<_, SpoolError>((appended, events, lens))
+    })
+    .await;
+    let (appended, events, lens) = match written {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "Could not spool a batch; answering 503.");
+            return answer_all(parts, &SubmitError::Unavailable(e.to_string()));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "The spool write task failed; answering 503.");
+            return answer_all(parts, &SubmitError::Unavailable(e.to_string()));
+        }
+    };
+    let fitting: usize = appended.fits.iter().zip(&lens).filter(|(fit, _)| **fit).map(|(_, len)| len).sum();
+    if handoff == Handoff::Disk && fitting > 0 {
+        metrics::counter!("synchealth_spooled_events_total").increment(fitting as u64);
+        shared.wake_replayer.notify_one();
+    }
+    super::replay::publish_spool_gauges(&shared);
+    let retry_after = shared.retry_after();
+    let mut kept = Vec::with_capacity(fitting);
+    let mut events = events.into_iter();
+    for (((_, reply), fit), len) in parts.into_iter().zip(&appended.fits).zip(&lens) {
+        let own: Vec<StoredEvent> = events.by_ref().take(*len).collect();
+        let answer = if *fit { Ok(spooled_outcome(&own)) } else { Err(SubmitError::SpoolFull { retry_after }) };
+        let _ = reply.send(answer);
+        if *fit {
+            kept.extend(own);
+        }
+    }
+    if let (Some(mut permit), false) = (permit, kept.is_empty()) {
+        // Rows that did not fit release their permits now.
+        let unused = permit.num_permits() - kept.len();
+        if unused > 0 {
+            if let Some(spare) = permit.split(unused) {
+                drop(spare);
+            }
+        }
+        // Gone only at shutdown, after the drain; the events are in the
+        // spool and replayed at the next start.
+        let _ = to_inserter.send(Pending { seq: appended.seq, events: kept, permit });
+    }
+}
+
+fn encode_units(events: &[StoredEvent], lens: &[usize]) -> Result<Vec<Vec<u8>>, SpoolError> {
+    let mut units = Vec::with_capacity(lens.len());
+    let mut start = 0;
+    for len in lens {
+        units.push(encode_unit(&events[start..start + len])?);
+        start += len;
+    }
+    Ok(units)
 }
 
 /// Splits a batch's outcome back per request: each its own count and its

@@ -3,10 +3,18 @@
 //! "durable" even when the store is down or slow.
 //!
 //! ```text
-//! handlers ──(events, reply)──▶ bounded queue ──▶ batcher ──▶ store insert (with a timeout)
+//! acknowledge = stored (embedded store):
+//! handlers ──(events, reply)──▶ bounded queue ──▶ batcher ──▶ store insert (with a timeout) ──▶ reply
 //!                                                   │  failed, timed out, or store unhealthy
 //!                                                   ▼
-//!                                   spool on local disk (fsync'd) ──▶ replayer ──▶ store
+//!                                   spool on local disk (fsync'd) ──▶ reply; replayer ──▶ store
+//!
+//! acknowledge = spooled (ClickHouse):
+//! handlers ──▶ bounded queue ──▶ batcher ──▶ spool (fsync'd) ──▶ reply
+//!                                              │ in memory (≤ max_pending_rows)      │ on disk
+//!                                              ▼                                     ▼
+//!                                  inserter: blocks of max_batch_rows    replayer (store failed,
+//!                                  ──▶ store, then segment deleted       memory full, restart)
 //! ```
 //!
 //! - **Batching.** A handler sends its events and a reply channel over a
@@ -37,10 +45,21 @@
 //!   crash, or of a batch whose timed-out insert did land, stores nothing
 //!   twice. Segments left by a previous process (even `kill -9`ed) are
 //!   replayed at start.
+//! - **Spool-first** ([`Acknowledge::Spooled`]). The spool doubles as a
+//!   write-ahead log: a batch of requests is appended with one fsync (group
+//!   commit) and answered at once, and the inserter ([`inserter`]) stores the
+//!   events from memory in blocks of up to `max_batch_rows`, deleting each
+//!   segment once all of it is stored. Acknowledgement latency is then one
+//!   fsync whatever the store does, and ClickHouse gets the large inserts it
+//!   is fastest with. Memory is a cache of the spool: when an insert fails,
+//!   or more than `max_pending_rows` events wait, the replayer takes the
+//!   segments over from disk.
 //! - **Shutdown.** [`Pipeline::shutdown`] stops taking requests, flushes what
-//!   is queued (to the store or the spool) and answers every waiting handler.
+//!   is queued (to the store or the spool), answers every waiting handler,
+//!   and inserts what the inserter holds.
 
 mod batcher;
+mod inserter;
 mod replay;
 mod spool;
 #[cfg(test)]
@@ -90,6 +109,34 @@ pub struct PipelineConfig {
     pub replay_backoff_min: Duration,
     /// ...doubling up to this.
     pub replay_backoff_max: Duration,
+    /// When a request is answered: once its events are stored, or once they
+    /// are in the spool (see [`Acknowledge`]).
+    pub acknowledge: Acknowledge,
+    /// With [`Acknowledge::Spooled`]: the longest an acknowledged event waits
+    /// in memory before its insert (inserts also go at `max_batch_rows`).
+    pub insert_max_delay: Duration,
+    /// With [`Acknowledge::Spooled`]: acknowledged events held in memory for
+    /// the inserter at most; beyond, new appends are left to the replayer,
+    /// which reads them back from the spool. Bounds memory under a slow store.
+    pub max_pending_rows: usize,
+}
+
+/// When the collector answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledge {
+    /// Once the store has the events (or, if it fails, the spool). The
+    /// answer says which events were already stored; the events are
+    /// queryable when the client hears back. Right for the embedded store,
+    /// whose inserts are one local transaction anyway.
+    Stored,
+    /// Once the events are in the spool (written and fsync'd): the spool is
+    /// the write-ahead log, and inserts of up to `max_batch_rows` go to the
+    /// store behind the acknowledgements, from memory. The answer is as
+    /// durable, comes in milliseconds whatever the store's insert latency,
+    /// and lets inserts grow as large as ClickHouse likes them; `duplicates`
+    /// then counts only repeats within the request (the store still stores
+    /// every event once).
+    Spooled,
 }
 
 impl PipelineConfig {
@@ -107,6 +154,9 @@ impl PipelineConfig {
             insert_timeout: Duration::from_secs(10),
             replay_backoff_min: Duration::from_millis(100),
             replay_backoff_max: Duration::from_secs(5),
+            acknowledge: Acknowledge::Stored,
+            insert_max_delay: Duration::from_millis(500),
+            max_pending_rows: 120_000,
         }
     }
 
@@ -118,6 +168,12 @@ impl PipelineConfig {
             (self.max_inflight_batches == 0, "max_inflight_batches must be at least 1"),
             (!(self.spool_high_water > 0.0 && self.spool_high_water <= 1.0), "spool_high_water must be in (0, 1]"),
             (self.insert_timeout.is_zero(), "insert_timeout must be positive"),
+            (
+                self.acknowledge == Acknowledge::Spooled && self.spool_max_bytes == 0,
+                "acknowledging spooled events needs the spool (spool_max_bytes > 0)",
+            ),
+            (self.insert_max_delay.is_zero(), "insert_max_delay must be positive"),
+            (self.max_pending_rows == 0, "max_pending_rows must be at least 1"),
             (self.replay_backoff_min.is_zero(), "replay_backoff_min must be positive"),
             (
                 self.replay_backoff_min > self.replay_backoff_max,
@@ -175,6 +231,11 @@ impl PipelineStatus {
     }
 }
 
+/// Semaphore permits for `max_pending_rows` (the semaphore's own ceiling).
+fn config_pending_permits(config: &PipelineConfig) -> usize {
+    config.max_pending_rows.min(tokio::sync::Semaphore::MAX_PERMITS)
+}
+
 /// A handler's events on their way to the batcher.
 #[derive(Debug)]
 struct Request {
@@ -195,9 +256,80 @@ struct Shared {
     backoff_ms: AtomicU64,
     /// Wakes the replayer: something was spooled or the store failed.
     wake_replayer: Notify,
+    /// Rows acknowledged and held in memory for the inserter
+    /// ([`Acknowledge::Spooled`]), `max_pending_rows` permits.
+    pending_rows: Arc<tokio::sync::Semaphore>,
+    /// Inserts given up on after `insert_timeout` that may still land (see
+    /// [`Shared::insert`]); replays wait for them.
+    abandoned: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The longest a replay waits for abandoned inserts to finish before it
+/// goes ahead anyway (a connection that never answers nor closes).
+const ABANDONED_INSERT_WAIT: Duration = Duration::from_secs(300);
+
+/// Why an insert did not confirm its events.
+#[derive(Debug)]
+enum InsertFailure {
+    /// The store refused it: nothing of it was stored.
+    Failed(String),
+    /// No answer within `insert_timeout`: it may still land.
+    TimedOut,
+}
+
+impl std::fmt::Display for InsertFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InsertFailure::Failed(why) => f.write_str(why),
+            InsertFailure::TimedOut => f.write_str("timed out"),
+        }
+    }
 }
 
 impl Shared {
+    /// Inserts `events`, giving up after `insert_timeout`.
+    ///
+    /// A given-up insert is not cancelled: its request may already be with
+    /// the store (a hung ClickHouse resumes and commits it). Dropping it
+    /// would let a replay of the same events check for duplicates before
+    /// that insert lands and write them a second time, which `FINAL` reads
+    /// would hide but the dashboard's rollups would count. So it keeps
+    /// running in the background, and [`Shared::settle_abandoned`] makes
+    /// replays wait for it to finish either way.
+    async fn insert(&self, events: Arc<Vec<StoredEvent>>) -> Result<InsertOutcome, InsertFailure> {
+        let store = Arc::clone(&self.store);
+        let (done, outcome) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _ = done.send(store.insert(&events).await);
+        });
+        match tokio::time::timeout(self.config.insert_timeout, outcome).await {
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+            Ok(Ok(Err(e))) => Err(InsertFailure::Failed(e.to_string())),
+            Ok(Err(_)) => Err(InsertFailure::Failed("the insert task ended without an answer".into())),
+            Err(_) => {
+                let mut abandoned = self.abandoned.lock().unwrap_or_else(|p| p.into_inner());
+                abandoned.retain(|t| !t.is_finished());
+                abandoned.push(task);
+                Err(InsertFailure::TimedOut)
+            }
+        }
+    }
+
+    /// Waits until no abandoned insert can still land (bounded by
+    /// [`ABANDONED_INSERT_WAIT`]), so a replay's duplicate check sees them.
+    async fn settle_abandoned(&self) {
+        let pending: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in pending {
+            if tokio::time::timeout(ABANDONED_INSERT_WAIT, task).await.is_err() {
+                tracing::warn!(
+                    wait_s = ABANDONED_INSERT_WAIT.as_secs(),
+                    "An abandoned insert is still unanswered; replaying anyway (its rows may be written twice, which FINAL reads collapse)."
+                );
+            }
+        }
+    }
+
     fn store_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -244,6 +376,7 @@ pub struct Pipeline {
     handle: PipelineHandle,
     stop: watch::Sender<bool>,
     batcher: JoinHandle<()>,
+    inserter: JoinHandle<()>,
     replayer: JoinHandle<()>,
 }
 
@@ -273,15 +406,20 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             store,
             backoff_ms: AtomicU64::new(u64::try_from(config.replay_backoff_min.as_millis()).unwrap_or(u64::MAX)),
-            config,
             spool,
             healthy: AtomicBool::new(true),
             wake_replayer: Notify::new(),
+            pending_rows: Arc::new(tokio::sync::Semaphore::new(config_pending_permits(&config))),
+            abandoned: std::sync::Mutex::new(Vec::new()),
+            config,
         });
         let (stop, stopped) = watch::channel(false);
-        let batcher = tokio::spawn(batcher::run(Arc::clone(&shared), queue, stopped.clone()));
+        // The inserter ends once the batcher (and with it every sender) is gone.
+        let (to_inserter, inserter_queue) = mpsc::unbounded_channel();
+        let inserter = tokio::spawn(inserter::run(Arc::clone(&shared), inserter_queue));
+        let batcher = tokio::spawn(batcher::run(Arc::clone(&shared), queue, to_inserter, stopped.clone()));
         let replayer = tokio::spawn(replay::run(Arc::clone(&shared), stopped));
-        Ok(Pipeline { handle: PipelineHandle { requests, shared }, stop, batcher, replayer })
+        Ok(Pipeline { handle: PipelineHandle { requests, shared }, stop, batcher, inserter, replayer })
     }
 
     /// A handle for handlers and `/readyz`.
@@ -297,10 +435,15 @@ impl Pipeline {
         if let Err(e) = self.batcher.await {
             tracing::error!(error = %e, "The batcher failed while draining.");
         }
-        // The replayer stops at its next step; an insert in progress may take
-        // up to the insert timeout, and abandoning it is safe (nothing is
-        // deleted from the spool before the store confirms it).
+        // The inserter then inserts what it holds; the replayer stops at its
+        // next step. An insert in progress may take up to the insert timeout,
+        // and abandoning it is safe (nothing is deleted from the spool before
+        // the store confirms it).
         let grace = self.handle.shared.config.insert_timeout + Duration::from_secs(1);
+        let mut inserter = self.inserter;
+        if tokio::time::timeout(grace, &mut inserter).await.is_err() {
+            inserter.abort();
+        }
         let mut replayer = self.replayer;
         if tokio::time::timeout(grace, &mut replayer).await.is_err() {
             replayer.abort();
@@ -315,8 +458,10 @@ impl Pipeline {
     /// Stops its tasks at once, as if the process died: no drain.
     async fn abort(self) {
         self.batcher.abort();
+        self.inserter.abort();
         self.replayer.abort();
         let _ = self.batcher.await;
+        let _ = self.inserter.await;
         let _ = self.replayer.await;
     }
 }

@@ -120,12 +120,15 @@ async fn replay_segment(
             if *stop.borrow() {
                 return Err(Stopped);
             }
+            // An earlier insert of these events that timed out may still
+            // land; the duplicate check must run after it.
+            shared.settle_abandoned().await;
             let attempt = Instant::now();
-            let result = tokio::time::timeout(shared.config.insert_timeout, shared.store.insert(chunk)).await;
+            let result = shared.insert(Arc::new(chunk.to_vec())).await;
             metrics::histogram!("synchealth_insert_seconds", "source" => "replay")
                 .record(attempt.elapsed().as_secs_f64());
             match result {
-                Ok(Ok(outcome)) => {
+                Ok(outcome) => {
                     inserted += outcome.inserted;
                     duplicates += outcome.duplicates.len();
                     metrics::counter!("synchealth_replayed_events_total").increment(chunk.len() as u64);
@@ -133,8 +136,7 @@ async fn replay_segment(
                     backoff.reset(shared);
                     break;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, rows = chunk.len(), "Replay insert failed; backing off."),
-                Err(_) => tracing::warn!(rows = chunk.len(), "Replay insert timed out; backing off."),
+                Err(failure) => tracing::warn!(error = %failure, rows = chunk.len(), "Replay insert did not confirm; backing off."),
             }
             shared.set_store_healthy(false);
             backoff.wait(shared, stop).await?;

@@ -86,6 +86,33 @@ pub(crate) struct Segment {
     pub(crate) bytes: u64,
     /// When it was created (Unix ms): its oldest record is at most this old.
     pub(crate) created_ms: i64,
+    /// Every append to this segment was also handed, in memory, to the
+    /// inserter (spool-first acknowledgement), which deletes the segment once
+    /// it has stored them all. Cleared for good (the replayer then reads the
+    /// segment from disk) when an append was not handed over or the inserter
+    /// dropped what it held; always false for segments found at start.
+    pub(crate) in_memory: bool,
+    /// Appends handed to the inserter and not yet confirmed stored.
+    pub(crate) unconfirmed: u64,
+}
+
+/// Where an append's events go next, besides the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handoff {
+    /// Nowhere: the replayer reads them back from the segment.
+    Disk,
+    /// The caller hands them to the inserter, which confirms them with
+    /// [`Spool::confirm`].
+    Memory,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Appended {
+    /// Per unit: written (`true`) or left out because it did not fit.
+    pub(crate) fits: Vec<bool>,
+    /// The segment written to (meaningful when something fit).
+    pub(crate) seq: u64,
 }
 
 /// Size and age of what is spooled.
@@ -181,7 +208,9 @@ impl Spool {
         let mut changed_dir = false;
         for (seq, path) in found {
             match read_header(&path)? {
-                Header::Valid { created_ms, bytes } => segments.push_back(Segment { seq, path, bytes, created_ms }),
+                Header::Valid { created_ms, bytes } => {
+                    segments.push_back(Segment { seq, path, bytes, created_ms, in_memory: false, unconfirmed: 0 })
+                }
                 Header::Torn => {
                     // Shorter than a header: the process died while creating
                     // it, before any record could be acknowledged.
@@ -223,18 +252,32 @@ impl Spool {
     }
 
     /// Appends `units` (each one request's framed records, from
-    /// [`encode_unit`]) and makes them durable with one fsync. A unit that
-    /// would take the spool past its bound is left out whole: the answer says,
-    /// per unit, whether it was written (`true`) or did not fit (`false`).
-    /// On an error nothing of this call counts as written.
-    #[tracing::instrument(skip_all, fields(units = units.len()))]
+    /// [`encode_unit`]) for the replayer to read back, and makes them durable
+    /// with one fsync. A unit that would take the spool past its bound is
+    /// left out whole: the answer says, per unit, whether it was written
+    /// (`true`) or did not fit (`false`). On an error nothing of this call
+    /// counts as written.
     pub(crate) fn append(&self, units: &[Vec<u8>]) -> Result<Vec<bool>, SpoolError> {
+        self.append_with(units, Handoff::Disk).map(|appended| appended.fits)
+    }
+
+    /// [`Spool::append`], saying where the events go next. With
+    /// [`Handoff::Memory`] the caller hands what fit to the inserter, and the
+    /// segment is deleted once the inserter confirmed every such append
+    /// ([`Spool::confirm`]); an append to a segment the replayer owns starts
+    /// a new segment first, so ownership never mixes within one segment.
+    #[tracing::instrument(skip_all, fields(units = units.len(), ?handoff))]
+    pub(crate) fn append_with(&self, units: &[Vec<u8>], handoff: Handoff) -> Result<Appended, SpoolError> {
         let mut writer = lock(&self.writer);
+        let mut sealed = None;
         let fits = {
             let meta = lock(&self.meta);
             if let Some(active) = writer.as_ref() {
-                let size = meta.segments.back().filter(|s| s.seq == active.seq).map_or(u64::MAX, |s| s.bytes);
-                if size >= self.segment_target {
+                let segment = meta.segments.back().filter(|s| s.seq == active.seq);
+                let size = segment.map_or(u64::MAX, |s| s.bytes);
+                let owner_differs = handoff == Handoff::Memory && !segment.is_some_and(|s| s.in_memory);
+                if size >= self.segment_target || owner_differs {
+                    sealed = Some(active.seq);
                     *writer = None;
                 }
             }
@@ -250,12 +293,15 @@ impl Spool {
                 })
                 .collect::<Vec<bool>>()
         };
+        if let Some(seq) = sealed {
+            self.remove_if_confirmed(seq)?;
+        }
         if !fits.contains(&true) {
-            return Ok(fits);
+            return Ok(Appended { fits, seq: writer.as_ref().map_or(0, |a| a.seq) });
         }
         let active = match writer.as_mut() {
             Some(active) => active,
-            None => writer.insert(self.start_segment()?),
+            None => writer.insert(self.start_segment(handoff == Handoff::Memory)?),
         };
         let before = active.file.metadata()?.len();
         let accepted = || units.iter().zip(&fits).filter(|(_, fits)| **fits).map(|(unit, _)| unit);
@@ -266,9 +312,13 @@ impl Spool {
                 let mut meta = lock(&self.meta);
                 if let Some(segment) = meta.segments.iter_mut().rev().find(|s| s.seq == active.seq) {
                     segment.bytes += added;
+                    match handoff {
+                        Handoff::Memory => segment.unconfirmed += 1,
+                        Handoff::Disk => segment.in_memory = false,
+                    }
                 }
                 meta.bytes += added;
-                Ok(fits)
+                Ok(Appended { fits, seq: active.seq })
             }
             Err(e) => {
                 // Nothing of this call was acknowledged: cut the file back so
@@ -284,8 +334,61 @@ impl Spool {
         }
     }
 
+    /// The inserter stored one append of segment `seq` (handed over with
+    /// [`Handoff::Memory`]). A segment with nothing left unconfirmed is
+    /// deleted, sealing it first if it is the active one, so an idle
+    /// collector keeps no spool. Returns whether the segment is still the
+    /// inserter's: `false` once the replayer owns it (nothing to do then).
+    #[tracing::instrument(skip_all, fields(seq))]
+    pub(crate) fn confirm(&self, seq: u64) -> io::Result<bool> {
+        let mut writer = lock(&self.writer);
+        let done = {
+            let mut meta = lock(&self.meta);
+            let Some(segment) = meta.segments.iter_mut().find(|s| s.seq == seq) else { return Ok(false) };
+            if !segment.in_memory {
+                return Ok(false);
+            }
+            segment.unconfirmed = segment.unconfirmed.saturating_sub(1);
+            segment.unconfirmed == 0
+        };
+        if done {
+            if writer.as_ref().is_some_and(|active| active.seq == seq) {
+                *writer = None;
+            }
+            self.remove_if_confirmed(seq)?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the inserter still owns segment `seq`: its in-memory events
+    /// are worth inserting (otherwise the replayer reads them from disk).
+    pub(crate) fn in_memory(&self, seq: u64) -> bool {
+        lock(&self.meta).segments.iter().any(|s| s.seq == seq && s.in_memory)
+    }
+
+    /// The inserter dropped what it held (its insert failed): the replayer
+    /// takes over every segment, from disk.
+    pub(crate) fn disown_all(&self) {
+        for segment in lock(&self.meta).segments.iter_mut() {
+            segment.in_memory = false;
+        }
+    }
+
+    /// Deletes sealed segment `seq` if the inserter owns it and confirmed all
+    /// of it. The caller holds the writer lock and has sealed it.
+    fn remove_if_confirmed(&self, seq: u64) -> io::Result<()> {
+        let segment = {
+            let meta = lock(&self.meta);
+            match meta.segments.iter().find(|s| s.seq == seq) {
+                Some(s) if s.in_memory && s.unconfirmed == 0 => s.clone(),
+                _ => return Ok(()),
+            }
+        };
+        self.delete(&segment, false)
+    }
+
     /// Creates the next segment, durable (header synced, directory synced).
-    fn start_segment(&self) -> io::Result<Active> {
+    fn start_segment(&self, in_memory: bool) -> io::Result<Active> {
         let seq = lock(&self.meta).next_seq;
         let path = self.dir.join(format!("{seq:020}{SEGMENT_SUFFIX}"));
         let created_ms = now_ms();
@@ -300,7 +403,7 @@ impl Spool {
         }
         let mut meta = lock(&self.meta);
         meta.next_seq = seq + 1;
-        meta.segments.push_back(Segment { seq, path, bytes: HEADER_LEN, created_ms });
+        meta.segments.push_back(Segment { seq, path, bytes: HEADER_LEN, created_ms, in_memory, unconfirmed: 0 });
         meta.bytes += HEADER_LEN;
         Ok(Active { seq, file })
     }
@@ -309,10 +412,13 @@ impl Spool {
     /// is sealed first (after any append in progress): later appends go to a
     /// new segment, so this one is complete when read and can be deleted
     /// whole once stored.
+    ///
+    /// Segments the inserter owns (see [`Handoff::Memory`]) are not the
+    /// replayer's and are skipped.
     pub(crate) fn oldest_for_replay(&self) -> Option<Segment> {
         let mut writer = lock(&self.writer);
         let meta = lock(&self.meta);
-        let oldest = meta.segments.front()?.clone();
+        let oldest = meta.segments.iter().find(|s| !s.in_memory)?.clone();
         if writer.as_ref().is_some_and(|active| active.seq == oldest.seq) {
             *writer = None;
         }
@@ -329,6 +435,15 @@ impl Spool {
             // segment being written.
             return Err(io::Error::other("refusing to remove the active spool segment"));
         }
+        self.delete(segment, true)
+    }
+
+    /// Deletes a sealed segment's file and forgets it. The caller holds the
+    /// writer lock. Syncing the directory is not needed for safety (a
+    /// deletion lost in a crash means one more, idempotent replay); the
+    /// replayer does it to keep the directory honest, the inserter's hot
+    /// path skips it.
+    fn delete(&self, segment: &Segment, sync: bool) -> io::Result<()> {
         match fs::remove_file(&segment.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -342,10 +457,10 @@ impl Spool {
                 }
             }
         }
-        drop(writer);
-        // Not needed for safety (a deletion lost in a crash means one more,
-        // idempotent replay), but keeps the directory and the bound honest.
-        sync_dir(&self.dir)
+        if sync {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Bytes, segments and oldest creation time.

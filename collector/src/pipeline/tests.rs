@@ -2,6 +2,7 @@
 //! hang: batching, the split of outcomes, spooling, replay, the bound, and
 //! the drain at shutdown.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +10,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use synchealth_schema::{parse_batch, ProjectName, StoredEvent};
 use synchealth_store::metrics::{Aggregate, GroupKey, Grouping, Query};
-use synchealth_store::{Error, IngestKey, InsertOutcome, Result, SqliteStore, Store, User};
+use synchealth_store::{
+    AlertInstanceRecord, DeviceList, DeviceSummary, Error, IngestKey, InsertOutcome, NotificationRecord, Result,
+    Session, Silence, SqliteStore, Store, TelemetryLoss, User,
+};
 use time::OffsetDateTime;
 
 use super::{Pipeline, PipelineConfig, PipelineHandle, SubmitError};
@@ -37,7 +41,14 @@ impl Switchable {
     async fn gate(&self) -> Result<()> {
         match self.mode.load(Ordering::SeqCst) {
             FAILING => Err(Error::Task("store down (test)".into())),
-            HANGING => std::future::pending().await,
+            // Like a paused ClickHouse: no answer while paused, then the
+            // request goes through (the adversarial case for duplicates).
+            HANGING => {
+                while self.mode.load(Ordering::SeqCst) == HANGING {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(())
+            }
             SLOW => {
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 Ok(())
@@ -99,6 +110,58 @@ impl Store for Switchable {
     }
     async fn remove_user(&self, username: &str) -> Result<bool> {
         self.inner.remove_user(username).await
+    }
+    // The rest of the interface is not what these tests switch: plain delegation.
+    async fn devices(&self, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
+        self.inner.devices(query, list, limit).await
+    }
+    async fn users(&self) -> Result<Vec<User>> {
+        self.inner.users().await
+    }
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        self.inner.create_session(session).await
+    }
+    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<Session>> {
+        self.inner.find_session(token_hash, now_ms).await
+    }
+    async fn delete_session(&self, token_hash: &str) -> Result<bool> {
+        self.inner.delete_session(token_hash).await
+    }
+    async fn alert_instances(&self) -> Result<Vec<AlertInstanceRecord>> {
+        self.inner.alert_instances().await
+    }
+    async fn put_alert_instance(&self, instance: &AlertInstanceRecord) -> Result<()> {
+        self.inner.put_alert_instance(instance).await
+    }
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<NotificationRecord>> {
+        self.inner.notifications(project, limit).await
+    }
+    async fn put_notification(&self, notification: &NotificationRecord) -> Result<()> {
+        self.inner.put_notification(notification).await
+    }
+    async fn silences(&self, now_ms: i64) -> Result<Vec<Silence>> {
+        self.inner.silences(now_ms).await
+    }
+    async fn put_silence(&self, silence: &Silence) -> Result<()> {
+        self.inner.put_silence(silence).await
+    }
+    async fn remove_silence(&self, id: &str) -> Result<bool> {
+        self.inner.remove_silence(id).await
+    }
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        self.inner.try_lease(name, holder, now_ms, ttl_ms).await
+    }
+    async fn record_telemetry_loss(
+        &self,
+        project: &ProjectName,
+        device_id: &str,
+        dropped: &BTreeMap<String, u64>,
+        reported_at_ms: i64,
+    ) -> Result<()> {
+        self.inner.record_telemetry_loss(project, device_id, dropped, reported_at_ms).await
+    }
+    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<TelemetryLoss> {
+        self.inner.telemetry_loss(project, from_ms, to_ms).await
     }
 }
 
@@ -294,6 +357,9 @@ async fn a_hanging_store_is_abandoned_after_the_insert_timeout() {
     h.store.set(WORKING);
     wait_until("the spool is replayed", || h.handle.status().spool_bytes == 0).await;
     assert_eq!(h.store.stored.load(Ordering::SeqCst), 8);
+    // The abandoned insert went through once the store came back, and the
+    // replay waited for it, so its duplicate check saw those 4 rows.
+    assert_eq!(*h.store.inserts.lock().unwrap(), vec![4, 8]);
 }
 
 #[tokio::test]
@@ -391,4 +457,151 @@ async fn a_key_known_before_the_store_went_down_still_authenticates_so_its_event
     let started = Instant::now();
     assert_eq!(cache.authenticate(Some("Bearer shk_known")).await.unwrap(), project);
     assert!(started.elapsed() < Duration::from_secs(5), "a hung store does not hang authentication");
+}
+
+/// Spool-first acknowledgement (what ClickHouse deployments run).
+fn spooled(c: &mut PipelineConfig) {
+    c.acknowledge = super::Acknowledge::Spooled;
+    c.insert_max_delay = Duration::from_millis(50);
+}
+
+fn spool_files(h: &Harness) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(h.dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "LOCK")
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_acknowledgements_come_before_the_insert_and_the_events_follow_in_large_inserts() {
+    let h = harness(|c| {
+        spooled(c);
+        c.insert_max_delay = Duration::from_millis(300);
+    })
+    .await;
+    h.store.set(SLOW);
+    let started = Instant::now();
+    let answers: Vec<_> = (0..30)
+        .map(|_| {
+            let handle = h.handle.clone();
+            tokio::spawn(async move { handle.submit(events(10)).await })
+        })
+        .collect();
+    for answer in answers {
+        assert_eq!(answer.await.unwrap().unwrap(), InsertOutcome { inserted: 10, duplicates: vec![] });
+    }
+    // Answered from the spool: well before the 300 ms insert delay and the
+    // 150 ms the slow store takes per insert.
+    assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!(h.store.stored.load(Ordering::SeqCst), 0, "nothing inserted yet");
+    assert!(h.handle.status().spool_bytes > 0, "acknowledged means on disk");
+    wait_until("every event is stored", || h.store.stored.load(Ordering::SeqCst) == 300).await;
+    let inserts = h.store.inserts.lock().unwrap().clone();
+    assert!(inserts.len() <= 2, "30 requests took {} inserts: {inserts:?}", inserts.len());
+    wait_until("stored segments are deleted", || spool_files(&h).is_empty()).await;
+    assert_eq!(h.handle.status().spool_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_events_survive_a_store_failure_and_are_stored_exactly_once() {
+    let h = harness(spooled).await;
+    let mut acked = 0;
+    // Stored normally, then the store fails with events acknowledged and held
+    // in memory, then recovers.
+    for round in 0..3 {
+        if round == 1 {
+            h.store.set(FAILING);
+        }
+        for _ in 0..5 {
+            acked += h.handle.submit(events(7)).await.unwrap().inserted;
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        if round == 1 {
+            assert!(!h.handle.status().store_healthy, "the failed insert was noticed");
+            h.store.set(WORKING);
+        }
+    }
+    wait_until("every acknowledged event is stored", || h.store.stored.load(Ordering::SeqCst) == acked).await;
+    wait_until("the spool is empty", || spool_files(&h).is_empty()).await;
+    assert_eq!(acked, 105);
+    // Counted by the store itself: nothing twice, nothing missing.
+    let summary = h.store.inner.aggregate(&all_time(), Grouping::Total).await.unwrap();
+    assert_eq!(summary[0].1.events, 105);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_events_of_a_killed_collector_are_replayed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = {
+        let h = harness(|c| {
+            spooled(c);
+            c.spool_dir = dir.path().to_path_buf();
+            c.insert_max_delay = Duration::from_secs(30);
+        })
+        .await;
+        let mut acked = 0;
+        for _ in 0..4 {
+            acked += h.handle.submit(events(9)).await.unwrap().inserted;
+        }
+        assert_eq!(h.store.stored.load(Ordering::SeqCst), 0, "still waiting for the insert delay");
+        h.pipeline.abort().await;
+        acked
+    };
+    let h = harness(|c| {
+        spooled(c);
+        c.spool_dir = dir.path().to_path_buf();
+    })
+    .await;
+    wait_until("the spool is replayed", || h.store.stored.load(Ordering::SeqCst) == acked).await;
+    wait_until("the segment is deleted", || h.handle.status().spool_bytes == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_pending_bound_spooled_events_are_inserted_from_disk() {
+    let h = harness(|c| {
+        spooled(c);
+        c.max_pending_rows = 20;
+    })
+    .await;
+    h.store.set(SLOW);
+    let answers: Vec<_> = (0..12)
+        .map(|_| {
+            let handle = h.handle.clone();
+            tokio::spawn(async move { handle.submit(events(10)).await })
+        })
+        .collect();
+    for answer in answers {
+        assert_eq!(answer.await.unwrap().unwrap().inserted, 10);
+    }
+    h.store.set(WORKING);
+    wait_until("every event is stored", || h.store.stored.load(Ordering::SeqCst) == 120).await;
+    wait_until("the spool is empty", || spool_files(&h).is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_spooled_acknowledgements_inserts_what_memory_holds() {
+    let h = harness(|c| {
+        spooled(c);
+        c.insert_max_delay = Duration::from_secs(30);
+    })
+    .await;
+    for _ in 0..3 {
+        h.handle.submit(events(4)).await.unwrap();
+    }
+    let store = h.store.clone();
+    h.pipeline.shutdown().await;
+    assert_eq!(store.stored.load(Ordering::SeqCst), 12);
+}
+
+fn all_time() -> Query {
+    Query {
+        project: ProjectName::parse("default").unwrap(),
+        from_ms: 0,
+        to_ms: i64::MAX / 2,
+        filters: Default::default(),
+        queue_threshold: synchealth_store::metrics::DEFAULT_QUEUE_THRESHOLD,
+    }
 }
