@@ -1,0 +1,467 @@
+//! The [`Probe`] handle the app holds, and the state it shares with the
+//! worker thread: an inbox of recorded attempts, the app-supplied conditions
+//! (queue depth, network, battery, upload policy) and the counters behind
+//! [`Probe::stats`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use synchealth_schema::{Network, SyncEvent};
+
+use crate::config::{ProbeBuilder, UploadConditions, UploadPolicy};
+use crate::record::{Attempt, Incoming};
+use crate::worker;
+
+/// Most recorded attempts waiting for the worker: reached only if the worker
+/// is stuck (a slow disk); beyond it attempts are dropped as `queue_full`.
+pub(crate) const MAX_INBOX: usize = 10_000;
+/// How long [`Probe::shutdown`] waits for the worker to finish writing.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+type DepthSource = Arc<dyn Fn() -> u32 + Send + Sync>;
+type NetworkSource = Arc<dyn Fn() -> Network + Send + Sync>;
+
+/// The probe: records sync attempts, buffers them on disk, uploads them.
+///
+/// Cheap to clone (clones share one worker), `Send + Sync`. Nothing it does
+/// panics into the app or blocks the caller on I/O; internal errors are
+/// logged (`tracing`) and swallowed. The worker stops when the last clone is
+/// dropped (what it holds stays on disk) or at [`Probe::shutdown`].
+#[derive(Clone)]
+pub struct Probe {
+    handle: Arc<Handle>,
+}
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probe").field("device_id", &self.handle.shared.device_id).finish_non_exhaustive()
+    }
+}
+
+/// Owned by the clones of one probe; dropping the last one stops the worker.
+struct Handle {
+    shared: Arc<Shared>,
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.request_stop();
+    }
+}
+
+/// Shared between the app's threads and the worker.
+pub(crate) struct Shared {
+    pub(crate) device_id: String,
+    pub(crate) inbox: Mutex<Inbox>,
+    pub(crate) wake: Condvar,
+    queue_depth: AtomicU32,
+    network: AtomicU8,
+    battery_low: AtomicBool,
+    depth_source: RwLock<Option<DepthSource>>,
+    network_source: RwLock<Option<NetworkSource>>,
+    policy: RwLock<UploadPolicy>,
+    stopped: AtomicBool,
+    pub(crate) counters: Counters,
+}
+
+/// What the worker has to do.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    pub(crate) items: Vec<Incoming>,
+    pub(crate) flushes: Vec<(Instant, mpsc::Sender<FlushReport>)>,
+    /// The worker is waiting on the condvar (so a first item must wake it).
+    pub(crate) worker_idle: bool,
+    pub(crate) stop: bool,
+}
+
+/// Counters since this probe started (not across restarts).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) recorded: AtomicU64,
+    pub(crate) sampled_out: AtomicU64,
+    pub(crate) uploaded: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) thinned: AtomicU64,
+    pub(crate) restored: AtomicU64,
+    pub(crate) buffered: AtomicU64,
+    pub(crate) upload_failures: AtomicU64,
+    pub(crate) dropped: Mutex<BTreeMap<String, u64>>,
+    /// `queue_full` drops the worker has not added to the persisted counts yet.
+    pub(crate) queue_full_unpersisted: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add_dropped(&self, reason: &str, n: u64) {
+        if n > 0 {
+            *lock(&self.dropped).entry(reason.to_string()).or_default() += n;
+        }
+    }
+}
+
+/// What a probe did since it started. With nothing in flight (after a
+/// flush): `restored + recorded = sampled_out + thinned + dropped + uploaded + buffered`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// Attempts recorded (timed or handed to [`Probe::record`]).
+    pub recorded: u64,
+    /// Successes not kept because of `sample_rate` (their weight is on the kept ones).
+    pub sampled_out: u64,
+    /// Events found in the buffer at start, left by a previous run.
+    pub restored: u64,
+    /// Events the collector acknowledged (stored now or before).
+    pub uploaded: u64,
+    /// Of those, events the collector already had (a retry after a lost answer).
+    pub duplicates: u64,
+    /// Successes thinned out of a full buffer (their weight is on the kept ones).
+    pub thinned: u64,
+    /// Events dropped, by reason (`buffer_full`, `expired`, `rejected`, `queue_full`, ...).
+    pub dropped: BTreeMap<String, u64>,
+    /// Events in the buffer now.
+    pub buffered: u64,
+    /// Uploads that failed and will be retried.
+    pub upload_failures: u64,
+}
+
+impl ProbeStats {
+    /// All events dropped, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Events still in the buffer (not uploaded yet).
+    pub pending: u64,
+    /// The worker answered within the timeout.
+    pub completed: bool,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock must not take the app down.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+fn network_code(network: Network) -> u8 {
+    Network::ALL.iter().position(|n| *n == network).unwrap_or(0) as u8
+}
+
+fn network_of(code: u8) -> Network {
+    Network::ALL.get(usize::from(code)).copied().unwrap_or(Network::Unknown)
+}
+
+impl Shared {
+    pub(crate) fn request_stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        lock(&self.inbox).stop = true;
+        self.wake.notify_all();
+    }
+
+    /// The network type now: the app's callback if set, else the last set value.
+    pub(crate) fn network(&self) -> Network {
+        match read(&self.network_source) {
+            Some(source) => std::panic::catch_unwind(AssertUnwindSafe(|| source())).unwrap_or(Network::Unknown),
+            None => network_of(self.network.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Whether an upload may run now.
+    pub(crate) fn upload_allowed(&self) -> bool {
+        let conditions =
+            UploadConditions { network: self.network(), battery_low: self.battery_low.load(Ordering::Relaxed) };
+        read(&self.policy).allows(conditions)
+    }
+}
+
+impl Probe {
+    /// Starts configuring a probe that uploads to `endpoint` (the collector's
+    /// base URL, e.g. `https://sync-health.example.com`) with the project's
+    /// ingest key.
+    pub fn builder(endpoint: &str, ingest_key: &str) -> ProbeBuilder {
+        ProbeBuilder::new(endpoint, ingest_key)
+    }
+
+    pub(crate) fn start_with(config: ProbeBuilder) -> Probe {
+        let dir = config.storage_dir.clone();
+        if let Some(dir) = &dir {
+            if let Err(error) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), %error, "Cannot create the probe's storage directory.");
+            }
+        }
+        let device_id = crate::state::device_id(dir.as_deref(), config.device_id.as_deref());
+        let shared = Arc::new(Shared {
+            device_id,
+            inbox: Mutex::new(Inbox::default()),
+            wake: Condvar::new(),
+            queue_depth: AtomicU32::new(0),
+            network: AtomicU8::new(network_code(config.network)),
+            battery_low: AtomicBool::new(false),
+            depth_source: RwLock::new(None),
+            network_source: RwLock::new(None),
+            policy: RwLock::new(config.upload_policy.clone()),
+            stopped: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let (done_tx, done_rx) = mpsc::channel();
+        let worker_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new().name("synchealth-probe".into()).spawn(move || {
+            // The worker must never unwind into nothing silently: a panic
+            // (a bug) is logged, and the probe degrades to dropping events.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| worker::run(config, &worker_shared))).is_err() {
+                tracing::error!("The probe's worker panicked; recording stops.");
+                worker_shared.stopped.store(true, Ordering::Release);
+            }
+            let _ = done_tx.send(());
+        });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "Cannot start the probe's worker thread; events will not be kept.");
+            shared.stopped.store(true, Ordering::Release);
+        }
+        Probe { handle: Arc::new(Handle { shared, done: Mutex::new(Some(done_rx)) }) }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The pseudonymous device id on this probe's events.
+    pub fn device_id(&self) -> &str {
+        &self.shared().device_id
+    }
+
+    /// Starts timing a sync attempt. `sync_type` is free text up to 32
+    /// characters (`push`, `pull`, `full`, ...); `trigger` one of the
+    /// contract's triggers (`app_open`, `resume`, `user`, `local_write`,
+    /// `scheduled`, `reconnect`), anything else is recorded as `other`.
+    pub fn start(&self, sync_type: &str, trigger: &str) -> Attempt {
+        Attempt::new(self.clone(), sync_type, trigger)
+    }
+
+    /// Records an attempt the app timed itself. Empty device fields
+    /// (`device_id`, `app_version`, `os`) and a missing `last_success_at`
+    /// are filled in by the probe; `sample_rate` applies as for timed ones.
+    pub fn record(&self, event: SyncEvent) {
+        self.push(Incoming::Event(Box::new(event)));
+    }
+
+    /// The app's pending local mutations, put on the next events.
+    pub fn set_queue_depth(&self, depth: u32) {
+        self.shared().queue_depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// Reads the queue depth from the app at the end of every attempt
+    /// instead (on the thread that finishes it); a panic in it reads as 0.
+    pub fn set_queue_depth_source(&self, source: impl Fn() -> u32 + Send + Sync + 'static) {
+        write(&self.shared().depth_source, Some(Arc::new(source)));
+    }
+
+    /// The current network type, put on the next events and read by the
+    /// upload policy (`offline` holds uploads back).
+    pub fn set_network(&self, network: Network) {
+        let code = network_code(network);
+        // A change may let held-back uploads go: tell the worker.
+        if self.shared().network.swap(code, Ordering::Relaxed) != code {
+            self.shared().wake.notify_all();
+        }
+    }
+
+    /// Reads the network type from the app instead; a panic in it reads as `unknown`.
+    pub fn set_network_source(&self, source: impl Fn() -> Network + Send + Sync + 'static) {
+        write(&self.shared().network_source, Some(Arc::new(source)));
+    }
+
+    /// Tells the probe whether the battery is low, for [`UploadPolicy::UnmeteredOnly`]
+    /// and custom policies.
+    pub fn set_battery_low(&self, low: bool) {
+        if self.shared().battery_low.swap(low, Ordering::Relaxed) != low {
+            self.shared().wake.notify_all();
+        }
+    }
+
+    /// Changes when uploads may run; recording goes on regardless.
+    pub fn set_upload_policy(&self, policy: UploadPolicy) {
+        write(&self.shared().policy, policy);
+        self.shared().wake.notify_all();
+    }
+
+    /// Writes what was recorded to disk and uploads what the buffer holds
+    /// (if the upload policy allows), waiting at most `timeout`, retries
+    /// within it included (a `Retry-After` past the deadline ends the wait).
+    pub fn flush(&self, timeout: Duration) -> FlushReport {
+        let shared = self.shared();
+        let pending = || shared.counters.buffered.load(Ordering::Relaxed);
+        if shared.stopped.load(Ordering::Acquire) {
+            return FlushReport { pending: pending(), completed: false };
+        }
+        let (tx, rx) = mpsc::channel();
+        lock(&shared.inbox).flushes.push((Instant::now() + timeout, tx));
+        shared.wake.notify_all();
+        // A little beyond the worker's own deadline: it may be finishing an
+        // upload that started just before it.
+        match rx.recv_timeout(timeout + Duration::from_millis(500)) {
+            Ok(report) => report,
+            Err(_) => FlushReport { pending: pending(), completed: false },
+        }
+    }
+
+    /// Stops the worker after it has written everything recorded to disk
+    /// (what is not uploaded yet goes at the next start), waiting at most a
+    /// few seconds. Recording after this drops events (`after_shutdown`).
+    /// Applies to every clone of this probe.
+    pub fn shutdown(&self) {
+        self.shared().request_stop();
+        let done = lock(&self.handle.done).take();
+        if let Some(done) = done {
+            if done.recv_timeout(SHUTDOWN_WAIT).is_err() {
+                tracing::warn!("The probe's worker did not stop in time; leaving it.");
+            }
+        }
+    }
+
+    /// What the probe did since it started.
+    pub fn stats(&self) -> ProbeStats {
+        let c = &self.shared().counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ProbeStats {
+            recorded: get(&c.recorded),
+            sampled_out: get(&c.sampled_out),
+            restored: get(&c.restored),
+            uploaded: get(&c.uploaded),
+            duplicates: get(&c.duplicates),
+            thinned: get(&c.thinned),
+            dropped: lock(&c.dropped).clone(),
+            buffered: get(&c.buffered),
+            upload_failures: get(&c.upload_failures),
+        }
+    }
+
+    /// Queue depth and network for an attempt finishing now.
+    pub(crate) fn current_conditions(&self) -> (u32, Network) {
+        let shared = self.shared();
+        let depth = match read(&shared.depth_source) {
+            Some(source) => std::panic::catch_unwind(AssertUnwindSafe(|| source())).unwrap_or(0),
+            None => shared.queue_depth.load(Ordering::Relaxed),
+        };
+        (depth, shared.network())
+    }
+
+    /// Hands a recorded attempt to the worker: a lock and a push, and a
+    /// wake-up only when the worker sleeps with an empty inbox.
+    pub(crate) fn push(&self, item: Incoming) {
+        let shared = self.shared();
+        shared.counters.recorded.fetch_add(1, Ordering::Relaxed);
+        if shared.stopped.load(Ordering::Acquire) {
+            shared.counters.add_dropped("after_shutdown", 1);
+            return;
+        }
+        let mut inbox = lock(&shared.inbox);
+        if inbox.items.len() >= MAX_INBOX {
+            drop(inbox);
+            shared.counters.add_dropped("queue_full", 1);
+            shared.counters.queue_full_unpersisted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        inbox.items.push(item);
+        let wake = inbox.worker_idle && inbox.items.len() == 1;
+        drop(inbox);
+        if wake {
+            shared.wake.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::record::Details;
+
+    fn paused(dir: &std::path::Path) -> Probe {
+        Probe::builder("http://127.0.0.1:9", "k").storage_dir(dir).upload_policy(UploadPolicy::Paused).build()
+    }
+
+    #[test]
+    fn the_probe_is_clone_send_and_sync() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Probe>();
+    }
+
+    #[test]
+    fn a_panicking_app_callback_does_not_unwind_into_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = paused(dir.path());
+        probe.set_queue_depth_source(|| panic!("app bug in the depth callback"));
+        probe.set_network_source(|| panic!("app bug in the network callback"));
+        probe.start("push", "user").succeed(Details::default());
+        assert_eq!(probe.flush(Duration::from_secs(5)).pending, 1);
+        assert_eq!(probe.current_conditions(), (0, Network::Unknown));
+    }
+
+    #[test]
+    fn recording_after_shutdown_is_counted_not_kept_and_the_buffer_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = paused(dir.path());
+        let clone = probe.clone();
+        probe.start("pull", "resume").fail(synchealth_schema::ErrorKind::Auth, "401", Details::default());
+        probe.shutdown();
+        clone.start("pull", "resume").succeed(Details::default());
+        let stats = clone.stats();
+        assert_eq!(stats.recorded, 2);
+        assert_eq!(stats.dropped.get("after_shutdown"), Some(&1));
+        assert_eq!(stats.buffered, 1);
+        drop((probe, clone));
+        let again = paused(dir.path());
+        assert_eq!(again.flush(Duration::from_secs(5)).pending, 1);
+        assert_eq!(again.stats().restored, 1);
+    }
+
+    #[test]
+    fn a_second_probe_on_a_directory_in_use_keeps_working_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = paused(dir.path());
+        assert_eq!(first.flush(Duration::from_secs(5)).pending, 0);
+        let second = paused(dir.path());
+        assert_eq!(second.device_id(), first.device_id(), "the stored device id is shared");
+        second.start("push", "user").succeed(Details::default());
+        assert_eq!(second.flush(Duration::from_secs(5)).pending, 1);
+        first.shutdown();
+        second.shutdown();
+        // The second one's event was in memory only: the file holds nothing.
+        assert_eq!(paused(dir.path()).flush(Duration::from_secs(5)).pending, 0);
+    }
+
+    #[test]
+    fn sampling_keeps_a_fraction_of_successes_with_their_weight_and_every_failure() {
+        let probe =
+            Probe::builder("http://127.0.0.1:9", "k").upload_policy(UploadPolicy::Paused).sample_rate(0.25).build();
+        for i in 0..400 {
+            let attempt = probe.start("push", "user");
+            if i % 4 == 0 {
+                attempt.fail(synchealth_schema::ErrorKind::Server, "500", Details::default());
+            } else {
+                attempt.succeed(Details::default());
+            }
+        }
+        let report = probe.flush(Duration::from_secs(5));
+        let stats = probe.stats();
+        assert_eq!(stats.recorded, 400);
+        assert_eq!(report.pending + stats.sampled_out, 400);
+        let kept_successes = report.pending - 100;
+        assert!((40..=110).contains(&kept_successes), "about a quarter of 300: {kept_successes}");
+    }
+}
