@@ -9,7 +9,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
-use synchealth_schema::{parse_batch_with_limit, ProjectName, Rejection, StoredEvent, SyncEvent};
+use synchealth_schema::{
+    parse_batch_with_limit, unix_ms, ProjectName, Rejection, StoredEvent, SyncEvent, TelemetryLossReport,
+};
 use synchealth_store::InsertOutcome;
 use time::OffsetDateTime;
 
@@ -50,6 +52,9 @@ pub(crate) async fn post_events(
     span.record("events", batch.events.len() + batch.rejected.len());
     let events = batch.events.into_iter().map(|(_, event)| event).collect();
     let outcome = store_events(&state, &project, events, batch.sent_at, received_at).await?;
+    if let Some(report) = &batch.telemetry_loss {
+        record_telemetry_loss(&state, &project, report, received_at).await;
+    }
     span.record("accepted", outcome.inserted);
     span.record("duplicates", outcome.duplicates.len());
     span.record("rejected", batch.rejected.len());
@@ -85,6 +90,31 @@ pub(crate) async fn store_events(
     metrics::counter!("synchealth_events_accepted_total", "project" => project.clone()).increment(outcome.inserted as u64);
     metrics::counter!("synchealth_events_duplicate_total", "project" => project).increment(outcome.duplicates.len() as u64);
     Ok(outcome)
+}
+
+/// How long the telemetry-loss write may hold up the answer: it is best
+/// effort, and the probe repeats its cumulative report with the next batch.
+const TELEMETRY_LOSS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Stores a probe's cumulative telemetry-loss report, best effort: the
+/// events are already safe, so a failure here is logged and not answered
+/// with an error (the next batch carries the same counts, or larger ones).
+async fn record_telemetry_loss(
+    state: &CollectorState,
+    project: &ProjectName,
+    report: &TelemetryLossReport,
+    received_at: OffsetDateTime,
+) {
+    let write = state.store.record_telemetry_loss(project, &report.device_id, &report.dropped, unix_ms(received_at));
+    match tokio::time::timeout(TELEMETRY_LOSS_TIMEOUT, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%project, device_id = %report.device_id, %error, "Could not store a telemetry-loss report.");
+        }
+        Err(_) => {
+            tracing::warn!(%project, device_id = %report.device_id, "Storing a telemetry-loss report timed out.");
+        }
+    }
 }
 
 /// Counts events refused by validation (`synchealth_events_rejected_total`);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::spool::{self, Segment, SegmentContents};
-use super::Shared;
+use super::{InsertFailure, Shared};
 
 /// How often the spool gauges (age grows by itself) are refreshed while idle.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -115,31 +115,41 @@ async fn replay_segment(
     let SegmentContents { events, records, .. } = contents;
     let started = Instant::now();
     let (mut inserted, mut duplicates) = (0usize, 0usize);
-    for chunk in events.chunks(shared.config.max_batch_rows) {
-        loop {
-            if *stop.borrow() {
-                return Err(Stopped);
+    // A store too slow to take a full block within the insert timeout would
+    // time out on the same block forever; each timeout halves the block (a
+    // success lets it grow back), so a slow store still drains the spool.
+    let max_rows = shared.config.max_batch_rows.max(1);
+    let mut chunk_rows = max_rows;
+    let mut next = 0;
+    while next < events.len() {
+        if *stop.borrow() {
+            return Err(Stopped);
+        }
+        let chunk = &events[next..(next + chunk_rows).min(events.len())];
+        // An earlier insert of these events that timed out may still land;
+        // the duplicate check must run after it.
+        shared.settle_abandoned().await;
+        let attempt = Instant::now();
+        let result = shared.insert(Arc::new(chunk.to_vec())).await;
+        metrics::histogram!("synchealth_insert_seconds", "source" => "replay").record(attempt.elapsed().as_secs_f64());
+        match result {
+            Ok(outcome) => {
+                inserted += outcome.inserted;
+                duplicates += outcome.duplicates.len();
+                metrics::counter!("synchealth_replayed_events_total").increment(chunk.len() as u64);
+                shared.set_store_healthy(true);
+                backoff.reset(shared);
+                next += chunk.len();
+                chunk_rows = (chunk_rows * 2).min(max_rows);
             }
-            // An earlier insert of these events that timed out may still
-            // land; the duplicate check must run after it.
-            shared.settle_abandoned().await;
-            let attempt = Instant::now();
-            let result = shared.insert(Arc::new(chunk.to_vec())).await;
-            metrics::histogram!("synchealth_insert_seconds", "source" => "replay")
-                .record(attempt.elapsed().as_secs_f64());
-            match result {
-                Ok(outcome) => {
-                    inserted += outcome.inserted;
-                    duplicates += outcome.duplicates.len();
-                    metrics::counter!("synchealth_replayed_events_total").increment(chunk.len() as u64);
-                    shared.set_store_healthy(true);
-                    backoff.reset(shared);
-                    break;
+            Err(failure) => {
+                tracing::warn!(error = %failure, rows = chunk.len(), "Replay insert did not confirm; backing off.");
+                if matches!(failure, InsertFailure::TimedOut) {
+                    chunk_rows = shrink_block(chunk.len());
                 }
-                Err(failure) => tracing::warn!(error = %failure, rows = chunk.len(), "Replay insert did not confirm; backing off."),
+                shared.set_store_healthy(false);
+                backoff.wait(shared, stop).await?;
             }
-            shared.set_store_healthy(false);
-            backoff.wait(shared, stop).await?;
         }
     }
     // Every event is confirmed: only now may the segment go.
@@ -166,6 +176,15 @@ async fn replay_segment(
     );
     Ok(())
 }
+
+/// The block size after a timed-out replay insert of `rows`: half, but not
+/// below [`MIN_REPLAY_BLOCK_ROWS`].
+fn shrink_block(rows: usize) -> usize {
+    (rows / 2).max(MIN_REPLAY_BLOCK_ROWS)
+}
+
+/// The smallest block a replay shrinks to after timeouts.
+const MIN_REPLAY_BLOCK_ROWS: usize = 500;
 
 /// Sets `synchealth_spool_bytes` and `synchealth_spool_oldest_age_seconds`.
 pub(super) fn publish_spool_gauges(shared: &Shared) {

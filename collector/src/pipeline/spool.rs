@@ -51,7 +51,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use synchealth_schema::{ProjectName, StoredEvent, SyncEvent};
+use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
+use uuid::Uuid;
 use time::OffsetDateTime;
 
 /// First bytes of every segment; the `1` is the format version.
@@ -72,7 +73,10 @@ pub(crate) enum SpoolError {
     Io(#[from] io::Error),
     /// The events could not be encoded (not expected from validated events).
     #[error("encoding a spool record: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] postcard::Error),
+    /// The events could not be encoded as format 1 (tests only write it).
+    #[error("encoding a spool record: {0}")]
+    EncodeV1(#[from] serde_json::Error),
 }
 
 /// A segment file and what the spool knows about it.
@@ -592,6 +596,7 @@ fn checksum(len_bytes: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct PayloadOut<'a> {
     v: u32,
@@ -612,9 +617,143 @@ struct PayloadIn {
     sample_rate_bits: Vec<u64>,
 }
 
+/// First byte of a binary payload (format 2, [`RecordV2`] in postcard); a
+/// format-1 payload is JSON and starts with `{`, so both can be read.
+const PAYLOAD_V2: u8 = 2;
+
+/// One run of events sharing project and clock readings, format 2: every
+/// field of the [`SyncEvent`]s exactly (times as Unix nanoseconds, the
+/// sample rate as IEEE-754 bits by construction), with no text formatting:
+/// writing it costs a fraction of JSON on the acknowledgement path.
+#[derive(Serialize, Deserialize)]
+struct RecordV2<S> {
+    project: S,
+    sent_at_ms: i64,
+    received_at_ms: i64,
+    events: Vec<EventV2<S>>,
+}
+
+/// A [`SyncEvent`] in [`RecordV2`]; enums by their wire spelling.
+#[derive(Serialize, Deserialize)]
+struct EventV2<S> {
+    event_id: [u8; 16],
+    device_id: S,
+    occurred_at_ns: i128,
+    success: bool,
+    duration_ms: u64,
+    conflicts: u32,
+    queue_depth: u32,
+    last_success_at_ns: Option<i128>,
+    app_version: S,
+    os: S,
+    os_version: Option<S>,
+    network: S,
+    device_model: Option<S>,
+    sync_type: Option<S>,
+    trigger: Option<S>,
+    error_kind: Option<S>,
+    error_message: Option<S>,
+    retries: u32,
+    records_up: u64,
+    records_down: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    sample_rate: f64,
+}
+
+impl<'a> EventV2<&'a str> {
+    fn from_event(e: &'a SyncEvent) -> Self {
+        EventV2 {
+            event_id: *e.event_id.as_bytes(),
+            device_id: &e.device_id,
+            occurred_at_ns: e.occurred_at.unix_timestamp_nanos(),
+            success: e.success,
+            duration_ms: e.duration_ms,
+            conflicts: e.conflicts,
+            queue_depth: e.queue_depth,
+            last_success_at_ns: e.last_success_at.map(OffsetDateTime::unix_timestamp_nanos),
+            app_version: &e.app_version,
+            os: &e.os,
+            os_version: e.os_version.as_deref(),
+            network: e.network.as_str(),
+            device_model: e.device_model.as_deref(),
+            sync_type: e.sync_type.as_deref(),
+            trigger: e.trigger.map(|t| t.as_str()),
+            error_kind: e.error_kind.map(|k| k.as_str()),
+            error_message: e.error_message.as_deref(),
+            retries: e.retries,
+            records_up: e.records_up,
+            records_down: e.records_down,
+            bytes_up: e.bytes_up,
+            bytes_down: e.bytes_down,
+            sample_rate: e.sample_rate,
+        }
+    }
+}
+
+impl EventV2<String> {
+    fn into_event(self) -> Result<SyncEvent, String> {
+        let time = |ns: i128| OffsetDateTime::from_unix_timestamp_nanos(ns).map_err(|e| format!("time {ns} ns: {e}"));
+        let unknown = |what: &str, text: &str| format!("unknown {what} {text:?}");
+        Ok(SyncEvent {
+            event_id: Uuid::from_bytes(self.event_id),
+            device_id: self.device_id,
+            occurred_at: time(self.occurred_at_ns)?,
+            success: self.success,
+            duration_ms: self.duration_ms,
+            conflicts: self.conflicts,
+            queue_depth: self.queue_depth,
+            last_success_at: self.last_success_at_ns.map(time).transpose()?,
+            app_version: self.app_version,
+            os: self.os,
+            os_version: self.os_version,
+            network: Network::parse(&self.network).ok_or_else(|| unknown("network", &self.network))?,
+            device_model: self.device_model,
+            sync_type: self.sync_type,
+            trigger: self
+                .trigger
+                .map(|t| Trigger::parse(&t).ok_or_else(|| unknown("trigger", &t)))
+                .transpose()?,
+            error_kind: self
+                .error_kind
+                .map(|k| ErrorKind::parse(&k).ok_or_else(|| unknown("error kind", &k)))
+                .transpose()?,
+            error_message: self.error_message,
+            retries: self.retries,
+            records_up: self.records_up,
+            records_down: self.records_down,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            sample_rate: self.sample_rate,
+        })
+    }
+}
+
 /// One request's events as framed records, ready for [`Spool::append`]:
 /// one record per run of events sharing project and clock readings.
-pub(crate) fn encode_unit(events: &[StoredEvent]) -> Result<Vec<u8>, serde_json::Error> {
+pub(crate) fn encode_unit(events: &[StoredEvent]) -> Result<Vec<u8>, SpoolError> {
+    let mut out = Vec::new();
+    for run in events
+        .chunk_by(|a, b| a.project == b.project && a.sent_at_ms == b.sent_at_ms && a.received_at_ms == b.received_at_ms)
+    {
+        let first = &run[0];
+        let record = RecordV2 {
+            project: first.project.as_str(),
+            sent_at_ms: first.sent_at_ms,
+            received_at_ms: first.received_at_ms,
+            events: run.iter().map(|e| EventV2::from_event(&e.event)).collect(),
+        };
+        let mut payload = vec![PAYLOAD_V2];
+        payload = postcard::to_extend(&record, payload)?;
+        frame(&payload, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Format 1 (JSON), as written before format 2: still read, so segments
+/// spooled by an older collector replay after an upgrade.
+#[cfg(test)]
+fn encode_unit_v1(events: &[StoredEvent]) -> Result<Vec<u8>, SpoolError> {
     let mut out = Vec::new();
     for run in events
         .chunk_by(|a, b| a.project == b.project && a.sent_at_ms == b.sent_at_ms && a.received_at_ms == b.received_at_ms)
@@ -633,9 +772,9 @@ pub(crate) fn encode_unit(events: &[StoredEvent]) -> Result<Vec<u8>, serde_json:
     Ok(out)
 }
 
-fn frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+fn frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), SpoolError> {
     let len = u32::try_from(payload.len())
-        .map_err(|_| <serde_json::Error as serde::ser::Error>::custom("spool record over 4 GiB"))?;
+        .map_err(|_| SpoolError::Io(io::Error::other("spool record over 4 GiB")))?;
     let len_bytes = len.to_le_bytes();
     out.extend_from_slice(&len_bytes);
     out.extend_from_slice(&checksum(&len_bytes, payload).to_le_bytes());
@@ -644,6 +783,17 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
 }
 
 fn decode_payload(payload: &[u8]) -> Result<Vec<StoredEvent>, String> {
+    if payload.first() == Some(&PAYLOAD_V2) {
+        let record: RecordV2<String> = postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string())?;
+        let project = ProjectName::parse(&record.project).map_err(|e| e.to_string())?;
+        let sent_at = time_from_ms(record.sent_at_ms)?;
+        let received_at = time_from_ms(record.received_at_ms)?;
+        return record
+            .events
+            .into_iter()
+            .map(|e| Ok(StoredEvent::new(project.clone(), e.into_event()?, sent_at, received_at)))
+            .collect();
+    }
     let record: PayloadIn = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
     if record.v != PAYLOAD_VERSION {
         return Err(format!("unknown spool record version {}", record.v));
@@ -736,6 +886,18 @@ mod tests {
         assert_eq!(read.records, 2, "one record per project and clock readings");
         assert_eq!(read.events, written);
         assert_eq!((read.torn_tail_bytes, read.corrupt_records), (0, 0));
+    }
+
+    #[test]
+    fn records_of_the_json_format_an_older_collector_wrote_still_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let old = events(3, "alpha", 1_790_000_000_123);
+        let new = events(2, "alpha", 1_790_000_000_999);
+        spool.append(&[encode_unit_v1(&old).unwrap(), encode_unit(&new).unwrap()]).unwrap();
+        let read = read_segment(&only_segment(&spool).path).unwrap();
+        assert_eq!(read.events, [old, new].concat());
+        assert!(encode_unit(&events(50, "alpha", 1)).unwrap().len() < encode_unit_v1(&events(50, "alpha", 1)).unwrap().len());
     }
 
     #[test]

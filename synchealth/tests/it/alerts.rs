@@ -569,7 +569,15 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
     let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     let email = wait_for("the resumed email", Duration::from_secs(15), || w.emails().first().cloned()).await;
     assert_eq!(email["subject"], "[FIRING] success rate 50% < 95% — release 2.3.0");
-    let delivered = email_record().await;
+    // The SMTP server has it; the record is updated right after the answer.
+    let started = Instant::now();
+    let delivered = loop {
+        let record = email_record().await;
+        if record.status != "pending" || started.elapsed() > Duration::from_secs(5) {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert_eq!((delivered.id.as_str(), delivered.status.as_str()), (stopped.id.as_str(), "delivered"));
     assert_eq!(delivered.attempts, stopped.attempts + 1);
     tokio::time::sleep(2 * INTERVAL).await;

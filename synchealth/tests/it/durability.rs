@@ -394,7 +394,7 @@ impl Binary {
                 .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
                 .arg(&data_dir)
                 .args(&args)
-                .env("RUST_LOG", "error")
+                .env("RUST_LOG", std::env::var("SYNCHEALTH_TEST_LOG").unwrap_or_else(|_| "error".into()))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -552,7 +552,7 @@ async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing_acknowledge
     let (fresh, stopping) = clickhouse.stop_keeping_a_fresh_key(&app.base, &ledger).await;
     let acked_before_outage = ledger.acked_ids().len();
 
-    // About 17 KB of spool per batch: a few fit, then the collector refuses.
+    // About 6 KB of spool per batch: some fit, then the collector refuses.
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut refused = None;
     for n in 0..40 {
