@@ -1,4 +1,5 @@
-//! The wire format: `{"sent_at": RFC3339, "events": [SyncEvent, ...]}`.
+//! The wire format: `{"sent_at": RFC3339, "events": [SyncEvent, ...]}`, plus an
+//! optional `telemetry_loss` report from the probe.
 //!
 //! Events are validated one by one from untyped JSON so that a bad event is
 //! rejected with its index, the field at fault and why, while its neighbours
@@ -169,6 +170,71 @@ pub struct ParsedBatch {
     pub events: Vec<(usize, SyncEvent)>,
     /// The invalid events.
     pub rejected: Vec<Rejection>,
+    /// What the sending probe reports it dropped, if it said.
+    pub telemetry_loss: Option<TelemetryLossReport>,
+}
+
+/// Most reasons one telemetry-loss report may name.
+const MAX_LOSS_REASONS: usize = 32;
+/// Longest reason name, in characters.
+const MAX_LOSS_REASON_CHARS: usize = 64;
+
+/// A probe's report of the events it dropped before they could be sent: the
+/// optional `telemetry_loss` member of a batch. Counts are cumulative since
+/// the probe's storage was created, so a resent report is idempotent and a
+/// lost one is repaired by the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryLossReport {
+    /// The reporting device, 1..=128 characters.
+    pub device_id: String,
+    /// Dropped events by reason (`buffer_full`, `expired`, `rejected`, or any
+    /// other lowercase identifier).
+    pub dropped: std::collections::BTreeMap<String, u64>,
+}
+
+impl TelemetryLossReport {
+    /// Validates the `telemetry_loss` member of a batch; the message names
+    /// what is wrong.
+    pub fn from_json(value: Value) -> std::result::Result<TelemetryLossReport, String> {
+        let Value::Object(mut map) = value else {
+            return Err("expected an object with device_id and dropped".into());
+        };
+        let device_id = match map.remove("device_id") {
+            Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_DEVICE_ID_CHARS => id,
+            Some(Value::String(_)) => return Err(format!("device_id: expected 1 to {MAX_DEVICE_ID_CHARS} characters")),
+            Some(_) => return Err("device_id: expected a string".into()),
+            None => return Err("device_id: missing".into()),
+        };
+        let reasons = match map.remove("dropped") {
+            Some(Value::Object(reasons)) => reasons,
+            Some(_) => return Err("dropped: expected an object of reason: count".into()),
+            None => return Err("dropped: missing".into()),
+        };
+        if reasons.len() > MAX_LOSS_REASONS {
+            return Err(format!("dropped: at most {MAX_LOSS_REASONS} reasons, got {}", reasons.len()));
+        }
+        let mut dropped = std::collections::BTreeMap::new();
+        for (reason, count) in reasons {
+            if !is_reason(&reason) {
+                return Err(format!(
+                    "dropped: reason {reason:?} is not a lowercase identifier of at most {MAX_LOSS_REASON_CHARS} characters"
+                ));
+            }
+            let Some(count) = count.as_u64() else {
+                return Err(format!("dropped.{reason}: expected a non-negative integer"));
+            };
+            dropped.insert(reason, count);
+        }
+        Ok(TelemetryLossReport { device_id, dropped })
+    }
+}
+
+/// `[a-z][a-z0-9_]*`, bounded.
+fn is_reason(text: &str) -> bool {
+    let mut chars = text.chars();
+    text.len() <= MAX_LOSS_REASON_CHARS
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Parses and validates a JSON batch body of at most [`MAX_BATCH_EVENTS`]
@@ -189,6 +255,8 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
         sent_at: Option<Value>,
         #[serde(borrow)]
         events: Option<&'a RawValue>,
+        #[serde(default)]
+        telemetry_loss: Option<Value>,
     }
     let raw: RawBatch<'_> =
         serde_json::from_slice(body).map_err(|e| Error::NotABatch(format!("invalid JSON: {e}")))?;
@@ -205,7 +273,15 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
     if events.len() > max_events {
         return Err(Error::TooManyEvents { count: events.len(), max: max_events });
     }
-    let mut parsed = ParsedBatch { sent_at, events: Vec::with_capacity(events.len()), rejected: Vec::new() };
+    // `null` reads as absent, like any optional member.
+    let telemetry_loss = match raw.telemetry_loss {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            TelemetryLossReport::from_json(value).map_err(|reason| Error::NotABatch(format!("telemetry_loss: {reason}")))?,
+        ),
+    };
+    let mut parsed =
+        ParsedBatch { sent_at, events: Vec::with_capacity(events.len()), rejected: Vec::new(), telemetry_loss };
     for (index, raw_event) in events.into_iter().enumerate() {
         match SyncEvent::from_raw(raw_event.get()) {
             Ok(event) => parsed.events.push((index, event)),
@@ -480,6 +556,34 @@ mod tests {
             parse_batch(b"{\"sent_at\": \"2026-11-21T10:00:00Z\", \"events\": {}}"),
             Err(Error::NotABatch(m)) if m.contains("events")
         ));
+    }
+
+    #[test]
+    fn a_telemetry_loss_report_is_parsed_with_unknown_reasons_and_a_bad_one_refuses_the_batch() {
+        let body = |loss: &str| format!("{{\"sent_at\": \"2026-11-21T10:00:00Z\", \"events\": [], \"telemetry_loss\": {loss}}}");
+        let parsed =
+            parse_batch(body(r#"{"device_id": "d1", "dropped": {"buffer_full": 3, "expired": 0, "disk_error_2": 7}}"#).as_bytes())
+                .unwrap();
+        let report = parsed.telemetry_loss.unwrap();
+        assert_eq!(report.device_id, "d1");
+        assert_eq!(report.dropped.get("buffer_full"), Some(&3));
+        assert_eq!(report.dropped.get("disk_error_2"), Some(&7));
+        assert_eq!(report.dropped.len(), 3);
+        assert!(parse_batch(body("null").as_bytes()).unwrap().telemetry_loss.is_none());
+        for (bad, needle) in [
+            ("[]", "expected an object"),
+            (r#"{"dropped": {}}"#, "device_id: missing"),
+            (r#"{"device_id": "", "dropped": {}}"#, "device_id"),
+            (r#"{"device_id": "d", "dropped": []}"#, "dropped: expected an object"),
+            (r#"{"device_id": "d", "dropped": {"Buffer Full": 1}}"#, "lowercase identifier"),
+            (r#"{"device_id": "d", "dropped": {"expired": -1}}"#, "dropped.expired"),
+            (r#"{"device_id": "d", "dropped": {"expired": "3"}}"#, "non-negative integer"),
+        ] {
+            match parse_batch(body(bad).as_bytes()) {
+                Err(Error::NotABatch(m)) => assert!(m.contains("telemetry_loss") && m.contains(needle), "{bad}: {m}"),
+                other => panic!("{bad}: expected NotABatch, got {other:?}"),
+            }
+        }
     }
 
     #[test]

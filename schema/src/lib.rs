@@ -14,7 +14,8 @@ mod stored;
 pub use bucket::{bucket_of, bucket_value, weighted_quantile, MAX_BUCKET};
 pub use error::{Error, Result};
 pub use event::{
-    parse_batch, parse_batch_with_limit, ErrorKind, Network, ParsedBatch, Rejection, SyncEvent, Trigger,
+    parse_batch, parse_batch_with_limit, ErrorKind, Network, ParsedBatch, Rejection, SyncEvent, TelemetryLossReport,
+    Trigger,
     MAX_BATCH_EVENTS, MAX_ERROR_MESSAGE_CHARS,
 };
 pub use stored::{unix_ms, ProjectName, StoredEvent, CLOCK_SKEW_TOLERANCE_MS};

@@ -44,12 +44,20 @@ impl Migration {
 pub const CLICKHOUSE: &[Migration] = &[
     Migration { version: 1, name: "events", sql: include_str!("../migrations/clickhouse/0001_events.sql") },
     Migration { version: 2, name: "control plane", sql: include_str!("../migrations/clickhouse/0002_control_plane.sql") },
+    Migration { version: 3, name: "alerting", sql: include_str!("../migrations/clickhouse/0003_alerting.sql") },
+    Migration { version: 4, name: "sessions", sql: include_str!("../migrations/clickhouse/0004_sessions.sql") },
+    Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/clickhouse/0005_telemetry_loss.sql") },
+    Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/clickhouse/0006_dashboard_rollups.sql") },
 ];
 
 /// SQLite migrations, in order.
 pub const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "events", sql: include_str!("../migrations/sqlite/0001_events.sql") },
     Migration { version: 2, name: "control plane", sql: include_str!("../migrations/sqlite/0002_control_plane.sql") },
+    Migration { version: 3, name: "alerting", sql: include_str!("../migrations/sqlite/0003_alerting.sql") },
+    Migration { version: 4, name: "sessions", sql: include_str!("../migrations/sqlite/0004_sessions.sql") },
+    Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/sqlite/0005_telemetry_loss.sql") },
+    Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/sqlite/0006_dashboard_rollups.sql") },
 ];
 
 #[cfg(test)]

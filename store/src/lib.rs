@@ -10,22 +10,31 @@
 //! the same data gives the same answer on both stores; the conformance suite
 //! in `tests/it` checks exactly that.
 
+pub mod alerting;
 mod clickhouse;
+pub mod devices;
 mod error;
 pub mod metrics;
 mod recent_ids;
+mod sessions;
 mod sqlite;
+mod telemetry_loss;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use synchealth_schema::{ProjectName, StoredEvent};
 
-pub use crate::clickhouse::{ClickHouseConfig, ClickHouseStore};
+pub use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence};
+pub use crate::clickhouse::{ClickHouseConfig, ClickHouseStore, QueryLimits};
+pub use crate::devices::{DeviceList, DeviceSummary};
 pub use crate::error::{Error, Result};
 pub use crate::metrics::{Aggregate, Dimension, Filters, GroupKey, Grouping, Query, Summary};
+pub use crate::sessions::Session;
 pub use crate::sqlite::SqliteStore;
+pub use crate::telemetry_loss::TelemetryLoss;
 
 /// What an insert did with each event it was given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +100,11 @@ pub trait Store: Send + Sync + Debug {
     /// ordered by key). Groups with no events are absent.
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>>;
 
+    /// Devices of the query's window and filters, listed and ordered as
+    /// [`DeviceList`] says (see [`devices`] for the definitions), at most
+    /// `limit` of them.
+    async fn devices(&self, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>>;
+
     /// The most recent events of one device (by corrected time, newest first).
     async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>>;
 
@@ -120,6 +134,63 @@ pub trait Store: Send + Sync + Debug {
 
     /// Removes a user; `false` if there was none.
     async fn remove_user(&self, username: &str) -> Result<bool>;
+
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<User>>;
+
+    /// Stores a new login [`Session`].
+    async fn create_session(&self, session: &Session) -> Result<()>;
+
+    /// The session with this token hash, unless it was deleted or has
+    /// expired at `now_ms`.
+    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<Session>>;
+
+    /// Ends a session (logout); `false` if there was none.
+    async fn delete_session(&self, token_hash: &str) -> Result<bool>;
+
+    /// Every alert instance's last evaluated state (alerts role, dashboard).
+    async fn alert_instances(&self) -> Result<Vec<AlertInstanceRecord>>;
+
+    /// Stores (or replaces) an alert instance, keyed by
+    /// `(project, fingerprint)`.
+    async fn put_alert_instance(&self, instance: &AlertInstanceRecord) -> Result<()>;
+
+    /// The latest notifications (of one project, or all), newest first.
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<NotificationRecord>>;
+
+    /// Stores (or replaces, by `id`) a notification and its delivery status.
+    async fn put_notification(&self, notification: &NotificationRecord) -> Result<()>;
+
+    /// Silences that have not ended at `now_ms` (active and future), by start.
+    async fn silences(&self, now_ms: i64) -> Result<Vec<Silence>>;
+
+    /// Stores (or replaces, by `id`) a silence.
+    async fn put_silence(&self, silence: &Silence) -> Result<()>;
+
+    /// Removes a silence; `false` if there was none.
+    async fn remove_silence(&self, id: &str) -> Result<bool>;
+
+    /// Claims the lease `name` for `holder` until `now_ms + ttl_ms`, or
+    /// renews it if `holder` already holds it; `false` while another holder's
+    /// lease runs. At most one holder gets `true` for a lease at a time, within
+    /// the limits each store documents (see `store/src/clickhouse/alerting.rs`).
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
+
+    /// Records a device's telemetry-loss report: cumulative dropped counts by
+    /// reason since the device's probe storage was created. Keeps the largest
+    /// value per `(project, device, reason)`, so a repeated or reordered
+    /// report changes nothing; `reported_at_ms` stamps the update.
+    async fn record_telemetry_loss(
+        &self,
+        project: &ProjectName,
+        device_id: &str,
+        dropped: &BTreeMap<String, u64>,
+        reported_at_ms: i64,
+    ) -> Result<()>;
+
+    /// Telemetry loss of the devices whose report was updated within
+    /// `[from_ms, to_ms)`, each at its latest cumulative value.
+    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<TelemetryLoss>;
 }
 
 /// A store shared by every role of one process.

@@ -21,6 +21,13 @@ use synchealth_schema::{weighted_quantile, Network, ProjectName};
 /// Default queue depth above which a device counts as backed up.
 pub const DEFAULT_QUEUE_THRESHOLD: u32 = 1000;
 
+/// An event received more than this long after its (corrected) event time
+/// arrived late: `received_at_ms - event_time_ms > LATE_ARRIVAL_MS`. Five
+/// minutes is longer than any healthy client batches for, so late events are
+/// offline devices catching up or a probe holding back its queue, and the
+/// most recent buckets are still missing their share of them.
+pub const LATE_ARRIVAL_MS: i64 = 5 * 60 * 1000;
+
 /// Segment filters; each given one must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filters {
@@ -135,6 +142,8 @@ pub struct Aggregate {
     pub staleness_histogram: Vec<(u16, u64)>,
     /// Devices whose latest event says they never synced.
     pub never_synced_devices: u64,
+    /// Stored events that arrived late (see [`LATE_ARRIVAL_MS`]).
+    pub late_events: u64,
 }
 
 impl Aggregate {
@@ -204,6 +213,11 @@ pub struct Summary {
     pub staleness_ms: Percentiles,
     /// Devices whose latest event says they never synced.
     pub never_synced_devices: u64,
+    /// Stored events received more than [`LATE_ARRIVAL_MS`] after their
+    /// event time (telemetry health: data that was missing until then).
+    pub late_events: u64,
+    /// `late_events / events`; `None` without events.
+    pub late_share: Option<f64>,
 }
 
 impl Summary {
@@ -228,6 +242,8 @@ impl Summary {
             },
             staleness_ms: Percentiles::of(&stale_hist),
             never_synced_devices: a.never_synced_devices,
+            late_events: a.late_events,
+            late_share: (a.events > 0).then(|| a.late_events as f64 / a.events as f64),
         }
     }
 

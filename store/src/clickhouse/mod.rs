@@ -47,6 +47,12 @@ use uuid::Uuid;
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 
+mod alerting;
+mod sessions;
+mod devices;
+mod rollup;
+mod telemetry_loss;
+
 /// Most ids loaded into the recent-ids filter at the first insert.
 const RECENT_WARM_LIMIT: u64 = 1_000_000;
 
@@ -74,6 +80,34 @@ impl std::fmt::Debug for ClickHouseConfig {
     }
 }
 
+/// Per-query limits of the read queries (see [`ClickHouseStore::with_reader`]);
+/// a zero is not sent, leaving the server's (or the user profile's) value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueryLimits {
+    /// `max_execution_time`, seconds.
+    pub max_execution_seconds: u64,
+    /// `max_rows_to_read`.
+    pub max_rows_to_read: u64,
+    /// `max_memory_usage`, bytes.
+    pub max_memory_bytes: u64,
+}
+
+impl QueryLimits {
+    /// The settings to send: all of these exist on 18.16 and current
+    /// ClickHouse, and a user whose profile says `readonly = 2` may set them
+    /// per query (`readonly = 1` forbids changing any setting).
+    fn settings(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("max_execution_time", self.max_execution_seconds),
+            ("max_rows_to_read", self.max_rows_to_read),
+            ("max_memory_usage", self.max_memory_bytes),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .collect()
+    }
+}
+
 /// The ClickHouse implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct ClickHouseStore {
@@ -83,6 +117,10 @@ pub struct ClickHouseStore {
     server: Client,
     /// With the database: everything else.
     client: Client,
+    /// The dashboard's and alerts' reads (aggregates, device lists, device
+    /// events): the same as `client` unless [`ClickHouseStore::with_reader`]
+    /// set a read-only user and query limits.
+    reader: Client,
     version: ServerVersion,
     /// The last control-plane row version this process wrote.
     last_row_version: Arc<AtomicU64>,
@@ -102,9 +140,9 @@ impl ClickHouseStore {
     }
 
     async fn write_rows<'a>(&self, rows: impl Iterator<Item = &'a StoredEvent>) -> Result<()> {
-        let mut insert = self.client.insert::<EventRow>("events").await?;
+        let mut insert = self.client.insert::<EventRowRef<'_>>("events").await?;
         for event in rows {
-            insert.write(&EventRow::from_stored(event)).await?;
+            insert.write(&EventRowRef::from_stored(event)).await?;
         }
         // `end` returns once the server has written and committed the parts,
         // so the caller may acknowledge the batch.
@@ -134,12 +172,31 @@ impl ClickHouseStore {
         Ok(ClickHouseStore {
             config,
             server,
+            reader: client.clone(),
             client,
             version,
             last_row_version: Arc::new(AtomicU64::new(0)),
             recent: Arc::new(std::sync::Mutex::new(RecentIds::new())),
             warmed: Arc::new(tokio::sync::OnceCell::new()),
         })
+    }
+
+    /// Runs the read queries of the dashboard and the alerts (aggregates,
+    /// device lists, device events) as `user` (a read-only user: README,
+    /// "Read-only ClickHouse access") with `limits` sent as per-query
+    /// settings; writes and the control plane keep the main user.
+    pub fn with_reader(mut self, user: Option<String>, password: Option<String>, limits: &QueryLimits) -> Self {
+        let mut reader = self.client.clone();
+        if let Some(user) = user {
+            reader = reader.with_user(user);
+            // A read user without a password must not inherit the main one.
+            reader = reader.with_password(password.unwrap_or_default());
+        }
+        for (name, value) in limits.settings() {
+            reader = reader.with_setting(name, value.to_string());
+        }
+        self.reader = reader;
+        self
     }
 
     /// A control-plane row version: Unix nanoseconds, but always above the
@@ -247,6 +304,38 @@ impl Store for ClickHouseStore {
         "clickhouse"
     }
 
+    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
+        self.alert_instances_impl().await
+    }
+
+    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
+        self.put_alert_instance_impl(instance).await
+    }
+
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
+        self.notifications_impl(project, limit).await
+    }
+
+    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
+        self.put_notification_impl(notification).await
+    }
+
+    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
+        self.silences_impl(now_ms).await
+    }
+
+    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
+        self.put_silence_impl(silence).await
+    }
+
+    async fn remove_silence(&self, id: &str) -> Result<bool> {
+        self.remove_silence_impl(id).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
+    }
+
     #[tracing::instrument(skip_all, fields(database = %self.config.database))]
     async fn migrate(&self) -> Result<()> {
         let db = quote_identifier(&self.config.database);
@@ -321,70 +410,17 @@ impl Store for ClickHouseStore {
         fields(project = %query.project, from_ms = query.from_ms, to_ms = query.to_ms, grouping = ?grouping)
     )]
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
-        if query.from_ms >= query.to_ms {
-            return Ok(Vec::new());
-        }
-        let (time_key, segment_key) = group_expressions(grouping);
-        let (filter, args) = window_filter(query);
+        self.aggregate_impl(query, grouping).await
+    }
 
-        // Per group: counts, weighted sums and the duration histogram. `sumMap`
-        // keeps it to one row per group, so the sums are ClickHouse's own over
-        // all rows rather than re-added per bucket here.
-        let totals_sql = format!(
-            "SELECT {time_key} AS gt, {segment_key} AS gs, \
-             toUInt64(count()), toFloat64(sum(weight)), toFloat64(sumIf(weight, success = 1)), \
-             toFloat64(sumIf(weight, conflicts > 0)), \
-             sumMap([duration_bucket], [toFloat64(weight)]) \
-             FROM events FINAL WHERE {filter} GROUP BY gt, gs"
-        );
-        // Per group, over each device's latest event in the window: "latest" is
-        // the greatest (event_time_ms, event_id as text), as on every store.
-        // Its row count is the distinct devices, so the totals need no
-        // `uniqExact` of their own.
-        let devices_sql = format!(
-            "SELECT gt, gs, toUInt64(count()), toUInt64(sum(tupleElement(latest, 1))), \
-             toUInt64(max(tupleElement(latest, 1))), toUInt64(countIf(tupleElement(latest, 1) > ?)), \
-             toUInt64(countIf(tupleElement(latest, 4) = 1)), \
-             sumMap([tupleElement(latest, 2)], [toUInt64(1)]), \
-             sumMapIf([tupleElement(latest, 3)], [toUInt64(1)], tupleElement(latest, 4) = 0) \
-             FROM (SELECT {time_key} AS gt, {segment_key} AS gs, device_id, \
-             argMax((queue_depth, queue_bucket, staleness_bucket, toUInt8(isNull(last_success_at_ms))), \
-             (event_time_ms, toString(event_id))) AS latest \
-             FROM events FINAL WHERE {filter} GROUP BY gt, gs, device_id) \
-             GROUP BY gt, gs"
-        );
-        let totals = args.iter().fold(self.client.query(&totals_sql), |q, a| q.bind(a));
-        let devices =
-            args.iter().fold(self.client.query(&devices_sql).bind(query.queue_threshold), |q, a| q.bind(a));
-        let (totals, devices) =
-            tokio::try_join!(totals.fetch_all::<TotalsRow>(), devices.fetch_all::<DevicesRow>())?;
-
-        let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
-        for row in totals {
-            let a = groups.entry(group_key(grouping, row.gt, row.gs)).or_default();
-            a.events = row.events;
-            a.attempts = row.attempts;
-            a.successes = row.successes;
-            a.conflicted = row.conflicted;
-            a.duration_histogram = histogram(row.duration);
-        }
-        for row in devices {
-            let a = groups.entry(group_key(grouping, row.gt, row.gs)).or_default();
-            a.devices = row.devices;
-            a.queue_sum = row.queue_sum;
-            a.queue_max = row.queue_max;
-            a.queue_over_threshold = row.queue_over_threshold;
-            a.never_synced_devices = row.never_synced;
-            a.queue_histogram = histogram(row.queue_histogram);
-            a.staleness_histogram = histogram(row.staleness_histogram);
-        }
-        Ok(groups.into_iter().filter(|(_, a)| a.events > 0).collect())
+    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
+        self.devices_impl(query, list, limit).await
     }
 
     #[tracing::instrument(skip_all, fields(project = %project, limit = limit))]
     async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
         let rows = self
-            .client
+            .reader
             .query(
                 "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? \
                  ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
@@ -420,6 +456,11 @@ impl Store for ClickHouseStore {
             partitions.iter().filter_map(|p| p.trim_matches('\'').parse::<u32>().ok()).filter(|&d| d < cutoff_day);
         for day in expired {
             self.client.query("ALTER TABLE events DROP PARTITION ?").bind(day).execute().await?;
+            // The dashboard rollups (migration 0006) are partitioned by the
+            // same day, and must forget what events forgot.
+            for rollup in ["rollup_minute", "rollup_hour", "device_hour"] {
+                self.client.query(&format!("ALTER TABLE {rollup} DROP PARTITION ?")).bind(day).execute().await?;
+            }
             tracing::info!(day, "Dropped expired partition.");
         }
         Ok(())
@@ -537,6 +578,30 @@ impl Store for ClickHouseStore {
         self.insert_control("users", &tombstone).await?;
         Ok(true)
     }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        self.users_impl().await
+    }
+
+    async fn create_session(&self, session: &crate::Session) -> Result<()> {
+        self.create_session_impl(session).await
+    }
+
+    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<crate::Session>> {
+        self.find_session_impl(token_hash, now_ms).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<bool> {
+        self.delete_session_impl(token_hash).await
+    }
+
+    async fn record_telemetry_loss(&self, project: &ProjectName, device_id: &str, dropped: &BTreeMap<String, u64>, reported_at_ms: i64) -> Result<()> {
+        self.record_telemetry_loss_impl(project, device_id, dropped, reported_at_ms).await
+    }
+
+    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<crate::TelemetryLoss> {
+        self.telemetry_loss_impl(project, from_ms, to_ms).await
+    }
 }
 
 /// How many event ids one duplicate check sends: keeps the query far below
@@ -619,23 +684,6 @@ fn quote_identifier(name: &str) -> String {
     quoted
 }
 
-/// The two group-key columns of [`Store::aggregate`], from a whitelist only:
-/// a time bucket start (0 when not grouping by time) and a segment value (''
-/// when not grouping by segment). `toStartOfInterval` is missing on 18.16;
-/// `event_time` is `floor(event_time_ms / 1000)`, so the bucket of the
-/// seconds is the bucket of the milliseconds.
-fn group_expressions(grouping: Grouping) -> (String, String) {
-    match grouping {
-        Grouping::Total => ("toUInt64(0)".into(), "''".into()),
-        // A u32 formatted into the text is a number, never SQL.
-        Grouping::Time { step_seconds } => {
-            let step = step_seconds.max(1);
-            (format!("toUInt64(intDiv(toUInt32(event_time), {step}) * {step})"), "''".into())
-        }
-        Grouping::By(dimension) => ("toUInt64(0)".into(), format!("toString({})", dimension.column())),
-    }
-}
-
 fn group_key(grouping: Grouping, time: u64, segment: String) -> GroupKey {
     match grouping {
         Grouping::Total => GroupKey::Total,
@@ -645,7 +693,7 @@ fn group_key(grouping: Grouping, time: u64, segment: String) -> GroupKey {
 }
 
 /// A bound query argument of one of the types the filters use.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 enum Arg {
     Text(String),
@@ -740,14 +788,16 @@ struct IdRow {
     event_id: Uuid,
 }
 
-/// One `events` row: the columns of `0001_events.sql`, in order and type
-/// (RowBinary without validation is positional).
-#[derive(Debug, Row, Serialize, Deserialize)]
+/// One `events` row as read back: the columns of `0001_events.sql`, in
+/// order and type (RowBinary without validation is positional).
+#[derive(Debug, Row, Deserialize)]
 struct EventRow {
     project: String,
     #[serde(with = "clickhouse::serde::uuid")]
     event_id: Uuid,
     device_id: String,
+    // Read because the row is positional; the corrected time is in `event_time_ms`.
+    #[allow(dead_code)]
     event_time: u32,
     event_time_ms: i64,
     occurred_at_ms: i64,
@@ -781,13 +831,56 @@ struct EventRow {
     weight: f64,
 }
 
-impl EventRow {
-    fn from_stored(s: &StoredEvent) -> EventRow {
+/// [`EventRow`] borrowing from the event, for inserts: a row costs no
+/// allocation on the way to the wire (at a few hundred thousand rows a
+/// second, copying a dozen strings per row was a tenth of the collector's
+/// CPU).
+#[derive(Row, Serialize)]
+struct EventRowRef<'a> {
+    project: &'a str,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    device_id: &'a str,
+    event_time: u32,
+    event_time_ms: i64,
+    occurred_at_ms: i64,
+    last_success_at_ms: Option<i64>,
+    sent_at_ms: i64,
+    received_at_ms: i64,
+    clock_skew_ms: i64,
+    success: u8,
+    duration_ms: u64,
+    duration_bucket: u16,
+    conflicts: u32,
+    queue_depth: u32,
+    queue_bucket: u16,
+    staleness_ms: Option<u64>,
+    staleness_bucket: u16,
+    app_version: &'a str,
+    os: &'a str,
+    os_version: &'a str,
+    network: &'a str,
+    device_model: &'a str,
+    sync_type: &'a str,
+    trigger: &'a str,
+    error_kind: &'a str,
+    error_message: &'a str,
+    retries: u32,
+    records_up: u64,
+    records_down: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    sample_rate: f64,
+    weight: f64,
+}
+
+impl<'a> EventRowRef<'a> {
+    fn from_stored(s: &'a StoredEvent) -> EventRowRef<'a> {
         let e = &s.event;
-        EventRow {
-            project: s.project.as_str().to_string(),
+        EventRowRef {
+            project: s.project.as_str(),
             event_id: e.event_id,
-            device_id: e.device_id.clone(),
+            device_id: &e.device_id,
             event_time: event_time_s(s.event_time_ms),
             event_time_ms: s.event_time_ms,
             occurred_at_ms: s.occurred_at_ms(),
@@ -803,15 +896,15 @@ impl EventRow {
             queue_bucket: s.queue_bucket,
             staleness_ms: s.staleness_ms,
             staleness_bucket: s.staleness_bucket,
-            app_version: e.app_version.clone(),
-            os: e.os.clone(),
-            os_version: e.os_version.clone().unwrap_or_default(),
-            network: e.network.as_str().to_string(),
-            device_model: e.device_model.clone().unwrap_or_default(),
-            sync_type: e.sync_type.clone().unwrap_or_default(),
-            trigger: e.trigger.map(|t| t.as_str().to_string()).unwrap_or_default(),
-            error_kind: e.error_kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
-            error_message: e.error_message.clone().unwrap_or_default(),
+            app_version: &e.app_version,
+            os: &e.os,
+            os_version: e.os_version.as_deref().unwrap_or_default(),
+            network: e.network.as_str(),
+            device_model: e.device_model.as_deref().unwrap_or_default(),
+            sync_type: e.sync_type.as_deref().unwrap_or_default(),
+            trigger: e.trigger.map(|t| t.as_str()).unwrap_or_default(),
+            error_kind: e.error_kind.map(|k| k.as_str()).unwrap_or_default(),
+            error_message: e.error_message.as_deref().unwrap_or_default(),
             retries: e.retries,
             records_up: e.records_up,
             records_down: e.records_down,
@@ -821,7 +914,9 @@ impl EventRow {
             weight: s.weight,
         }
     }
+}
 
+impl EventRow {
     fn into_stored(self) -> Result<StoredEvent> {
         let network =
             Network::parse(&self.network).ok_or_else(|| Error::Corrupt(format!("network {:?}", self.network)))?;
@@ -876,6 +971,7 @@ struct TotalsRow {
     successes: f64,
     conflicted: f64,
     duration: (Vec<u16>, Vec<f64>),
+    late: u64,
 }
 
 /// The per-device-latest query's row, in its column order.
@@ -1017,7 +1113,7 @@ mod tests {
 
     #[test]
     fn time_buckets_follow_the_step() {
-        let (time, segment) = group_expressions(Grouping::Time { step_seconds: 300 });
+        let (time, segment) = rollup::group_expressions(Grouping::Time { step_seconds: 300 }, "event_time");
         assert_eq!(time, "toUInt64(intDiv(toUInt32(event_time), 300) * 300)");
         assert_eq!(segment, "''");
         assert_eq!(group_key(Grouping::Time { step_seconds: 300 }, 600, String::new()), GroupKey::Time(600));

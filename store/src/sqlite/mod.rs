@@ -29,6 +29,11 @@ use uuid::Uuid;
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 
+mod alerting;
+mod sessions;
+mod devices;
+mod telemetry_loss;
+
 /// How long a connection waits for a lock held by another process (a second
 /// `synchealth` on the same file, the `sqlite3` shell, a backup) before
 /// giving up.
@@ -331,11 +336,16 @@ fn group_expr(grouping: Grouping) -> &'static str {
 
 /// The window and the filters, with the group key as `grp`. An absent
 /// filter is a NULL parameter, so the statement text never depends on which
-/// filters are set.
+/// filters are set. Only the columns the aggregates read, all of them in the
+/// `events_dashboard` index (migration 0006): the window is one index range
+/// scan, with no lookup into the table per row.
 fn filtered_cte(grouping: Grouping) -> String {
     format!(
         "WITH f AS (
-            SELECT {group} AS grp, * FROM events
+            SELECT {group} AS grp, device_id, event_id, event_time_ms, success, conflicts, weight,
+                   duration_bucket, queue_depth, queue_bucket, staleness_bucket, last_success_at_ms,
+                   received_at_ms
+            FROM events INDEXED BY events_dashboard
             WHERE project = :project
               AND event_time_ms >= :from_ms AND event_time_ms < :to_ms
               AND (:app_version IS NULL OR app_version = :app_version)
@@ -380,6 +390,7 @@ fn aggregate_query(conn: &Connection, query: &Query, grouping: Grouping) -> Resu
         (":network", query.filters.network.map_or(Value::Null, |n| Value::Text(n.as_str().to_string()))),
         (":step", Value::Integer(step)),
         (":queue_threshold", Value::Integer(i64::from(query.queue_threshold))),
+        (":late_ms", Value::Integer(crate::metrics::LATE_ARRIVAL_MS)),
     ];
     let cte = filtered_cte(grouping);
     let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
@@ -390,7 +401,8 @@ fn aggregate_query(conn: &Connection, query: &Query, grouping: Grouping) -> Resu
         "{cte}
         SELECT grp, duration_bucket, COUNT(*), TOTAL(weight),
                TOTAL(CASE WHEN success <> 0 THEN weight END),
-               TOTAL(CASE WHEN conflicts > 0 THEN weight END)
+               TOTAL(CASE WHEN conflicts > 0 THEN weight END),
+               SUM(received_at_ms - event_time_ms > :late_ms)
         FROM f GROUP BY grp, duration_bucket"
     ))?;
     let mut rows = bound_query(&mut stmt, &params)?;
@@ -402,6 +414,7 @@ fn aggregate_query(conn: &Connection, query: &Query, grouping: Grouping) -> Resu
         a.attempts += weight;
         a.successes += row.get::<_, f64>(4)?;
         a.conflicted += row.get::<_, f64>(5)?;
+        a.late_events += row.get::<_, i64>(6)? as u64;
         a.duration_histogram.push((row.get(1)?, weight));
     }
     drop(rows);
@@ -511,6 +524,38 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
+        self.alert_instances_impl().await
+    }
+
+    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
+        self.put_alert_instance_impl(instance).await
+    }
+
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
+        self.notifications_impl(project, limit).await
+    }
+
+    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
+        self.put_notification_impl(notification).await
+    }
+
+    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
+        self.silences_impl(now_ms).await
+    }
+
+    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
+        self.put_silence_impl(silence).await
+    }
+
+    async fn remove_silence(&self, id: &str) -> Result<bool> {
+        self.remove_silence_impl(id).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
+    }
+
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
     async fn migrate(&self) -> Result<()> {
         self.write(migrate_all).await
@@ -534,6 +579,10 @@ impl Store for SqliteStore {
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         let query = query.clone();
         self.read(move |conn| aggregate_query(conn, &query, grouping)).await
+    }
+
+    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
+        self.devices_impl(query, list, limit).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", %project, limit))]
@@ -723,5 +772,29 @@ impl Store for SqliteStore {
             Ok(removed > 0)
         })
         .await
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        self.users_impl().await
+    }
+
+    async fn create_session(&self, session: &crate::Session) -> Result<()> {
+        self.create_session_impl(session).await
+    }
+
+    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<crate::Session>> {
+        self.find_session_impl(token_hash, now_ms).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<bool> {
+        self.delete_session_impl(token_hash).await
+    }
+
+    async fn record_telemetry_loss(&self, project: &ProjectName, device_id: &str, dropped: &BTreeMap<String, u64>, reported_at_ms: i64) -> Result<()> {
+        self.record_telemetry_loss_impl(project, device_id, dropped, reported_at_ms).await
+    }
+
+    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<crate::TelemetryLoss> {
+        self.telemetry_loss_impl(project, from_ms, to_ms).await
     }
 }

@@ -55,6 +55,7 @@ conformance!(
     retention_deletes_only_events_older_than_the_limit,
     the_control_plane_round_trips_projects_keys_and_users,
     migrating_again_keeps_schema_and_data,
+    telemetry_loss_keeps_the_largest_cumulative_count_per_device_and_reason,
 );
 
 async fn a_fresh_store_answers_ping_and_holds_no_events(store: SharedStore) {
@@ -476,4 +477,44 @@ async fn both_stores_give_equal_aggregates_on_the_same_events() {
         assert_eq!(a, b, "device events of {device}");
     }
     clickhouse.cleanup().await;
+}
+
+async fn telemetry_loss_keeps_the_largest_cumulative_count_per_device_and_reason(store: SharedStore) {
+    let p = project("conformance");
+    let other = project("elsewhere");
+    let counts = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+        pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+    };
+    let t = 1_800_000_000_000_i64;
+    let record = |project: &synchealth_schema::ProjectName, device: &str, pairs: &[(&str, u64)], at: i64| {
+        let store = store.clone();
+        let project = project.clone();
+        let device = device.to_string();
+        let dropped = counts(pairs);
+        async move { store.record_telemetry_loss(&project, &device, &dropped, at).await.expect("record") }
+    };
+    record(&p, "dev-a", &[("buffer_full", 10), ("expired", 2)], t).await;
+    // A repeated report and a late, smaller one (reordered) change nothing.
+    record(&p, "dev-a", &[("buffer_full", 10), ("expired", 2)], t + 1_000).await;
+    record(&p, "dev-a", &[("buffer_full", 4), ("expired", 1)], t + 2_000).await;
+    record(&p, "dev-b", &[("buffer_full", 5), ("rejected", 3), ("expired", 0)], t + 3_000).await;
+    record(&p, "dev-b", &[("buffer_full", 7), ("rejected", 3)], t + 4_000).await;
+    // No loss at all: not a device reporting loss.
+    record(&p, "dev-c", &[("buffer_full", 0)], t + 4_000).await;
+    // Another project's devices are not counted.
+    record(&other, "dev-a", &[("buffer_full", 1000)], t + 4_000).await;
+    // Reported long before the window.
+    record(&p, "dev-old", &[("expired", 50)], t - 10 * HOUR_MS).await;
+
+    let loss = store.telemetry_loss(&p, t - HOUR_MS, t + HOUR_MS).await.expect("telemetry loss");
+    assert_eq!(loss.devices_reporting_loss, 2, "{loss:?}");
+    assert_eq!(loss.dropped_by_reason, counts(&[("buffer_full", 17), ("expired", 2), ("rejected", 3)]));
+    assert_eq!(loss.total_dropped(), 22);
+
+    let wider = store.telemetry_loss(&p, t - 11 * HOUR_MS, t + HOUR_MS).await.expect("telemetry loss");
+    assert_eq!(wider.devices_reporting_loss, 3);
+    assert_eq!(wider.dropped_by_reason.get("expired"), Some(&52));
+
+    let empty = store.telemetry_loss(&p, t + HOUR_MS, t + 2 * HOUR_MS).await.expect("telemetry loss");
+    assert_eq!(empty, synchealth_store::TelemetryLoss::default());
 }

@@ -1,0 +1,451 @@
+//! [`crate::Store::aggregate`] for ClickHouse, from the pre-aggregates where
+//! they apply and from `events` for the rest of the window.
+//!
+//! Migration 0006 keeps three rollups, fed by materialized views on every
+//! insert into `events`:
+//! - `rollup_minute` and `rollup_hour`: per minute (per hour) and segment
+//!   (app version, OS, network), the per-event sums and the duration
+//!   histogram;
+//! - `device_hour`: per hour and device, the `argMax` state of its latest
+//!   event (greatest `(event_time_ms, event_id as text)`).
+//!
+//! A window is cut into whole units of the rollups (read from them: whole
+//! hours, then whole minutes around them) and the partial units at its edges
+//! (read from `events`), and the parts are merged
+//! in SQL: sums add up, histograms merge with `sumMap`, and each device's
+//! latest event is the greatest of its parts' latest (`max` of a tuple that
+//! starts with the ordering key). So the answer is the same, to the last
+//! event, as reading `events` alone; the conformance suite checks it against
+//! brute force. The per-device part uses `device_hour` for totals and time
+//! buckets of whole hours without filters (the rollup has no segment
+//! columns); everything else reads `events`.
+//!
+//! Exactness and duplicates: `events` is read without `FINAL`, like the
+//! rollups, which cannot be read with it. [`crate::Store::insert`] writes only
+//! events it has checked are not stored yet, so neither holds duplicates;
+//! what that check cannot see (two collectors storing the same retry in the
+//! same instant) would count twice until `events` merges, and in the rollups
+//! for good. That race needs two collectors and a client retrying across
+//! them within one insert; the ingest design documents it.
+//!
+//! On `events`, a device's latest event is found in two steps: each device's
+//! greatest `event_time_ms`, then the event-id tie-break only among the rows
+//! at that time. Formatting every event id as text, which the tie-break
+//! needs, was most of the cost of a plain `argMax` over millions of rows.
+
+use std::collections::BTreeMap;
+
+use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
+use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
+use crate::Result;
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// SQL text and its bound values, built side by side so that the `?` and
+/// the values stay in the same order.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    fn push_with(&mut self, text: &str, args: Vec<Arg>) {
+        self.text.push_str(text);
+        self.args.extend(args);
+    }
+}
+
+/// The group-key expressions over a table whose time column is `time` (a
+/// `DateTime`): a bucket start (0 when not grouping by time) and a segment
+/// value ('' when not grouping by segment). Only constants, whitelisted
+/// column names and a formatted u32 reach the text. `toStartOfInterval` is
+/// missing on 18.16, and `intDiv` of Unix seconds is the same in every time
+/// zone.
+pub(super) fn group_expressions(grouping: Grouping, time: &str) -> (String, String) {
+    match grouping {
+        Grouping::Total => ("toUInt64(0)".into(), "''".into()),
+        Grouping::Time { step_seconds } => {
+            let step = step_seconds.max(1);
+            (
+                format!("toUInt64(intDiv(toUInt32({time}), {step}) * {step})"),
+                "''".into(),
+            )
+        }
+        Grouping::By(dimension) => (
+            "toUInt64(0)".into(),
+            format!("toString({})", dimension.column()),
+        ),
+    }
+}
+
+/// `[from_ms, to_ms)`.
+type Range = (i64, i64);
+
+/// `[from, to)` cut at multiples of `unit`: the whole units inside, if any,
+/// and the partial pieces around them.
+fn split(from_ms: i64, to_ms: i64, unit: i64) -> (Option<Range>, Vec<Range>) {
+    let start = from_ms.div_euclid(unit) * unit
+        + if from_ms.rem_euclid(unit) == 0 {
+            0
+        } else {
+            unit
+        };
+    let end = to_ms.div_euclid(unit) * unit;
+    if start >= end {
+        return (None, vec![(from_ms, to_ms)]);
+    }
+    let edges = [(from_ms, start), (end, to_ms)]
+        .into_iter()
+        .filter(|(a, b)| a < b)
+        .collect();
+    (Some((start, end)), edges)
+}
+
+/// Whether each time bucket is made of whole rollup units.
+fn aligned(grouping: Grouping, unit_s: u32) -> bool {
+    match grouping {
+        Grouping::Time { step_seconds } => step_seconds.max(1) % unit_s == 0,
+        Grouping::Total | Grouping::By(_) => true,
+    }
+}
+
+/// The segment filters on a rollup's columns.
+fn segment_filter(filters: &Filters) -> (String, Vec<Arg>) {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    let segments = [
+        ("app_version", filters.app_version.clone()),
+        ("os", filters.os.clone()),
+        ("network", filters.network.map(|n| n.as_str().to_string())),
+    ];
+    for (column, value) in segments {
+        if let Some(value) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(Arg::Text(value));
+        }
+    }
+    (sql, args)
+}
+
+fn seconds(ms: i64) -> Arg {
+    Arg::Seconds(u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX))
+}
+
+/// `events` filtered to `[from_ms, to_ms)` and the query's segments.
+fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
+    window_filter(&Query {
+        from_ms,
+        to_ms,
+        ..query.clone()
+    })
+}
+
+/// Where each piece of a window is read from for the per-event totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// Whole hours, from `rollup_hour`.
+    Hours(i64, i64),
+    /// Whole minutes, from `rollup_minute`.
+    Minutes(i64, i64),
+    /// The rest, from `events`.
+    Raw(i64, i64),
+}
+
+/// The window cut into whole hours, whole minutes around them and raw
+/// pieces at the very edges, as far as the grouping's buckets allow.
+fn pieces(from_ms: i64, to_ms: i64, grouping: Grouping) -> Vec<Piece> {
+    let minutes = |from: i64, to: i64| -> Vec<Piece> {
+        if !aligned(grouping, 60) {
+            return vec![Piece::Raw(from, to)];
+        }
+        let (whole, edges) = split(from, to, MINUTE_MS);
+        let mut out: Vec<Piece> = edges.into_iter().map(|(a, b)| Piece::Raw(a, b)).collect();
+        out.extend(whole.map(|(a, b)| Piece::Minutes(a, b)));
+        out
+    };
+    if !aligned(grouping, 3600) {
+        return minutes(from_ms, to_ms);
+    }
+    match split(from_ms, to_ms, HOUR_MS) {
+        (Some((a, b)), edges) => {
+            let mut out = vec![Piece::Hours(a, b)];
+            for (x, y) in edges {
+                out.extend(minutes(x, y));
+            }
+            out
+        }
+        (None, _) => minutes(from_ms, to_ms),
+    }
+}
+
+/// Per group: counts, weighted sums, late events and the duration histogram.
+fn totals_sql(query: &Query, grouping: Grouping) -> Sql {
+    let (gt_raw, gs_raw) = group_expressions(grouping, "event_time");
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT gt, gs, toUInt64(sum(e)), toFloat64(sum(a)), toFloat64(sum(s)), toFloat64(sum(c)), \
+         sumMap(b, w), toUInt64(sum(l)) FROM (",
+    );
+    for (i, piece) in pieces(query.from_ms, query.to_ms, grouping)
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        let rollup = match piece {
+            Piece::Hours(from, to) => Some(("rollup_hour", "hour", from, to)),
+            Piece::Minutes(from, to) => Some(("rollup_minute", "minute", from, to)),
+            Piece::Raw(..) => None,
+        };
+        if let Some((table, time, from, to)) = rollup {
+            let (gt, gs) = group_expressions(grouping, time);
+            let (segments, args) = segment_filter(&query.filters);
+            sql.push_with(
+                &format!(
+                    "SELECT {gt} AS gt, {gs} AS gs, events AS e, attempts AS a, successes AS s, conflicted AS c, \
+                     durationMap.bucket AS b, durationMap.weight AS w, late AS l FROM {table} \
+                     WHERE project = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){segments}"
+                ),
+                [vec![Arg::Text(query.project.as_str().to_string()), seconds(from), seconds(to)], args].concat(),
+            );
+        } else if let Piece::Raw(from, to) = piece {
+            let (filter, args) = raw_filter(query, from, to);
+            sql.push_with(
+                &format!(
+                    "SELECT {gt_raw} AS gt, {gs_raw} AS gs, toUInt64(count()) AS e, toFloat64(sum(weight)) AS a, \
+                     toFloat64(sumIf(weight, success = 1)) AS s, toFloat64(sumIf(weight, conflicts > 0)) AS c, \
+                     tupleElement(sumMap([duration_bucket], [toFloat64(weight)]) AS durations, 1) AS b, \
+                     tupleElement(durations, 2) AS w, \
+                     toUInt64(countIf(received_at_ms - event_time_ms > {LATE_ARRIVAL_MS})) AS l \
+                     FROM events WHERE {filter} GROUP BY gt, gs"
+                ),
+                args,
+            );
+        }
+    }
+    sql.push(") GROUP BY gt, gs");
+    sql
+}
+
+/// The latest-event tuple of a row: the ordering key first, so that `max`
+/// of tuples is the latest.
+const LATEST: &str =
+    "(event_time_ms, toString(event_id), queue_depth, queue_bucket, staleness_bucket, \
+    toUInt8(isNull(last_success_at_ms)))";
+
+/// Per group, over each device's latest event: devices, queue depth sums
+/// and histograms, staleness histogram, never-synced devices.
+fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
+    let (gt_raw, gs_raw) = group_expressions(grouping, "event_time");
+    let hourly = aligned(grouping, 3600)
+        && !matches!(grouping, Grouping::By(_))
+        && query.filters == Filters::default();
+    let (whole, edges) = if hourly {
+        split(query.from_ms, query.to_ms, HOUR_MS)
+    } else {
+        (None, vec![(query.from_ms, query.to_ms)])
+    };
+    // Hourly buckets never share a (bucket, device) between the pieces (a
+    // partial hour at an edge is a bucket of its own), so the per-device
+    // results need no second merge across pieces; any other grouping takes
+    // the greatest of each device's pieces.
+    let disjoint = grouping == Grouping::Time { step_seconds: 3600 };
+    let mut sql = Sql::default();
+    sql.push_with(
+        &format!(
+            "SELECT gt, gs, toUInt64(count()), toUInt64(sum(tupleElement(v, 3))), toUInt64(max(tupleElement(v, 3))), \
+             toUInt64(countIf(tupleElement(v, 3) > ?)), toUInt64(countIf(tupleElement(v, 6) = 1)), \
+             sumMap([tupleElement(v, 4)], [toUInt64(1)]), \
+             sumMapIf([tupleElement(v, 5)], [toUInt64(1)], tupleElement(v, 6) = 0) \
+             FROM ({}",
+            if disjoint { "" } else { "SELECT gt, gs, device_id, max(v) AS v FROM (" }
+        ),
+        vec![Arg::Int(i64::from(query.queue_threshold))],
+    );
+    let mut first = true;
+    if let Some((from, to)) = whole {
+        let (gt, gs) = group_expressions(grouping, "hour");
+        sql.push_with(
+            &format!(
+                "SELECT {gt} AS gt, {gs} AS gs, device_id, argMaxMerge(latest) AS v FROM device_hour \
+                 WHERE project = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) GROUP BY gt, gs, device_id"
+            ),
+            vec![Arg::Text(query.project.as_str().to_string()), seconds(from), seconds(to)],
+        );
+        first = false;
+    }
+    for (from, to) in edges {
+        if !first {
+            sql.push(" UNION ALL ");
+        }
+        first = false;
+        let (filter, args) = raw_filter(query, from, to);
+        sql.push_with(
+            &format!(
+                "SELECT {gt_raw} AS gt, {gs_raw} AS gs, device_id, \
+                 argMax({LATEST}, (event_time_ms, toString(event_id))) AS v FROM events \
+                 WHERE {filter} AND ({gt_raw}, {gs_raw}, device_id, event_time_ms) IN \
+                 (SELECT {gt_raw}, {gs_raw}, device_id, max(event_time_ms) FROM events WHERE {filter} \
+                 GROUP BY {gt_raw}, {gs_raw}, device_id) \
+                 GROUP BY gt, gs, device_id"
+            ),
+            [args.clone(), args].concat(),
+        );
+    }
+    sql.push(if disjoint {
+        ") GROUP BY gt, gs"
+    } else {
+        ") GROUP BY gt, gs, device_id) GROUP BY gt, gs"
+    });
+    sql
+}
+
+impl ClickHouseStore {
+    /// [`crate::Store::aggregate`] for ClickHouse: two queries at once, the
+    /// per-event totals and the per-device latest values.
+    pub(super) async fn aggregate_impl(
+        &self,
+        query: &Query,
+        grouping: Grouping,
+    ) -> Result<Vec<(GroupKey, Aggregate)>> {
+        if query.from_ms >= query.to_ms {
+            return Ok(Vec::new());
+        }
+        let totals = totals_sql(query, grouping);
+        let devices = devices_sql(query, grouping);
+        let totals_query = totals
+            .args
+            .iter()
+            .fold(self.reader.query(&totals.text), |q, a| q.bind(a));
+        let devices_query = devices
+            .args
+            .iter()
+            .fold(self.reader.query(&devices.text), |q, a| q.bind(a));
+        let (totals, devices) = tokio::try_join!(
+            totals_query.fetch_all::<TotalsRow>(),
+            devices_query.fetch_all::<DevicesRow>()
+        )?;
+
+        let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
+        for row in totals {
+            let a = groups
+                .entry(group_key(grouping, row.gt, row.gs))
+                .or_default();
+            a.events = row.events;
+            a.attempts = row.attempts;
+            a.successes = row.successes;
+            a.conflicted = row.conflicted;
+            a.duration_histogram = histogram(row.duration);
+            a.late_events = row.late;
+        }
+        for row in devices {
+            let a = groups
+                .entry(group_key(grouping, row.gt, row.gs))
+                .or_default();
+            a.devices = row.devices;
+            a.queue_sum = row.queue_sum;
+            a.queue_max = row.queue_max;
+            a.queue_over_threshold = row.queue_over_threshold;
+            a.never_synced_devices = row.never_synced;
+            a.queue_histogram = histogram(row.queue_histogram);
+            a.staleness_histogram = histogram(row.staleness_histogram);
+        }
+        Ok(groups.into_iter().filter(|(_, a)| a.events > 0).collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_splits_into_whole_units_and_edges() {
+        assert_eq!(
+            split(90_000, 250_000, 60_000),
+            (
+                Some((120_000, 240_000)),
+                vec![(90_000, 120_000), (240_000, 250_000)]
+            )
+        );
+        assert_eq!(
+            split(120_000, 240_000, 60_000),
+            (Some((120_000, 240_000)), vec![])
+        );
+        assert_eq!(
+            split(90_000, 110_000, 60_000),
+            (None, vec![(90_000, 110_000)])
+        );
+        assert_eq!(
+            split(90_000, 150_000, 60_000),
+            (None, vec![(90_000, 150_000)])
+        );
+    }
+
+    #[test]
+    fn totals_read_hours_then_minutes_then_events() {
+        let h = HOUR_MS;
+        let pieces = pieces(h + 90_000, 4 * h + 30_000, Grouping::Total);
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Hours(2 * h, 4 * h),
+                Piece::Raw(h + 90_000, h + 120_000),
+                Piece::Minutes(h + 120_000, 2 * h),
+                Piece::Raw(4 * h, 4 * h + 30_000),
+            ]
+        );
+        let quarter = super::pieces(
+            h + 90_000,
+            4 * h + 30_000,
+            Grouping::Time { step_seconds: 900 },
+        );
+        assert!(
+            quarter.iter().all(|p| !matches!(p, Piece::Hours(..))),
+            "{quarter:?}"
+        );
+        let odd = super::pieces(h + 90_000, 4 * h, Grouping::Time { step_seconds: 90 });
+        assert_eq!(odd, vec![Piece::Raw(h + 90_000, 4 * h)]);
+    }
+
+    #[test]
+    fn every_placeholder_has_its_value_in_order() {
+        let query = Query {
+            project: synchealth_schema::ProjectName::parse("p").unwrap(),
+            from_ms: 1_700_000_030_000,
+            to_ms: 1_700_090_030_000,
+            filters: Filters::default(),
+            queue_threshold: 10,
+        };
+        for grouping in [
+            Grouping::Total,
+            Grouping::Time { step_seconds: 3600 },
+            Grouping::Time { step_seconds: 90 },
+        ] {
+            for sql in [totals_sql(&query, grouping), devices_sql(&query, grouping)] {
+                assert_eq!(
+                    sql.text.matches('?').count(),
+                    sql.args.len(),
+                    "{}",
+                    sql.text
+                );
+            }
+        }
+        assert!(devices_sql(&query, Grouping::Total)
+            .text
+            .contains("FROM device_hour"));
+        assert!(!devices_sql(&query, Grouping::Time { step_seconds: 900 })
+            .text
+            .contains("FROM device_hour"));
+        assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 })
+            .text
+            .contains("FROM rollup_minute"));
+    }
+}
