@@ -1,5 +1,14 @@
 //! The JSON API: every number the dashboard shows, for scripts and incident
-//! bots. All endpoints take the parameters of [`QueryParams`].
+//! bots. All endpoints take the parameters of [`QueryParams`]. The pages
+//! call the same functions the handlers do ([`overview::overview`],
+//! [`devices::device_list`], [`devices::device_detail`],
+//! [`releases::release_comparison`], [`breakdown_data`]), so a page and its
+//! JSON never disagree.
+
+pub mod csv_export;
+pub mod devices;
+pub mod overview;
+pub mod releases;
 
 use axum::extract::{Query as UrlQuery, State};
 use axum::Json;
@@ -15,16 +24,21 @@ use crate::{AppError, CurrentUser, DashboardState, QueryParams};
 const MAX_POINTS: i64 = 2000;
 
 /// What the response was computed over.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Window {
-    project: String,
-    from: String,
-    to: String,
-    filters: Filters,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Window {
+    /// The project.
+    pub project: String,
+    /// Window start, RFC 3339 UTC.
+    pub from: String,
+    /// Window end (exclusive), RFC 3339 UTC.
+    pub to: String,
+    /// The filters applied.
+    pub filters: Filters,
 }
 
 impl Window {
-    fn of(query: &Query) -> Self {
+    /// The window of a store query.
+    pub fn of(query: &Query) -> Self {
         Window {
             project: query.project.to_string(),
             from: format_ms(query.from_ms),
@@ -130,26 +144,37 @@ fn parse_metric(name: &str) -> Result<Metric, AppError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct BreakdownParams {
+/// Parameters of `/api/v1/breakdown`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BreakdownParams {
+    /// Project, window and filters.
     #[serde(flatten)]
-    common: QueryParams,
+    pub common: QueryParams,
     /// `app_version`, `os` or `network`.
-    by: Option<String>,
+    pub by: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub(crate) struct Segment {
-    segment: String,
+/// One segment of a breakdown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Segment {
+    /// The app version, OS or network.
+    pub segment: String,
+    /// Every metric over it.
     #[serde(flatten)]
-    summary: Summary,
+    pub summary: Summary,
 }
 
-#[derive(Debug, Serialize)]
-pub(crate) struct BreakdownResponse {
-    window: Window,
-    by: Dimension,
-    segments: Vec<Segment>,
+/// The body of `/api/v1/breakdown`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakdownResponse {
+    /// What it covers.
+    pub window: Window,
+    /// The dimension.
+    pub by: Dimension,
+    /// One per value, in key order.
+    pub segments: Vec<Segment>,
 }
 
 /// `GET /api/v1/breakdown`: every metric per app version, OS or network.
@@ -157,8 +182,85 @@ pub(crate) async fn breakdown(
     State(state): State<DashboardState>,
     user: CurrentUser,
     UrlQuery(params): UrlQuery<BreakdownParams>,
-) -> Result<Json<BreakdownResponse>, AppError> {
-    let query = params.common.to_query(&user, OffsetDateTime::now_utc())?;
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    let csv = csv_export::wants_csv(params.format.as_deref())?;
+    let response = breakdown_data(&state, &user, &params).await?;
+    if csv {
+        breakdown_csv(&response)
+    } else {
+        Ok(Json(response).into_response())
+    }
+}
+
+/// `GET /api/v1/breakdown.csv`: the same as `format=csv`.
+pub(crate) async fn breakdown_csv_route(
+    State(state): State<DashboardState>,
+    user: CurrentUser,
+    UrlQuery(params): UrlQuery<BreakdownParams>,
+) -> Result<axum::response::Response, AppError> {
+    breakdown_csv(&breakdown_data(&state, &user, &params).await?)
+}
+
+fn breakdown_csv(response: &BreakdownResponse) -> Result<axum::response::Response, AppError> {
+    use csv_export::Cell;
+    let header = [
+        response.by.column(),
+        "events",
+        "attempts",
+        "devices",
+        "success_rate",
+        "conflict_rate",
+        "duration_p50_ms",
+        "duration_p90_ms",
+        "duration_p99_ms",
+        "queue_depth_avg",
+        "queue_depth_p95",
+        "queue_depth_max",
+        "queue_over_threshold_share",
+        "staleness_p50_ms",
+        "staleness_p90_ms",
+        "staleness_p99_ms",
+        "never_synced_devices",
+        "late_events",
+    ];
+    let rows = response
+        .segments
+        .iter()
+        .map(|segment| {
+            let s = &segment.summary;
+            vec![
+                Cell::Text(segment.segment.clone()),
+                Cell::num(s.events),
+                Cell::num(s.attempts),
+                Cell::num(s.devices),
+                Cell::opt(s.success_rate),
+                Cell::opt(s.conflict_rate),
+                Cell::opt(s.duration_ms.p50),
+                Cell::opt(s.duration_ms.p90),
+                Cell::opt(s.duration_ms.p99),
+                Cell::opt(s.queue_depth.avg),
+                Cell::opt(s.queue_depth.p95),
+                Cell::opt(s.queue_depth.max),
+                Cell::opt(s.queue_depth.over_threshold_share),
+                Cell::opt(s.staleness_ms.p50),
+                Cell::opt(s.staleness_ms.p90),
+                Cell::opt(s.staleness_ms.p99),
+                Cell::num(s.never_synced_devices),
+                Cell::num(s.late_events),
+            ]
+        })
+        .collect();
+    csv_export::csv_response(&format!("breakdown-{}.csv", response.by.column()), &header, rows)
+}
+
+/// A breakdown for a request: what the Breakdown page renders.
+pub async fn breakdown_data(
+    state: &DashboardState,
+    user: &CurrentUser,
+    params: &BreakdownParams,
+) -> Result<BreakdownResponse, AppError> {
+    let query = params.common.to_query(user, OffsetDateTime::now_utc())?;
     let by_name = params.by.as_deref().unwrap_or("app_version");
     let by = Dimension::parse(by_name).ok_or_else(|| AppError::BadParameter {
         parameter: "by",
@@ -172,5 +274,5 @@ pub(crate) async fn breakdown(
             _ => None,
         })
         .collect();
-    Ok(Json(BreakdownResponse { window: Window::of(&query), by, segments }))
+    Ok(BreakdownResponse { window: Window::of(&query), by, segments })
 }

@@ -1,5 +1,5 @@
-//! Dashboard users: HTTP Basic on the API (the login page and its session
-//! cookie come with the pages). Passwords are argon2 hashes; a verified
+//! Dashboard users: HTTP Basic or the pages' session cookie on the API
+//! (sessions and the login page: [`crate::session`]). Passwords are argon2 hashes; a verified
 //! `Authorization` header is remembered for a short while by its SHA-256, so
 //! a dashboard polling the API does not pay argon2 on every request.
 
@@ -103,9 +103,13 @@ impl FromRequestParts<DashboardState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &DashboardState) -> Result<Self, Self::Rejection> {
-        let header_value =
-            parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AppError::Unauthorized)?;
-        state.auth.basic(header_value).await.map(CurrentUser)
+        if let Some(header_value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            return state.auth.basic(header_value).await.map(CurrentUser);
+        }
+        // A logged-in browser reads the API with its session (the JSON
+        // links on the pages); a GET changes nothing, so no CSRF token.
+        let token = crate::session::cookie(&parts.headers, crate::session::SESSION_COOKIE).ok_or(AppError::Unauthorized)?;
+        crate::session::user_of(state, &token).await?.map(CurrentUser).ok_or(AppError::Unauthorized)
     }
 }
 

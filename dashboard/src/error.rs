@@ -21,6 +21,10 @@ pub enum AppError {
     Forbidden(String),
     /// The store failed (503).
     Unavailable(String),
+    /// A form without this session's CSRF token, or from another origin (403).
+    Csrf,
+    /// No such page or record (404).
+    NotFound(String),
 }
 
 impl IntoResponse for AppError {
@@ -45,6 +49,11 @@ impl IntoResponse for AppError {
                 StatusCode::FORBIDDEN,
                 json!({"error": "forbidden", "detail": format!("no access to project {project:?}")}),
             ),
+            AppError::Csrf => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "detail": "the form's CSRF token is missing or wrong; reload the page and retry"}),
+            ),
+            AppError::NotFound(what) => (StatusCode::NOT_FOUND, json!({"error": "not found", "detail": what})),
             AppError::Unavailable(internal) => {
                 tracing::error!(error = %internal, "Store read failed.");
                 (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "storage unavailable", "detail": "retry later"}))

@@ -23,7 +23,10 @@ const MAX_WINDOW_MS: i64 = 90 * 24 * 3600 * 1000;
 pub struct QueryParams {
     /// Project name (default: `default`).
     pub project: Option<String>,
-    /// Window start, RFC 3339 (default: `to` minus one hour).
+    /// A preset window ending now: `15m`, `1h`, `6h`, `24h` or `7d`
+    /// (default `1h`); ignored when `from` is given.
+    pub range: Option<String>,
+    /// Window start, RFC 3339 (default: `to` minus `range`).
     pub from: Option<String>,
     /// Window end, RFC 3339 (default: now).
     pub to: Option<String>,
@@ -48,9 +51,10 @@ impl QueryParams {
             Some(t) => parse_time("to", t)?,
             None => unix_ms(now),
         };
-        let from_ms = match non_empty(&self.from) {
-            Some(t) => parse_time("from", t)?,
-            None => to_ms - DEFAULT_WINDOW_MS,
+        let from_ms = match (non_empty(&self.from), non_empty(&self.range)) {
+            (Some(t), _) => parse_time("from", t)?,
+            (None, Some(range)) => to_ms - preset_ms(range)?,
+            (None, None) => to_ms - DEFAULT_WINDOW_MS,
         };
         if from_ms >= to_ms {
             return Err(AppError::BadParameter { parameter: "from", reason: "must be before `to`".into() });
@@ -82,16 +86,52 @@ impl QueryParams {
     }
 }
 
+/// The time range presets, by URL name, with their length.
+pub(crate) const RANGE_PRESETS: [(&str, i64); 5] = [
+    ("15m", 15 * 60 * 1000),
+    ("1h", 3600 * 1000),
+    ("6h", 6 * 3600 * 1000),
+    ("24h", 24 * 3600 * 1000),
+    ("7d", 7 * 24 * 3600 * 1000),
+];
+
+fn preset_ms(name: &str) -> Result<i64, AppError> {
+    RANGE_PRESETS.iter().find(|(n, _)| *n == name).map(|(_, ms)| *ms).ok_or_else(|| AppError::BadParameter {
+        parameter: "range",
+        reason: format!(
+            "unknown range {name:?}, expected one of {}",
+            RANGE_PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
 /// Empty form fields mean "not given".
-fn non_empty(value: &Option<String>) -> Option<&str> {
+pub(crate) fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
 fn parse_time(parameter: &'static str, text: &str) -> Result<i64, AppError> {
-    OffsetDateTime::parse(text, &Rfc3339).map(unix_ms).map_err(|_| AppError::BadParameter {
-        parameter,
-        reason: format!("expected an RFC 3339 timestamp such as 2026-11-21T10:00:00Z, got {text:?}"),
-    })
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(unix_ms)
+        .or_else(|_| utc_without_offset(text).ok_or(()))
+        .map_err(|_| AppError::BadParameter {
+            parameter,
+            reason: format!(
+                "expected an RFC 3339 timestamp such as 2026-11-21T10:00:00Z (or 2026-11-21T10:00, read as UTC), got {text:?}"
+            ),
+        })
+}
+
+/// `2026-11-21T10:00` or `2026-11-21 10:00[:00]`, as the pages' custom range
+/// form sends it: UTC, like every time the pages show.
+fn utc_without_offset(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let with_seconds = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let text = text.trim().replacen(' ', "T", 1);
+    time::PrimitiveDateTime::parse(&text, &format)
+        .or_else(|_| time::PrimitiveDateTime::parse(&text, &with_seconds))
+        .ok()
+        .map(|t| unix_ms(t.assume_utc()))
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC.
@@ -120,6 +160,16 @@ mod tests {
         assert_eq!(q.project.as_str(), "default");
         assert_eq!(q.to_ms - q.from_ms, 3_600_000);
         assert_eq!(q.to_ms, unix_ms(now));
+        let day = QueryParams { range: Some("24h".into()), ..Default::default() }.to_query(&admin(), now).unwrap();
+        assert_eq!(day.to_ms - day.from_ms, 24 * 3_600_000);
+        let form = QueryParams {
+            from: Some("2026-11-21T09:00".into()),
+            to: Some("2026-11-21 09:30".into()),
+            ..Default::default()
+        };
+        let q = form.to_query(&admin(), now).unwrap();
+        assert_eq!(q.from_ms, unix_ms(datetime!(2026-11-21 09:00 UTC)));
+        assert_eq!(q.to_ms - q.from_ms, 30 * 60_000);
     }
 
     #[test]
@@ -131,6 +181,7 @@ mod tests {
         };
         assert_eq!(bad(QueryParams { from: Some("yesterday".into()), ..Default::default() }), "from");
         assert_eq!(bad(QueryParams { network: Some("5g".into()), ..Default::default() }), "network");
+        assert_eq!(bad(QueryParams { range: Some("2w".into()), ..Default::default() }), "range");
         assert_eq!(bad(QueryParams { project: Some("Not Valid".into()), ..Default::default() }), "project");
         let reversed = QueryParams {
             from: Some("2026-11-21T10:00:00Z".into()),

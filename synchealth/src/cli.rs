@@ -20,13 +20,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Collector, dashboard and alerts in one process (embedded store unless --clickhouse-url).
-    Up,
+    Up(UpArgs),
+    /// Simulate a fleet of devices, each a real client probe, uploading to a collector.
+    Demo(crate::demo::DemoArgs),
     /// The ingest API only.
     Collector,
     /// The dashboard and JSON API only.
     Dashboard,
-    /// The alert evaluator only.
-    Alerts,
+    /// The alert evaluator only; with a subcommand, manage silences or test a channel.
+    Alerts(AlertsArgs),
     /// Apply the storage schema and exit.
     Migrate,
     /// Measure the product (needs --clickhouse-url for the ClickHouse phases).
@@ -35,6 +37,109 @@ pub enum Command {
     /// Manage ingest keys: create (and the project), list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage dashboard users: add, remove, passwd, list.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// Dashboard user administration (`synchealth users ...`), on the configured store.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user with access to every project (--admin) or to some (--projects a,b).
+    Add {
+        /// Login name.
+        username: String,
+        /// Sees every project.
+        #[arg(long)]
+        admin: bool,
+        /// Projects the user may read, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<String>,
+        /// Where the password comes from.
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Change a user's password (their open sessions end).
+    Passwd {
+        /// Login name.
+        username: String,
+        /// Where the password comes from.
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Remove a user (their open sessions end).
+    Remove {
+        /// Login name.
+        username: String,
+    },
+    /// List users and what they may read (never their passwords).
+    List,
+}
+
+/// A password given without a prompt, so scripts can set it.
+#[derive(Debug, clap::Args)]
+pub struct PasswordArgs {
+    /// The password (visible in the process list: prefer the environment or stdin).
+    #[arg(long, env = "SYNCHEALTH_USER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `synchealth up [--demo]`.
+#[derive(Debug, Default, clap::Args)]
+pub struct UpArgs {
+    /// Also run the demo fleet against this instance (probe buffers in <data-dir>/demo).
+    #[arg(long)]
+    pub demo: bool,
+    /// Devices in the demo fleet.
+    #[arg(long, default_value_t = 40, requires = "demo")]
+    pub demo_devices: usize,
+}
+
+/// `synchealth alerts [SUBCOMMAND]`.
+#[derive(Debug, clap::Args)]
+pub struct AlertsArgs {
+    /// Without one, run the alert evaluator role.
+    #[command(subcommand)]
+    pub command: Option<AlertsCommand>,
+}
+
+/// Alert administration, on the configured store.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Mute a rule's notifications (optionally one segment) for a while; states still change and show. Prints the id.
+    Silence {
+        /// The rule's name.
+        #[arg(long)]
+        rule: String,
+        /// Only this segment, as dimension=value (app_version=2.3.0, os=android, network=cellular).
+        #[arg(long)]
+        segment: Option<String>,
+        /// How long, e.g. 2h, 30m, 1d.
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (shown in `alerts silences` and on the dashboard).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// The project.
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+    /// List active and future silences.
+    Silences,
+    /// Remove a silence by id.
+    Unsilence {
+        /// The silence's id, as `alerts silence` printed it.
+        id: String,
+    },
+    /// Send a test notification to a channel and wait for its delivery.
+    Test {
+        /// The channel's name (`[alerts.channels.NAME]`).
+        #[arg(long)]
+        channel: String,
+    },
 }
 
 /// What to measure.
@@ -42,6 +147,10 @@ pub enum Command {
 pub enum BenchCommand {
     /// Ingest throughput and ack latency of the collector against its ceilings.
     Ingest(crate::bench::IngestBenchArgs),
+    /// Overview page server time over a day of events (ClickHouse and the embedded store).
+    Dashboard(crate::bench_dashboard::DashboardBenchArgs),
+    /// End-to-end alert latency: ingest of a failure spike to the webhook received.
+    Alerts(crate::commands::alerts::AlertsBenchArgs),
 }
 
 /// Ingest key administration (`synchealth keys ...`), on the configured store.

@@ -4,9 +4,11 @@
 //! command line; tests build the same [`Application`] on port 0.
 
 pub mod bench;
+pub mod bench_dashboard;
 pub mod bootstrap;
 pub mod cli;
 pub mod commands;
+pub mod demo;
 mod ops;
 pub mod settings;
 pub mod startup;

@@ -64,6 +64,67 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// The ingest pipeline: batching into the store and the local spool.
     pub ingest: IngestSettings,
+    /// The dashboard pages.
+    pub dashboard: DashboardSettings,
+    /// How the dashboard and alert queries read ClickHouse: a read-only user
+    /// and per-query limits (`[clickhouse_read]`).
+    pub clickhouse_read: ClickHouseReadSettings,
+}
+
+/// Read-only ClickHouse access for the dashboard and alert queries
+/// (`[clickhouse_read]`; README, "Read-only ClickHouse access"). Writes and
+/// migrations keep `[clickhouse]`'s user. A limit of 0 is not sent (the
+/// server's or the user profile's value applies); sending them needs a user
+/// whose profile has `readonly = 2`, since `readonly = 1` forbids any setting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseReadSettings {
+    /// User the read queries run as; unset = `clickhouse.user`.
+    pub user: Option<String>,
+    /// That user's password.
+    pub password: Option<Secret>,
+    /// Longest one read query may run, seconds (`max_execution_time`).
+    pub max_execution_seconds: u64,
+    /// Most rows one read query may read (`max_rows_to_read`).
+    pub max_rows_to_read: u64,
+    /// Most memory one read query may use, bytes (`max_memory_usage`).
+    pub max_memory_bytes: u64,
+}
+
+impl Default for ClickHouseReadSettings {
+    fn default() -> Self {
+        ClickHouseReadSettings {
+            user: None,
+            password: None,
+            // Under the HTTP server's 30 s request timeout.
+            max_execution_seconds: 25,
+            // 90 days of 10 million events a day.
+            max_rows_to_read: 1_000_000_000,
+            max_memory_bytes: 4 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl ClickHouseReadSettings {
+    /// The limits as the store takes them.
+    pub fn limits(&self) -> synchealth_store::QueryLimits {
+        synchealth_store::QueryLimits {
+            max_execution_seconds: self.max_execution_seconds,
+            max_rows_to_read: self.max_rows_to_read,
+            max_memory_bytes: self.max_memory_bytes,
+        }
+    }
+}
+
+/// Dashboard settings (`[dashboard]` in the config file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// When the session cookie gets the `Secure` attribute: `"auto"` (when a
+    /// TLS-terminating proxy says `X-Forwarded-Proto: https`), `"always"`
+    /// (the dashboard is only reached over HTTPS) or `"never"`.
+    #[serde(default)]
+    pub secure_cookies: synchealth_dashboard::SecureCookies,
 }
 
 /// Alert evaluation settings.
@@ -74,6 +135,119 @@ pub struct AlertSettings {
     pub evaluation_interval: String,
     /// The rules (`[[alerts.rules]]`); giving any replaces the shipped defaults.
     pub rules: Vec<Rule>,
+    /// The dashboard's address as people reach it, for the links in
+    /// notifications, e.g. `https://health.example.com` (env
+    /// `SYNCHEALTH_PUBLIC_URL`).
+    pub public_url: String,
+    /// Notification channels by name (`[alerts.channels.<name>]`), as rules'
+    /// `channels` name them. None by default: notifications are then only
+    /// logged and stored.
+    pub channels: std::collections::BTreeMap<String, ChannelSettings>,
+    /// Retries of a failing delivery (`[alerts.retry]`).
+    pub retry: RetrySettings,
+    /// How long an evaluator replica's lease lasts past its last evaluation
+    /// (a standby takes over after it), e.g. `"45s"`; unset = three
+    /// evaluation intervals.
+    pub lease_ttl: Option<String>,
+}
+
+/// One notification channel, by `kind`: `email`, `slack` (Slack-compatible
+/// `text` + `blocks`), `alertmanager` (Alertmanager webhook v4 payload) or
+/// `webhook` (the generic JSON schema in the README).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ChannelSettings {
+    /// Email over SMTP.
+    Email(EmailChannelSettings),
+    /// Slack-compatible incoming webhook.
+    Slack(WebhookChannelSettings),
+    /// Alertmanager-compatible webhook receiver.
+    Alertmanager(WebhookChannelSettings),
+    /// Generic JSON webhook.
+    Webhook(WebhookChannelSettings),
+}
+
+/// `kind = "email"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChannelSettings {
+    /// SMTP server host name.
+    pub smtp_host: String,
+    /// SMTP port [default: 25 with `none`, 587 with `starttls`, 465 with `tls`].
+    #[serde(default)]
+    pub smtp_port: Option<u16>,
+    /// `"none"` (plain, for a local relay or Mailpit), `"starttls"` or `"tls"` [default: starttls].
+    #[serde(default = "default_smtp_security")]
+    pub security: synchealth_alerts::delivery::SmtpSecurity,
+    /// SMTP user, if the server wants authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// SMTP password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Sender, e.g. `"synchealth <alerts@example.com>"`.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Whether resolutions are sent too [default: true].
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Per-attempt timeout [default: "10s"].
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: String,
+    /// PEM certificate to trust beside the built-in roots (a private CA, or a
+    /// relay's self-signed certificate), for `starttls` and `tls`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// `kind = "slack"`, `"alertmanager"` or `"webhook"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookChannelSettings {
+    /// The URL POSTed to (a secret: Slack's carry their token).
+    pub url: Secret,
+    /// Shared secret: when set, requests carry
+    /// `X-Synchealth-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Whether resolutions are sent too [default: true].
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Per-attempt timeout [default: "10s"].
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: String,
+}
+
+/// `[alerts.retry]`: a delivery failing transiently (connection refused,
+/// HTTP 5xx/429, SMTP 4xx) is retried with exponential backoff and jitter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// First pause, milliseconds [default: 1000].
+    pub initial_delay_ms: u64,
+    /// Longest pause, milliseconds; pauses double up to it [default: 60000].
+    pub max_delay_ms: u64,
+    /// Attempts in all, the first included [default: 10].
+    pub max_attempts: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings { initial_delay_ms: 1_000, max_delay_ms: 60_000, max_attempts: 10 }
+    }
+}
+
+fn default_smtp_security() -> synchealth_alerts::delivery::SmtpSecurity {
+    synchealth_alerts::delivery::SmtpSecurity::StartTls
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_channel_timeout() -> String {
+    "10s".into()
 }
 
 impl AlertSettings {
@@ -141,6 +315,30 @@ pub struct IngestSettings {
     pub replay_backoff_min_ms: u64,
     /// ...doubling up to this many milliseconds.
     pub replay_backoff_max_ms: u64,
+    /// When a request is answered: `"stored"` (once the events are in the
+    /// store, or the spool if the store fails), `"spooled"` (once they are
+    /// in the spool, fsync'd: the spool is the write-ahead log and large
+    /// inserts go to the store behind the acknowledgements), or `"auto"`:
+    /// spooled for ClickHouse, stored for the embedded store.
+    pub acknowledge: AcknowledgeSetting,
+    /// With spooled acknowledgements: the longest (milliseconds) an
+    /// acknowledged event waits in memory before its insert.
+    pub insert_max_delay_ms: u64,
+    /// With spooled acknowledgements: acknowledged events held in memory for
+    /// insertion at most; beyond, they are inserted from the spool on disk.
+    pub max_pending_rows: usize,
+}
+
+/// `ingest.acknowledge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcknowledgeSetting {
+    /// Spooled for ClickHouse, stored for the embedded store.
+    Auto,
+    /// Once in the store.
+    Stored,
+    /// Once in the spool.
+    Spooled,
 }
 
 impl Default for IngestSettings {
@@ -157,15 +355,29 @@ impl Default for IngestSettings {
             spool_high_water: 0.8,
             replay_backoff_min_ms: 100,
             replay_backoff_max_ms: 5_000,
+            acknowledge: AcknowledgeSetting::Auto,
+            insert_max_delay_ms: 500,
+            max_pending_rows: 120_000,
         }
     }
 }
 
 impl IngestSettings {
     /// The collector's pipeline configuration, spooling under `data_dir`
-    /// unless `spool_dir` is set.
-    pub fn pipeline_config(&self, data_dir: &Path) -> anyhow::Result<synchealth_collector::PipelineConfig> {
+    /// unless `spool_dir` is set; `clickhouse` says which store it feeds.
+    pub fn pipeline_config(
+        &self,
+        data_dir: &Path,
+        clickhouse: bool,
+    ) -> anyhow::Result<synchealth_collector::PipelineConfig> {
         use std::time::Duration;
+        use synchealth_collector::Acknowledge;
+        let acknowledge = match self.acknowledge {
+            AcknowledgeSetting::Stored => Acknowledge::Stored,
+            AcknowledgeSetting::Spooled => Acknowledge::Spooled,
+            AcknowledgeSetting::Auto if clickhouse => Acknowledge::Spooled,
+            AcknowledgeSetting::Auto => Acknowledge::Stored,
+        };
         let config = synchealth_collector::PipelineConfig {
             max_batch_rows: self.max_batch_rows,
             max_batch_age: Duration::from_millis(self.max_batch_age_ms),
@@ -178,6 +390,9 @@ impl IngestSettings {
             insert_timeout: Duration::from_millis(self.insert_timeout_ms),
             replay_backoff_min: Duration::from_millis(self.replay_backoff_min_ms),
             replay_backoff_max: Duration::from_millis(self.replay_backoff_max_ms),
+            acknowledge,
+            insert_max_delay: Duration::from_millis(self.insert_max_delay_ms),
+            max_pending_rows: self.max_pending_rows,
         };
         config.validate().map_err(|why| anyhow::anyhow!("ingest: {why}"))?;
         Ok(config)
@@ -215,8 +430,17 @@ impl Default for Settings {
             max_body_bytes: 5 * 1024 * 1024,
             max_events_per_batch: synchealth_schema::MAX_BATCH_EVENTS,
             rate_limit: RateLimitSettings::default(),
-            alerts: AlertSettings { evaluation_interval: "15s".into(), rules: Rule::defaults() },
+            alerts: AlertSettings {
+                evaluation_interval: "15s".into(),
+                rules: Rule::defaults(),
+                public_url: "http://127.0.0.1:8080".into(),
+                channels: std::collections::BTreeMap::new(),
+                retry: RetrySettings::default(),
+                lease_ttl: None,
+            },
             ingest: IngestSettings::default(),
+            dashboard: DashboardSettings::default(),
+            clickhouse_read: ClickHouseReadSettings::default(),
         }
     }
 }
@@ -281,6 +505,10 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_RATE_LIMIT_BURST", global = true)]
     #[serde(skip)]
     pub rate_limit_burst: Option<u32>,
+    /// The dashboard's public address, for links in alert notifications [default: http://127.0.0.1:8080].
+    #[arg(long, env = "SYNCHEALTH_PUBLIC_URL", global = true)]
+    #[serde(skip)]
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -313,11 +541,14 @@ impl Settings {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
+        if let Some(url) = &args.public_url {
+            figment = figment.merge(Serialized::default("alerts.public_url", url));
+        }
         let settings: Settings = figment.extract().context("invalid configuration")?;
         anyhow::ensure!(settings.max_events_per_batch > 0, "max_events_per_batch must be at least 1");
         synchealth_alerts::validate_all(&settings.alerts.rules).context("invalid alert rule")?;
         settings.alerts.interval()?;
-        settings.ingest.pipeline_config(&settings.data_dir)?;
+        settings.ingest.pipeline_config(&settings.data_dir, settings.clickhouse.url.is_some())?;
         Ok(settings)
     }
 }
@@ -390,8 +621,11 @@ mod tests {
         let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
         assert_eq!(settings.ingest.max_batch_age_ms, 50);
         assert_eq!(settings.ingest.max_batch_rows, 100_000, "keys not in the file keep their defaults");
-        let config = settings.ingest.pipeline_config(&settings.data_dir).unwrap();
+        let config = settings.ingest.pipeline_config(&settings.data_dir, false).unwrap();
         assert_eq!(config.spool_dir, PathBuf::from("/var/lib/sh/spool"));
+        assert_eq!(config.acknowledge, synchealth_collector::Acknowledge::Stored, "auto: stored for the embedded store");
+        let config = settings.ingest.pipeline_config(&settings.data_dir, true).unwrap();
+        assert_eq!(config.acknowledge, synchealth_collector::Acknowledge::Spooled, "auto: spooled for ClickHouse");
         assert_eq!(config.spool_max_bytes, 1 << 20);
         assert_eq!(config.max_batch_age, std::time::Duration::from_millis(50));
         std::fs::write(&file, "[ingest]\nspool_high_water = 1.5\n").unwrap();

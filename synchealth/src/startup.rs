@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::Router;
-use synchealth_alerts::Evaluator;
 use synchealth_collector::{CollectorState, Limits, Pipeline};
 use synchealth_dashboard::DashboardState;
 use synchealth_store::{ClickHouseConfig, ClickHouseStore, SharedStore, SqliteStore};
@@ -45,7 +44,13 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
                 password: settings.clickhouse.password.as_ref().map(|p| p.expose().to_string()),
                 database: settings.clickhouse.database.clone(),
             };
-            Arc::new(ClickHouseStore::connect(config).await.with_context(|| format!("connecting to ClickHouse at {url}"))?)
+            let read = &settings.clickhouse_read;
+            let store = ClickHouseStore::connect(config).await.with_context(|| format!("connecting to ClickHouse at {url}"))?;
+            Arc::new(store.with_reader(
+                read.user.clone(),
+                read.password.as_ref().map(|p| p.expose().to_string()),
+                &read.limits(),
+            ))
         }
         None => {
             std::fs::create_dir_all(&settings.data_dir)
@@ -78,7 +83,7 @@ impl Application {
         let store = open_store(&settings).await?;
         let generated = provision(&store, &settings).await?;
         let pipeline = if roles.collector {
-            let config = settings.ingest.pipeline_config(&settings.data_dir)?;
+            let config = settings.ingest.pipeline_config(&settings.data_dir, settings.clickhouse.url.is_some())?;
             let dir = config.spool_dir.clone();
             let pipeline = Pipeline::start(store.clone(), config)
                 .await
@@ -98,7 +103,10 @@ impl Application {
             router = router.merge(synchealth_collector::router(CollectorState::new(store.clone(), limits, pipeline.handle())));
         }
         if roles.dashboard {
-            router = router.merge(synchealth_dashboard::router(DashboardState::new(store.clone())));
+            let dashboard = DashboardState::new(store.clone())
+                .with_rules(settings.alerts.rules.clone())
+                .with_secure_cookies(settings.dashboard.secure_cookies);
+            router = router.merge(synchealth_dashboard::router(dashboard));
         }
         let router = router.layer((TraceLayer::new_for_http(), TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30))));
         let mut background = Vec::new();
@@ -106,7 +114,7 @@ impl Application {
             background.push(tokio::spawn(retention_loop(store.clone(), settings.retention_days)));
         }
         if roles.alerts {
-            let evaluator = Evaluator::new(store.clone(), settings.alerts.rules.clone());
+            let evaluator = crate::commands::alerts::evaluator(store.clone(), &settings.alerts)?;
             background.push(tokio::spawn(evaluator.run(settings.alerts.interval()?)));
         }
         let listener = TcpListener::bind(settings.listen)

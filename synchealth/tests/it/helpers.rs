@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{json, Value};
-use synchealth::settings::ClickHouseSettings;
+use synchealth::settings::{AcknowledgeSetting, ClickHouseSettings};
 use synchealth::{Application, Roles, Secret, Settings};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -43,6 +43,10 @@ pub fn test_settings(backend: Backend, name: &str, dir: &std::path::Path) -> Opt
         admin_password: Some(Secret::from(ADMIN_PASSWORD.to_string())),
         ..Settings::default()
     };
+    // Read-after-acknowledge, on both stores: most tests post and then read.
+    // The spool-first default for ClickHouse is exercised by the durability
+    // tests and by `spooled_acknowledgements_*` in ingest.rs.
+    settings.ingest.acknowledge = AcknowledgeSetting::Stored;
     if backend == Backend::ClickHouse {
         let url = clickhouse_url()?;
         let unique = format!("{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), name);

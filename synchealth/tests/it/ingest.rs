@@ -145,3 +145,34 @@ async fn a_non_json_content_type_is_a_415() {
     assert_eq!(response.status(), 415);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "unsupported media type");
 }
+
+#[tokio::test]
+async fn spooled_acknowledgements_on_clickhouse_store_every_event_once_shortly_after_the_answer() {
+    use synchealth::settings::AcknowledgeSetting;
+    let configure = |s: &mut synchealth::Settings| {
+        s.ingest.acknowledge = AcknowledgeSetting::Auto;
+        s.ingest.insert_max_delay_ms = 200;
+    };
+    let Some((app, store)) = crate::helpers::spawn_app_with(Backend::ClickHouse, "spooled_ack", configure).await else {
+        return;
+    };
+    let first = batch((0..40).map(|i| event(&format!("d{i}"), 1, i % 4 != 0, 100 + i)).collect());
+    let body: Value = app.post_batch(&first).await.json().await.unwrap();
+    assert_eq!(body, json!({"accepted": 40, "duplicates": 0, "rejected": []}));
+    // Posted again before or after its insert: the store keeps one copy.
+    let again: Value = app.post_batch(&first).await.json().await.unwrap();
+    assert_eq!(again["rejected"], json!([]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let summary = app.summary("").await;
+        if summary["events"] == 40 {
+            assert_eq!(summary["success_rate"], 0.75);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not stored within 10 s: {summary}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.summary("").await["events"], 40, "the second copy was not stored");
+    assert_eq!(store.kind(), "clickhouse");
+}

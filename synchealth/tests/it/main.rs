@@ -1,10 +1,15 @@
 //! HTTP-level tests of the real application and binary.
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
+mod alerts;
 mod api;
+mod browser;
 mod collector_limits;
+mod dashboard_api;
 mod durability;
 mod helpers;
 mod ingest;
 mod otlp;
+mod pages;
+mod probe;
 mod process;

@@ -1,0 +1,202 @@
+//! `GET /breakdown?by=app_version|os|network&sort=&dir=`: every metric per
+//! segment, sorted on the server (works without JavaScript), each segment a
+//! link that filters the whole dashboard to it. A bad release on one OS or
+//! network hides in the fleet average; this table is where it shows.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use synchealth_store::metrics::Metric;
+use synchealth_store::{Dimension, GroupKey, Grouping, Summary};
+
+use super::overview::tile_level;
+use super::{query_of, render, Choice, Layout, PageError, PageParams};
+use crate::format::{count, ms, num, pct};
+use crate::params::non_empty;
+use crate::session::Viewer;
+use crate::{AppError, DashboardState};
+
+/// The table's columns: URL name, header, metric (`None`: the segment name).
+const COLUMNS: [(&str, &str, Option<Metric>); 14] = [
+    ("segment", "Segment", None),
+    ("events", "Events", Some(Metric::Events)),
+    ("devices", "Devices", Some(Metric::Devices)),
+    ("success_rate", "Success", Some(Metric::SuccessRate)),
+    ("conflict_rate", "Conflicts", Some(Metric::ConflictRate)),
+    ("duration_p50", "Dur. p50", Some(Metric::DurationP50)),
+    ("duration_p90", "Dur. p90", Some(Metric::DurationP90)),
+    ("duration_p99", "Dur. p99", Some(Metric::DurationP99)),
+    ("queue_depth_avg", "Queue avg", Some(Metric::QueueDepthAvg)),
+    ("queue_depth_p95", "Queue p95", Some(Metric::QueueDepthP95)),
+    ("queue_depth_over_threshold_share", "Queue >1000", Some(Metric::QueueDepthOverThresholdShare)),
+    ("staleness_p50", "Stale p50", Some(Metric::StalenessP50)),
+    ("staleness_p99", "Stale p99", Some(Metric::StalenessP99)),
+    ("never_synced_devices", "Never synced", Some(Metric::NeverSyncedDevices)),
+];
+
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    label: &'static str,
+    href: String,
+    arrow: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    segment: String,
+    href: String,
+    /// `(text, css class)`.
+    cells: Vec<(String, &'static str)>,
+}
+
+#[derive(Template)]
+#[template(path = "breakdown.html")]
+struct BreakdownPage {
+    layout: Layout,
+    tabs: Vec<Choice>,
+    by: &'static str,
+    headers: Vec<Header>,
+    total: Option<Row>,
+    rows: Vec<Row>,
+    csv_href: String,
+    json_href: String,
+}
+
+fn cell(metric: Metric, summary: &Summary) -> String {
+    let v = summary.value(metric);
+    match metric {
+        Metric::SuccessRate | Metric::ConflictRate | Metric::QueueDepthOverThresholdShare => pct(v),
+        Metric::DurationP50
+        | Metric::DurationP90
+        | Metric::DurationP99
+        | Metric::StalenessP50
+        | Metric::StalenessP90
+        | Metric::StalenessP99 => ms(v),
+        Metric::Events | Metric::Devices | Metric::NeverSyncedDevices => count(v.unwrap_or(0.0) as u64),
+        _ => num(v),
+    }
+}
+
+/// `GET /breakdown`.
+pub(crate) async fn page(
+    State(state): State<DashboardState>,
+    viewer: Viewer,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, PageError> {
+    let params = PageParams::parse(raw.as_deref())?;
+    let query = query_of(&viewer, &params)?;
+    let by_name = non_empty(&params.by).unwrap_or("app_version");
+    let by = Dimension::parse(by_name).ok_or_else(|| AppError::BadParameter {
+        parameter: "by",
+        reason: format!("expected app_version, os or network, got {by_name:?}"),
+    })?;
+    let sort = non_empty(&params.sort).unwrap_or("success_rate");
+    let column = COLUMNS.iter().position(|(name, _, _)| *name == sort).ok_or_else(|| AppError::BadParameter {
+        parameter: "sort",
+        reason: format!(
+            "unknown column {sort:?}, expected one of {}",
+            COLUMNS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
+        ),
+    })?;
+    // Worst first by default: lowest success rate, highest everything else.
+    let default_dir = if matches!(COLUMNS[column].2, Some(Metric::SuccessRate) | None) { "asc" } else { "desc" };
+    let dir = match non_empty(&params.dir).unwrap_or(default_dir) {
+        d @ ("asc" | "desc") => d,
+        other => {
+            return Err(AppError::BadParameter {
+                parameter: "dir",
+                reason: format!("expected asc or desc, got {other:?}"),
+            }
+            .into())
+        }
+    };
+    let layout = Layout::new(&state, &viewer, &params, &query, "/breakdown", "Breakdown").await?;
+    let (groups, total) =
+        tokio::join!(state.store.aggregate(&query, Grouping::By(by)), state.store.aggregate(&query, Grouping::Total));
+    let mut segments: Vec<(String, Summary)> = groups?
+        .into_iter()
+        .filter_map(|(key, a)| match key {
+            GroupKey::Segment(s) => Some((s, Summary::from_aggregate(&a))),
+            _ => None,
+        })
+        .collect();
+    let total = total?.into_iter().next().map(|(_, a)| Summary::from_aggregate(&a));
+
+    match COLUMNS[column].2 {
+        None => segments.sort_by(|a, b| a.0.cmp(&b.0)),
+        Some(metric) => segments.sort_by(|a, b| {
+            // Segments without a value sort last either way.
+            match (a.1.value(metric), b.1.value(metric)) {
+                (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.0.cmp(&b.0),
+            }
+        }),
+    }
+    if dir == "desc" {
+        let (with, without): (Vec<_>, Vec<_>) =
+            segments.into_iter().partition(|(_, s)| COLUMNS[column].2.is_none_or(|m| s.value(m).is_some()));
+        segments = with.into_iter().rev().chain(without).collect();
+    }
+
+    let link = &layout.link;
+    let headers = COLUMNS
+        .iter()
+        .map(|(name, label, _)| {
+            let active = *name == sort;
+            let next_dir = if active && dir == "asc" {
+                "desc"
+            } else if active {
+                "asc"
+            } else {
+                ""
+            };
+            let dir_param = if next_dir.is_empty() { None } else { Some(next_dir) };
+            Header {
+                label,
+                href: link.to("/breakdown", &[("by", Some(by.column())), ("sort", Some(name)), ("dir", dir_param)]),
+                arrow: if !active {
+                    ""
+                } else if dir == "asc" {
+                    " ▲"
+                } else {
+                    " ▼"
+                },
+            }
+        })
+        .collect();
+    let row = |segment: String, href: String, s: &Summary| Row {
+        segment,
+        href,
+        cells: COLUMNS
+            .iter()
+            .filter_map(|(_, _, m)| *m)
+            .map(|m| {
+                let (level, _) = tile_level(&state.rules, m, &query, s);
+                (cell(m, s), if level == "red" || level == "amber" { "worse" } else { "" })
+            })
+            .collect(),
+    };
+    let rows = segments
+        .iter()
+        .map(|(segment, s)| row(segment.clone(), link.to("/", &[(by.column(), Some(segment))]), s))
+        .collect();
+    let total = total.map(|s| row("All segments".into(), String::new(), &s));
+    let tabs = Dimension::ALL
+        .iter()
+        .map(|d| Choice {
+            label: match d {
+                Dimension::AppVersion => "App version".into(),
+                Dimension::Os => "OS".into(),
+                Dimension::Network => "Network".into(),
+            },
+            href: link.to("/breakdown", &[("by", Some(d.column()))]),
+            active: *d == by,
+        })
+        .collect();
+    let csv_href =
+        link.to("/api/v1/breakdown", &[("by", Some(by.column())), ("format", Some("csv")), ("refresh", None)]);
+    let json_href = link.to("/api/v1/breakdown", &[("by", Some(by.column())), ("refresh", None)]);
+    render(&BreakdownPage { tabs, by: by.column(), headers, total, rows, csv_href, json_href, layout })
+}
