@@ -505,7 +505,7 @@ impl Collector {
             .arg(data_dir)
             .args(["--ingest-key", INGEST_KEY, "--admin-password", "bench", "--rate-limit-events-per-second", "0"])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("SYNCHEALTH_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -268,8 +268,9 @@ impl Spool {
     /// [`Spool::append`], saying where the events go next. With
     /// [`Handoff::Memory`] the caller hands what fit to the inserter, and the
     /// segment is deleted once the inserter confirmed every such append
-    /// ([`Spool::confirm`]); an append to a segment the replayer owns starts
-    /// a new segment first, so ownership never mixes within one segment.
+    /// ([`Spool::confirm`]); an append to a segment the other side owns (the
+    /// replayer's, or with [`Handoff::Disk`] the inserter's) starts a new
+    /// segment first, so ownership never mixes within one segment.
     #[tracing::instrument(skip_all, fields(units = units.len(), ?handoff))]
     pub(crate) fn append_with(&self, units: &[Vec<u8>], handoff: Handoff) -> Result<Appended, SpoolError> {
         let mut writer = lock(&self.writer);
@@ -279,7 +280,10 @@ impl Spool {
             if let Some(active) = writer.as_ref() {
                 let segment = meta.segments.back().filter(|s| s.seq == active.seq);
                 let size = segment.map_or(u64::MAX, |s| s.bytes);
-                let owner_differs = handoff == Handoff::Memory && !segment.is_some_and(|s| s.in_memory);
+                // Ownership never mixes within a segment: a disk append to
+                // the inserter's segment would make the replayer read back
+                // (and re-check) every event the inserter already stored.
+                let owner_differs = segment.is_some_and(|s| s.in_memory != (handoff == Handoff::Memory));
                 if size >= self.segment_target || owner_differs {
                     sealed = Some(active.seq);
                     *writer = None;

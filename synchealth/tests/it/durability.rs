@@ -419,6 +419,14 @@ impl Binary {
     }
 }
 
+impl Drop for Binary {
+    /// A failed assertion must not leave the process running after the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Bytes of records (headers aside) in the spool segments under `dir`.
 fn spooled_record_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
