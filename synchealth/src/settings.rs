@@ -357,7 +357,7 @@ impl Default for IngestSettings {
             replay_backoff_max_ms: 5_000,
             acknowledge: AcknowledgeSetting::Auto,
             insert_max_delay_ms: 500,
-            max_pending_rows: 120_000,
+            max_pending_rows: 60_000,
         }
     }
 }

@@ -156,7 +156,7 @@ impl PipelineConfig {
             replay_backoff_max: Duration::from_secs(5),
             acknowledge: Acknowledge::Stored,
             insert_max_delay: Duration::from_millis(500),
-            max_pending_rows: 120_000,
+            max_pending_rows: 60_000,
         }
     }
 

@@ -64,6 +64,10 @@ const RECORD_HEADER_LEN: usize = 8;
 /// The payload's own version, for a future change of its fields.
 const PAYLOAD_VERSION: u32 = 1;
 const SEGMENT_SUFFIX: &str = ".seg";
+/// The largest a segment grows before the next one starts: the replayer
+/// reads and decodes a segment whole, so this bounds its memory (8 MB of
+/// records are about 70,000 events).
+const MAX_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// An append could not be made durable; nothing of it counts as spooled.
 #[derive(Debug, thiserror::Error)]
@@ -243,7 +247,7 @@ impl Spool {
         Ok(Spool {
             dir: dir.to_path_buf(),
             max_bytes,
-            segment_target: (max_bytes / 8).clamp(4 * 1024, 64 * 1024 * 1024),
+            segment_target: (max_bytes / 8).clamp(4 * 1024, MAX_SEGMENT_BYTES),
             writer: Mutex::new(None),
             meta: Mutex::new(Meta { segments, bytes, next_seq }),
             _lock: lock,
