@@ -59,7 +59,13 @@ pub(crate) async fn post_events(
     span.record("duplicates", outcome.duplicates.len());
     span.record("rejected", batch.rejected.len());
     count_rejected(&project, batch.rejected.len());
-    tracing::info!("Stored batch.");
+    // A line per request would flood the log at fleet scale (/metrics counts
+    // them); a batch with rejected events is worth an operator's eye.
+    if batch.rejected.is_empty() {
+        tracing::debug!("Stored batch.");
+    } else {
+        tracing::info!("Stored batch; some events were rejected.");
+    }
     Ok(Json(IngestResponse { accepted: outcome.inserted, duplicates: outcome.duplicates.len(), rejected: batch.rejected }))
 }
 
