@@ -9,10 +9,12 @@
 //! whole segment again, which stores nothing twice (inserts deduplicate by
 //! `event_id`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use synchealth_schema::StoredEvent;
 use tokio::sync::watch;
 
 use super::spool::{self, Segment, SegmentContents};
@@ -113,24 +115,28 @@ async fn replay_segment(
         backoff.wait(shared, stop).await?;
     };
     let SegmentContents { events, records, .. } = contents;
+    let total = events.len();
     let started = Instant::now();
     let (mut inserted, mut duplicates) = (0usize, 0usize);
     // A store too slow to take a full block within the insert timeout would
     // time out on the same block forever; each timeout halves the block (a
     // success lets it grow back), so a slow store still drains the spool.
+    // Blocks are moved out of the segment's events, not copied: a segment
+    // and a copy of it would double the replayer's memory.
     let max_rows = shared.config.max_batch_rows.max(1);
     let mut chunk_rows = max_rows;
-    let mut next = 0;
-    while next < events.len() {
+    let mut left: VecDeque<StoredEvent> = events.into();
+    let mut retry: Option<Arc<Vec<StoredEvent>>> = None;
+    while retry.is_some() || !left.is_empty() {
         if *stop.borrow() {
             return Err(Stopped);
         }
-        let chunk = &events[next..(next + chunk_rows).min(events.len())];
+        let chunk = retry.take().unwrap_or_else(|| Arc::new(left.drain(..chunk_rows.min(left.len())).collect()));
         // An earlier insert of these events that timed out may still land;
         // the duplicate check must run after it.
         shared.settle_abandoned().await;
         let attempt = Instant::now();
-        let result = shared.insert(Arc::new(chunk.to_vec())).await;
+        let result = shared.insert(Arc::clone(&chunk)).await;
         metrics::histogram!("synchealth_insert_seconds", "source" => "replay").record(attempt.elapsed().as_secs_f64());
         match result {
             Ok(outcome) => {
@@ -139,14 +145,23 @@ async fn replay_segment(
                 metrics::counter!("synchealth_replayed_events_total").increment(chunk.len() as u64);
                 shared.set_store_healthy(true);
                 backoff.reset(shared);
-                next += chunk.len();
                 chunk_rows = (chunk_rows * 2).min(max_rows);
             }
             Err(failure) => {
                 tracing::warn!(error = %failure, rows = chunk.len(), "Replay insert did not confirm; backing off.");
-                if matches!(failure, InsertFailure::TimedOut) {
+                retry = Some(if matches!(failure, InsertFailure::TimedOut) {
                     chunk_rows = shrink_block(chunk.len());
-                }
+                    // The abandoned insert still holds the block: copy it
+                    // (the rare path), keep the first part, give the rest back.
+                    let mut block = Arc::try_unwrap(chunk).unwrap_or_else(|shared| (*shared).clone());
+                    let rest = block.split_off(chunk_rows.min(block.len()));
+                    for event in rest.into_iter().rev() {
+                        left.push_front(event);
+                    }
+                    Arc::new(block)
+                } else {
+                    chunk
+                });
                 shared.set_store_healthy(false);
                 backoff.wait(shared, stop).await?;
             }
@@ -168,7 +183,7 @@ async fn replay_segment(
     publish_spool_gauges(shared);
     tracing::info!(
         records,
-        events = events.len(),
+        events = total,
         inserted,
         duplicates,
         elapsed_ms = started.elapsed().as_millis() as u64,
