@@ -22,7 +22,7 @@ use synchealth_alerts::delivery::SmtpSecurity;
 use synchealth_alerts::{Comparison, Rule, Severity};
 use synchealth_schema::ProjectName;
 use synchealth_store::metrics::Metric;
-use synchealth_store::{Dimension, Filters, SharedStore};
+use synchealth_store::{Dimension, Filters, NotificationRecord, SharedStore};
 use time::OffsetDateTime;
 
 use crate::helpers::{batch, rfc3339, serve, test_settings, Backend, TestApp};
@@ -143,6 +143,19 @@ fn emails(dir: &Path) -> Vec<Value> {
         .collect();
     names.sort();
     names.iter().map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()).collect()
+}
+
+/// The email notification's record once it is no longer pending (bounded):
+/// the SMTP server has the message a moment before the record says so.
+async fn settled_email_record(store: &SharedStore) -> NotificationRecord {
+    let started = Instant::now();
+    loop {
+        let record = store.notifications(None, 10).await.unwrap().into_iter().find(|n| n.channel == "email").unwrap();
+        if record.status != "pending" || started.elapsed() > Duration::from_secs(5) {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -495,7 +508,7 @@ async fn email_is_retried_while_the_smtp_server_is_down_and_delivered_when_it_re
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     let email = wait_for("the email", Duration::from_secs(10), || w.emails().first().cloned()).await;
     assert_eq!(email["subject"], "[FIRING] success rate 50% < 95% — release 2.3.0");
-    let record = w.store.notifications(None, 10).await.unwrap().into_iter().find(|n| n.channel == "email").unwrap();
+    let record = settled_email_record(&w.store).await;
     assert_eq!(record.id, failing.id, "the same notification, retried");
     assert_eq!(record.status, "delivered");
     assert!(record.attempts > failing.attempts);
@@ -569,15 +582,7 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
     let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     let email = wait_for("the resumed email", Duration::from_secs(15), || w.emails().first().cloned()).await;
     assert_eq!(email["subject"], "[FIRING] success rate 50% < 95% — release 2.3.0");
-    // The SMTP server has it; the record is updated right after the answer.
-    let started = Instant::now();
-    let delivered = loop {
-        let record = email_record().await;
-        if record.status != "pending" || started.elapsed() > Duration::from_secs(5) {
-            break record;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let delivered = settled_email_record(&w.store).await;
     assert_eq!((delivered.id.as_str(), delivered.status.as_str()), (stopped.id.as_str(), "delivered"));
     assert_eq!(delivered.attempts, stopped.attempts + 1);
     tokio::time::sleep(2 * INTERVAL).await;
