@@ -5,7 +5,8 @@
 //! segments) at an exponential backoff; the first success marks it healthy,
 //! which also sends new batches straight to the store again. A segment is
 //! inserted in batches of at most `max_batch_rows`, each retried until the
-//! store takes it: if the process dies part-way, the next start replays the
+//! store takes it (a batch that timed out is retried at half the size, so a
+//! slow store still makes progress): if the process dies part-way, the next start replays the
 //! whole segment again, which stores nothing twice (inserts deduplicate by
 //! `event_id`).
 
