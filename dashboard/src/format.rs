@@ -1,6 +1,7 @@
 //! How numbers read on the pages: units always, no false precision, and an
 //! honest dash where there is no data (no data is not 0% or 100%).
 
+use synchealth_store::metrics::Metric;
 use time::OffsetDateTime;
 
 /// What the pages show for a value that does not exist.
@@ -93,6 +94,23 @@ pub(crate) enum Unit {
 }
 
 impl Unit {
+    /// The unit of a metric's values, wherever a page shows one.
+    pub(crate) fn of(metric: Metric) -> Unit {
+        match metric {
+            Metric::SuccessRate | Metric::ConflictRate | Metric::QueueDepthOverThresholdShare => Unit::Ratio,
+            Metric::DurationP50
+            | Metric::DurationP90
+            | Metric::DurationP99
+            | Metric::StalenessP50
+            | Metric::StalenessP90
+            | Metric::StalenessP99 => Unit::Millis,
+            Metric::Events | Metric::Attempts | Metric::Devices | Metric::NeverSyncedDevices | Metric::QueueDepthMax => {
+                Unit::Count
+            }
+            _ => Unit::Plain,
+        }
+    }
+
     /// A value in this unit.
     pub(crate) fn show(self, v: Option<f64>) -> String {
         match self {

@@ -79,23 +79,6 @@ struct AlertsPage {
     durations: [&'static str; 7],
 }
 
-fn unit_for(metric: synchealth_store::metrics::Metric) -> Unit {
-    use synchealth_store::metrics::Metric;
-    match metric {
-        Metric::SuccessRate | Metric::ConflictRate | Metric::QueueDepthOverThresholdShare => Unit::Ratio,
-        Metric::DurationP50
-        | Metric::DurationP90
-        | Metric::DurationP99
-        | Metric::StalenessP50
-        | Metric::StalenessP90
-        | Metric::StalenessP99 => Unit::Millis,
-        Metric::Events | Metric::Attempts | Metric::Devices | Metric::NeverSyncedDevices | Metric::QueueDepthMax => {
-            Unit::Count
-        }
-        _ => Unit::Plain,
-    }
-}
-
 /// The state a page shows for an instance: a silence in force wins over
 /// `firing`/`pending` (the alert still holds, but nobody is being told).
 fn shown_state(instance: &AlertInstanceRecord, silences: &[Silence], now_ms: i64) -> String {
@@ -128,7 +111,7 @@ pub(crate) async fn page(
         .rules
         .iter()
         .map(|rule| {
-            let unit = unit_for(rule.metric);
+            let unit = Unit::of(rule.metric);
             let mine: Vec<&AlertInstanceRecord> = instances.iter().filter(|i| i.rule == rule.name).collect();
             let states: Vec<String> = mine.iter().map(|i| shown_state(i, &silences, now_ms)).collect();
             let overall = ["firing", "pending", "silenced (firing)", "silenced (pending)"]

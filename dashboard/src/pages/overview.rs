@@ -75,22 +75,6 @@ fn higher_is_worse(metric: Metric) -> Option<bool> {
     }
 }
 
-fn unit_of(metric: Metric) -> Unit {
-    match metric {
-        Metric::SuccessRate | Metric::ConflictRate | Metric::QueueDepthOverThresholdShare => Unit::Ratio,
-        Metric::DurationP50
-        | Metric::DurationP90
-        | Metric::DurationP99
-        | Metric::StalenessP50
-        | Metric::StalenessP90
-        | Metric::StalenessP99 => Unit::Millis,
-        Metric::Events | Metric::Attempts | Metric::Devices | Metric::NeverSyncedDevices | Metric::QueueDepthMax => {
-            Unit::Count
-        }
-        _ => Unit::Plain,
-    }
-}
-
 /// The rules that judge a metric on this view: the fleet-wide ones, and
 /// those whose filters are exactly the page's.
 fn rules_for<'a>(rules: &'a [Rule], metric: Metric, query: &'a Query) -> impl Iterator<Item = &'a Rule> {
@@ -105,7 +89,7 @@ pub(crate) fn tile_level(rules: &[Rule], metric: Metric, query: &Query, summary:
     let Some(first) = watching.first() else { return ("", String::new()) };
     let Some(value) = summary.value(metric) else { return ("", format!("rule {}: no data", first.name)) };
     let mut level = "ok";
-    let mut line = format!("alert {} {}", first.comparison.symbol(), unit_of(metric).show(Some(first.threshold)));
+    let mut line = format!("alert {} {}", first.comparison.symbol(), Unit::of(metric).show(Some(first.threshold)));
     for rule in &watching {
         if summary.events < rule.min_events {
             return (
@@ -126,7 +110,7 @@ pub(crate) fn tile_level(rules: &[Rule], metric: Metric, query: &Query, summary:
                     "{} {} {} ({})",
                     rule.name,
                     rule.comparison.symbol(),
-                    unit_of(metric).show(Some(rule.threshold)),
+                    Unit::of(metric).show(Some(rule.threshold)),
                     rule.severity.as_str()
                 );
             }
@@ -136,7 +120,7 @@ pub(crate) fn tile_level(rules: &[Rule], metric: Metric, query: &Query, summary:
 }
 
 fn tile(name: &'static str, metric: Metric, now: &Summary, before: &Summary, rules: &[Rule], query: &Query) -> Tile {
-    let unit = unit_of(metric);
+    let unit = Unit::of(metric);
     let (value, previous) = (now.value(metric), before.value(metric));
     let change = unit.change(value, previous);
     let change_class = match (value, previous, higher_is_worse(metric)) {
@@ -185,7 +169,7 @@ pub(crate) fn tiles(now: &Summary, before: &Summary, rules: &[Rule], query: &Que
 fn thresholds(rules: &[Rule], metric: Metric, query: &Query) -> Vec<(f64, String)> {
     rules_for(rules, metric, query)
         .map(|r| {
-            (r.threshold, format!("{} {} {}", r.name, r.comparison.symbol(), unit_of(metric).show(Some(r.threshold))))
+            (r.threshold, format!("{} {} {}", r.name, r.comparison.symbol(), Unit::of(metric).show(Some(r.threshold))))
         })
         .collect()
 }
