@@ -8,28 +8,7 @@ use synchealth_store::{AlertInstanceRecord, NotificationRecord, SharedStore, Sil
 
 use crate::helpers::project;
 
-macro_rules! alerting {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::helpers::run(crate::helpers::Backend::Sqlite, stringify!($test), super::$test).await;
-                }
-            )+
-        }
-        mod clickhouse {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::helpers::run(crate::helpers::Backend::ClickHouse, stringify!($test), super::$test).await;
-                }
-            )+
-        }
-    };
-}
-
-alerting!(
+on_both_stores!(
     alert_instances_round_trip_and_a_second_put_replaces_the_first,
     notifications_come_newest_first_filtered_by_project_and_limited,
     an_updated_notification_keeps_one_row_with_the_latest_status,

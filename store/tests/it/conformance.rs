@@ -17,30 +17,7 @@ use crate::helpers::{
     HOUR_MS,
 };
 
-/// Generates, for each named `async fn(SharedStore)`, one `#[tokio::test]`
-/// per store on a fresh, migrated store of its own.
-macro_rules! conformance {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::helpers::run(crate::helpers::Backend::Sqlite, stringify!($test), super::$test).await;
-                }
-            )+
-        }
-        mod clickhouse {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::helpers::run(crate::helpers::Backend::ClickHouse, stringify!($test), super::$test).await;
-                }
-            )+
-        }
-    };
-}
-
-conformance!(
+on_both_stores!(
     a_fresh_store_answers_ping_and_holds_no_events,
     summary_metrics_match_a_brute_force_count,
     each_filter_keeps_only_matching_events,

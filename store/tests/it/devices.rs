@@ -18,28 +18,7 @@ use crate::helpers::{
     project, query, rfc3339, stamp, HOUR_MS,
 };
 
-macro_rules! on_both {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::helpers::run(crate::helpers::Backend::Sqlite, stringify!($test), super::$test).await;
-                }
-            )+
-        }
-        mod clickhouse {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::helpers::run(crate::helpers::Backend::ClickHouse, stringify!($test), super::$test).await;
-                }
-            )+
-        }
-    };
-}
-
-on_both!(
+on_both_stores!(
     windows_cut_mid_hour_and_mid_minute_still_match_brute_force,
     every_device_list_matches_a_brute_force_ranking,
     device_lists_honour_filters_and_limits,

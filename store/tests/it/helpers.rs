@@ -563,3 +563,27 @@ pub(crate) async fn insert_all(store: &dyn Store, events: &[StoredEvent]) {
         assert!(outcome.duplicates.is_empty(), "fixture events are all new: {:?}", outcome.duplicates);
     }
 }
+
+/// Writes each listed `async fn name(store: SharedStore)` of the calling
+/// module as two tests, `sqlite::name` and `clickhouse::name`, each on a
+/// fresh, migrated store of its own.
+macro_rules! on_both_stores {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::helpers::run(crate::helpers::Backend::Sqlite, stringify!($test), super::$test).await;
+                }
+            )+
+        }
+        mod clickhouse {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::helpers::run(crate::helpers::Backend::ClickHouse, stringify!($test), super::$test).await;
+                }
+            )+
+        }
+    };
+}

@@ -1,7 +1,10 @@
 //! Store conformance tests: the same suite against the embedded SQLite store
 //! and ClickHouse (see `conformance.rs`).
 
+// First, so its `on_both_stores!` is in scope for the suites below.
+#[macro_use]
+mod helpers;
+
 mod alerting;
 mod conformance;
 mod devices;
-mod helpers;

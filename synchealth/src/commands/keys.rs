@@ -166,18 +166,8 @@ fn created(key: &IngestKey) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
-    use synchealth_store::SqliteStore;
-
     use super::*;
-
-    async fn store() -> (tempfile::TempDir, SharedStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        store.migrate().await.unwrap();
-        (dir, store)
-    }
+    use crate::commands::test_store as store;
 
     #[tokio::test]
     async fn a_created_key_is_stored_only_as_its_hash_and_listed_by_it() {

@@ -137,18 +137,8 @@ fn grants(user: &User) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
-    use synchealth_store::SqliteStore;
-
     use super::*;
-
-    async fn store() -> (tempfile::TempDir, SharedStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        store.migrate().await.unwrap();
-        (dir, store)
-    }
+    use crate::commands::test_store as store;
 
     #[tokio::test]
     async fn a_user_is_added_once_with_a_verifiable_hash_and_listed() {
