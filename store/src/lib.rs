@@ -15,6 +15,7 @@ mod clickhouse;
 pub mod devices;
 mod error;
 pub mod metrics;
+mod pieces;
 mod recent_ids;
 mod sessions;
 mod sqlite;

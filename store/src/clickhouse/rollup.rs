@@ -37,10 +37,8 @@ use std::collections::BTreeMap;
 
 use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
+use crate::pieces::{aligned, pieces, split, Piece, HOUR_MS};
 use crate::Result;
-
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
 
 /// SQL text and its bound values, built side by side so that the `?` and
 /// the values stay in the same order.
@@ -84,37 +82,6 @@ pub(super) fn group_expressions(grouping: Grouping, time: &str) -> (String, Stri
     }
 }
 
-/// `[from_ms, to_ms)`.
-type Range = (i64, i64);
-
-/// `[from, to)` cut at multiples of `unit`: the whole units inside, if any,
-/// and the partial pieces around them.
-fn split(from_ms: i64, to_ms: i64, unit: i64) -> (Option<Range>, Vec<Range>) {
-    let start = from_ms.div_euclid(unit) * unit
-        + if from_ms.rem_euclid(unit) == 0 {
-            0
-        } else {
-            unit
-        };
-    let end = to_ms.div_euclid(unit) * unit;
-    if start >= end {
-        return (None, vec![(from_ms, to_ms)]);
-    }
-    let edges = [(from_ms, start), (end, to_ms)]
-        .into_iter()
-        .filter(|(a, b)| a < b)
-        .collect();
-    (Some((start, end)), edges)
-}
-
-/// Whether each time bucket is made of whole rollup units.
-fn aligned(grouping: Grouping, unit_s: u32) -> bool {
-    match grouping {
-        Grouping::Time { step_seconds } => step_seconds.max(1) % unit_s == 0,
-        Grouping::Total | Grouping::By(_) => true,
-    }
-}
-
 /// The segment filters on a rollup's columns.
 fn segment_filter(filters: &Filters) -> (String, Vec<Arg>) {
     let mut sql = String::new();
@@ -144,44 +111,6 @@ fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
         to_ms,
         ..query.clone()
     })
-}
-
-/// Where each piece of a window is read from for the per-event totals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Piece {
-    /// Whole hours, from `rollup_hour`.
-    Hours(i64, i64),
-    /// Whole minutes, from `rollup_minute`.
-    Minutes(i64, i64),
-    /// The rest, from `events`.
-    Raw(i64, i64),
-}
-
-/// The window cut into whole hours, whole minutes around them and raw
-/// pieces at the very edges, as far as the grouping's buckets allow.
-fn pieces(from_ms: i64, to_ms: i64, grouping: Grouping) -> Vec<Piece> {
-    let minutes = |from: i64, to: i64| -> Vec<Piece> {
-        if !aligned(grouping, 60) {
-            return vec![Piece::Raw(from, to)];
-        }
-        let (whole, edges) = split(from, to, MINUTE_MS);
-        let mut out: Vec<Piece> = edges.into_iter().map(|(a, b)| Piece::Raw(a, b)).collect();
-        out.extend(whole.map(|(a, b)| Piece::Minutes(a, b)));
-        out
-    };
-    if !aligned(grouping, 3600) {
-        return minutes(from_ms, to_ms);
-    }
-    match split(from_ms, to_ms, HOUR_MS) {
-        (Some((a, b)), edges) => {
-            let mut out = vec![Piece::Hours(a, b)];
-            for (x, y) in edges {
-                out.extend(minutes(x, y));
-            }
-            out
-        }
-        (None, _) => minutes(from_ms, to_ms),
-    }
 }
 
 /// Per group: counts, weighted sums, late events and the duration histogram.
@@ -365,55 +294,6 @@ impl ClickHouseStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_window_splits_into_whole_units_and_edges() {
-        assert_eq!(
-            split(90_000, 250_000, 60_000),
-            (
-                Some((120_000, 240_000)),
-                vec![(90_000, 120_000), (240_000, 250_000)]
-            )
-        );
-        assert_eq!(
-            split(120_000, 240_000, 60_000),
-            (Some((120_000, 240_000)), vec![])
-        );
-        assert_eq!(
-            split(90_000, 110_000, 60_000),
-            (None, vec![(90_000, 110_000)])
-        );
-        assert_eq!(
-            split(90_000, 150_000, 60_000),
-            (None, vec![(90_000, 150_000)])
-        );
-    }
-
-    #[test]
-    fn totals_read_hours_then_minutes_then_events() {
-        let h = HOUR_MS;
-        let pieces = pieces(h + 90_000, 4 * h + 30_000, Grouping::Total);
-        assert_eq!(
-            pieces,
-            vec![
-                Piece::Hours(2 * h, 4 * h),
-                Piece::Raw(h + 90_000, h + 120_000),
-                Piece::Minutes(h + 120_000, 2 * h),
-                Piece::Raw(4 * h, 4 * h + 30_000),
-            ]
-        );
-        let quarter = super::pieces(
-            h + 90_000,
-            4 * h + 30_000,
-            Grouping::Time { step_seconds: 900 },
-        );
-        assert!(
-            quarter.iter().all(|p| !matches!(p, Piece::Hours(..))),
-            "{quarter:?}"
-        );
-        let odd = super::pieces(h + 90_000, 4 * h, Grouping::Time { step_seconds: 90 });
-        assert_eq!(odd, vec![Piece::Raw(h + 90_000, 4 * h)]);
-    }
 
     #[test]
     fn every_placeholder_has_its_value_in_order() {
