@@ -48,6 +48,7 @@ pub const CLICKHOUSE: &[Migration] = &[
     Migration { version: 4, name: "sessions", sql: include_str!("../migrations/clickhouse/0004_sessions.sql") },
     Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/clickhouse/0005_telemetry_loss.sql") },
     Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/clickhouse/0006_dashboard_rollups.sql") },
+    Migration { version: 7, name: "device state", sql: include_str!("../migrations/clickhouse/0007_device_state.sql") },
 ];
 
 /// SQLite migrations, in order.
@@ -58,6 +59,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 4, name: "sessions", sql: include_str!("../migrations/sqlite/0004_sessions.sql") },
     Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/sqlite/0005_telemetry_loss.sql") },
     Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/sqlite/0006_dashboard_rollups.sql") },
+    Migration { version: 7, name: "rollups", sql: include_str!("../migrations/sqlite/0007_rollups.sql") },
 ];
 
 #[cfg(test)]

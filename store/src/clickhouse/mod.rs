@@ -48,8 +48,9 @@ use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 
 mod alerting;
-mod sessions;
+mod device_state;
 mod devices;
+mod sessions;
 mod rollup;
 mod telemetry_loss;
 
@@ -139,7 +140,14 @@ impl ClickHouseStore {
         self.write_rows(events.iter()).await
     }
 
-    async fn write_rows<'a>(&self, rows: impl Iterator<Item = &'a StoredEvent>) -> Result<()> {
+    async fn write_rows<'a>(&self, rows: impl Iterator<Item = &'a StoredEvent> + Clone) -> Result<()> {
+        // Devices first: that write is idempotent, so an events insert that
+        // fails after it, and is retried, leaves nothing wrong behind.
+        let mut devices = self.client.insert::<device_state::DeviceHourRow<'_>>("device_hour_input").await?;
+        for row in device_state::device_hours(rows.clone()) {
+            devices.write(&row).await?;
+        }
+        devices.end().await?;
         let mut insert = self.client.insert::<EventRowRef<'_>>("events").await?;
         for event in rows {
             insert.write(&EventRowRef::from_stored(event)).await?;
@@ -456,9 +464,9 @@ impl Store for ClickHouseStore {
             partitions.iter().filter_map(|p| p.trim_matches('\'').parse::<u32>().ok()).filter(|&d| d < cutoff_day);
         for day in expired {
             self.client.query("ALTER TABLE events DROP PARTITION ?").bind(day).execute().await?;
-            // The dashboard rollups (migration 0006) are partitioned by the
+            // The dashboard rollups (migrations 0006, 0007) are partitioned by the
             // same day, and must forget what events forgot.
-            for rollup in ["rollup_minute", "rollup_hour", "device_hour"] {
+            for rollup in ["rollup_minute", "rollup_hour", "device_hour_latest"] {
                 self.client.query(&format!("ALTER TABLE {rollup} DROP PARTITION ?")).bind(day).execute().await?;
             }
             tracing::info!(day, "Dropped expired partition.");

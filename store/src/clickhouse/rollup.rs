@@ -1,24 +1,26 @@
 //! [`crate::Store::aggregate`] for ClickHouse, from the pre-aggregates where
 //! they apply and from `events` for the rest of the window.
 //!
-//! Migration 0006 keeps three rollups, fed by materialized views on every
-//! insert into `events`:
-//! - `rollup_minute` and `rollup_hour`: per minute (per hour) and segment
+//! Three rollups:
+//! - `rollup_minute` and `rollup_hour` (migration 0006, fed by materialized
+//!   views on every insert into `events`): per minute (per hour) and segment
 //!   (app version, OS, network), the per-event sums and the duration
 //!   histogram;
-//! - `device_hour`: per hour and device, the `argMax` state of its latest
-//!   event (greatest `(event_time_ms, event_id as text)`).
+//! - `device_hour_latest` (migration 0007, written by the store, see
+//!   `device_state.rs`): per hour and device, its latest event (greatest
+//!   `(event_time_ms, event_id as text)`) as one text whose `max` is the
+//!   latest.
 //!
 //! A window is cut into whole units of the rollups (read from them: whole
 //! hours, then whole minutes around them) and the partial units at its edges
 //! (read from `events`), and the parts are merged
 //! in SQL: sums add up, histograms merge with `sumMap`, and each device's
-//! latest event is the greatest of its parts' latest (`max` of a tuple that
-//! starts with the ordering key). So the answer is the same, to the last
-//! event, as reading `events` alone; the conformance suite checks it against
-//! brute force. The per-device part uses `device_hour` for totals and time
-//! buckets of whole hours without filters (the rollup has no segment
-//! columns); everything else reads `events`.
+//! latest event is the greatest of its parts' latest texts. So the answer is
+//! the same, to the last event, as reading `events` alone; the conformance
+//! suite checks it against brute force. The per-device part uses
+//! `device_hour_latest` for totals and time buckets of whole hours without
+//! filters (the rollup has no segment columns); everything else reads
+//! `events`.
 //!
 //! Exactness and duplicates: `events` is read without `FINAL`, like the
 //! rollups, which cannot be read with it. [`crate::Store::insert`] writes only
@@ -29,12 +31,13 @@
 //! them within one insert; the ingest design documents it.
 //!
 //! On `events`, a device's latest event is found in two steps: each device's
-//! greatest `event_time_ms`, then the event-id tie-break only among the rows
-//! at that time. Formatting every event id as text, which the tie-break
-//! needs, was most of the cost of a plain `argMax` over millions of rows.
+//! greatest `event_time_ms`, then the greatest text only among the rows at
+//! that time. Formatting every event's text was most of the cost of a plain
+//! `max` over millions of rows.
 
 use std::collections::BTreeMap;
 
+use super::device_state::{DECODED_SQL, LATEST_SQL};
 use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, split, Piece, HOUR_MS};
@@ -163,14 +166,10 @@ fn totals_sql(query: &Query, grouping: Grouping) -> Sql {
     sql
 }
 
-/// The latest-event tuple of a row: the ordering key first, so that `max`
-/// of tuples is the latest.
-const LATEST: &str =
-    "(event_time_ms, toString(event_id), queue_depth, queue_bucket, staleness_bucket, \
-    toUInt8(isNull(last_success_at_ms)))";
-
 /// Per group, over each device's latest event: devices, queue depth sums
-/// and histograms, staleness histogram, never-synced devices.
+/// and histograms, staleness histogram, never-synced devices. Each piece
+/// gives a device's latest-event text (`device_state.rs`), the greatest of
+/// them is its latest in the group, and its values are decoded only then.
 fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
     let (gt_raw, gs_raw) = group_expressions(grouping, "event_time");
     let hourly = aligned(grouping, 3600)
@@ -189,11 +188,9 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
     let mut sql = Sql::default();
     sql.push_with(
         &format!(
-            "SELECT gt, gs, toUInt64(count()), toUInt64(sum(tupleElement(v, 3))), toUInt64(max(tupleElement(v, 3))), \
-             toUInt64(countIf(tupleElement(v, 3) > ?)), toUInt64(countIf(tupleElement(v, 6) = 1)), \
-             sumMap([tupleElement(v, 4)], [toUInt64(1)]), \
-             sumMapIf([tupleElement(v, 5)], [toUInt64(1)], tupleElement(v, 6) = 0) \
-             FROM ({}",
+            "SELECT gt, gs, toUInt64(count()), toUInt64(sum(q)), toUInt64(max(q)), toUInt64(countIf(q > ?)), \
+             toUInt64(countIf(n = 1)), sumMap([qb], [toUInt64(1)]), sumMapIf([sb], [toUInt64(1)], n = 0) \
+             FROM (SELECT gt, gs, {DECODED_SQL} FROM ({}",
             if disjoint { "" } else { "SELECT gt, gs, device_id, max(v) AS v FROM (" }
         ),
         vec![Arg::Int(i64::from(query.queue_threshold))],
@@ -203,7 +200,7 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
         let (gt, gs) = group_expressions(grouping, "hour");
         sql.push_with(
             &format!(
-                "SELECT {gt} AS gt, {gs} AS gs, device_id, argMaxMerge(latest) AS v FROM device_hour \
+                "SELECT {gt} AS gt, {gs} AS gs, device_id, maxMerge(latest) AS v FROM device_hour_latest \
                  WHERE project = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) GROUP BY gt, gs, device_id"
             ),
             vec![Arg::Text(query.project.as_str().to_string()), seconds(from), seconds(to)],
@@ -216,10 +213,11 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
         }
         first = false;
         let (filter, args) = raw_filter(query, from, to);
+        // Formatting every event's text is most of the cost over millions
+        // of rows, so only the rows at each device's greatest time get it.
         sql.push_with(
             &format!(
-                "SELECT {gt_raw} AS gt, {gs_raw} AS gs, device_id, \
-                 argMax({LATEST}, (event_time_ms, toString(event_id))) AS v FROM events \
+                "SELECT {gt_raw} AS gt, {gs_raw} AS gs, device_id, max({LATEST_SQL}) AS v FROM events \
                  WHERE {filter} AND ({gt_raw}, {gs_raw}, device_id, event_time_ms) IN \
                  (SELECT {gt_raw}, {gs_raw}, device_id, max(event_time_ms) FROM events WHERE {filter} \
                  GROUP BY {gt_raw}, {gs_raw}, device_id) \
@@ -229,9 +227,9 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
         );
     }
     sql.push(if disjoint {
-        ") GROUP BY gt, gs"
+        ")) GROUP BY gt, gs"
     } else {
-        ") GROUP BY gt, gs, device_id) GROUP BY gt, gs"
+        ") GROUP BY gt, gs, device_id)) GROUP BY gt, gs"
     });
     sql
 }
@@ -320,10 +318,10 @@ mod tests {
         }
         assert!(devices_sql(&query, Grouping::Total)
             .text
-            .contains("FROM device_hour"));
+            .contains("FROM device_hour_latest"));
         assert!(!devices_sql(&query, Grouping::Time { step_seconds: 900 })
             .text
-            .contains("FROM device_hour"));
+            .contains("FROM device_hour_latest"));
         assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 })
             .text
             .contains("FROM rollup_minute"));
