@@ -22,7 +22,7 @@ use super::event_time_s;
 
 /// Flips the sign bit, so that the unsigned hex of a signed time sorts as
 /// the time does; also set on the packed values, to fix their hex width.
-const TOP_BIT: u64 = 1 << 63;
+pub(super) const TOP_BIT: u64 = 1 << 63;
 
 /// The latest-event text of an `events` row, in SQL (identical to
 /// [`latest_key`]).

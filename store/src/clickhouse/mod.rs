@@ -48,6 +48,7 @@ use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 
 mod alerting;
+mod device_cache;
 mod device_state;
 mod devices;
 mod sessions;
@@ -130,6 +131,8 @@ pub struct ClickHouseStore {
     /// Set once the recent ids were loaded from the table (after a restart,
     /// a client retrying a batch it sent before is still told "duplicate").
     warmed: Arc<tokio::sync::OnceCell<()>>,
+    /// Whole hours of per-device latest values, for the dashboard's reads.
+    device_cache: Arc<device_cache::DeviceCache>,
 }
 
 impl ClickHouseStore {
@@ -186,6 +189,7 @@ impl ClickHouseStore {
             last_row_version: Arc::new(AtomicU64::new(0)),
             recent: Arc::new(std::sync::Mutex::new(RecentIds::new())),
             warmed: Arc::new(tokio::sync::OnceCell::new()),
+            device_cache: Arc::default(),
         })
     }
 

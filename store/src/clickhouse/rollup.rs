@@ -46,9 +46,9 @@ use crate::Result;
 /// SQL text and its bound values, built side by side so that the `?` and
 /// the values stay in the same order.
 #[derive(Default)]
-struct Sql {
-    text: String,
-    args: Vec<Arg>,
+pub(super) struct Sql {
+    pub(super) text: String,
+    pub(super) args: Vec<Arg>,
 }
 
 impl Sql {
@@ -56,7 +56,7 @@ impl Sql {
         self.text.push_str(text);
     }
 
-    fn push_with(&mut self, text: &str, args: Vec<Arg>) {
+    pub(super) fn push_with(&mut self, text: &str, args: Vec<Arg>) {
         self.text.push_str(text);
         self.args.extend(args);
     }
@@ -108,7 +108,7 @@ fn seconds(ms: i64) -> Arg {
 }
 
 /// `events` filtered to `[from_ms, to_ms)` and the query's segments.
-fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
+pub(super) fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
     window_filter(&Query {
         from_ms,
         to_ms,
@@ -180,10 +180,11 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
     } else {
         (None, vec![(query.from_ms, query.to_ms)])
     };
-    // Hourly buckets never share a (bucket, device) between the pieces (a
-    // partial hour at an edge is a bucket of its own), so the per-device
-    // results need no second merge across pieces; any other grouping takes
-    // the greatest of each device's pieces.
+    // `FINAL` gives one row per (hour, device), merged in key order, which
+    // is about twice as fast as grouping the rows by hash. Hourly buckets
+    // never share a (bucket, device) between the pieces (a partial hour at
+    // an edge is a bucket of its own), so they need no grouping by device at
+    // all; any other grouping takes the greatest of each device's pieces.
     let disjoint = grouping == Grouping::Time { step_seconds: 3600 };
     let mut sql = Sql::default();
     sql.push_with(
@@ -200,8 +201,8 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
         let (gt, gs) = group_expressions(grouping, "hour");
         sql.push_with(
             &format!(
-                "SELECT {gt} AS gt, {gs} AS gs, device_id, maxMerge(latest) AS v FROM device_hour_latest \
-                 WHERE project = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) GROUP BY gt, gs, device_id"
+                "SELECT {gt} AS gt, {gs} AS gs, device_id, finalizeAggregation(latest) AS v FROM device_hour_latest FINAL \
+                 WHERE project = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)"
             ),
             vec![Arg::Text(query.project.as_str().to_string()), seconds(from), seconds(to)],
         );
@@ -234,6 +235,13 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
     sql
 }
 
+/// The per-device half of an aggregate: from memory (`device_cache.rs`)
+/// or from SQL.
+enum Devices {
+    Cached(Vec<(GroupKey, Aggregate)>),
+    Rows(Vec<DevicesRow>),
+}
+
 impl ClickHouseStore {
     /// [`crate::Store::aggregate`] for ClickHouse: two queries at once, the
     /// per-event totals and the per-device latest values.
@@ -255,9 +263,15 @@ impl ClickHouseStore {
             .args
             .iter()
             .fold(self.reader.query(&devices.text), |q, a| q.bind(a));
+        let devices = async {
+            match self.cached_devices(query, grouping).await? {
+                Some(groups) => Ok::<_, crate::Error>(Devices::Cached(groups)),
+                None => Ok(Devices::Rows(devices_query.fetch_all::<DevicesRow>().await?)),
+            }
+        };
         let (totals, devices) = tokio::try_join!(
-            totals_query.fetch_all::<TotalsRow>(),
-            devices_query.fetch_all::<DevicesRow>()
+            async { Ok::<_, crate::Error>(totals_query.fetch_all::<TotalsRow>().await?) },
+            devices
         )?;
 
         let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
@@ -272,17 +286,33 @@ impl ClickHouseStore {
             a.duration_histogram = histogram(row.duration);
             a.late_events = row.late;
         }
-        for row in devices {
-            let a = groups
-                .entry(group_key(grouping, row.gt, row.gs))
-                .or_default();
-            a.devices = row.devices;
-            a.queue_sum = row.queue_sum;
-            a.queue_max = row.queue_max;
-            a.queue_over_threshold = row.queue_over_threshold;
-            a.never_synced_devices = row.never_synced;
-            a.queue_histogram = histogram(row.queue_histogram);
-            a.staleness_histogram = histogram(row.staleness_histogram);
+        match devices {
+            Devices::Cached(cached) => {
+                for (key, figures) in cached {
+                    let a = groups.entry(key).or_default();
+                    a.devices = figures.devices;
+                    a.queue_sum = figures.queue_sum;
+                    a.queue_max = figures.queue_max;
+                    a.queue_over_threshold = figures.queue_over_threshold;
+                    a.never_synced_devices = figures.never_synced_devices;
+                    a.queue_histogram = figures.queue_histogram;
+                    a.staleness_histogram = figures.staleness_histogram;
+                }
+            }
+            Devices::Rows(rows) => {
+                for row in rows {
+                    let a = groups
+                        .entry(group_key(grouping, row.gt, row.gs))
+                        .or_default();
+                    a.devices = row.devices;
+                    a.queue_sum = row.queue_sum;
+                    a.queue_max = row.queue_max;
+                    a.queue_over_threshold = row.queue_over_threshold;
+                    a.never_synced_devices = row.never_synced;
+                    a.queue_histogram = histogram(row.queue_histogram);
+                    a.staleness_histogram = histogram(row.staleness_histogram);
+                }
+            }
         }
         Ok(groups.into_iter().filter(|(_, a)| a.events > 0).collect())
     }

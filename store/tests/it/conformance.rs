@@ -33,6 +33,7 @@ on_both_stores!(
     the_control_plane_round_trips_projects_keys_and_users,
     migrating_again_keeps_schema_and_data,
     telemetry_loss_keeps_the_largest_cumulative_count_per_device_and_reason,
+    a_late_event_in_an_hour_already_read_changes_the_next_answer,
 );
 
 async fn a_fresh_store_answers_ping_and_holds_no_events(store: SharedStore) {
@@ -494,4 +495,40 @@ async fn telemetry_loss_keeps_the_largest_cumulative_count_per_device_and_reason
 
     let empty = store.telemetry_loss(&p, t + HOUR_MS, t + 2 * HOUR_MS).await.expect("telemetry loss");
     assert_eq!(empty, synchealth_store::TelemetryLoss::default());
+}
+
+async fn a_late_event_in_an_hour_already_read_changes_the_next_answer(store: SharedStore) {
+    // The first reads fill whatever a store keeps of past hours; the late
+    // events then land in those hours (a newer latest for one device, a
+    // device new to the hour, and one in the window's first partial hour),
+    // and the same reads must see them.
+    let p = project("late");
+    let base = fixture_base_ms() + 3 * HOUR_MS;
+    let mut events: Vec<StoredEvent> = (0..6)
+        .flat_map(|h| {
+            let p = p.clone();
+            (0..4).map(move |d| simple_event(&p, &format!("dev-{d}"), base + h * HOUR_MS + 60_000 * (d + 1), 10 + d as u32))
+        })
+        .collect();
+    insert_all(store.as_ref(), &events).await;
+    let windows = [(base, base + 6 * HOUR_MS), (base + 30 * 60_000, base + 5 * HOUR_MS + 59 * 60_000)];
+    let groupings = [Grouping::Total, Grouping::Time { step_seconds: 3600 }];
+    for round in 0..2 {
+        for window in windows {
+            let q = query(&p, window);
+            for grouping in groupings {
+                let answer = store.aggregate(&q, grouping).await.expect("aggregate");
+                assert_answer_matches(&answer, &events, &q, grouping, &format!("round {round}, {window:?}, {grouping:?}"));
+            }
+        }
+        if round == 0 {
+            let late = vec![
+                simple_event(&p, "dev-1", base + 2 * HOUR_MS + 50 * 60_000, 4000),
+                simple_event(&p, "dev-new", base + 3 * HOUR_MS + 10 * 60_000, 5000),
+                simple_event(&p, "dev-2", base + 45 * 60_000, 6000),
+            ];
+            insert_all(store.as_ref(), &late).await;
+            events.extend(late);
+        }
+    }
 }

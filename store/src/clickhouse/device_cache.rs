@@ -1,0 +1,398 @@
+//! The dashboard's per-device reads of whole hours, from memory.
+//!
+//! A day's queue-depth and staleness figures need every device's latest
+//! event of every hour (`device_hour_latest`: 20,000 devices make 480,000
+//! rows a day), and the overview reads them three times per refresh (the
+//! window, the window before it, the hourly series). A past hour changes only
+//! when a late event lands in it, so this cache keeps, per project and
+//! hour, each device's latest time and packed values (12 bytes a device),
+//! and checks the hours against `rollup_hour` on every read: an hour whose
+//! event count moved (or that retention dropped) is loaded again. The store
+//! writes a block's device rows before its events, so a count that moved
+//! means the device rows are already there to load. The answer is the same
+//! as the SQL path's: the conformance suite runs on both, including a late
+//! event into an hour already read.
+//!
+//! A window's partial hour at its start is the end of an hour, so it comes
+//! from that hour's entries too (a device's latest in the whole hour is also
+//! its latest after any instant before it); only the partial hour at the end
+//! is read from `events`. Used for totals and hourly buckets without segment
+//! filters, like `device_hour_latest` itself.
+
+use std::collections::{BTreeMap, HashMap};
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::device_state::{LATEST_SQL, TOP_BIT};
+use super::rollup::{raw_filter, Sql};
+use super::{group_key, ClickHouseStore};
+use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
+use crate::pieces::{split, HOUR_MS};
+use crate::Result;
+
+/// Device entries kept across all projects (12 bytes each, plus the
+/// device-id table): a week of 20,000 devices is 3.4 million.
+const MAX_ENTRIES: usize = 6_000_000;
+/// Longest window served from memory, in hours; longer ones use SQL.
+const MAX_HOURS: usize = 31 * 24;
+
+/// A device's latest event in a piece of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Latest {
+    time_ms: i64,
+    /// The packed values of `device_state.rs`.
+    packed: u64,
+}
+
+impl Latest {
+    /// From a latest-event text; `None` if it is not one.
+    fn parse(text: &str) -> Option<Latest> {
+        let time = u64::from_str_radix(text.get(0..16)?, 16).ok()? ^ TOP_BIT;
+        let packed = u64::from_str_radix(text.get(52..68)?, 16).ok()?;
+        Some(Latest { time_ms: time as i64, packed })
+    }
+
+    fn queue_depth(self) -> u64 {
+        (self.packed >> 25) & 0xffff_ffff
+    }
+
+    fn queue_bucket(self) -> u16 {
+        ((self.packed >> 13) & 0xfff) as u16
+    }
+
+    fn staleness_bucket(self) -> u16 {
+        ((self.packed >> 1) & 0xfff) as u16
+    }
+
+    fn never_synced(self) -> bool {
+        self.packed & 1 == 1
+    }
+}
+
+struct Hour {
+    /// `rollup_hour`'s event count when the entries were loaded.
+    events: u64,
+    devices: Vec<(u32, Latest)>,
+}
+
+#[derive(Default)]
+struct ProjectCache {
+    /// Device ids, numbered in order of first sight.
+    ids: HashMap<String, u32>,
+    /// By hour start, Unix seconds.
+    hours: BTreeMap<u32, Hour>,
+}
+
+impl ProjectCache {
+    fn id(&mut self, device_id: String) -> u32 {
+        let next = self.ids.len() as u32;
+        *self.ids.entry(device_id).or_insert(next)
+    }
+}
+
+/// See the module doc.
+#[derive(Default)]
+pub(super) struct DeviceCache {
+    projects: tokio::sync::Mutex<HashMap<String, ProjectCache>>,
+}
+
+impl std::fmt::Debug for DeviceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceCache")
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct CountRow {
+    hour: u32,
+    events: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct EntryRow {
+    hour: u32,
+    device_id: String,
+    latest: String,
+}
+
+#[derive(Row, Deserialize)]
+struct EdgeRow {
+    device_id: String,
+    latest: String,
+}
+
+/// Per-device figures of one group, as the SQL path returns them.
+#[derive(Default)]
+struct DeviceFigures {
+    devices: u64,
+    queue_sum: u64,
+    queue_max: u64,
+    queue_over_threshold: u64,
+    never_synced: u64,
+    queue_histogram: BTreeMap<u16, u64>,
+    staleness_histogram: BTreeMap<u16, u64>,
+}
+
+impl DeviceFigures {
+    fn add(&mut self, latest: Latest, threshold: u64) {
+        let depth = latest.queue_depth();
+        self.devices += 1;
+        self.queue_sum += depth;
+        self.queue_max = self.queue_max.max(depth);
+        self.queue_over_threshold += u64::from(depth > threshold);
+        *self.queue_histogram.entry(latest.queue_bucket()).or_default() += 1;
+        if latest.never_synced() {
+            self.never_synced += 1;
+        } else {
+            *self.staleness_histogram.entry(latest.staleness_bucket()).or_default() += 1;
+        }
+    }
+
+    fn write_into(self, a: &mut Aggregate) {
+        a.devices = self.devices;
+        a.queue_sum = self.queue_sum;
+        a.queue_max = self.queue_max;
+        a.queue_over_threshold = self.queue_over_threshold;
+        a.never_synced_devices = self.never_synced;
+        a.queue_histogram = self.queue_histogram.into_iter().collect();
+        a.staleness_histogram = self.staleness_histogram.into_iter().collect();
+    }
+}
+
+/// The bucket start of an hour (or of a time in it) under `grouping`.
+fn bucket(grouping: Grouping, hour_s: u32) -> u64 {
+    match grouping {
+        Grouping::Time { step_seconds } => {
+            let step = step_seconds.max(1);
+            u64::from(hour_s / step * step)
+        }
+        Grouping::Total | Grouping::By(_) => 0,
+    }
+}
+
+fn hour_s(ms: i64) -> u32 {
+    u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX) / 3600 * 3600
+}
+
+impl ClickHouseStore {
+    /// The per-device figures of each group, from memory and the window's
+    /// last partial hour; `None` when the query is not one the cache serves
+    /// (segment filters, other groupings, windows without a whole hour or
+    /// longer than [`MAX_HOURS`]), and the caller reads SQL instead.
+    pub(super) async fn cached_devices(
+        &self,
+        query: &Query,
+        grouping: Grouping,
+    ) -> Result<Option<Vec<(GroupKey, Aggregate)>>> {
+        let hourly = match grouping {
+            Grouping::Total => true,
+            Grouping::Time { step_seconds } => step_seconds.max(1) % 3600 == 0,
+            Grouping::By(_) => false,
+        };
+        if !hourly || query.filters != crate::metrics::Filters::default() {
+            return Ok(None);
+        }
+        let Some((whole_from, whole_to)) = split(query.from_ms, query.to_ms, HOUR_MS).0 else {
+            return Ok(None);
+        };
+        // The hour before the whole ones holds the window's first partial hour.
+        let first = if query.from_ms < whole_from { whole_from - HOUR_MS } else { whole_from };
+        if (whole_to - first) / HOUR_MS > MAX_HOURS as i64 {
+            return Ok(None);
+        }
+        let hours: Vec<u32> = (first..whole_to).step_by(HOUR_MS as usize).map(hour_s).collect();
+        let project = query.project.as_str();
+        let (edge, ()) = tokio::try_join!(self.end_edge(query, whole_to), self.refresh(project, &hours))?;
+
+        let mut projects = self.device_cache.projects.lock().await;
+        let cache = projects.entry(project.to_string()).or_default();
+        // Pieces in time order, so that the last entry seen of a device in
+        // a group is its latest there.
+        let mut latest: HashMap<(u64, u32), Latest> = HashMap::new();
+        for &hour in &hours {
+            let Some(cached) = cache.hours.get(&hour) else { continue };
+            let group = bucket(grouping, hour);
+            for &(device, entry) in &cached.devices {
+                if entry.time_ms >= query.from_ms {
+                    latest.insert((group, device), entry);
+                }
+            }
+        }
+        let edge_group = bucket(grouping, hour_s(whole_to));
+        for row in edge {
+            if let Some(entry) = Latest::parse(&row.latest) {
+                let device = cache.id(row.device_id);
+                latest.insert((edge_group, device), entry);
+            }
+        }
+        drop(projects);
+
+        let threshold = u64::from(query.queue_threshold);
+        let mut groups: BTreeMap<u64, DeviceFigures> = BTreeMap::new();
+        for ((group, _), entry) in latest {
+            groups.entry(group).or_default().add(entry, threshold);
+        }
+        Ok(Some(
+            groups
+                .into_iter()
+                .map(|(group, figures)| {
+                    let mut a = Aggregate::default();
+                    figures.write_into(&mut a);
+                    (group_key(grouping, group, String::new()), a)
+                })
+                .collect(),
+        ))
+    }
+
+    /// Each device's latest event in `[from_ms, to)`, inside one hour, from
+    /// `events`.
+    async fn end_edge(&self, query: &Query, from_ms: i64) -> Result<Vec<EdgeRow>> {
+        if from_ms >= query.to_ms {
+            return Ok(Vec::new());
+        }
+        let (filter, args) = raw_filter(query, from_ms, query.to_ms);
+        let mut sql = Sql::default();
+        sql.push_with(
+            &format!(
+                "SELECT device_id, max({LATEST_SQL}) AS latest FROM events WHERE {filter} AND (device_id, event_time_ms) IN \
+                 (SELECT device_id, max(event_time_ms) FROM events WHERE {filter} GROUP BY device_id) GROUP BY device_id"
+            ),
+            [args.clone(), args].concat(),
+        );
+        Ok(sql.args.iter().fold(self.reader.query(&sql.text), |q, a| q.bind(a)).fetch_all::<EdgeRow>().await?)
+    }
+
+    /// Brings `hours` of `project` up to date: loads those whose event count
+    /// in `rollup_hour` is not the one they were loaded at, forgets those
+    /// without events, and keeps the cache within [`MAX_ENTRIES`].
+    #[tracing::instrument(skip_all, fields(project, hours = hours.len()))]
+    async fn refresh(&self, project: &str, hours: &[u32]) -> Result<()> {
+        let (Some(&first), Some(&last)) = (hours.first(), hours.last()) else {
+            return Ok(());
+        };
+        let mut projects = self.device_cache.projects.lock().await;
+        let counts: HashMap<u32, u64> = self
+            .reader
+            .query(
+                "SELECT toUInt32(hour) AS hour, toUInt64(sum(events)) AS events FROM rollup_hour \
+                 WHERE project = ? AND hour >= toDateTime(?) AND hour <= toDateTime(?) GROUP BY hour",
+            )
+            .bind(project)
+            .bind(first)
+            .bind(last)
+            .fetch_all::<CountRow>()
+            .await?
+            .into_iter()
+            .map(|r| (r.hour, r.events))
+            .collect();
+        let cache = projects.entry(project.to_string()).or_default();
+        let stale: Vec<u32> = hours
+            .iter()
+            .copied()
+            .filter(|h| {
+                let now = counts.get(h).copied().unwrap_or(0);
+                match cache.hours.get(h) {
+                    Some(cached) => cached.events != now,
+                    None => now > 0,
+                }
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        for hour in &stale {
+            cache.hours.remove(hour);
+        }
+        let placeholders = vec!["?"; stale.len()].join(", ");
+        let rows = stale
+            .iter()
+            .fold(
+                self.reader
+                    .query(&format!(
+                        "SELECT toUInt32(hour) AS hour, device_id, finalizeAggregation(latest) AS latest \
+                         FROM device_hour_latest FINAL WHERE project = ? AND toUInt32(hour) IN ({placeholders})"
+                    ))
+                    .bind(project),
+                |q, h| q.bind(h),
+            )
+            .fetch_all::<EntryRow>()
+            .await?;
+        let mut loaded: BTreeMap<u32, Vec<(u32, Latest)>> = BTreeMap::new();
+        for row in rows {
+            if let Some(entry) = Latest::parse(&row.latest) {
+                let device = cache.id(row.device_id);
+                loaded.entry(row.hour).or_default().push((device, entry));
+            }
+        }
+        for hour in stale {
+            let events = counts.get(&hour).copied().unwrap_or(0);
+            if events > 0 {
+                let devices = loaded.remove(&hour).unwrap_or_default();
+                cache.hours.insert(hour, Hour { events, devices });
+            }
+        }
+        evict(&mut projects, project, hours);
+        Ok(())
+    }
+}
+
+/// Drops the oldest hours not in use until the cache holds at most
+/// [`MAX_ENTRIES`], and a project's device-id table once it is mostly ids
+/// of devices no cached hour holds.
+fn evict(projects: &mut HashMap<String, ProjectCache>, in_use: &str, hours: &[u32]) {
+    let entries = |projects: &HashMap<String, ProjectCache>| -> usize {
+        projects.values().flat_map(|p| p.hours.values()).map(|h| h.devices.len()).sum()
+    };
+    let mut total = entries(projects);
+    while total > MAX_ENTRIES {
+        let oldest = projects
+            .iter()
+            .flat_map(|(name, p)| p.hours.keys().map(move |h| (*h, name.clone())))
+            .filter(|(h, name)| name != in_use || !hours.contains(h))
+            .min();
+        let Some((hour, name)) = oldest else { break };
+        if let Some(removed) = projects.get_mut(&name).and_then(|p| p.hours.remove(&hour)) {
+            total -= removed.devices.len();
+        }
+    }
+    projects.retain(|_, p| !p.hours.is_empty() || p.ids.is_empty());
+    for p in projects.values_mut() {
+        let held: usize = p.hours.values().map(|h| h.devices.len()).sum();
+        if p.ids.len() > 4 * held.max(250_000) {
+            *p = ProjectCache::default();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_latest_text_parses_back_to_its_time_and_values() {
+        let text = format!(
+            "{:016X}{}{:016X}",
+            (1_764_410_400_123_u64) ^ TOP_BIT,
+            "00000000-0000-4000-8000-00000000000a",
+            (7_u64 << 25) | (5 << 13) | (9 << 1) | TOP_BIT
+        );
+        let latest = Latest::parse(&text).unwrap();
+        assert_eq!(latest.time_ms, 1_764_410_400_123);
+        assert_eq!(
+            (latest.queue_depth(), latest.queue_bucket(), latest.staleness_bucket(), latest.never_synced()),
+            (7, 5, 9, false)
+        );
+        assert_eq!(Latest::parse("short"), None);
+    }
+
+    #[test]
+    fn hours_fall_into_the_buckets_of_their_step() {
+        let day = 1_764_374_400; // a midnight
+        assert_eq!(bucket(Grouping::Time { step_seconds: 3600 }, day + 7200), u64::from(day + 7200));
+        assert_eq!(bucket(Grouping::Time { step_seconds: 21_600 }, day + 7200), u64::from(day));
+        assert_eq!(bucket(Grouping::Total, day + 7200), 0);
+        assert_eq!(hour_s(i64::from(day) * 1000 + 3_599_999), day);
+    }
+}
