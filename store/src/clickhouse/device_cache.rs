@@ -20,6 +20,7 @@
 //! filters, like `device_hour_latest` itself.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use clickhouse::Row;
 use serde::Deserialize;
@@ -70,10 +71,13 @@ impl Latest {
     }
 }
 
+/// One hour's devices, each with its latest event of the hour.
+type Entries = Arc<Vec<(u32, Latest)>>;
+
 struct Hour {
     /// `rollup_hour`'s event count when the entries were loaded.
     events: u64,
-    devices: Vec<(u32, Latest)>,
+    devices: Entries,
 }
 
 #[derive(Default)]
@@ -130,8 +134,9 @@ struct DeviceFigures {
     queue_max: u64,
     queue_over_threshold: u64,
     never_synced: u64,
-    queue_histogram: BTreeMap<u16, u64>,
-    staleness_histogram: BTreeMap<u16, u64>,
+    /// Devices by bucket (buckets are at most 4095, see `device_state.rs`).
+    queue_histogram: Vec<u64>,
+    staleness_histogram: Vec<u64>,
 }
 
 impl DeviceFigures {
@@ -141,11 +146,11 @@ impl DeviceFigures {
         self.queue_sum += depth;
         self.queue_max = self.queue_max.max(depth);
         self.queue_over_threshold += u64::from(depth > threshold);
-        *self.queue_histogram.entry(latest.queue_bucket()).or_default() += 1;
+        count(&mut self.queue_histogram, latest.queue_bucket());
         if latest.never_synced() {
             self.never_synced += 1;
         } else {
-            *self.staleness_histogram.entry(latest.staleness_bucket()).or_default() += 1;
+            count(&mut self.staleness_histogram, latest.staleness_bucket());
         }
     }
 
@@ -155,9 +160,21 @@ impl DeviceFigures {
         a.queue_max = self.queue_max;
         a.queue_over_threshold = self.queue_over_threshold;
         a.never_synced_devices = self.never_synced;
-        a.queue_histogram = self.queue_histogram.into_iter().collect();
-        a.staleness_histogram = self.staleness_histogram.into_iter().collect();
+        a.queue_histogram = nonzero(&self.queue_histogram);
+        a.staleness_histogram = nonzero(&self.staleness_histogram);
     }
+}
+
+fn count(histogram: &mut Vec<u64>, bucket: u16) {
+    let at = usize::from(bucket);
+    if histogram.len() <= at {
+        histogram.resize(at + 1, 0);
+    }
+    histogram[at] += 1;
+}
+
+fn nonzero(histogram: &[u64]) -> Vec<(u16, u64)> {
+    (0u16..).zip(histogram.iter().copied()).filter(|(_, n)| *n > 0).collect()
 }
 
 /// The bucket start of an hour (or of a time in it) under `grouping`.
@@ -205,33 +222,58 @@ impl ClickHouseStore {
         let project = query.project.as_str();
         let (edge, ()) = tokio::try_join!(self.end_edge(query, whole_to), self.refresh(project, &hours))?;
 
+        // Under the lock only long enough to take the hours and number the
+        // edge's devices; three reads of one refresh run side by side.
         let mut projects = self.device_cache.projects.lock().await;
         let cache = projects.entry(project.to_string()).or_default();
-        // Pieces in time order, so that the last entry seen of a device in
-        // a group is its latest there.
-        let mut latest: HashMap<(u64, u32), Latest> = HashMap::new();
-        for &hour in &hours {
-            let Some(cached) = cache.hours.get(&hour) else { continue };
-            let group = bucket(grouping, hour);
-            for &(device, entry) in &cached.devices {
-                if entry.time_ms >= query.from_ms {
-                    latest.insert((group, device), entry);
-                }
-            }
-        }
+        let held: Vec<(u64, Entries)> = hours
+            .iter()
+            .filter_map(|h| cache.hours.get(h).map(|cached| (bucket(grouping, *h), Arc::clone(&cached.devices))))
+            .collect();
         let edge_group = bucket(grouping, hour_s(whole_to));
-        for row in edge {
-            if let Some(entry) = Latest::parse(&row.latest) {
-                let device = cache.id(row.device_id);
-                latest.insert((edge_group, device), entry);
-            }
-        }
+        let edge: Vec<(u32, Latest)> = edge
+            .into_iter()
+            .filter_map(|row| Some((cache.id(row.device_id), Latest::parse(&row.latest)?)))
+            .collect();
+        let devices = cache.ids.len();
         drop(projects);
 
+        // Pieces in time order, so that the last entry seen of a device in a
+        // group is its latest there. A group of one hour holds each device
+        // once already.
         let threshold = u64::from(query.queue_threshold);
+        let pieces = held.iter().map(|(group, entries)| (*group, entries.as_slice())).chain([(edge_group, edge.as_slice())]);
         let mut groups: BTreeMap<u64, DeviceFigures> = BTreeMap::new();
-        for ((group, _), entry) in latest {
-            groups.entry(group).or_default().add(entry, threshold);
+        if grouping == (Grouping::Time { step_seconds: 3600 }) {
+            for (group, entries) in pieces {
+                let figures = groups.entry(group).or_default();
+                for &(_, entry) in entries.iter().filter(|(_, e)| e.time_ms >= query.from_ms) {
+                    figures.add(entry, threshold);
+                }
+            }
+        } else {
+            let mut latest: Vec<Option<Latest>> = vec![None; devices];
+            let mut current: Option<u64> = None;
+            let mut flush = |group: Option<u64>, latest: &mut Vec<Option<Latest>>| {
+                if let Some(group) = group {
+                    let figures = groups.entry(group).or_default();
+                    for entry in latest.iter_mut().filter_map(Option::take) {
+                        figures.add(entry, threshold);
+                    }
+                }
+            };
+            for (group, entries) in pieces {
+                if current != Some(group) {
+                    flush(current, &mut latest);
+                    current = Some(group);
+                }
+                for &(device, entry) in entries.iter().filter(|(_, e)| e.time_ms >= query.from_ms) {
+                    if let Some(slot) = latest.get_mut(device as usize) {
+                        *slot = Some(entry);
+                    }
+                }
+            }
+            flush(current, &mut latest);
         }
         Ok(Some(
             groups
@@ -329,7 +371,7 @@ impl ClickHouseStore {
             let events = counts.get(&hour).copied().unwrap_or(0);
             if events > 0 {
                 let devices = loaded.remove(&hour).unwrap_or_default();
-                cache.hours.insert(hour, Hour { events, devices });
+                cache.hours.insert(hour, Hour { events, devices: Arc::new(devices) });
             }
         }
         evict(&mut projects, project, hours);
