@@ -146,13 +146,15 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
 
 /// The body, decompressed, within `limit` both before and after: a small
 /// gzip bomb is stopped once its output passes the limit, not after.
-pub(crate) fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, AppError> {
+pub(crate) fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, AppError> {
     if body.len() > limit {
         return Err(AppError::PayloadTooLarge { limit });
     }
     match header_str(headers, header::CONTENT_ENCODING).map(|e| e.trim().to_ascii_lowercase()) {
-        None => Ok(body.to_vec()),
-        Some(e) if e == "identity" => Ok(body.to_vec()),
+        // Uncompressed bodies are parsed where they are: no copy of up to
+        // `limit` bytes per request.
+        None => Ok(body),
+        Some(e) if e == "identity" => Ok(body),
         Some(e) if e == "gzip" => {
             let mut out = Vec::with_capacity(body.len() * 4);
             GzDecoder::new(&body[..])
@@ -162,7 +164,7 @@ pub(crate) fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Res
             if out.len() > limit {
                 return Err(AppError::PayloadTooLarge { limit });
             }
-            Ok(out)
+            Ok(Bytes::from(out))
         }
         Some(other) => Err(AppError::UnsupportedMediaType(format!("content-encoding {other:?}; send gzip or identity"))),
     }

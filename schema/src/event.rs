@@ -258,6 +258,24 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
         #[serde(default)]
         telemetry_loss: Option<Value>,
     }
+    // The common case in one pass over the body: a well-formed batch whose
+    // events are split out as they are read. Anything else takes the path
+    // below, which names exactly what is wrong.
+    #[derive(Deserialize)]
+    struct WellFormed<'a> {
+        sent_at: &'a str,
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
+        #[serde(default)]
+        telemetry_loss: Option<Value>,
+    }
+    if let Ok(batch) = serde_json::from_slice::<WellFormed<'_>>(body) {
+        if let (Ok(sent_at), true) = (parse_time(batch.sent_at), batch.events.len() <= max_events) {
+            if let Some(parsed) = validate_events(sent_at, &batch.events, batch.telemetry_loss) {
+                return Ok(parsed);
+            }
+        }
+    }
     let raw: RawBatch<'_> =
         serde_json::from_slice(body).map_err(|e| Error::NotABatch(format!("invalid JSON: {e}")))?;
     let sent_at = match raw.sent_at {
@@ -280,15 +298,31 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
             TelemetryLossReport::from_json(value).map_err(|reason| Error::NotABatch(format!("telemetry_loss: {reason}")))?,
         ),
     };
+    Ok(events_of(sent_at, &events, telemetry_loss))
+}
+
+/// The well-formed path's events and telemetry-loss report; `None` when
+/// the report is invalid (the slow path then names the error).
+fn validate_events(sent_at: OffsetDateTime, events: &[&RawValue], telemetry_loss: Option<Value>) -> Option<ParsedBatch> {
+    let telemetry_loss = match telemetry_loss {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(TelemetryLossReport::from_json(value).ok()?),
+    };
+    Some(events_of(sent_at, events, telemetry_loss))
+}
+
+/// Each event validated on its own: a bad one is a [`Rejection`] and does
+/// not stop the others.
+fn events_of(sent_at: OffsetDateTime, events: &[&RawValue], telemetry_loss: Option<TelemetryLossReport>) -> ParsedBatch {
     let mut parsed =
         ParsedBatch { sent_at, events: Vec::with_capacity(events.len()), rejected: Vec::new(), telemetry_loss };
-    for (index, raw_event) in events.into_iter().enumerate() {
+    for (index, raw_event) in events.iter().enumerate() {
         match SyncEvent::from_raw(raw_event.get()) {
             Ok(event) => parsed.events.push((index, event)),
             Err((field, reason)) => parsed.rejected.push(Rejection { index, field: field.to_string(), reason }),
         }
     }
-    Ok(parsed)
+    parsed
 }
 
 type FieldError = (&'static str, String);
