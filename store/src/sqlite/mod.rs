@@ -13,6 +13,10 @@
 //! waits for the writer, so a slow dashboard query does not hold up ingest.
 //! rusqlite is synchronous: every call runs on tokio's blocking pool, never on
 //! the async runtime's worker threads.
+//!
+//! The dashboard's aggregates read per-minute, per-hour and per-device-hour
+//! rollups that every insert keeps in its own transaction (`rollup.rs`),
+//! rather than every event of the window.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +36,7 @@ use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 mod alerting;
 mod sessions;
 mod devices;
+mod rollup;
 mod telemetry_loss;
 
 /// How long a connection waits for a lock held by another process (a second
@@ -163,8 +168,8 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Every insert touches five B-trees (the table, its primary key on the
-    // random event id, three indexes); with SQLite's 2 MB default cache they spill to
+    // Every insert touches four B-trees (the table, its primary key on the
+    // random event id, two indexes) and the rollups; with SQLite's 2 MB default cache they spill to
     // disk reads once the table outgrows it, and ingest slows with the size
     // of the store. The writer's cache only (readers keep the default).
     conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
@@ -220,13 +225,16 @@ fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Result<Insert
     // or not at all, and never fails half-way on a lock upgrade.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcome = InsertOutcome::default();
+    // Outside the loop so that the rollups can borrow them.
+    let event_ids: Vec<String> = events.iter().map(|e| e.event.event_id.hyphenated().to_string()).collect();
+    let mut rollups = rollup::Rollups::default();
     {
         let mut stmt = tx.prepare_cached(INSERT_EVENT)?;
-        for (index, stored) in events.iter().enumerate() {
+        for (index, (stored, event_id)) in events.iter().zip(&event_ids).enumerate() {
             let e = &stored.event;
             let changed = stmt.execute(params![
                 stored.project.as_str(),
-                e.event_id.hyphenated().to_string(),
+                event_id,
                 e.device_id,
                 stored.event_time_ms,
                 stored.occurred_at_ms(),
@@ -265,9 +273,12 @@ fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Result<Insert
                 outcome.duplicates.push(index);
             } else {
                 outcome.inserted += 1;
+                rollups.add(rollup::Fact::of(stored, event_id));
             }
         }
     }
+    // In the same transaction: the rollups hold exactly the stored events.
+    rollups.write(&tx)?;
     tx.commit()?;
     Ok(outcome)
 }
@@ -329,43 +340,8 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
     })
 }
 
-/// The SQL expression a grouping groups by. Only constants and the
-/// whitelisted [`crate::Dimension::column`] names ever reach the SQL text;
-/// the step is a bound parameter.
-fn group_expr(grouping: Grouping) -> &'static str {
-    match grouping {
-        Grouping::Total => "0",
-        // Integer division on positive times: the bucket start in seconds,
-        // aligned to multiples of the step since the epoch.
-        Grouping::Time { .. } => "((event_time_ms / 1000) / :step) * :step",
-        Grouping::By(dimension) => dimension.column(),
-    }
-}
-
-/// The window and the filters, with the group key as `grp`. An absent
-/// filter is a NULL parameter, so the statement text never depends on which
-/// filters are set. Only the columns the aggregates read, all of them in the
-/// `events_dashboard` index (migration 0006): the window is one index range
-/// scan, with no lookup into the table per row.
-fn filtered_cte(grouping: Grouping) -> String {
-    format!(
-        "WITH f AS (
-            SELECT {group} AS grp, device_id, event_id, event_time_ms, success, conflicts, weight,
-                   duration_bucket, queue_depth, queue_bucket, staleness_bucket, last_success_at_ms,
-                   received_at_ms
-            FROM events INDEXED BY events_dashboard
-            WHERE project = :project
-              AND event_time_ms >= :from_ms AND event_time_ms < :to_ms
-              AND (:app_version IS NULL OR app_version = :app_version)
-              AND (:os IS NULL OR os = :os)
-              AND (:network IS NULL OR network = :network)
-        )",
-        group = group_expr(grouping)
-    )
-}
-
 /// Binds those of `params` that the statement uses (not every statement
-/// uses the step or the threshold) and runs it.
+/// uses every parameter) and runs it.
 fn bound_query<'s>(stmt: &'s mut Statement<'_>, params: &[(&str, Value)]) -> Result<rusqlite::Rows<'s>> {
     for (name, value) in params {
         if let Some(index) = stmt.parameter_index(name)? {
@@ -373,106 +349,6 @@ fn bound_query<'s>(stmt: &'s mut Statement<'_>, params: &[(&str, Value)]) -> Res
         }
     }
     Ok(stmt.raw_query())
-}
-
-fn group_key(row: &Row<'_>, grouping: Grouping) -> Result<GroupKey> {
-    Ok(match grouping {
-        Grouping::Total => GroupKey::Total,
-        Grouping::Time { .. } => GroupKey::Time(row.get(0)?),
-        Grouping::By(_) => GroupKey::Segment(row.get(0)?),
-    })
-}
-
-fn aggregate_query(conn: &Connection, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
-    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
-    let step = match grouping {
-        Grouping::Time { step_seconds } => i64::from(step_seconds.max(1)),
-        _ => 1,
-    };
-    let params: Vec<(&str, Value)> = vec![
-        (":project", Value::Text(query.project.as_str().to_string())),
-        (":from_ms", Value::Integer(query.from_ms)),
-        (":to_ms", Value::Integer(query.to_ms)),
-        (":app_version", text(&query.filters.app_version)),
-        (":os", text(&query.filters.os)),
-        (":network", query.filters.network.map_or(Value::Null, |n| Value::Text(n.as_str().to_string()))),
-        (":step", Value::Integer(step)),
-        (":queue_threshold", Value::Integer(i64::from(query.queue_threshold))),
-        (":late_ms", Value::Integer(crate::metrics::LATE_ARRIVAL_MS)),
-    ];
-    let cte = filtered_cte(grouping);
-    let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
-
-    // Per-event sums, split by duration bucket: the histogram and the group
-    // totals in one scan of the window.
-    let mut stmt = conn.prepare(&format!(
-        "{cte}
-        SELECT grp, duration_bucket, COUNT(*), TOTAL(weight),
-               TOTAL(CASE WHEN success <> 0 THEN weight END),
-               TOTAL(CASE WHEN conflicts > 0 THEN weight END),
-               SUM(received_at_ms - event_time_ms > :late_ms)
-        FROM f GROUP BY grp, duration_bucket"
-    ))?;
-    let mut rows = bound_query(&mut stmt, &params)?;
-    while let Some(row) = rows.next()? {
-        let a = groups.entry(group_key(row, grouping)?).or_default();
-        let events: i64 = row.get(2)?;
-        let weight: f64 = row.get(3)?;
-        a.events += events as u64;
-        a.attempts += weight;
-        a.successes += row.get::<_, f64>(4)?;
-        a.conflicted += row.get::<_, f64>(5)?;
-        a.late_events += row.get::<_, i64>(6)? as u64;
-        a.duration_histogram.push((row.get(1)?, weight));
-    }
-    drop(rows);
-
-    // Per-device values come from each device's latest event in the group,
-    // "latest" broken on event_id text so that both stores pick the same
-    // row. Grouping the latest rows by their buckets keeps the result small
-    // (groups x buckets, not groups x devices); every device has exactly one
-    // latest row per group, so their count is also the distinct devices.
-    let mut stmt = conn.prepare(&format!(
-        "{cte},
-        ranked AS (
-            SELECT grp, queue_depth, queue_bucket, staleness_bucket,
-                   last_success_at_ms IS NULL AS never_synced,
-                   ROW_NUMBER() OVER (
-                       PARTITION BY grp, device_id ORDER BY event_time_ms DESC, event_id DESC
-                   ) AS rn
-            FROM f
-        )
-        SELECT grp, queue_bucket, never_synced, staleness_bucket, COUNT(*),
-               SUM(queue_depth), MAX(queue_depth), SUM(queue_depth > :queue_threshold)
-        FROM ranked WHERE rn = 1
-        GROUP BY grp, queue_bucket, never_synced, staleness_bucket"
-    ))?;
-    let mut rows = bound_query(&mut stmt, &params)?;
-    while let Some(row) = rows.next()? {
-        let a = groups.entry(group_key(row, grouping)?).or_default();
-        let queue_bucket: u16 = row.get(1)?;
-        let never_synced: bool = row.get(2)?;
-        let staleness_bucket: u16 = row.get(3)?;
-        let devices = row.get::<_, i64>(4)? as u64;
-        a.devices += devices;
-        a.queue_sum += row.get::<_, i64>(5)? as u64;
-        a.queue_max = a.queue_max.max(row.get::<_, i64>(6)? as u64);
-        a.queue_over_threshold += row.get::<_, i64>(7)? as u64;
-        add_count(&mut a.queue_histogram, queue_bucket, devices);
-        if never_synced {
-            a.never_synced_devices += devices;
-        } else {
-            add_count(&mut a.staleness_histogram, staleness_bucket, devices);
-        }
-    }
-    Ok(groups.into_iter().collect())
-}
-
-fn add_count(histogram: &mut Vec<(u16, u64)>, bucket: u16, count: u64) {
-    match histogram.iter_mut().find(|(b, _)| *b == bucket) {
-        Some((_, n)) => *n += count,
-        None => histogram.push((bucket, count)),
-    }
 }
 
 fn ingest_key_from_row(row: &Row<'_>) -> Result<IngestKey> {
@@ -514,6 +390,13 @@ fn migrate_all(conn: &mut Connection) -> Result<()> {
         }
         for statement in migration.statements() {
             tx.execute_batch(&statement).map_err(failed)?;
+        }
+        if migration.version == rollup::MIGRATION {
+            rollup::backfill(&tx).map_err(|e| Error::Migration {
+                version: migration.version,
+                name: migration.name,
+                reason: e.to_string(),
+            })?;
         }
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
@@ -586,7 +469,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         let query = query.clone();
-        self.read(move |conn| aggregate_query(conn, &query, grouping)).await
+        self.read(move |conn| rollup::aggregate(conn, &query, grouping)).await
     }
 
     async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
@@ -614,7 +497,9 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", days))]
     async fn apply_retention(&self, days: u32) -> Result<()> {
-        let cutoff = now_ms() - i64::from(days) * 86_400_000;
+        // Cut at a whole hour, so that every rollup row covers either only
+        // deleted events or only kept ones, and the two stay equal.
+        let cutoff = (now_ms() - i64::from(days) * 86_400_000).div_euclid(crate::pieces::HOUR_MS) * crate::pieces::HOUR_MS;
         let projects: Vec<String> = self
             .read(|conn| {
                 let mut stmt = conn.prepare("SELECT DISTINCT project FROM events")?;
@@ -625,8 +510,18 @@ impl Store for SqliteStore {
         let mut deleted = 0usize;
         // Per project so each chunk walks the (project, event_time_ms) index
         // instead of scanning the table; one chunk per writer turn so ingest
-        // gets the lock in between.
+        // gets the lock in between. The rollups go first: a run cut short
+        // leaves events that the next run still finds, by their project.
         for project in projects {
+            loop {
+                let project = project.clone();
+                let n = self
+                    .write(move |conn| rollup::delete_before(conn, &project, cutoff, RETENTION_CHUNK))
+                    .await?;
+                if n == 0 {
+                    break;
+                }
+            }
             loop {
                 let project = project.clone();
                 let n = self

@@ -8,3 +8,4 @@ mod helpers;
 mod alerting;
 mod conformance;
 mod devices;
+mod rollups;

@@ -1,0 +1,1102 @@
+//! The embedded store's dashboard rollups (migration 0007) and
+//! [`crate::Store::aggregate`] over them.
+//!
+//! Three tables, written by [`Rollups`] in the transaction that inserts the
+//! events, from the rows that insert actually stored, so they never disagree
+//! with `events` (a duplicate adds nothing, a failed batch adds nothing):
+//! - `rollup_minute` and `rollup_hour`: per minute (per hour), in Unix
+//!   seconds, and segment (app version, OS, network): events, weighted
+//!   attempts, successes and conflicted attempts, late events, and the
+//!   duration histogram as one blob ([`encode`]);
+//! - `device_hour`: per hour and device, the device's latest event, the
+//!   greatest `(event_time_ms, event_id text)`; an upsert replaces it only
+//!   with a later one, so an old event arriving late changes nothing.
+//!
+//! The per-event totals of a window are read the way ClickHouse reads them
+//! ([`crate::pieces`]): whole hours and whole minutes from the rollups, the
+//! partial minutes at the edges from `events`. The per-device values come
+//! from `device_hour` when the grouping is the total or buckets of whole
+//! hours and there are no filters (the table has no segment columns), for
+//! every hour the window touches, partial ones included: an hour's latest
+//! event says whether the device has one in the window's part of that hour,
+//! except in the last hour, where devices with a later event are looked up
+//! in `events` ([`Answer::add_device_hours`]). Other groupings and filtered
+//! queries read the devices from `events`. Everything is merged here, in
+//! Rust: sums add up, histograms add bucket by bucket, and each device's
+//! latest event is the latest of its pieces'. The answer is the one
+//! `events` alone gives, up to the order in which float weights are summed;
+//! the conformance suite checks it against brute force.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use synchealth_schema::StoredEvent;
+
+use super::bound_query;
+use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
+use crate::pieces::{aligned, pieces, Piece, HOUR_MS, MINUTE_MS};
+use crate::{Error, Result};
+
+/// The migration that creates the rollups; the store backfills them right
+/// after its statements ([`backfill`]).
+pub(super) const MIGRATION: u32 = 7;
+
+/// Bytes of one histogram entry: a `u16` bucket and an `f64` weight.
+const ENTRY: usize = 10;
+
+/// One event, as the rollups see it. Borrowed, so that a batch is summed
+/// without copying a string per event.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fact<'a> {
+    pub(super) project: &'a str,
+    /// The hyphenated text, as stored in `events`: the tie-break.
+    pub(super) event_id: &'a str,
+    pub(super) device_id: &'a str,
+    pub(super) event_time_ms: i64,
+    pub(super) received_at_ms: i64,
+    pub(super) success: bool,
+    pub(super) conflicted: bool,
+    pub(super) weight: f64,
+    pub(super) duration_bucket: u16,
+    pub(super) queue_depth: i64,
+    pub(super) queue_bucket: u16,
+    pub(super) staleness_bucket: u16,
+    pub(super) never_synced: bool,
+    pub(super) app_version: &'a str,
+    pub(super) os: &'a str,
+    pub(super) network: &'a str,
+}
+
+impl<'a> Fact<'a> {
+    pub(super) fn of(stored: &'a StoredEvent, event_id: &'a str) -> Self {
+        let e = &stored.event;
+        Fact {
+            project: stored.project.as_str(),
+            event_id,
+            device_id: &e.device_id,
+            event_time_ms: stored.event_time_ms,
+            received_at_ms: stored.received_at_ms,
+            success: e.success,
+            conflicted: e.conflicts > 0,
+            weight: stored.weight,
+            duration_bucket: stored.duration_bucket,
+            queue_depth: i64::from(e.queue_depth),
+            queue_bucket: stored.queue_bucket,
+            staleness_bucket: stored.staleness_bucket,
+            never_synced: e.last_success_at.is_none(),
+            app_version: &e.app_version,
+            os: &e.os,
+            network: e.network.as_str(),
+        }
+    }
+}
+
+/// The per-event sums of one rollup row.
+#[derive(Debug, Default)]
+struct Sums {
+    events: i64,
+    attempts: f64,
+    successes: f64,
+    conflicted: f64,
+    late: i64,
+    durations: BTreeMap<u16, f64>,
+}
+
+impl Sums {
+    fn add(&mut self, f: &Fact<'_>) {
+        self.events += 1;
+        self.attempts += f.weight;
+        if f.success {
+            self.successes += f.weight;
+        }
+        if f.conflicted {
+            self.conflicted += f.weight;
+        }
+        if f.received_at_ms - f.event_time_ms > LATE_ARRIVAL_MS {
+            self.late += 1;
+        }
+        *self.durations.entry(f.duration_bucket).or_default() += f.weight;
+    }
+}
+
+/// `(project, unit start in Unix seconds, app_version, os, network)`.
+type SegmentKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str);
+
+/// `(project, hour in Unix seconds, device_id)`.
+type DeviceKey<'a> = (&'a str, i64, &'a str);
+
+/// The rollup deltas of a set of events, written with [`Rollups::write`].
+#[derive(Debug, Default)]
+pub(super) struct Rollups<'a> {
+    minutes: HashMap<SegmentKey<'a>, Sums>,
+    hours: HashMap<SegmentKey<'a>, Sums>,
+    devices: HashMap<DeviceKey<'a>, Fact<'a>>,
+}
+
+impl<'a> Rollups<'a> {
+    pub(super) fn add(&mut self, f: Fact<'a>) {
+        let minute = f.event_time_ms.div_euclid(MINUTE_MS) * 60;
+        let hour = f.event_time_ms.div_euclid(HOUR_MS) * 3600;
+        self.minutes.entry((f.project, minute, f.app_version, f.os, f.network)).or_default().add(&f);
+        self.hours.entry((f.project, hour, f.app_version, f.os, f.network)).or_default().add(&f);
+        self.devices
+            .entry((f.project, hour, f.device_id))
+            .and_modify(|latest| {
+                // The metrics' "latest": time, then the id's text.
+                if (f.event_time_ms, f.event_id) > (latest.event_time_ms, latest.event_id) {
+                    *latest = f;
+                }
+            })
+            .or_insert(f);
+    }
+
+    /// Adds the deltas to the tables. Meant for the transaction that stored
+    /// the events: the histogram blobs are read, merged and written back,
+    /// which is exact only while no other writer runs.
+    pub(super) fn write(&self, conn: &Connection) -> Result<()> {
+        for (unit, sums) in [(Unit::Minute, &self.minutes), (Unit::Hour, &self.hours)] {
+            let mut select = conn.prepare_cached(&unit.select_durations())?;
+            let mut upsert = conn.prepare_cached(&unit.upsert())?;
+            // In key order, so that consecutive upserts land on the same pages.
+            let mut keys: Vec<&SegmentKey<'_>> = sums.keys().collect();
+            keys.sort_unstable();
+            for key in keys {
+                let s = &sums[key];
+                let (project, start, app_version, os, network) = *key;
+                let durations = select
+                    .query_row(params![project, start, app_version, os, network], |row| {
+                        Ok(match row.get_ref(0)? {
+                            ValueRef::Blob(blob) => merge(blob, &s.durations),
+                            _ => Err(Error::Corrupt(format!("{} durations is not a blob", unit.table()))),
+                        })
+                    })
+                    .optional()?
+                    .transpose()?
+                    .unwrap_or_else(|| encode(&s.durations));
+                upsert.execute(params![
+                    project,
+                    start,
+                    app_version,
+                    os,
+                    network,
+                    s.events,
+                    s.attempts,
+                    s.successes,
+                    s.conflicted,
+                    s.late,
+                    durations
+                ])?;
+            }
+        }
+        let mut upsert = conn.prepare_cached(UPSERT_DEVICE_HOUR)?;
+        let mut keys: Vec<&DeviceKey<'_>> = self.devices.keys().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let f = &self.devices[key];
+            let (project, hour, device_id) = *key;
+            upsert.execute(params![
+                project,
+                hour,
+                device_id,
+                f.event_time_ms,
+                f.event_id,
+                f.queue_depth,
+                f.queue_bucket,
+                f.staleness_bucket,
+                f.never_synced
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// The row-value comparison keeps the stored event when it is the later
+/// one: an upsert never moves a device's latest event back in time.
+const UPSERT_DEVICE_HOUR: &str = "INSERT INTO device_hour (project, hour, device_id, latest_time_ms, \
+    latest_event_id, queue_depth, queue_bucket, staleness_bucket, never_synced)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT (project, hour, device_id) DO UPDATE SET latest_time_ms = excluded.latest_time_ms,
+        latest_event_id = excluded.latest_event_id, queue_depth = excluded.queue_depth,
+        queue_bucket = excluded.queue_bucket, staleness_bucket = excluded.staleness_bucket,
+        never_synced = excluded.never_synced
+    WHERE (excluded.latest_time_ms, excluded.latest_event_id)
+        > (device_hour.latest_time_ms, device_hour.latest_event_id)";
+
+/// The two per-segment rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Minute,
+    Hour,
+}
+
+impl Unit {
+    fn table(self) -> &'static str {
+        match self {
+            Unit::Minute => "rollup_minute",
+            Unit::Hour => "rollup_hour",
+        }
+    }
+
+    /// The time column, Unix seconds.
+    fn column(self) -> &'static str {
+        match self {
+            Unit::Minute => "minute",
+            Unit::Hour => "hour",
+        }
+    }
+
+    fn select_durations(self) -> String {
+        format!(
+            "SELECT durations FROM {} WHERE project = ?1 AND {} = ?2 AND app_version = ?3 AND os = ?4 AND network = ?5",
+            self.table(),
+            self.column()
+        )
+    }
+
+    fn upsert(self) -> String {
+        format!(
+            "INSERT INTO {table} (project, {unit}, app_version, os, network, events, attempts, successes,
+                conflicted, late, durations)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (project, {unit}, app_version, os, network) DO UPDATE SET
+                events = events + excluded.events, attempts = attempts + excluded.attempts,
+                successes = successes + excluded.successes, conflicted = conflicted + excluded.conflicted,
+                late = late + excluded.late, durations = excluded.durations",
+            table = self.table(),
+            unit = self.column()
+        )
+    }
+}
+
+/// A histogram as stored: `(bucket u16, weight f64)` little-endian pairs in
+/// increasing bucket order.
+fn encode(histogram: &BTreeMap<u16, f64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(histogram.len() * ENTRY);
+    for (bucket, weight) in histogram {
+        out.extend_from_slice(&bucket.to_le_bytes());
+        out.extend_from_slice(&weight.to_le_bytes());
+    }
+    out
+}
+
+/// The entries of a stored histogram, in its order.
+fn decode(blob: &[u8]) -> Result<impl Iterator<Item = (u16, f64)> + '_> {
+    if !blob.len().is_multiple_of(ENTRY) {
+        return Err(Error::Corrupt(format!("a duration histogram of {} bytes", blob.len())));
+    }
+    Ok(blob.chunks_exact(ENTRY).map(|entry| {
+        let mut bucket = [0u8; 2];
+        let mut weight = [0u8; 8];
+        bucket.copy_from_slice(&entry[..2]);
+        weight.copy_from_slice(&entry[2..]);
+        (u16::from_le_bytes(bucket), f64::from_le_bytes(weight))
+    }))
+}
+
+/// A stored histogram plus `delta`, encoded: one pass over both, as both
+/// are in bucket order.
+fn merge(stored: &[u8], delta: &BTreeMap<u16, f64>) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(stored.len() + delta.len() * ENTRY);
+    let mut push = |bucket: u16, weight: f64| {
+        out.extend_from_slice(&bucket.to_le_bytes());
+        out.extend_from_slice(&weight.to_le_bytes());
+    };
+    let mut stored = decode(stored)?.peekable();
+    let mut delta = delta.iter().map(|(b, w)| (*b, *w)).peekable();
+    loop {
+        match (stored.peek().copied(), delta.peek().copied()) {
+            (Some((a, wa)), Some((b, wb))) if a == b => {
+                push(a, wa + wb);
+                stored.next();
+                delta.next();
+            }
+            (Some((a, wa)), Some((b, _))) if a < b => {
+                push(a, wa);
+                stored.next();
+            }
+            (_, Some((b, wb))) => {
+                push(b, wb);
+                delta.next();
+            }
+            (Some((a, wa)), None) => {
+                push(a, wa);
+                stored.next();
+            }
+            (None, None) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Fills the rollups from the events already stored, an hour of a project
+/// at a time so that memory stays bounded. Run once, by the migration that
+/// creates the tables, in its transaction; it empties them first, so running
+/// it again gives the same tables.
+pub(super) fn backfill(conn: &Connection) -> Result<()> {
+    for table in ["rollup_minute", "rollup_hour", "device_hour"] {
+        conn.execute(&format!("DELETE FROM {table}"), [])?;
+    }
+    let projects: Vec<String> = conn
+        .prepare("SELECT DISTINCT project FROM events")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut next_time =
+        conn.prepare("SELECT MIN(event_time_ms) FROM events WHERE project = ?1 AND event_time_ms >= ?2")?;
+    let mut hour_rows = conn.prepare(
+        "SELECT event_id, device_id, event_time_ms, received_at_ms, success, conflicts > 0, weight,
+                duration_bucket, queue_depth, queue_bucket, staleness_bucket, last_success_at_ms IS NULL,
+                app_version, os, network
+         FROM events WHERE project = ?1 AND event_time_ms >= ?2 AND event_time_ms < ?3",
+    )?;
+    let mut events = 0usize;
+    for project in &projects {
+        let mut from = i64::MIN;
+        // Hour by hour through the hours that have events, skipping gaps.
+        while let Some(first) = next_time.query_row(params![project, from], |row| row.get::<_, Option<i64>>(0))? {
+            let hour = first.div_euclid(HOUR_MS) * HOUR_MS;
+            let rows: Vec<StoredRow> = hour_rows
+                .query_map(params![project, hour, hour + HOUR_MS], StoredRow::from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut rollups = Rollups::default();
+            for row in &rows {
+                rollups.add(row.fact(project));
+            }
+            rollups.write(conn)?;
+            events += rows.len();
+            from = hour + HOUR_MS;
+        }
+    }
+    tracing::info!(events, projects = projects.len(), "backfilled the rollups");
+    Ok(())
+}
+
+/// One event read back for [`backfill`].
+struct StoredRow {
+    event_id: String,
+    device_id: String,
+    event_time_ms: i64,
+    received_at_ms: i64,
+    success: bool,
+    conflicted: bool,
+    weight: f64,
+    duration_bucket: u16,
+    queue_depth: i64,
+    queue_bucket: u16,
+    staleness_bucket: u16,
+    never_synced: bool,
+    app_version: String,
+    os: String,
+    network: String,
+}
+
+impl StoredRow {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(StoredRow {
+            event_id: row.get(0)?,
+            device_id: row.get(1)?,
+            event_time_ms: row.get(2)?,
+            received_at_ms: row.get(3)?,
+            success: row.get(4)?,
+            conflicted: row.get(5)?,
+            weight: row.get(6)?,
+            duration_bucket: row.get(7)?,
+            queue_depth: row.get(8)?,
+            queue_bucket: row.get(9)?,
+            staleness_bucket: row.get(10)?,
+            never_synced: row.get(11)?,
+            app_version: row.get(12)?,
+            os: row.get(13)?,
+            network: row.get(14)?,
+        })
+    }
+
+    fn fact<'a>(&'a self, project: &'a str) -> Fact<'a> {
+        Fact {
+            project,
+            event_id: &self.event_id,
+            device_id: &self.device_id,
+            event_time_ms: self.event_time_ms,
+            received_at_ms: self.received_at_ms,
+            success: self.success,
+            conflicted: self.conflicted,
+            weight: self.weight,
+            duration_bucket: self.duration_bucket,
+            queue_depth: self.queue_depth,
+            queue_bucket: self.queue_bucket,
+            staleness_bucket: self.staleness_bucket,
+            never_synced: self.never_synced,
+            app_version: &self.app_version,
+            os: &self.os,
+            network: &self.network,
+        }
+    }
+}
+
+/// Deletes the rollup rows of `project` for units that start before
+/// `cutoff_ms`, at most `limit` rows per table; returns how many went. The
+/// cutoff is a whole hour, so no row straddles it.
+pub(super) fn delete_before(conn: &Connection, project: &str, cutoff_ms: i64, limit: i64) -> Result<usize> {
+    let cutoff_s = cutoff_ms.div_euclid(1000);
+    let mut deleted = 0;
+    // The row-value IN over the key: these tables have no rowid to chunk by.
+    for sql in [
+        "DELETE FROM rollup_minute WHERE (project, minute, app_version, os, network) IN (
+            SELECT project, minute, app_version, os, network FROM rollup_minute
+            WHERE project = ?1 AND minute < ?2 LIMIT ?3)",
+        "DELETE FROM rollup_hour WHERE (project, hour, app_version, os, network) IN (
+            SELECT project, hour, app_version, os, network FROM rollup_hour
+            WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
+        "DELETE FROM device_hour WHERE (project, hour, device_id) IN (
+            SELECT project, hour, device_id FROM device_hour WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
+    ] {
+        deleted += conn.prepare_cached(sql)?.execute(params![project, cutoff_s, limit])?;
+    }
+    Ok(deleted)
+}
+
+// ---- reading ---------------------------------------------------------------
+
+/// A raw row costs about this many times less to read than looking one
+/// device up in `events` (an index descent and a table row): what decides
+/// between the two for a window's last, partial hour.
+const LOOKUP_COST: i64 = 4;
+
+/// The values the device metrics take from a device's latest event.
+#[derive(Debug, Clone, Copy, Default)]
+struct DeviceValues {
+    queue_depth: i64,
+    queue_bucket: u16,
+    staleness_bucket: u16,
+    never_synced: bool,
+}
+
+impl DeviceValues {
+    /// From the columns queue depth, queue bucket, staleness bucket and
+    /// never-synced flag of `row`, starting at `first`.
+    fn from_row(row: &Row<'_>, first: usize) -> Result<Self> {
+        Ok(DeviceValues {
+            queue_depth: row.get(first)?,
+            queue_bucket: row.get(first + 1)?,
+            staleness_bucket: row.get(first + 2)?,
+            never_synced: row.get(first + 3)?,
+        })
+    }
+}
+
+/// Adds `by` to a histogram kept as a vector indexed by bucket, grown on
+/// demand: cheaper per row than a map, and buckets stop at
+/// [`synchealth_schema::MAX_BUCKET`] anyway.
+fn bump<T: Copy + Default + std::ops::AddAssign>(histogram: &mut Vec<T>, bucket: u16, by: T) {
+    let i = usize::from(bucket);
+    if i >= histogram.len() {
+        histogram.resize(i + 1, T::default());
+    }
+    histogram[i] += by;
+}
+
+/// The non-empty buckets of a histogram vector.
+fn entries<T: Copy + Default + PartialOrd>(histogram: Vec<T>) -> Vec<(u16, T)> {
+    histogram
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > T::default())
+        .filter_map(|(b, n)| Some((u16::try_from(b).ok()?, n)))
+        .collect()
+}
+
+/// One group's sums and histograms while pieces are added up.
+#[derive(Debug, Default)]
+struct Group {
+    aggregate: Aggregate,
+    durations: Vec<f64>,
+    queue: Vec<u64>,
+    staleness: Vec<u64>,
+    /// The devices counted so far, when devices are read from
+    /// `device_hour` latest hour first (see [`Answer::add_device_hours`]).
+    taken: Names,
+}
+
+/// Device ids in decreasing order, stored end to end, so that a merge walks
+/// them in memory order rather than chasing a pointer per id.
+#[derive(Debug, Default)]
+struct Names {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Both in decreasing order, with no name in both.
+    fn merge(&mut self, fresh: &Names) {
+        let old = std::mem::take(self);
+        self.bytes.reserve(old.bytes.len() + fresh.bytes.len());
+        self.ends.reserve(old.len() + fresh.len());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < fresh.len() {
+            if j == fresh.len() || (i < old.len() && old.get(i) > fresh.get(j)) {
+                self.push(old.get(i));
+                i += 1;
+            } else {
+                self.push(fresh.get(j));
+                j += 1;
+            }
+        }
+    }
+}
+
+impl Group {
+    /// Counts one device by the values of its latest event in this group.
+    fn count_device(&mut self, latest: DeviceValues, queue_threshold: i64) {
+        let a = &mut self.aggregate;
+        let depth = u64::try_from(latest.queue_depth).unwrap_or(0);
+        a.devices += 1;
+        a.queue_sum += depth;
+        a.queue_max = a.queue_max.max(depth);
+        a.queue_over_threshold += u64::from(latest.queue_depth > queue_threshold);
+        bump(&mut self.queue, latest.queue_bucket, 1);
+        if latest.never_synced {
+            a.never_synced_devices += 1;
+        } else {
+            bump(&mut self.staleness, latest.staleness_bucket, 1);
+        }
+    }
+}
+
+/// A device's latest event among the raw rows seen so far.
+#[derive(Debug, Clone, Default)]
+struct DeviceLatest {
+    time_ms: i64,
+    event_id: String,
+    values: DeviceValues,
+}
+
+/// A text column, borrowed from the row.
+fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str> {
+    row.get_ref(index)?.as_str().map_err(|e| Error::Corrupt(format!("column {index}: {e}")))
+}
+
+/// A blob column, borrowed from the row.
+fn blob<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8]> {
+    row.get_ref(index)?.as_blob().map_err(|e| Error::Corrupt(format!("column {index}: {e}")))
+}
+
+/// The answer being built: groups by key, and, for raw rows, each (group,
+/// device)'s latest event.
+struct Answer {
+    grouping: Grouping,
+    step: i64,
+    queue_threshold: i64,
+    keys: Vec<GroupKey>,
+    groups: Vec<Group>,
+    by_time: HashMap<i64, usize>,
+    by_segment: HashMap<String, usize>,
+    /// Device ids as small numbers, so that the per-device map is keyed by
+    /// two integers rather than a string per row.
+    device_ids: HashMap<String, u32>,
+    device_names: Vec<Box<str>>,
+    devices: HashMap<(usize, u32), DeviceLatest>,
+    /// [`LOOKUP_COST`], or another ratio in tests.
+    lookup_cost: i64,
+}
+
+impl Answer {
+    fn new(grouping: Grouping, queue_threshold: u32, lookup_cost: i64) -> Self {
+        let step = match grouping {
+            Grouping::Time { step_seconds } => i64::from(step_seconds.max(1)),
+            Grouping::Total | Grouping::By(_) => 1,
+        };
+        Answer {
+            grouping,
+            step,
+            queue_threshold: i64::from(queue_threshold),
+            keys: Vec::new(),
+            groups: Vec::new(),
+            by_time: HashMap::new(),
+            by_segment: HashMap::new(),
+            device_ids: HashMap::new(),
+            device_names: Vec::new(),
+            devices: HashMap::new(),
+            lookup_cost,
+        }
+    }
+
+    /// The group of a row at `time_s` (Unix seconds) in `segment` (the
+    /// grouping dimension's value, ignored otherwise).
+    fn group(&mut self, time_s: i64, segment: &str) -> usize {
+        let next = self.groups.len();
+        let start = time_s.div_euclid(self.step) * self.step;
+        let index = match self.grouping {
+            Grouping::Total => *self.by_time.entry(0).or_insert(next),
+            Grouping::Time { .. } => *self.by_time.entry(start).or_insert(next),
+            Grouping::By(_) => match self.by_segment.get(segment) {
+                Some(index) => *index,
+                None => {
+                    self.by_segment.insert(segment.to_string(), next);
+                    next
+                }
+            },
+        };
+        if index == next {
+            self.keys.push(match self.grouping {
+                Grouping::Total => GroupKey::Total,
+                Grouping::Time { .. } => GroupKey::Time(start),
+                Grouping::By(_) => GroupKey::Segment(segment.to_string()),
+            });
+            self.groups.push(Group::default());
+        }
+        index
+    }
+
+    /// Offers the raw event of `row` as the latest of `device` in `group`;
+    /// its columns from `first` on are the time, the event id, and the
+    /// [`DeviceValues`].
+    fn offer(&mut self, group: usize, device: &str, row: &Row<'_>, first: usize) -> Result<()> {
+        let id = match self.device_ids.get(device) {
+            Some(id) => *id,
+            None => {
+                let id = u32::try_from(self.device_names.len())
+                    .map_err(|_| Error::Corrupt("more than 2^32 devices in one window".into()))?;
+                self.device_ids.insert(device.to_string(), id);
+                self.device_names.push(device.into());
+                id
+            }
+        };
+        let time_ms: i64 = row.get(first)?;
+        let latest = self.devices.entry((group, id)).or_insert_with(|| DeviceLatest {
+            time_ms: i64::MIN,
+            ..DeviceLatest::default()
+        });
+        // The id only breaks ties, so it is read only then; its buffer is
+        // reused.
+        if time_ms > latest.time_ms || (time_ms == latest.time_ms && text(row, first + 1)? > latest.event_id.as_str())
+        {
+            latest.time_ms = time_ms;
+            latest.event_id.clear();
+            latest.event_id.push_str(text(row, first + 1)?);
+            latest.values = DeviceValues::from_row(row, first + 2)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the devices offered so far. With `take`, they also become the
+    /// groups' taken devices (they are the window's latest part).
+    fn count_offered(&mut self, take: bool) {
+        let mut taken: HashMap<usize, Vec<&str>> = HashMap::new();
+        for ((g, id), latest) in std::mem::take(&mut self.devices) {
+            self.groups[g].count_device(latest.values, self.queue_threshold);
+            if take {
+                if let Some(name) = self.device_names.get(id as usize) {
+                    taken.entry(g).or_default().push(name);
+                }
+            }
+        }
+        for (g, mut names) in taken {
+            names.sort_unstable_by(|a, b| b.cmp(a));
+            let mut fresh = Names::default();
+            for name in names {
+                fresh.push(name.as_bytes());
+            }
+            self.groups[g].taken.merge(&fresh);
+        }
+    }
+
+    /// Adds the rows of a per-segment rollup over `[from_ms, to_ms)`.
+    fn add_rollup(&mut self, conn: &Connection, unit: Unit, query: &Query, from_ms: i64, to_ms: i64) -> Result<()> {
+        let column = unit.column();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {column}, {segment}, events, attempts, successes, conflicted, late, durations
+             FROM {table}
+             WHERE project = :project AND {column} >= :from AND {column} < :to
+               AND (:app_version IS NULL OR app_version = :app_version)
+               AND (:os IS NULL OR os = :os)
+               AND (:network IS NULL OR network = :network)",
+            segment = segment_column(self.grouping),
+            table = unit.table(),
+        ))?;
+        let params = params_of(query, from_ms.div_euclid(1000), to_ms.div_euclid(1000));
+        let mut rows = bound_query(&mut stmt, &params)?;
+        while let Some(row) = rows.next()? {
+            let g = self.group(row.get(0)?, text(row, 1)?);
+            let group = &mut self.groups[g];
+            let a = &mut group.aggregate;
+            a.events += u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+            a.attempts += row.get::<_, f64>(3)?;
+            a.successes += row.get::<_, f64>(4)?;
+            a.conflicted += row.get::<_, f64>(5)?;
+            a.late_events += u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0);
+            for (bucket, weight) in decode(blob(row, 7)?)? {
+                bump(&mut group.durations, bucket, weight);
+            }
+        }
+        Ok(())
+    }
+
+    /// The devices of the whole window from `device_hour`, for groupings
+    /// whose buckets are whole hours and no filters.
+    ///
+    /// An hour's row is the device's latest event in that hour, so for the
+    /// part `[a, b)` of the window inside the hour: a row before `a` means
+    /// no event in the part, a row inside it is the part's latest event, and
+    /// only a row at or after `b` (in the window's last hour, when the
+    /// window ends inside it) needs `events`: that device is looked up, or,
+    /// when there are many such devices, the whole part is read raw.
+    ///
+    /// Rows come latest hour first, so a device's first row in a group is
+    /// its latest there: later rows for it are dismissed by a merge against
+    /// the group's taken devices, in decreasing id order like the rows of
+    /// each hour, with no map lookup per row. With `disjoint` (hourly
+    /// buckets) every row is its own device and bucket and is counted at
+    /// once.
+    fn add_device_hours(&mut self, conn: &Connection, query: &Query, disjoint: bool) -> Result<()> {
+        let (from, to) = (query.from_ms, query.to_ms);
+        let project = query.project.as_str();
+        let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
+        let last_hour = (to - 1).div_euclid(HOUR_MS) * HOUR_MS;
+        let mut end = last_hour.saturating_add(HOUR_MS);
+        if to < end {
+            let after: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM device_hour WHERE project = ?1 AND hour = ?2 AND latest_time_ms >= ?3",
+                )?
+                .query_row(params![project, last_hour / 1000, to], |row| row.get(0))?;
+            if after > 0 {
+                let part = (from.max(last_hour), to);
+                let raw: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM events WHERE project = ?1 AND event_time_ms >= ?2 AND event_time_ms < ?3",
+                    )?
+                    .query_row(params![project, part.0, part.1], |row| row.get(0))?;
+                if after.saturating_mul(self.lookup_cost) > raw {
+                    self.add_events(conn, query, part, &[], true)?;
+                    self.count_offered(!disjoint);
+                    end = last_hour;
+                }
+            }
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT hour, device_id, latest_time_ms, queue_depth, queue_bucket, staleness_bucket, never_synced
+             FROM device_hour WHERE project = ?1 AND hour >= ?2 AND hour < ?3
+             ORDER BY hour DESC, device_id DESC",
+        )?;
+        let mut lookup = conn.prepare_cached(
+            "SELECT queue_depth, queue_bucket, staleness_bucket, last_success_at_ms IS NULL
+             FROM events INDEXED BY events_by_device
+             WHERE project = ?1 AND device_id = ?2 AND event_time_ms >= ?3 AND event_time_ms < ?4
+             ORDER BY event_time_ms DESC, event_id DESC LIMIT 1",
+        )?;
+        let mut rows = stmt.query(params![project, first_hour / 1000, end / 1000])?;
+        // The hour being read, its group, its part of the window, the
+        // devices it adds and where the merge stands in the group's taken.
+        let mut hour_s = i64::MIN;
+        let (mut g, mut a, mut b) = (0, 0, 0);
+        let mut fresh = Names::default();
+        let mut cursor = 0;
+        while let Some(row) = rows.next()? {
+            let hour: i64 = row.get(0)?;
+            if hour != hour_s {
+                if fresh.len() > 0 {
+                    self.groups[g].taken.merge(&std::mem::take(&mut fresh));
+                }
+                hour_s = hour;
+                g = self.group(hour, "");
+                a = from.max(hour * 1000);
+                b = to.min(hour * 1000 + HOUR_MS);
+                cursor = 0;
+            }
+            let time_ms: i64 = row.get(2)?;
+            if time_ms < a {
+                continue;
+            }
+            let values = if time_ms < b {
+                DeviceValues::from_row(row, 3)?
+            } else {
+                match lookup
+                    .query_row(params![project, text(row, 1)?, a, b], |r| Ok(DeviceValues::from_row(r, 0)))
+                    .optional()?
+                {
+                    Some(values) => values?,
+                    None => continue,
+                }
+            };
+            let group = &mut self.groups[g];
+            if !disjoint {
+                let device = text(row, 1)?.as_bytes();
+                let taken = &group.taken;
+                while cursor < taken.len() && taken.get(cursor) > device {
+                    cursor += 1;
+                }
+                if cursor < taken.len() && taken.get(cursor) == device {
+                    continue;
+                }
+                fresh.push(device);
+            }
+            group.count_device(values, self.queue_threshold);
+        }
+        if fresh.len() > 0 {
+            self.groups[g].taken.merge(&fresh);
+        }
+        Ok(())
+    }
+
+    /// Reads `events` over `[from_ms, to_ms)` with the query's filters: the
+    /// per-event sums of the rows inside one of `totals` (raw pieces of the
+    /// totals), and, with `devices`, each device's latest event.
+    fn add_events(
+        &mut self,
+        conn: &Connection,
+        query: &Query,
+        (from_ms, to_ms): (i64, i64),
+        totals: &[(i64, i64)],
+        devices: bool,
+    ) -> Result<()> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT event_time_ms, {segment}, device_id, event_time_ms, event_id, queue_depth, queue_bucket,
+                    staleness_bucket, last_success_at_ms IS NULL, weight, success, conflicts > 0,
+                    duration_bucket, received_at_ms
+             FROM events
+             WHERE project = :project AND event_time_ms >= :from AND event_time_ms < :to
+               AND (:app_version IS NULL OR app_version = :app_version)
+               AND (:os IS NULL OR os = :os)
+               AND (:network IS NULL OR network = :network)",
+            segment = segment_column(self.grouping),
+        ))?;
+        let params = params_of(query, from_ms, to_ms);
+        let mut rows = bound_query(&mut stmt, &params)?;
+        while let Some(row) = rows.next()? {
+            let time_ms: i64 = row.get(0)?;
+            let g = self.group(time_ms.div_euclid(1000), text(row, 1)?);
+            if totals.iter().any(|(a, b)| (*a..*b).contains(&time_ms)) {
+                let weight: f64 = row.get(9)?;
+                let group = &mut self.groups[g];
+                let a = &mut group.aggregate;
+                a.events += 1;
+                a.attempts += weight;
+                if row.get::<_, bool>(10)? {
+                    a.successes += weight;
+                }
+                if row.get::<_, bool>(11)? {
+                    a.conflicted += weight;
+                }
+                if row.get::<_, i64>(13)? - time_ms > LATE_ARRIVAL_MS {
+                    a.late_events += 1;
+                }
+                bump(&mut group.durations, row.get(12)?, weight);
+            }
+            if devices {
+                self.offer(g, text(row, 2)?, row, 3)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The groups with events, in key order.
+    fn finish(mut self) -> Vec<(GroupKey, Aggregate)> {
+        self.count_offered(false);
+        let mut out: Vec<(GroupKey, Aggregate)> = self
+            .keys
+            .into_iter()
+            .zip(self.groups)
+            .filter(|(_, group)| group.aggregate.events > 0)
+            .map(|(key, group)| {
+                let mut a = group.aggregate;
+                a.duration_histogram = entries(group.durations);
+                a.queue_histogram = entries(group.queue);
+                a.staleness_histogram = entries(group.staleness);
+                (key, a)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// The column holding the grouping's segment value, or an empty string.
+/// Only whitelisted column names reach the SQL text.
+fn segment_column(grouping: Grouping) -> &'static str {
+    match grouping {
+        Grouping::By(dimension) => dimension.column(),
+        Grouping::Total | Grouping::Time { .. } => "''",
+    }
+}
+
+/// The project, a range and the filters, as named parameters. An absent
+/// filter is NULL, so the statement text never depends on which are set.
+fn params_of(query: &Query, from: i64, to: i64) -> Vec<(&'static str, Value)> {
+    let Filters { app_version, os, network } = &query.filters;
+    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+    vec![
+        (":project", Value::Text(query.project.as_str().to_string())),
+        (":from", Value::Integer(from)),
+        (":to", Value::Integer(to)),
+        (":app_version", text(app_version)),
+        (":os", text(os)),
+        (":network", network.map_or(Value::Null, |n| Value::Text(n.as_str().to_string()))),
+    ]
+}
+
+/// [`crate::Store::aggregate`] for SQLite.
+pub(super) fn aggregate(conn: &Connection, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+    aggregate_with(conn, query, grouping, LOOKUP_COST)
+}
+
+fn aggregate_with(
+    conn: &Connection,
+    query: &Query,
+    grouping: Grouping,
+    lookup_cost: i64,
+) -> Result<Vec<(GroupKey, Aggregate)>> {
+    if query.from_ms >= query.to_ms {
+        return Ok(Vec::new());
+    }
+    let mut answer = Answer::new(grouping, query.queue_threshold, lookup_cost);
+    let mut raw_totals = Vec::new();
+    for piece in pieces(query.from_ms, query.to_ms, grouping) {
+        match piece {
+            Piece::Hours(from, to) => answer.add_rollup(conn, Unit::Hour, query, from, to)?,
+            Piece::Minutes(from, to) => answer.add_rollup(conn, Unit::Minute, query, from, to)?,
+            Piece::Raw(from, to) => raw_totals.push((from, to)),
+        }
+    }
+    let hourly =
+        aligned(grouping, 3600) && !matches!(grouping, Grouping::By(_)) && query.filters == Filters::default();
+    if hourly {
+        // Hourly buckets never share a (bucket, device) between hours.
+        let disjoint = grouping == Grouping::Time { step_seconds: 3600 };
+        answer.add_device_hours(conn, query, disjoint)?;
+        for &range in &raw_totals {
+            answer.add_events(conn, query, range, &[range], false)?;
+        }
+    } else {
+        // One pass over the window serves both halves: the totals' raw
+        // pieces are inside it.
+        answer.add_events(conn, query, (query.from_ms, query.to_ms), &raw_totals, true)?;
+    }
+    Ok(answer.finish())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_round_trips_and_merges_bucket_by_bucket() {
+        let stored: BTreeMap<u16, f64> = [(3, 1.0), (200, 2.5), (2100, 4.0)].into();
+        let blob = encode(&stored);
+        assert_eq!(blob.len(), 3 * ENTRY);
+        assert_eq!(decode(&blob).unwrap().collect::<Vec<_>>(), vec![(3, 1.0), (200, 2.5), (2100, 4.0)]);
+        let delta: BTreeMap<u16, f64> = [(0, 1.0), (200, 0.5), (300, 2.0), (2100, 1.0)].into();
+        let merged = merge(&blob, &delta).unwrap();
+        assert_eq!(
+            decode(&merged).unwrap().collect::<Vec<_>>(),
+            vec![(0, 1.0), (3, 1.0), (200, 3.0), (300, 2.0), (2100, 5.0)]
+        );
+        assert_eq!(merge(&[], &delta).unwrap(), encode(&delta));
+        assert!(decode(&[1, 2, 3]).is_err());
+    }
+
+    /// A small deterministic fleet over five hours: ties in time, sampled
+    /// devices, events in every minute, inserted in batches out of order.
+    fn fleet(project: &synchealth_schema::ProjectName, base_ms: i64) -> Vec<StoredEvent> {
+        use synchealth_schema::{Network, SyncEvent};
+        use time::OffsetDateTime;
+        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut events = Vec::new();
+        let mut previous = base_ms;
+        for i in 0..1500u64 {
+            let device = next(30);
+            let time_ms = if next(20) == 0 { previous } else { base_ms + next(5 * 3_600_000) as i64 };
+            previous = time_ms;
+            let event = SyncEvent {
+                event_id: uuid::Uuid::from_u64_pair(next(u64::MAX), i),
+                device_id: format!("dev-{device:02}"),
+                occurred_at: at(time_ms),
+                success: next(5) > 0,
+                duration_ms: next(100_000),
+                conflicts: u32::from(next(10) == 0),
+                queue_depth: next(3000) as u32,
+                last_success_at: (device % 7 != 0).then(|| at(time_ms - next(1_000_000) as i64)),
+                app_version: "2.0.0".into(),
+                os: ["android", "ios"][(device % 2) as usize].into(),
+                os_version: None,
+                network: [Network::Wifi, Network::Cellular][next(2) as usize],
+                device_model: None,
+                sync_type: None,
+                trigger: None,
+                error_kind: None,
+                error_message: None,
+                retries: 0,
+                records_up: 0,
+                records_down: 0,
+                bytes_up: 0,
+                bytes_down: 0,
+                sample_rate: if device % 3 == 0 { 0.5 } else { 1.0 },
+            };
+            let received = time_ms + 1_000 + next(2) as i64 * 600_000;
+            events.push(StoredEvent::new(project.clone(), event, at(received - 10), at(received)));
+        }
+        events
+    }
+
+    /// Both ways of reading a window's last, partial hour (looking devices
+    /// up, reading the part raw) give the answer of reading the devices
+    /// from `events` alone, which a filter that every event matches forces.
+    #[test]
+    fn device_hours_with_lookups_or_a_raw_last_hour_match_events_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        super::super::migrate_all(&mut conn).unwrap();
+        let project = synchealth_schema::ProjectName::parse("p").unwrap();
+        let base = 480_000 * HOUR_MS;
+        for batch in fleet(&project, base).chunks(100) {
+            super::super::insert_events(&mut conn, batch).unwrap();
+        }
+        let windows = [
+            (base + 17 * MINUTE_MS + 13_500, base + 4 * HOUR_MS + 41 * MINUTE_MS),
+            (base + HOUR_MS + 5 * MINUTE_MS, base + HOUR_MS + 50 * MINUTE_MS),
+            (base + HOUR_MS, base + 4 * HOUR_MS),
+            (base - HOUR_MS, base + 2 * HOUR_MS + 1),
+        ];
+        for (from_ms, to_ms) in windows {
+            let query = Query { project: project.clone(), from_ms, to_ms, filters: Filters::default(), queue_threshold: 1000 };
+            let everything = Query {
+                filters: Filters { app_version: Some("2.0.0".into()), ..Filters::default() },
+                ..query.clone()
+            };
+            for grouping in
+                [Grouping::Total, Grouping::Time { step_seconds: 3600 }, Grouping::Time { step_seconds: 7200 }]
+            {
+                let reference = aggregate(&conn, &everything, grouping).unwrap();
+                assert!(!reference.is_empty());
+                for lookup_cost in [0, i64::MAX] {
+                    let got = aggregate_with(&conn, &query, grouping, lookup_cost).unwrap();
+                    let context = format!("{from_ms}..{to_ms}, {grouping:?}, cost {lookup_cost}");
+                    assert_eq!(got.len(), reference.len(), "{context}");
+                    for ((k, a), (l, b)) in got.into_iter().zip(reference.iter().cloned()) {
+                        assert_eq!(k, l, "{context}");
+                        assert_eq!(a.normalized(), b.normalized(), "{context}, {k:?}");
+                    }
+                }
+            }
+        }
+    }
+}
