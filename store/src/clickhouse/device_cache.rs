@@ -78,6 +78,41 @@ struct Hour {
     /// `rollup_hour`'s event count when the entries were loaded.
     events: u64,
     devices: Entries,
+    /// The hour's per-event sums, all segments together.
+    totals: HourTotals,
+}
+
+/// One hour of `rollup_hour`, summed over segments.
+#[derive(Row, Deserialize, Default, Clone)]
+struct HourTotals {
+    hour: u32,
+    events: u64,
+    attempts: f64,
+    successes: f64,
+    conflicted: f64,
+    late: u64,
+    durations: (Vec<u16>, Vec<f64>),
+}
+
+impl HourTotals {
+    fn add_to(&self, a: &mut Aggregate) {
+        a.events += self.events;
+        a.attempts += self.attempts;
+        a.successes += self.successes;
+        a.conflicted += self.conflicted;
+        a.late_events += self.late;
+        add_durations(&mut a.duration_histogram, self.durations.0.iter().copied().zip(self.durations.1.iter().copied()));
+    }
+}
+
+/// Adds `(bucket, weight)` pairs into a histogram.
+pub(super) fn add_durations(histogram: &mut Vec<(u16, f64)>, pairs: impl Iterator<Item = (u16, f64)>) {
+    for (bucket, weight) in pairs {
+        match histogram.iter_mut().find(|(b, _)| *b == bucket) {
+            Some((_, w)) => *w += weight,
+            None => histogram.push((bucket, weight)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -177,6 +212,23 @@ fn nonzero(histogram: &[u64]) -> Vec<(u16, u64)> {
     (0u16..).zip(histogram.iter().copied()).filter(|(_, n)| *n > 0).collect()
 }
 
+/// The whole hours of a window the cache serves: totals and hourly buckets
+/// without segment filters, with at least one whole hour and at most
+/// [`MAX_HOURS`].
+pub(super) fn serves(query: &Query, grouping: Grouping) -> Option<(i64, i64)> {
+    let hourly = match grouping {
+        Grouping::Total => true,
+        Grouping::Time { step_seconds } => step_seconds.max(1) % 3600 == 0,
+        Grouping::By(_) => false,
+    };
+    if !hourly || query.filters != crate::metrics::Filters::default() {
+        return None;
+    }
+    let (whole_from, whole_to) = split(query.from_ms, query.to_ms, HOUR_MS).0?;
+    let first = if query.from_ms < whole_from { whole_from - HOUR_MS } else { whole_from };
+    ((whole_to - first) / HOUR_MS <= MAX_HOURS as i64).then_some((whole_from, whole_to))
+}
+
 /// The bucket start of an hour (or of a time in it) under `grouping`.
 fn bucket(grouping: Grouping, hour_s: u32) -> u64 {
     match grouping {
@@ -193,31 +245,20 @@ fn hour_s(ms: i64) -> u32 {
 }
 
 impl ClickHouseStore {
-    /// The per-device figures of each group, from memory and the window's
-    /// last partial hour; `None` when the query is not one the cache serves
-    /// (segment filters, other groupings, windows without a whole hour or
-    /// longer than [`MAX_HOURS`]), and the caller reads SQL instead.
+    /// Each group's per-device figures (from memory and the window's last
+    /// partial hour) and the per-event sums of its whole hours (the caller
+    /// adds those of the partial hours); `None` when the query is not one
+    /// the cache serves (see [`serves`]), and the caller reads SQL instead.
     pub(super) async fn cached_devices(
         &self,
         query: &Query,
         grouping: Grouping,
     ) -> Result<Option<Vec<(GroupKey, Aggregate)>>> {
-        let hourly = match grouping {
-            Grouping::Total => true,
-            Grouping::Time { step_seconds } => step_seconds.max(1) % 3600 == 0,
-            Grouping::By(_) => false,
-        };
-        if !hourly || query.filters != crate::metrics::Filters::default() {
-            return Ok(None);
-        }
-        let Some((whole_from, whole_to)) = split(query.from_ms, query.to_ms, HOUR_MS).0 else {
+        let Some((whole_from, whole_to)) = serves(query, grouping) else {
             return Ok(None);
         };
         // The hour before the whole ones holds the window's first partial hour.
         let first = if query.from_ms < whole_from { whole_from - HOUR_MS } else { whole_from };
-        if (whole_to - first) / HOUR_MS > MAX_HOURS as i64 {
-            return Ok(None);
-        }
         let hours: Vec<u32> = (first..whole_to).step_by(HOUR_MS as usize).map(hour_s).collect();
         let project = query.project.as_str();
         let (edge, ()) = tokio::try_join!(self.end_edge(query, whole_to), self.refresh(project, &hours))?;
@@ -230,6 +271,12 @@ impl ClickHouseStore {
             .iter()
             .filter_map(|h| cache.hours.get(h).map(|cached| (bucket(grouping, *h), Arc::clone(&cached.devices))))
             .collect();
+        let mut sums: BTreeMap<u64, Aggregate> = BTreeMap::new();
+        for hour in hours.iter().filter(|h| i64::from(**h) * 1000 >= whole_from) {
+            if let Some(cached) = cache.hours.get(hour) {
+                cached.totals.add_to(sums.entry(bucket(grouping, *hour)).or_default());
+            }
+        }
         let edge_group = bucket(grouping, hour_s(whole_to));
         let edge: Vec<(u32, Latest)> = edge
             .into_iter()
@@ -275,16 +322,10 @@ impl ClickHouseStore {
             }
             flush(current, &mut latest);
         }
-        Ok(Some(
-            groups
-                .into_iter()
-                .map(|(group, figures)| {
-                    let mut a = Aggregate::default();
-                    figures.write_into(&mut a);
-                    (group_key(grouping, group, String::new()), a)
-                })
-                .collect(),
-        ))
+        for (group, figures) in groups {
+            figures.write_into(sums.entry(group).or_default());
+        }
+        Ok(Some(sums.into_iter().map(|(group, a)| (group_key(grouping, group, String::new()), a)).collect()))
     }
 
     /// Each device's latest event in `[from_ms, to)`, inside one hour, from
@@ -360,6 +401,24 @@ impl ClickHouseStore {
             )
             .fetch_all::<EntryRow>()
             .await?;
+        let mut totals: HashMap<u32, HourTotals> = stale
+            .iter()
+            .fold(
+                self.reader
+                    .query(&format!(
+                        "SELECT toUInt32(hour) AS hour, toUInt64(sum(events)), toFloat64(sum(attempts)), \
+                         toFloat64(sum(successes)), toFloat64(sum(conflicted)), toUInt64(sum(late)), \
+                         sumMap(durationMap.bucket, durationMap.weight) FROM rollup_hour \
+                         WHERE project = ? AND toUInt32(hour) IN ({placeholders}) GROUP BY hour"
+                    ))
+                    .bind(project),
+                |q, h| q.bind(h),
+            )
+            .fetch_all::<HourTotals>()
+            .await?
+            .into_iter()
+            .map(|t| (t.hour, t))
+            .collect();
         let mut loaded: BTreeMap<u32, Vec<(u32, Latest)>> = BTreeMap::new();
         for row in rows {
             if let Some(entry) = Latest::parse(&row.latest) {
@@ -371,7 +430,8 @@ impl ClickHouseStore {
             let events = counts.get(&hour).copied().unwrap_or(0);
             if events > 0 {
                 let devices = loaded.remove(&hour).unwrap_or_default();
-                cache.hours.insert(hour, Hour { events, devices: Arc::new(devices) });
+                let totals = totals.remove(&hour).unwrap_or_default();
+                cache.hours.insert(hour, Hour { events, devices: Arc::new(devices), totals });
             }
         }
         evict(&mut projects, project, hours);

@@ -37,6 +37,7 @@
 
 use std::collections::BTreeMap;
 
+use super::device_cache::add_durations;
 use super::device_state::{DECODED_SQL, LATEST_SQL};
 use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
@@ -117,17 +118,23 @@ pub(super) fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Ve
 }
 
 /// Per group: counts, weighted sums, late events and the duration histogram.
-fn totals_sql(query: &Query, grouping: Grouping) -> Sql {
+/// With `whole_hours` false, the whole hours are left out (the device cache
+/// holds their sums); `None` when nothing is left.
+fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Option<Sql> {
     let (gt_raw, gs_raw) = group_expressions(grouping, "event_time");
     let mut sql = Sql::default();
     sql.push(
         "SELECT gt, gs, toUInt64(sum(e)), toFloat64(sum(a)), toFloat64(sum(s)), toFloat64(sum(c)), \
          sumMap(b, w), toUInt64(sum(l)) FROM (",
     );
-    for (i, piece) in pieces(query.from_ms, query.to_ms, grouping)
+    let pieces: Vec<Piece> = pieces(query.from_ms, query.to_ms, grouping)
         .into_iter()
-        .enumerate()
-    {
+        .filter(|p| whole_hours || !matches!(p, Piece::Hours(..)))
+        .collect();
+    if pieces.is_empty() {
+        return None;
+    }
+    for (i, piece) in pieces.into_iter().enumerate() {
         if i > 0 {
             sql.push(" UNION ALL ");
         }
@@ -163,7 +170,7 @@ fn totals_sql(query: &Query, grouping: Grouping) -> Sql {
         }
     }
     sql.push(") GROUP BY gt, gs");
-    sql
+    Some(sql)
 }
 
 /// Per group, over each device's latest event: devices, queue depth sums
@@ -253,43 +260,54 @@ impl ClickHouseStore {
         if query.from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
-        let totals = totals_sql(query, grouping);
-        let devices = devices_sql(query, grouping);
-        let totals_query = totals
-            .args
-            .iter()
-            .fold(self.reader.query(&totals.text), |q, a| q.bind(a));
-        let devices_query = devices
-            .args
-            .iter()
-            .fold(self.reader.query(&devices.text), |q, a| q.bind(a));
+        let cached = super::device_cache::serves(query, grouping).is_some();
+        let totals_query = totals_sql(query, grouping, !cached)
+            .map(|totals| totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a)));
         let devices = async {
             match self.cached_devices(query, grouping).await? {
                 Some(groups) => Ok::<_, crate::Error>(Devices::Cached(groups)),
-                None => Ok(Devices::Rows(devices_query.fetch_all::<DevicesRow>().await?)),
+                None => {
+                    let devices = devices_sql(query, grouping);
+                    let rows = devices
+                        .args
+                        .iter()
+                        .fold(self.reader.query(&devices.text), |q, a| q.bind(a))
+                        .fetch_all::<DevicesRow>()
+                        .await?;
+                    Ok(Devices::Rows(rows))
+                }
             }
         };
-        let (totals, devices) = tokio::try_join!(
-            async { Ok::<_, crate::Error>(totals_query.fetch_all::<TotalsRow>().await?) },
-            devices
-        )?;
+        let totals = async {
+            match totals_query {
+                Some(q) => Ok::<_, crate::Error>(q.fetch_all::<TotalsRow>().await?),
+                None => Ok(Vec::new()),
+            }
+        };
+        let (totals, devices) = tokio::try_join!(totals, devices)?;
 
         let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
         for row in totals {
             let a = groups
                 .entry(group_key(grouping, row.gt, row.gs))
                 .or_default();
-            a.events = row.events;
-            a.attempts = row.attempts;
-            a.successes = row.successes;
-            a.conflicted = row.conflicted;
-            a.duration_histogram = histogram(row.duration);
-            a.late_events = row.late;
+            a.events += row.events;
+            a.attempts += row.attempts;
+            a.successes += row.successes;
+            a.conflicted += row.conflicted;
+            add_durations(&mut a.duration_histogram, histogram(row.duration).into_iter());
+            a.late_events += row.late;
         }
         match devices {
             Devices::Cached(cached) => {
                 for (key, figures) in cached {
                     let a = groups.entry(key).or_default();
+                    a.events += figures.events;
+                    a.attempts += figures.attempts;
+                    a.successes += figures.successes;
+                    a.conflicted += figures.conflicted;
+                    a.late_events += figures.late_events;
+                    add_durations(&mut a.duration_histogram, figures.duration_histogram.into_iter());
                     a.devices = figures.devices;
                     a.queue_sum = figures.queue_sum;
                     a.queue_max = figures.queue_max;
@@ -337,7 +355,7 @@ mod tests {
             Grouping::Time { step_seconds: 3600 },
             Grouping::Time { step_seconds: 90 },
         ] {
-            for sql in [totals_sql(&query, grouping), devices_sql(&query, grouping)] {
+            for sql in [totals_sql(&query, grouping, true).unwrap(), devices_sql(&query, grouping)] {
                 assert_eq!(
                     sql.text.matches('?').count(),
                     sql.args.len(),
@@ -352,7 +370,7 @@ mod tests {
         assert!(!devices_sql(&query, Grouping::Time { step_seconds: 900 })
             .text
             .contains("FROM device_hour_latest"));
-        assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 })
+        assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 }, true).unwrap()
             .text
             .contains("FROM rollup_minute"));
     }
