@@ -589,6 +589,15 @@ fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str> {
     row.get_ref(index)?.as_str().map_err(|e| Error::Corrupt(format!("column {index}: {e}")))
 }
 
+/// A text column's bytes, borrowed from the row: for comparing, with no
+/// UTF-8 check.
+fn bytes<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8]> {
+    match row.get_ref(index)? {
+        ValueRef::Text(bytes) => Ok(bytes),
+        other => Err(Error::Corrupt(format!("column {index} is {:?}, not text", other.data_type()))),
+    }
+}
+
 /// A blob column, borrowed from the row.
 fn blob<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8]> {
     row.get_ref(index)?.as_blob().map_err(|e| Error::Corrupt(format!("column {index}: {e}")))
@@ -802,7 +811,7 @@ impl Answer {
         // The hour being read, its group, its part of the window, the
         // devices it adds and where the merge stands in the group's taken.
         let mut hour_s = i64::MIN;
-        let (mut g, mut a, mut b) = (0, 0, 0);
+        let (mut g, mut a, mut b, mut whole) = (0, 0, 0, false);
         let mut fresh = Names::default();
         let mut cursor = 0;
         while let Some(row) = rows.next()? {
@@ -815,11 +824,24 @@ impl Answer {
                 g = self.group(hour, "");
                 a = from.max(hour * 1000);
                 b = to.min(hour * 1000 + HOUR_MS);
+                whole = a == hour * 1000 && b == a + HOUR_MS;
                 cursor = 0;
             }
-            let time_ms: i64 = row.get(2)?;
+            // Inside the window's whole hours every row is in; the time
+            // matters only in its first and last hours.
+            let time_ms: i64 = if whole { a } else { row.get(2)? };
             if time_ms < a {
                 continue;
+            }
+            let device = if disjoint { &[][..] } else { bytes(row, 1)? };
+            if !disjoint {
+                let taken = &self.groups[g].taken;
+                while cursor < taken.len() && taken.get(cursor) > device {
+                    cursor += 1;
+                }
+                if cursor < taken.len() && taken.get(cursor) == device {
+                    continue;
+                }
             }
             let values = if time_ms < b {
                 DeviceValues::from_row(row, 3)?
@@ -832,19 +854,10 @@ impl Answer {
                     None => continue,
                 }
             };
-            let group = &mut self.groups[g];
             if !disjoint {
-                let device = text(row, 1)?.as_bytes();
-                let taken = &group.taken;
-                while cursor < taken.len() && taken.get(cursor) > device {
-                    cursor += 1;
-                }
-                if cursor < taken.len() && taken.get(cursor) == device {
-                    continue;
-                }
                 fresh.push(device);
             }
-            group.count_device(values, self.queue_threshold);
+            self.groups[g].count_device(values, self.queue_threshold);
         }
         if fresh.len() > 0 {
             self.groups[g].taken.merge(&fresh);
