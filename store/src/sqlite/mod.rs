@@ -35,6 +35,7 @@ use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 
 mod alerting;
 mod sessions;
+mod device_cache;
 mod devices;
 mod rollup;
 mod telemetry_loss;
@@ -80,6 +81,7 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    device_hours: device_cache::DeviceCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -109,6 +111,7 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(vec![reader]),
+                device_hours: device_cache::DeviceCache::default(),
             }),
         })
     }
@@ -469,7 +472,8 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         let query = query.clone();
-        self.read(move |conn| rollup::aggregate(conn, &query, grouping)).await
+        let inner = Arc::clone(&self.inner);
+        self.read(move |conn| rollup::aggregate(conn, &inner.device_hours, &query, grouping)).await
     }
 
     async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {

@@ -28,12 +28,14 @@
 //! the conformance suite checks it against brute force.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use synchealth_schema::StoredEvent;
 
 use super::bound_query;
+use super::device_cache::{DeviceCache, HourDevices, Names};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, Piece, HOUR_MS, MINUTE_MS};
 use crate::{Error, Result};
@@ -464,7 +466,7 @@ const LOOKUP_COST: i64 = 4;
 
 /// The values the device metrics take from a device's latest event.
 #[derive(Debug, Clone, Copy, Default)]
-struct DeviceValues {
+pub(super) struct DeviceValues {
     queue_depth: i64,
     queue_bucket: u16,
     staleness_bucket: u16,
@@ -474,7 +476,7 @@ struct DeviceValues {
 impl DeviceValues {
     /// From the columns queue depth, queue bucket, staleness bucket and
     /// never-synced flag of `row`, starting at `first`.
-    fn from_row(row: &Row<'_>, first: usize) -> Result<Self> {
+    pub(super) fn from_row(row: &Row<'_>, first: usize) -> Result<Self> {
         Ok(DeviceValues {
             queue_depth: row.get(first)?,
             queue_bucket: row.get(first + 1)?,
@@ -517,47 +519,6 @@ struct Group {
     taken: Names,
 }
 
-/// Device ids in decreasing order, stored end to end, so that a merge walks
-/// them in memory order rather than chasing a pointer per id.
-#[derive(Debug, Default)]
-struct Names {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Names {
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
-    }
-
-    fn push(&mut self, name: &[u8]) {
-        self.bytes.extend_from_slice(name);
-        self.ends.push(self.bytes.len());
-    }
-
-    /// Both in decreasing order, with no name in both.
-    fn merge(&mut self, fresh: &Names) {
-        let old = std::mem::take(self);
-        self.bytes.reserve(old.bytes.len() + fresh.bytes.len());
-        self.ends.reserve(old.len() + fresh.len());
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < fresh.len() {
-            if j == fresh.len() || (i < old.len() && old.get(i) > fresh.get(j)) {
-                self.push(old.get(i));
-                i += 1;
-            } else {
-                self.push(fresh.get(j));
-                j += 1;
-            }
-        }
-    }
-}
-
 impl Group {
     /// Counts one device by the values of its latest event in this group.
     fn count_device(&mut self, latest: DeviceValues, queue_threshold: i64) {
@@ -591,7 +552,7 @@ fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str> {
 
 /// A text column's bytes, borrowed from the row: for comparing, with no
 /// UTF-8 check.
-fn bytes<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8]> {
+pub(super) fn bytes<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8]> {
     match row.get_ref(index)? {
         ValueRef::Text(bytes) => Ok(bytes),
         other => Err(Error::Corrupt(format!("column {index} is {:?}, not text", other.data_type()))),
@@ -764,13 +725,14 @@ impl Answer {
     /// window ends inside it) needs `events`: that device is looked up, or,
     /// when there are many such devices, the whole part is read raw.
     ///
-    /// Rows come latest hour first, so a device's first row in a group is
+    /// Hours are taken latest first, so a device's first row in a group is
     /// its latest there: later rows for it are dismissed by a merge against
     /// the group's taken devices, in decreasing id order like the rows of
     /// each hour, with no map lookup per row. With `disjoint` (hourly
     /// buckets) every row is its own device and bucket and is counted at
-    /// once.
-    fn add_device_hours(&mut self, conn: &Connection, query: &Query, disjoint: bool) -> Result<()> {
+    /// once. The hours' rows come from `cache` while their event counts are
+    /// unchanged.
+    fn add_device_hours(&mut self, conn: &Connection, cache: &DeviceCache, query: &Query, disjoint: bool) -> Result<()> {
         let (from, to) = (query.from_ms, query.to_ms);
         let project = query.project.as_str();
         let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
@@ -796,71 +758,68 @@ impl Answer {
                 }
             }
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT hour, device_id, latest_time_ms, queue_depth, queue_bucket, staleness_bucket, never_synced
-             FROM device_hour WHERE project = ?1 AND hour >= ?2 AND hour < ?3
-             ORDER BY hour DESC, device_id DESC",
-        )?;
+        let stamps: Vec<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT hour, SUM(events) FROM rollup_hour WHERE project = ?1 AND hour >= ?2 AND hour < ?3
+                 GROUP BY hour ORDER BY hour DESC",
+            )?
+            .query_map(params![project, first_hour / 1000, end / 1000], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
         let mut lookup = conn.prepare_cached(
             "SELECT queue_depth, queue_bucket, staleness_bucket, last_success_at_ms IS NULL
              FROM events INDEXED BY events_by_device
              WHERE project = ?1 AND device_id = ?2 AND event_time_ms >= ?3 AND event_time_ms < ?4
              ORDER BY event_time_ms DESC, event_id DESC LIMIT 1",
         )?;
-        let mut rows = stmt.query(params![project, first_hour / 1000, end / 1000])?;
-        // The hour being read, its group, its part of the window, the
-        // devices it adds and where the merge stands in the group's taken.
-        let mut hour_s = i64::MIN;
-        let (mut g, mut a, mut b, mut whole) = (0, 0, 0, false);
-        let mut fresh = Names::default();
-        let mut cursor = 0;
-        while let Some(row) = rows.next()? {
-            let hour: i64 = row.get(0)?;
-            if hour != hour_s {
-                if fresh.len() > 0 {
-                    self.groups[g].taken.merge(&std::mem::take(&mut fresh));
-                }
-                hour_s = hour;
-                g = self.group(hour, "");
-                a = from.max(hour * 1000);
-                b = to.min(hour * 1000 + HOUR_MS);
-                whole = a == hour * 1000 && b == a + HOUR_MS;
-                cursor = 0;
-            }
-            // Inside the window's whole hours every row is in; the time
-            // matters only in its first and last hours.
-            let time_ms: i64 = if whole { a } else { row.get(2)? };
-            if time_ms < a {
-                continue;
-            }
-            let device = if disjoint { &[][..] } else { bytes(row, 1)? };
-            if !disjoint {
-                let taken = &self.groups[g].taken;
-                while cursor < taken.len() && taken.get(cursor) > device {
-                    cursor += 1;
-                }
-                if cursor < taken.len() && taken.get(cursor) == device {
-                    continue;
-                }
-            }
-            let values = if time_ms < b {
-                DeviceValues::from_row(row, 3)?
-            } else {
-                match lookup
-                    .query_row(params![project, text(row, 1)?, a, b], |r| Ok(DeviceValues::from_row(r, 0)))
-                    .optional()?
-                {
-                    Some(values) => values?,
-                    None => continue,
+        for (hour_s, events) in stamps {
+            let hour = match cache.get(project, hour_s, events) {
+                Some(hour) => hour,
+                None => {
+                    let hour = Arc::new(HourDevices::load(conn, project, hour_s, events)?);
+                    cache.put(project, hour_s, Arc::clone(&hour));
+                    hour
                 }
             };
-            if !disjoint {
-                fresh.push(device);
+            let g = self.group(hour_s, "");
+            let a = from.max(hour_s * 1000);
+            let b = to.min(hour_s * 1000 + HOUR_MS);
+            let mut fresh = Names::default();
+            let mut cursor = 0;
+            for (i, (time_ms, values)) in hour.rows.iter().enumerate() {
+                if *time_ms < a {
+                    continue;
+                }
+                let device = hour.names.get(i);
+                if !disjoint {
+                    let taken = &self.groups[g].taken;
+                    while cursor < taken.len() && taken.get(cursor) > device {
+                        cursor += 1;
+                    }
+                    if cursor < taken.len() && taken.get(cursor) == device {
+                        continue;
+                    }
+                }
+                let values = if *time_ms < b {
+                    *values
+                } else {
+                    let device = std::str::from_utf8(device)
+                        .map_err(|e| Error::Corrupt(format!("device_hour device_id: {e}")))?;
+                    match lookup
+                        .query_row(params![project, device, a, b], |r| Ok(DeviceValues::from_row(r, 0)))
+                        .optional()?
+                    {
+                        Some(values) => values?,
+                        None => continue,
+                    }
+                };
+                if !disjoint {
+                    fresh.push(device);
+                }
+                self.groups[g].count_device(values, self.queue_threshold);
             }
-            self.groups[g].count_device(values, self.queue_threshold);
-        }
-        if fresh.len() > 0 {
-            self.groups[g].taken.merge(&fresh);
+            if fresh.len() > 0 {
+                self.groups[g].taken.merge(&fresh);
+            }
         }
         Ok(())
     }
@@ -962,12 +921,18 @@ fn params_of(query: &Query, from: i64, to: i64) -> Vec<(&'static str, Value)> {
 }
 
 /// [`crate::Store::aggregate`] for SQLite.
-pub(super) fn aggregate(conn: &Connection, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
-    aggregate_with(conn, query, grouping, LOOKUP_COST)
+pub(super) fn aggregate(
+    conn: &Connection,
+    cache: &DeviceCache,
+    query: &Query,
+    grouping: Grouping,
+) -> Result<Vec<(GroupKey, Aggregate)>> {
+    aggregate_with(conn, cache, query, grouping, LOOKUP_COST)
 }
 
 fn aggregate_with(
     conn: &Connection,
+    cache: &DeviceCache,
     query: &Query,
     grouping: Grouping,
     lookup_cost: i64,
@@ -975,6 +940,10 @@ fn aggregate_with(
     if query.from_ms >= query.to_ms {
         return Ok(Vec::new());
     }
+    // One snapshot for every piece, so that an insert committing meanwhile
+    // is in all of them or in none (and the cache's stamps match its rows).
+    let snapshot = conn.unchecked_transaction()?;
+    let conn = &*snapshot;
     let mut answer = Answer::new(grouping, query.queue_threshold, lookup_cost);
     let mut raw_totals = Vec::new();
     for piece in pieces(query.from_ms, query.to_ms, grouping) {
@@ -989,7 +958,7 @@ fn aggregate_with(
     if hourly {
         // Hourly buckets never share a (bucket, device) between hours.
         let disjoint = grouping == Grouping::Time { step_seconds: 3600 };
-        answer.add_device_hours(conn, query, disjoint)?;
+        answer.add_device_hours(conn, cache, query, disjoint)?;
         for &range in &raw_totals {
             answer.add_events(conn, query, range, &[range], false)?;
         }
@@ -998,6 +967,7 @@ fn aggregate_with(
         // pieces are inside it.
         answer.add_events(conn, query, (query.from_ms, query.to_ms), &raw_totals, true)?;
     }
+    snapshot.commit()?;
     Ok(answer.finish())
 }
 
@@ -1089,6 +1059,7 @@ mod tests {
             (base + HOUR_MS, base + 4 * HOUR_MS),
             (base - HOUR_MS, base + 2 * HOUR_MS + 1),
         ];
+        let cache = DeviceCache::default();
         for (from_ms, to_ms) in windows {
             let query = Query { project: project.clone(), from_ms, to_ms, filters: Filters::default(), queue_threshold: 1000 };
             let everything = Query {
@@ -1098,10 +1069,10 @@ mod tests {
             for grouping in
                 [Grouping::Total, Grouping::Time { step_seconds: 3600 }, Grouping::Time { step_seconds: 7200 }]
             {
-                let reference = aggregate(&conn, &everything, grouping).unwrap();
+                let reference = aggregate(&conn, &DeviceCache::default(), &everything, grouping).unwrap();
                 assert!(!reference.is_empty());
                 for lookup_cost in [0, i64::MAX] {
-                    let got = aggregate_with(&conn, &query, grouping, lookup_cost).unwrap();
+                    let got = aggregate_with(&conn, &cache, &query, grouping, lookup_cost).unwrap();
                     let context = format!("{from_ms}..{to_ms}, {grouping:?}, cost {lookup_cost}");
                     assert_eq!(got.len(), reference.len(), "{context}");
                     for ((k, a), (l, b)) in got.into_iter().zip(reference.iter().cloned()) {

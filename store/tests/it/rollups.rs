@@ -52,20 +52,23 @@ async fn an_older_event_arriving_later_does_not_replace_a_devices_latest(store: 
             simple_event_with_id(&p, "older-later", at - 1, 3002, id("older-later", 16)),
         ],
     ];
-    for batch in &batches {
+    // Read after every batch: what a store derived from the hours before
+    // (a cache, say) must follow each change.
+    let mut events: Vec<StoredEvent> = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
         insert_all(store.as_ref(), batch).await;
-    }
-    let events: Vec<StoredEvent> = batches.into_iter().flatten().collect();
-    for window in [(hour, hour + HOUR_MS), (hour - 2 * HOUR_MS, hour + 3 * HOUR_MS), (hour + 60_000, hour + 2 * HOUR_MS)] {
-        let q = query(&p, window);
-        for grouping in [
-            Grouping::Total,
-            Grouping::Time { step_seconds: 3600 },
-            Grouping::Time { step_seconds: 7200 },
-            Grouping::Time { step_seconds: 60 },
-        ] {
-            let answer = store.aggregate(&q, grouping).await.expect("aggregate");
-            assert_answer_matches(&answer, &events, &q, grouping, &format!("{window:?}, {grouping:?}"));
+        events.extend(batch.iter().cloned());
+        for window in [(hour, hour + HOUR_MS), (hour - 2 * HOUR_MS, hour + 3 * HOUR_MS), (hour + 60_000, hour + 2 * HOUR_MS)] {
+            let q = query(&p, window);
+            for grouping in [
+                Grouping::Total,
+                Grouping::Time { step_seconds: 3600 },
+                Grouping::Time { step_seconds: 7200 },
+                Grouping::Time { step_seconds: 60 },
+            ] {
+                let answer = store.aggregate(&q, grouping).await.expect("aggregate");
+                assert_answer_matches(&answer, &events, &q, grouping, &format!("batch {i}, {window:?}, {grouping:?}"));
+            }
         }
     }
 }
@@ -91,6 +94,38 @@ async fn whole_hour_windows_with_filters_match_brute_force(store: SharedStore) {
             assert_answer_matches(&answer, &events, &q, grouping, &format!("{:?}, {grouping:?}", q.filters));
         }
     }
+}
+
+/// SQLite only: another process writing to the same file (here a second
+/// store on it) changes a past hour that the first store has read; the
+/// first store's next answer has the change.
+#[tokio::test]
+async fn a_late_event_written_by_another_process_changes_the_answer() {
+    let fresh = fresh_store(Backend::Sqlite, "other_process").await.expect("SQLite is always available");
+    let path = fresh.sqlite_path().expect("an SQLite store has a file");
+    let p = project("rollups");
+    let base = fixture_base_ms();
+    let mut events = fixture(&p, 24, base);
+    insert_all(fresh.store.as_ref(), &events).await;
+    let q = query(&p, fixture_window(base));
+    let groupings = [Grouping::Total, Grouping::Time { step_seconds: 3600 }, Grouping::Time { step_seconds: 7200 }];
+    for grouping in groupings {
+        let answer = fresh.store.aggregate(&q, grouping).await.expect("aggregate");
+        assert_answer_matches(&answer, &events, &q, grouping, &format!("before, {grouping:?}"));
+    }
+    let other = SqliteStore::open(&path).expect("a second store on the file");
+    // The latest event of its hour for dev-03, and an event of a new device.
+    let late = vec![
+        simple_event_with_id(&p, "dev-03", base + 5 * HOUR_MS + 59 * 60_000 + 59_999, 4321, Uuid::new_v4()),
+        simple_event_with_id(&p, "late-newcomer", base + 6 * HOUR_MS + 1, 12, Uuid::new_v4()),
+    ];
+    insert_all(&other, &late).await;
+    events.extend(late);
+    for grouping in groupings {
+        let answer = fresh.store.aggregate(&q, grouping).await.expect("aggregate");
+        assert_answer_matches(&answer, &events, &q, grouping, &format!("after, {grouping:?}"));
+    }
+    drop(fresh);
 }
 
 /// SQLite only: a database holding events from before migration 0007 (no
