@@ -20,8 +20,10 @@
 //! every hour the window touches, partial ones included: an hour's latest
 //! event says whether the device has one in the window's part of that hour,
 //! except in the last hour, where devices with a later event are looked up
-//! in `events` ([`Answer::add_device_hours`]). Other groupings and filtered
-//! queries read the devices from `events`. Everything is merged here, in
+//! in `events` ([`Answer::add_device_hours`]); past hours' rows come from
+//! an in-memory copy while their event count is unchanged
+//! ([`super::device_cache`]). Other groupings and filtered queries read the
+//! devices from `events`. Everything is merged here, in
 //! Rust: sums add up, histograms add bucket by bucket, and each device's
 //! latest event is the latest of its pieces'. The answer is the one
 //! `events` alone gives, up to the order in which float weights are summed;
