@@ -107,12 +107,17 @@ impl HourTotals {
 
 /// Adds `(bucket, weight)` pairs into a histogram.
 pub(super) fn add_durations(histogram: &mut Vec<(u16, f64)>, pairs: impl Iterator<Item = (u16, f64)>) {
-    for (bucket, weight) in pairs {
-        match histogram.iter_mut().find(|(b, _)| *b == bucket) {
-            Some((_, w)) => *w += weight,
-            None => histogram.push((bucket, weight)),
-        }
+    // Most groups get one histogram only (all from SQL, or all from the
+    // cache): taken as it is, without a search per bucket.
+    if histogram.is_empty() {
+        histogram.extend(pairs);
+        return;
     }
+    let mut merged: BTreeMap<u16, f64> = histogram.drain(..).collect();
+    for (bucket, weight) in pairs {
+        *merged.entry(bucket).or_default() += weight;
+    }
+    histogram.extend(merged);
 }
 
 #[derive(Default)]
