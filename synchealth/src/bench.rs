@@ -57,6 +57,22 @@ pub struct IngestBenchArgs {
     /// Seconds of the half-rate latency phase.
     #[arg(long, default_value_t = 10)]
     pub half_rate_seconds: u64,
+    /// Phases to run (all by default); ratios need `direct`, `json` and `collector`.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchPhase::Direct, BenchPhase::Json, BenchPhase::Collector, BenchPhase::Embedded])]
+    pub phases: Vec<BenchPhase>,
+}
+
+/// A phase of `bench ingest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPhase {
+    /// RowBinary inserts straight into ClickHouse with the store's own writer.
+    Direct,
+    /// Clients posting JSONEachRow straight to ClickHouse's HTTP interface.
+    Json,
+    /// Clients posting to the collector with ClickHouse behind it, then the half-rate run.
+    Collector,
+    /// Clients posting to the collector with the embedded SQLite store.
+    Embedded,
 }
 
 /// One phase's figures.
@@ -87,19 +103,44 @@ pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::
     let url = settings.clickhouse.url.clone().context("bench ingest needs --clickhouse-url")?;
     let mut phases = Vec::new();
     let run_id = std::process::id();
-
-    eprintln!("bench: direct RowBinary inserts of {} rows ...", args.direct_rows);
-    phases.push(direct(&url, &format!("bench_direct_{run_id}"), args).await?);
-
-    eprintln!("bench: {} clients posting JSONEachRow straight to ClickHouse ...", args.clients);
-    phases.push(json_each_row(&url, &format!("bench_jer_{run_id}"), args).await?);
-
-    eprintln!("bench: {} clients posting to the collector (ClickHouse) ...", args.clients);
-    let database = format!("bench_collector_{run_id}");
     let tmp = tempdir()?;
-    let extra = ["--clickhouse-url", url.as_str(), "--clickhouse-database", database.as_str()];
+    let database = format!("bench_collector_{run_id}");
+    let run = |phase| args.phases.contains(&phase);
+
+    if run(BenchPhase::Direct) {
+        eprintln!("bench: direct RowBinary inserts of {} rows ...", args.direct_rows);
+        phases.push(direct(&url, &format!("bench_direct_{run_id}"), args).await?);
+    }
+    if run(BenchPhase::Json) {
+        eprintln!("bench: {} clients posting JSONEachRow straight to ClickHouse ...", args.clients);
+        phases.push(json_each_row(&url, &format!("bench_jer_{run_id}"), args).await?);
+    }
+    if run(BenchPhase::Collector) {
+        collector_phases(&url, &database, &tmp, args, &mut phases).await?;
+    }
+    if run(BenchPhase::Embedded) {
+        eprintln!("bench: {} clients posting to the collector (embedded store) ...", args.clients);
+        let mut embedded = Collector::spawn(&tmp.join("sqlite"), &[])?;
+        let counter = Counter::Sqlite(tmp.join("sqlite").join("synchealth.db"));
+        let result = post_all(&embedded.base, args, args.small_events, 0, Some(&counter)).await?;
+        phases.push(Phase { name: "collector → embedded SQLite", peak_rss_mib: embedded.peak_rss_mib(), ..result });
+        embedded.stop();
+    }
+
+    for db in [format!("bench_direct_{run_id}"), format!("bench_jer_{run_id}"), database] {
+        let _ = ch_query(&url, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    print_report(&phases, args);
+    Ok(())
+}
+
+/// The collector with ClickHouse behind it: all-out, then at half that rate.
+async fn collector_phases(url: &str, database: &str, tmp: &Path, args: &IngestBenchArgs, phases: &mut Vec<Phase>) -> anyhow::Result<()> {
+    eprintln!("bench: {} clients posting to the collector (ClickHouse) ...", args.clients);
+    let extra = ["--clickhouse-url", url, "--clickhouse-database", database];
     let mut collector = Collector::spawn(&tmp.join("ch"), &extra)?;
-    let counter = ClickHouseCounter::new(&url, &database);
+    let counter = Counter::ClickHouse { url: url.to_string(), database: database.to_string() };
     let sustained = post_all(&collector.base, args, args.events, 0, Some(&counter)).await?;
     let mut sustained = Phase { name: "collector → ClickHouse", peak_rss_mib: collector.peak_rss_mib(), ..sustained };
     let half_rate = sustained.rate() / 2.0;
@@ -109,18 +150,6 @@ pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::
     collector.stop();
     phases.push(sustained);
     phases.push(paced);
-
-    eprintln!("bench: {} clients posting to the collector (embedded store) ...", args.clients);
-    let mut embedded = Collector::spawn(&tmp.join("sqlite"), &[])?;
-    let result = post_all(&embedded.base, args, args.small_events, 0, None).await?;
-    phases.push(Phase { name: "collector → embedded SQLite", peak_rss_mib: embedded.peak_rss_mib(), ..result });
-    embedded.stop();
-
-    for db in [format!("bench_direct_{run_id}"), format!("bench_jer_{run_id}"), database] {
-        let _ = ch_query(&url, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
-    print_report(&phases, args);
     Ok(())
 }
 
@@ -363,30 +392,43 @@ async fn join_histograms(
 }
 
 /// Counts rows in the collector's ClickHouse database.
-struct ClickHouseCounter {
-    url: String,
-    database: String,
+/// Counts the events a store holds, straight from the store (not the
+/// collector's word for it), so a phase ends once every acknowledged event is
+/// stored whichever way the collector acknowledges.
+enum Counter {
+    ClickHouse { url: String, database: String },
+    Sqlite(std::path::PathBuf),
 }
 
-impl ClickHouseCounter {
-    fn new(url: &str, database: &str) -> Self {
-        ClickHouseCounter { url: url.to_string(), database: database.to_string() }
-    }
-
+impl Counter {
     async fn count(&self) -> anyhow::Result<u64> {
-        let text = ch_query(&self.url, &format!("SELECT count() FROM {}.events", self.database)).await?;
-        text.trim().parse().context("parsing count()")
+        match self {
+            Counter::ClickHouse { url, database } => {
+                let text = ch_query(url, &format!("SELECT count() FROM {database}.events")).await?;
+                text.trim().parse().context("parsing count()")
+            }
+            Counter::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+                    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+                    let conn = rusqlite::Connection::open_with_flags(&path, flags).context("opening the bench database")?;
+                    let count: i64 = conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
+                    Ok(u64::try_from(count).unwrap_or(0))
+                })
+                .await?
+            }
+        }
     }
 }
 
 /// Posts `total` events in batches from every client as fast as acks come;
-/// with a counter, the phase ends only once ClickHouse holds them all.
+/// with a counter, the phase ends only once the store holds them all.
 async fn post_all(
     base: &str,
     args: &IngestBenchArgs,
     total: u64,
     first_seq: u64,
-    counter: Option<&ClickHouseCounter>,
+    counter: Option<&Counter>,
 ) -> anyhow::Result<Phase> {
     let batches = total / args.batch as u64;
     let started = Instant::now();
@@ -396,7 +438,7 @@ async fn post_all(
         let deadline = Instant::now() + Duration::from_secs(120);
         while counter.count().await? < events {
             if Instant::now() > deadline {
-                bail!("ClickHouse did not receive every acknowledged event within 120 s");
+                bail!("the store did not receive every acknowledged event within 120 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
