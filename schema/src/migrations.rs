@@ -60,6 +60,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/sqlite/0005_telemetry_loss.sql") },
     Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/sqlite/0006_dashboard_rollups.sql") },
     Migration { version: 7, name: "rollups", sql: include_str!("../migrations/sqlite/0007_rollups.sql") },
+    Migration { version: 8, name: "device lookup", sql: include_str!("../migrations/sqlite/0008_device_lookup.sql") },
 ];
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 
 mod alerting;
+mod checkpoint;
 mod sessions;
 mod device_cache;
 mod devices;
@@ -82,6 +83,9 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     device_hours: device_cache::DeviceCache,
+    /// Declared last: dropped after the writer, so its final checkpoint
+    /// sees every commit.
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -106,12 +110,14 @@ impl SqliteStore {
         // One reader up front, so that a file we cannot read is reported at
         // start-up rather than by the first dashboard request.
         let reader = open_reader(path).map_err(open_error)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, BUSY_TIMEOUT).map_err(open_error)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(vec![reader]),
                 device_hours: device_cache::DeviceCache::default(),
+                _checkpointer: checkpointer,
             }),
         })
     }
@@ -171,6 +177,9 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Checkpoints run on their own thread (checkpoint.rs); this is the backstop.
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_SIZE_LIMIT)?;
     // Every insert touches four B-trees (the table, its primary key on the
     // random event id, two indexes) and the rollups; with SQLite's 2 MB default cache they spill to
     // disk reads once the table outgrows it, and ingest slows with the size
@@ -284,6 +293,36 @@ fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Result<Insert
     rollups.write(&tx)?;
     tx.commit()?;
     Ok(outcome)
+}
+
+/// A device's latest events, newest first: `device_hour` names the hours the
+/// device has events in, and each is read through `events_by_time` until
+/// `limit` are found (there is no per-device index on `events`: migration
+/// 0008). Hours are disjoint, so newest-first per hour is newest-first overall.
+fn device_events(conn: &Connection, project: &str, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let hours: Vec<i64> = conn
+        .prepare_cached("SELECT hour FROM device_hour WHERE project = ?1 AND device_id = ?2 ORDER BY hour DESC")?
+        .query_map(params![project, device_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE project = ?1 AND event_time_ms >= ?2 AND event_time_ms < ?3 AND device_id = ?4
+         ORDER BY event_time_ms DESC, event_id DESC LIMIT ?5"
+    ))?;
+    let mut events = Vec::new();
+    for hour in hours {
+        if events.len() >= limit {
+            break;
+        }
+        let from_ms = hour * 1000;
+        let left = i64::try_from(limit - events.len()).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![project, from_ms, from_ms + crate::pieces::HOUR_MS, device_id, left])?;
+        while let Some(row) = rows.next()? {
+            events.push(event_from_row(row)?);
+        }
+    }
+    Ok(events)
 }
 
 fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
@@ -484,19 +523,7 @@ impl Store for SqliteStore {
     async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
         let project = project.as_str().to_string();
         let device_id = device_id.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE project = ?1 AND device_id = ?2
-                 ORDER BY event_time_ms DESC, event_id DESC LIMIT ?3"
-            ))?;
-            let mut rows = stmt.query(params![project, device_id, limit])?;
-            let mut events = Vec::new();
-            while let Some(row) = rows.next()? {
-                events.push(event_from_row(row)?);
-            }
-            Ok(events)
-        })
-        .await
+        self.read(move |conn| device_events(conn, &project, &device_id, limit)).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", days))]
