@@ -59,22 +59,25 @@ pub(super) struct DeviceHourRow<'a> {
 
 /// The latest event of each (project, hour, device) among `events`.
 pub(super) fn device_hours<'a>(events: impl Iterator<Item = &'a StoredEvent>) -> Vec<DeviceHourRow<'a>> {
-    let mut latest: HashMap<(&'a str, u32, &'a str), String> = HashMap::new();
+    // The latest event is chosen on (time, id bytes): a UUID's bytes order as
+    // its hyphenated lowercase text does, so this is the order of
+    // `latest_key`, which is then formatted once per row rather than per event.
+    let order = |e: &StoredEvent| (e.event_time_ms, *e.event.event_id.as_bytes());
+    let mut latest: HashMap<(&'a str, u32, &'a str), &'a StoredEvent> = HashMap::new();
     for event in events {
         let hour = event_time_s(event.event_time_ms) / 3600 * 3600;
-        let key = latest_key(event);
         latest
             .entry((event.project.as_str(), hour, event.event.device_id.as_str()))
             .and_modify(|held| {
-                if key > *held {
-                    held.clone_from(&key);
+                if order(event) > order(held) {
+                    *held = event;
                 }
             })
-            .or_insert_with(|| key.clone());
+            .or_insert(event);
     }
     latest
         .into_iter()
-        .map(|((project, hour, device_id), latest)| DeviceHourRow { project, hour, device_id, latest })
+        .map(|((project, hour, device_id), event)| DeviceHourRow { project, hour, device_id, latest: latest_key(event) })
         .collect()
 }
 
