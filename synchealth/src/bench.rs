@@ -2,10 +2,10 @@
 //! its own ceilings on the same machine in the same run, so the ratios hold
 //! on a noisy box.
 //!
-//! Phases, each into a fresh ClickHouse database:
+//! Phases (`--phases` picks some), each into a fresh database:
 //! 1. **direct**: the `clickhouse` crate's RowBinary inserts of large blocks
 //!    (the best any writer can do here);
-//! 2. **jsoneachrow**: the same clients posting their 1,000-event batches
+//! 2. **json**: the same clients posting their 1,000-event batches
 //!    straight into ClickHouse's HTTP interface as `JSONEachRow` (what a
 //!    collector-less setup gets: every small insert makes a part);
 //! 3. **collector**: the real `synchealth collector` process (this binary,
@@ -13,10 +13,14 @@
 //!    until ClickHouse holds every acknowledged event; RSS read from /proc;
 //! 4. **half rate**: clients paced at half the sustained rate, for the ack
 //!    latency an app sees in normal operation;
-//! 5. **embedded**: the collector on its SQLite store.
+//! 5. **embedded**: the collector on its SQLite store, acknowledging once
+//!    stored (the default there), then once spooled (`ingest.acknowledge =
+//!    "spooled"`), each measured until the database file holds every event.
 //!
 //! Event ids are counters laid out as UUIDs, so batches are unique without a
-//! random number generator in the hot loop of the load generator.
+//! random number generator in the hot loop of the load generator. Like
+//! time-ordered ids (UUIDv7, what `client-probe` sends), they land at the end
+//! of the embedded store's primary key rather than all over it.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -71,7 +75,7 @@ pub enum BenchPhase {
     Json,
     /// Clients posting to the collector with ClickHouse behind it, then the half-rate run.
     Collector,
-    /// Clients posting to the collector with the embedded SQLite store.
+    /// Clients posting to the collector with the embedded SQLite store, acknowledged once stored, then once spooled.
     Embedded,
 }
 
@@ -119,12 +123,8 @@ pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::
         collector_phases(&url, &database, &tmp, args, &mut phases).await?;
     }
     if run(BenchPhase::Embedded) {
-        eprintln!("bench: {} clients posting to the collector (embedded store) ...", args.clients);
-        let mut embedded = Collector::spawn(&tmp.join("sqlite"), &[])?;
-        let counter = Counter::Sqlite(tmp.join("sqlite").join("synchealth.db"));
-        let result = post_all(&embedded.base, args, args.small_events, 0, Some(&counter)).await?;
-        phases.push(Phase { name: "collector → embedded SQLite", peak_rss_mib: embedded.peak_rss_mib(), ..result });
-        embedded.stop();
+        phases.push(embedded(&tmp, args, "stored").await?);
+        phases.push(embedded(&tmp, args, "spooled").await?);
     }
 
     for db in [format!("bench_direct_{run_id}"), format!("bench_jer_{run_id}"), database] {
@@ -133,6 +133,24 @@ pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::
     let _ = std::fs::remove_dir_all(&tmp);
     print_report(&phases, args);
     Ok(())
+}
+
+/// The collector with the embedded store, acknowledging as `acknowledge`
+/// says (`ingest.acknowledge`), until SQLite holds every event.
+async fn embedded(tmp: &Path, args: &IngestBenchArgs, acknowledge: &str) -> anyhow::Result<Phase> {
+    eprintln!("bench: {} clients posting to the collector (embedded store, acknowledge = {acknowledge}) ...", args.clients);
+    let dir = tmp.join(format!("sqlite-{acknowledge}"));
+    std::fs::create_dir_all(&dir).context("creating the embedded phase's data dir")?;
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, format!("[ingest]\nacknowledge = \"{acknowledge}\"\n")).context("writing the bench config")?;
+    let config = config.to_str().context("a non-UTF-8 temp path")?;
+    let mut collector = Collector::spawn(&dir, &["--config", config])?;
+    let counter = Counter::Sqlite(dir.join("synchealth.db"));
+    let result = post_all(&collector.base, args, args.small_events, 0, Some(&counter)).await?;
+    let name = if acknowledge == "spooled" { "collector → embedded SQLite (spooled)" } else { "collector → embedded SQLite" };
+    let phase = Phase { name, peak_rss_mib: collector.peak_rss_mib(), ..result };
+    collector.stop();
+    Ok(phase)
 }
 
 /// The collector with ClickHouse behind it: all-out, then at half that rate.

@@ -243,7 +243,9 @@ impl<'a> Worker<'a> {
             Some((kind, message)) => (Some(kind), Some(message)),
         };
         SyncEvent {
-            event_id: Uuid::new_v4(),
+            // Time-ordered (UUIDv7): a store indexing events by id appends
+            // new ones at the end of that index instead of all over it.
+            event_id: Uuid::now_v7(),
             device_id: self.shared.device_id.clone(),
             occurred_at: to_millis(OffsetDateTime::from(raw.started_at)),
             success: error_kind.is_none(),

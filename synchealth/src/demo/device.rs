@@ -206,7 +206,7 @@ impl DeviceState {
         let records_down = if sync_type == "push" { 0 } else { rng.gen_range(0..200) };
         let started = OffsetDateTime::now_utc() - time::Duration::milliseconds(duration_ms as i64);
         let event = SyncEvent {
-            event_id: Uuid::new_v4(),
+            event_id: Uuid::now_v7(),
             // Filled in by the probe: device id, app version, OS, last success.
             device_id: String::new(),
             occurred_at: started,
