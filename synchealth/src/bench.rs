@@ -114,10 +114,12 @@ pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::
     if run(BenchPhase::Direct) {
         eprintln!("bench: direct RowBinary inserts of {} rows ...", args.direct_rows);
         phases.push(direct(&url, &format!("bench_direct_{run_id}"), args).await?);
+        drop_database(&url, &format!("bench_direct_{run_id}")).await;
     }
     if run(BenchPhase::Json) {
         eprintln!("bench: {} clients posting JSONEachRow straight to ClickHouse ...", args.clients);
         phases.push(json_each_row(&url, &format!("bench_jer_{run_id}"), args).await?);
+        drop_database(&url, &format!("bench_jer_{run_id}")).await;
     }
     if run(BenchPhase::Collector) {
         collector_phases(&url, &database, &tmp, args, &mut phases).await?;
@@ -128,11 +130,18 @@ pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::
     }
 
     for db in [format!("bench_direct_{run_id}"), format!("bench_jer_{run_id}"), database] {
-        let _ = ch_query(&url, &format!("DROP DATABASE IF EXISTS {db}")).await;
+        drop_database(&url, &db).await;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     print_report(&phases, args);
     Ok(())
+}
+
+/// Drops a finished phase's database at once: its parts would otherwise be
+/// merged in the background during the next phases (the JSONEachRow phase
+/// leaves hundreds of small parts), taking their CPU.
+async fn drop_database(url: &str, database: &str) {
+    let _ = ch_query(url, &format!("DROP DATABASE IF EXISTS {database}")).await;
 }
 
 /// The collector with the embedded store, acknowledging as `acknowledge`
