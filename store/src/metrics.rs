@@ -157,6 +157,69 @@ impl Aggregate {
     }
 }
 
+/// The per-device half of an [`Aggregate`], counted device by device from
+/// each device's latest event in the group: one definition for every path
+/// of both stores that counts devices in Rust.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceTally {
+    devices: u64,
+    queue_sum: u64,
+    queue_max: u64,
+    queue_over_threshold: u64,
+    never_synced: u64,
+    /// Devices by bucket, indexed by bucket.
+    queue: Vec<u64>,
+    staleness: Vec<u64>,
+}
+
+impl DeviceTally {
+    /// Counts one device; `staleness_bucket` is `None` when its latest event
+    /// says it never synced.
+    pub(crate) fn add(&mut self, queue_depth: u64, queue_bucket: u16, staleness_bucket: Option<u16>, threshold: u64) {
+        self.devices += 1;
+        self.queue_sum += queue_depth;
+        self.queue_max = self.queue_max.max(queue_depth);
+        self.queue_over_threshold += u64::from(queue_depth > threshold);
+        bump(&mut self.queue, queue_bucket, 1);
+        match staleness_bucket {
+            Some(bucket) => bump(&mut self.staleness, bucket, 1),
+            None => self.never_synced += 1,
+        }
+    }
+
+    /// Sets the per-device fields of `a`.
+    pub(crate) fn write_into(self, a: &mut Aggregate) {
+        a.devices = self.devices;
+        a.queue_sum = self.queue_sum;
+        a.queue_max = self.queue_max;
+        a.queue_over_threshold = self.queue_over_threshold;
+        a.never_synced_devices = self.never_synced;
+        a.queue_histogram = entries(self.queue);
+        a.staleness_histogram = entries(self.staleness);
+    }
+}
+
+/// Adds `by` to a histogram kept as a vector indexed by bucket, grown on
+/// demand: cheaper per row than a map, and buckets stop at
+/// [`synchealth_schema::MAX_BUCKET`] anyway.
+pub(crate) fn bump<T: Copy + Default + std::ops::AddAssign>(histogram: &mut Vec<T>, bucket: u16, by: T) {
+    let i = usize::from(bucket);
+    if i >= histogram.len() {
+        histogram.resize(i + 1, T::default());
+    }
+    histogram[i] += by;
+}
+
+/// The non-empty buckets of a histogram vector.
+pub(crate) fn entries<T: Copy + Default + PartialOrd>(histogram: Vec<T>) -> Vec<(u16, T)> {
+    histogram
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > T::default())
+        .filter_map(|(b, n)| Some((u16::try_from(b).ok()?, n)))
+        .collect()
+}
+
 /// Three percentiles of one distribution.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use super::device_state::{LATEST_SQL, TOP_BIT};
 use super::rollup::{raw_filter, Sql};
 use super::{group_key, ClickHouseStore};
-use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
+use crate::metrics::{Aggregate, DeviceTally, GroupKey, Grouping, Query};
 use crate::pieces::{split, HOUR_MS};
 use crate::Result;
 
@@ -68,6 +68,12 @@ impl Latest {
 
     fn never_synced(self) -> bool {
         self.packed & 1 == 1
+    }
+
+    /// Counts the device whose latest entry this is.
+    fn count_into(self, tally: &mut DeviceTally, threshold: u64) {
+        let staleness = (!self.never_synced()).then(|| self.staleness_bucket());
+        tally.add(self.queue_depth(), self.queue_bucket(), staleness, threshold);
     }
 }
 
@@ -166,57 +172,6 @@ struct EdgeRow {
     latest: String,
 }
 
-/// Per-device figures of one group, as the SQL path returns them.
-#[derive(Default)]
-struct DeviceFigures {
-    devices: u64,
-    queue_sum: u64,
-    queue_max: u64,
-    queue_over_threshold: u64,
-    never_synced: u64,
-    /// Devices by bucket (buckets are at most 4095, see `device_state.rs`).
-    queue_histogram: Vec<u64>,
-    staleness_histogram: Vec<u64>,
-}
-
-impl DeviceFigures {
-    fn add(&mut self, latest: Latest, threshold: u64) {
-        let depth = latest.queue_depth();
-        self.devices += 1;
-        self.queue_sum += depth;
-        self.queue_max = self.queue_max.max(depth);
-        self.queue_over_threshold += u64::from(depth > threshold);
-        count(&mut self.queue_histogram, latest.queue_bucket());
-        if latest.never_synced() {
-            self.never_synced += 1;
-        } else {
-            count(&mut self.staleness_histogram, latest.staleness_bucket());
-        }
-    }
-
-    fn write_into(self, a: &mut Aggregate) {
-        a.devices = self.devices;
-        a.queue_sum = self.queue_sum;
-        a.queue_max = self.queue_max;
-        a.queue_over_threshold = self.queue_over_threshold;
-        a.never_synced_devices = self.never_synced;
-        a.queue_histogram = nonzero(&self.queue_histogram);
-        a.staleness_histogram = nonzero(&self.staleness_histogram);
-    }
-}
-
-fn count(histogram: &mut Vec<u64>, bucket: u16) {
-    let at = usize::from(bucket);
-    if histogram.len() <= at {
-        histogram.resize(at + 1, 0);
-    }
-    histogram[at] += 1;
-}
-
-fn nonzero(histogram: &[u64]) -> Vec<(u16, u64)> {
-    (0u16..).zip(histogram.iter().copied()).filter(|(_, n)| *n > 0).collect()
-}
-
 /// The whole hours of a window the cache serves: totals and hourly buckets
 /// without segment filters, with at least one whole hour and at most
 /// [`MAX_HOURS`].
@@ -295,12 +250,12 @@ impl ClickHouseStore {
         // once already.
         let threshold = u64::from(query.queue_threshold);
         let pieces = held.iter().map(|(group, entries)| (*group, entries.as_slice())).chain([(edge_group, edge.as_slice())]);
-        let mut groups: BTreeMap<u64, DeviceFigures> = BTreeMap::new();
+        let mut groups: BTreeMap<u64, DeviceTally> = BTreeMap::new();
         if grouping == (Grouping::Time { step_seconds: 3600 }) {
             for (group, entries) in pieces {
                 let figures = groups.entry(group).or_default();
                 for &(_, entry) in entries.iter().filter(|(_, e)| e.time_ms >= query.from_ms) {
-                    figures.add(entry, threshold);
+                    entry.count_into(figures, threshold);
                 }
             }
         } else {
@@ -310,7 +265,7 @@ impl ClickHouseStore {
                 if let Some(group) = group {
                     let figures = groups.entry(group).or_default();
                     for entry in latest.iter_mut().filter_map(Option::take) {
-                        figures.add(entry, threshold);
+                        entry.count_into(figures, threshold);
                     }
                 }
             };

@@ -38,7 +38,7 @@ use synchealth_schema::StoredEvent;
 
 use super::bound_query;
 use super::device_cache::{DeviceCache, HourDevices, Names};
-use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
+use crate::metrics::{bump, entries, Aggregate, DeviceTally, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, Piece, HOUR_MS, MINUTE_MS};
 use crate::{Error, Result};
 
@@ -491,34 +491,12 @@ impl DeviceValues {
     }
 }
 
-/// Adds `by` to a histogram kept as a vector indexed by bucket, grown on
-/// demand: cheaper per row than a map, and buckets stop at
-/// [`synchealth_schema::MAX_BUCKET`] anyway.
-fn bump<T: Copy + Default + std::ops::AddAssign>(histogram: &mut Vec<T>, bucket: u16, by: T) {
-    let i = usize::from(bucket);
-    if i >= histogram.len() {
-        histogram.resize(i + 1, T::default());
-    }
-    histogram[i] += by;
-}
-
-/// The non-empty buckets of a histogram vector.
-fn entries<T: Copy + Default + PartialOrd>(histogram: Vec<T>) -> Vec<(u16, T)> {
-    histogram
-        .into_iter()
-        .enumerate()
-        .filter(|(_, n)| *n > T::default())
-        .filter_map(|(b, n)| Some((u16::try_from(b).ok()?, n)))
-        .collect()
-}
-
 /// One group's sums and histograms while pieces are added up.
 #[derive(Debug, Default)]
 struct Group {
     aggregate: Aggregate,
     durations: Vec<f64>,
-    queue: Vec<u64>,
-    staleness: Vec<u64>,
+    devices: DeviceTally,
     /// The devices counted so far, when devices are read from
     /// `device_hour` latest hour first (see [`Answer::add_device_hours`]).
     taken: Names,
@@ -526,19 +504,10 @@ struct Group {
 
 impl Group {
     /// Counts one device by the values of its latest event in this group.
-    fn count_device(&mut self, latest: DeviceValues, queue_threshold: i64) {
-        let a = &mut self.aggregate;
+    fn count_device(&mut self, latest: DeviceValues, queue_threshold: u64) {
         let depth = u64::try_from(latest.queue_depth).unwrap_or(0);
-        a.devices += 1;
-        a.queue_sum += depth;
-        a.queue_max = a.queue_max.max(depth);
-        a.queue_over_threshold += u64::from(latest.queue_depth > queue_threshold);
-        bump(&mut self.queue, latest.queue_bucket, 1);
-        if latest.never_synced {
-            a.never_synced_devices += 1;
-        } else {
-            bump(&mut self.staleness, latest.staleness_bucket, 1);
-        }
+        let staleness = (!latest.never_synced).then_some(latest.staleness_bucket);
+        self.devices.add(depth, latest.queue_bucket, staleness, queue_threshold);
     }
 }
 
@@ -574,7 +543,7 @@ fn blob<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8]> {
 struct Answer {
     grouping: Grouping,
     step: i64,
-    queue_threshold: i64,
+    queue_threshold: u64,
     keys: Vec<GroupKey>,
     groups: Vec<Group>,
     by_time: HashMap<i64, usize>,
@@ -597,7 +566,7 @@ impl Answer {
         Answer {
             grouping,
             step,
-            queue_threshold: i64::from(queue_threshold),
+            queue_threshold: u64::from(queue_threshold),
             keys: Vec::new(),
             groups: Vec::new(),
             by_time: HashMap::new(),
@@ -891,8 +860,7 @@ impl Answer {
             .map(|(key, group)| {
                 let mut a = group.aggregate;
                 a.duration_histogram = entries(group.durations);
-                a.queue_histogram = entries(group.queue);
-                a.staleness_histogram = entries(group.staleness);
+                group.devices.write_into(&mut a);
                 (key, a)
             })
             .collect();
