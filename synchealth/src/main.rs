@@ -2,10 +2,13 @@ use clap::Parser;
 use synchealth::cli::{BenchCommand, Cli, Command};
 use synchealth::{open_store, telemetry, Application, Roles, Settings};
 
-// Many small allocations per event (strings of every SyncEvent): mimalloc
-// takes them at a fraction of glibc malloc's cost under the collector's load.
+// Many small allocations per event (strings of every SyncEvent): jemalloc
+// takes them at a fraction of glibc malloc's cost and, with the background
+// purge set in .cargo/config.toml, keeps the collector's peak RSS under load
+// about a third below mimalloc's (BENCHMARKS.md, "Allocator").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
