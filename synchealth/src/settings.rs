@@ -296,6 +296,7 @@ pub struct IngestSettings {
     pub max_batch_age_ms: u64,
     /// ...or, while no insert is running, once no request has arrived for
     /// this many milliseconds (so a lone request waits about this long).
+    /// Acknowledging spooled, a batch is a spool append and never lingers.
     pub batch_linger_ms: u64,
     /// Requests queued for the batcher; beyond, new requests wait for room.
     pub queue_capacity: usize,

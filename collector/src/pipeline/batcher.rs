@@ -15,10 +15,16 @@
 //! the store. A lone request is answered after about the linger plus one
 //! insert, and at most one such early, partial batch is inserted at a time,
 //! so sparse traffic cannot turn into a stream of tiny inserts.
+//!
+//! Acknowledging spooled, a batch is an append to the spool (one fsync), not
+//! an insert: there is no small insert to avoid, so it goes as soon as no
+//! append is running, with no linger. Requests arriving during an fsync form
+//! the next append (group commit), and a lone request is answered after one
+//! fsync.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use synchealth_schema::StoredEvent;
 use synchealth_store::InsertOutcome;
@@ -75,10 +81,14 @@ pub(super) async fn run(
     let mut stopping = false;
     // The queue is closed and empty: nothing more will arrive.
     let mut drained = false;
+    let linger = match config.acknowledge {
+        Acknowledge::Stored => config.batch_linger,
+        Acknowledge::Spooled => Duration::ZERO,
+    };
     loop {
         let full = batch.events.len() >= config.max_batch_rows;
         let due = batch.since.is_some_and(|since| since.elapsed() >= config.max_batch_age);
-        let lull = flushing.is_empty() && batch.last.is_some_and(|last| last.elapsed() >= config.batch_linger);
+        let lull = flushing.is_empty() && batch.last.is_some_and(|last| last.elapsed() >= linger);
         if !batch.is_empty() && flushing.len() < config.max_inflight_batches && (full || due || lull || drained) {
             let batch = std::mem::take(&mut batch);
             match config.acknowledge {
@@ -93,7 +103,7 @@ pub(super) async fn run(
         // The next moment a flush may become due: the age limit, or the
         // linger if nothing is being inserted.
         let age_deadline = batch.since.map(|since| since + config.max_batch_age);
-        let linger_deadline = batch.last.filter(|_| flushing.is_empty()).map(|last| last + config.batch_linger);
+        let linger_deadline = batch.last.filter(|_| flushing.is_empty()).map(|last| last + linger);
         let deadline = age_deadline.into_iter().chain(linger_deadline).min().unwrap_or_else(Instant::now);
         let wait = !batch.is_empty() && !drained && flushing.len() < config.max_inflight_batches;
         tokio::select! {

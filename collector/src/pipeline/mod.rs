@@ -87,7 +87,8 @@ pub struct PipelineConfig {
     /// ...or once its first request has waited this long...
     pub max_batch_age: Duration,
     /// ...or, while no insert is running, once no request has arrived for
-    /// this long (the clients are waiting for their answers).
+    /// this long (the clients are waiting for their answers). With
+    /// [`Acknowledge::Spooled`] a batch is a spool append and never lingers.
     pub batch_linger: Duration,
     /// Requests waiting for the batcher; beyond, handlers wait.
     pub queue_capacity: usize,

@@ -525,6 +525,21 @@ async fn spooled_acknowledgements_come_before_the_insert_and_the_events_follow_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_acknowledgement_does_not_wait_for_the_linger() {
+    let h = harness(|c| {
+        spooled(c);
+        c.batch_linger = Duration::from_secs(30);
+        c.max_batch_age = Duration::from_secs(30);
+    })
+    .await;
+    let started = Instant::now();
+    let outcome = h.handle.submit(events(3)).await.unwrap();
+    assert_eq!(outcome, InsertOutcome { inserted: 3, duplicates: vec![] });
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    wait_until("the events are stored", || h.store.stored.load(Ordering::SeqCst) == 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_events_survive_a_store_failure_and_are_stored_exactly_once() {
     let h = harness(spooled).await;
     let mut acked = 0;
