@@ -258,9 +258,32 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
         #[serde(default)]
         telemetry_loss: Option<Value>,
     }
-    // The common case in one pass over the body: a well-formed batch whose
-    // events are split out as they are read. Anything else takes the path
-    // below, which names exactly what is wrong.
+    // The common case in one pass over the body: every event read straight
+    // into the typed struct as the array is read, as `SyncEvent::from_raw`
+    // reads each one, and within the bounds it checks; so this path accepts
+    // exactly what the per-event path would. One bad event makes the whole
+    // typed read fail, and the batch takes the paths below instead.
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        sent_at: &'a str,
+        events: Vec<SyncEvent>,
+        #[serde(default)]
+        telemetry_loss: Option<Value>,
+    }
+    if let Ok(batch) = serde_json::from_slice::<Typed<'_>>(body) {
+        if batch.events.len() <= max_events && batch.events.iter().all(SyncEvent::within_bounds) {
+            if let (Ok(sent_at), Some(telemetry_loss)) = (parse_time(batch.sent_at), loss_report(batch.telemetry_loss)) {
+                return Ok(ParsedBatch {
+                    sent_at,
+                    events: batch.events.into_iter().enumerate().collect(),
+                    rejected: Vec::new(),
+                    telemetry_loss,
+                });
+            }
+        }
+    }
+    // A well-formed batch with some bad events: split out as they are read.
+    // Anything else takes the path below, which names exactly what is wrong.
     #[derive(Deserialize)]
     struct WellFormed<'a> {
         sent_at: &'a str,
@@ -304,11 +327,16 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
 /// The well-formed path's events and telemetry-loss report; `None` when
 /// the report is invalid (the slow path then names the error).
 fn validate_events(sent_at: OffsetDateTime, events: &[&RawValue], telemetry_loss: Option<Value>) -> Option<ParsedBatch> {
-    let telemetry_loss = match telemetry_loss {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(TelemetryLossReport::from_json(value).ok()?),
-    };
-    Some(events_of(sent_at, events, telemetry_loss))
+    Some(events_of(sent_at, events, loss_report(telemetry_loss)?))
+}
+
+/// A batch's telemetry-loss report on the fast paths: `Some(None)` when
+/// absent, `None` when invalid (the slow path then names the error).
+fn loss_report(telemetry_loss: Option<Value>) -> Option<Option<TelemetryLossReport>> {
+    match telemetry_loss {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => TelemetryLossReport::from_json(value).ok().map(Some),
+    }
 }
 
 /// Each event validated on its own: a bad one is a [`Rejection`] and does
@@ -565,6 +593,36 @@ mod tests {
         assert_eq!(got, vec![(1, "duration_ms"), (2, "device_id"), (3, "sample_rate"), (4, "network")]);
         assert_eq!(parsed.rejected[0].reason, "expected a non-negative integer, got a string");
         assert_eq!(parsed.rejected[1].reason, "missing required field");
+    }
+
+    #[test]
+    fn a_valid_batch_read_in_one_pass_equals_its_events_read_one_by_one() {
+        let mut full = good();
+        full["event_id"] = json!("0190f3a2-7b1c-7d4e-8f00-000000000001");
+        full["last_success_at"] = json!("2026-11-21T09:00:00.250+01:00");
+        full["network"] = json!("cellular");
+        full["os_version"] = json!("14");
+        full["error_kind"] = json!("timeout");
+        full["error_message"] = json!("gateway \"timeout\" \u{e9}");
+        full["sample_rate"] = json!(0.5);
+        full["future_field"] = json!([1, {"x": null}]);
+        let events = vec![good(), full];
+        let parsed = parse_batch(&batch(events.clone())).unwrap();
+        assert!(parsed.rejected.is_empty());
+        let one_by_one: Vec<(usize, SyncEvent)> =
+            events.iter().enumerate().map(|(i, e)| (i, SyncEvent::from_raw(&e.to_string()).unwrap())).collect();
+        assert_eq!(parsed.events, one_by_one);
+        assert_eq!(parsed.events[1].1.error_message.as_deref(), Some("gateway \"timeout\" \u{e9}"));
+    }
+
+    #[test]
+    fn an_event_within_the_typed_read_but_out_of_bounds_is_still_rejected() {
+        let mut long_os = good();
+        long_os["os"] = json!("x".repeat(MAX_LABEL_CHARS + 1));
+        let parsed = parse_batch(&batch(vec![good(), long_os])).unwrap();
+        assert_eq!(parsed.events.len(), 1);
+        assert_eq!(parsed.rejected.len(), 1);
+        assert_eq!((parsed.rejected[0].index, parsed.rejected[0].field.as_str()), (1, "os"));
     }
 
     #[test]
