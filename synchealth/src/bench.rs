@@ -92,6 +92,9 @@ pub struct Phase {
     pub latency_ms: Option<(f64, f64)>,
     /// Peak RSS of the collector process, MiB.
     pub peak_rss_mib: Option<f64>,
+    /// CPU time (user + system) the collector process spent per event during
+    /// the phase, µs: what an event costs whatever else the box is doing.
+    pub cpu_us_per_event: Option<f64>,
 }
 
 impl Phase {
@@ -157,7 +160,8 @@ async fn embedded(tmp: &Path, args: &IngestBenchArgs, acknowledge: &str) -> anyh
     let counter = Counter::Sqlite(dir.join("synchealth.db"));
     let result = post_all(&collector.base, args, args.small_events, 0, Some(&counter)).await?;
     let name = if acknowledge == "spooled" { "collector → embedded SQLite (spooled)" } else { "collector → embedded SQLite" };
-    let phase = Phase { name, peak_rss_mib: collector.peak_rss_mib(), ..result };
+    let cpu_us_per_event = collector.cpu_seconds().map(|cpu| cpu * 1e6 / result.events as f64);
+    let phase = Phase { name, peak_rss_mib: collector.peak_rss_mib(), cpu_us_per_event, ..result };
     collector.stop();
     Ok(phase)
 }
@@ -169,10 +173,18 @@ async fn collector_phases(url: &str, database: &str, tmp: &Path, args: &IngestBe
     let mut collector = Collector::spawn(&tmp.join("ch"), &extra)?;
     let counter = Counter::ClickHouse { url: url.to_string(), database: database.to_string() };
     let sustained = post_all(&collector.base, args, args.events, 0, Some(&counter)).await?;
-    let mut sustained = Phase { name: "collector → ClickHouse", peak_rss_mib: collector.peak_rss_mib(), ..sustained };
+    let cpu_sustained = collector.cpu_seconds();
+    let cpu_us_per_event = cpu_sustained.map(|cpu| cpu * 1e6 / sustained.events as f64);
+    let mut sustained =
+        Phase { name: "collector → ClickHouse", peak_rss_mib: collector.peak_rss_mib(), cpu_us_per_event, ..sustained };
     let half_rate = sustained.rate() / 2.0;
     eprintln!("bench: half rate ({half_rate:.0} events/s) for {} s ...", args.half_rate_seconds);
-    let paced = paced(&collector.base, args, half_rate, args.events).await?;
+    let mut paced = paced(&collector.base, args, half_rate, args.events).await?;
+    // The half-rate phase's events are stored a little after their answers:
+    // its CPU is counted up to its last answer, a slight undercount.
+    if let (Some(before), Some(after)) = (cpu_sustained, collector.cpu_seconds()) {
+        paced.cpu_us_per_event = Some((after - before) * 1e6 / paced.events as f64);
+    }
     sustained.peak_rss_mib = collector.peak_rss_mib();
     collector.stop();
     phases.push(sustained);
@@ -181,12 +193,13 @@ async fn collector_phases(url: &str, database: &str, tmp: &Path, args: &IngestBe
 }
 
 fn print_report(phases: &[Phase], args: &IngestBenchArgs) {
-    println!("| phase | events | seconds | events/s | ack p50 ms | ack p99 ms | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| phase | events | seconds | events/s | ack p50 ms | ack p99 ms | peak RSS MiB | collector CPU µs/event |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for p in phases {
         let (p50, p99) = p.latency_ms.map_or(("".into(), "".into()), |(a, b)| (format!("{a:.1}"), format!("{b:.1}")));
         let rss = p.peak_rss_mib.map_or(String::new(), |r| format!("{r:.0}"));
-        println!("| {} | {} | {:.2} | {:.0} | {p50} | {p99} | {rss} |", p.name, p.events, p.seconds, p.rate());
+        let cpu = p.cpu_us_per_event.map_or(String::new(), |c| format!("{c:.1}"));
+        println!("| {} | {} | {:.2} | {:.0} | {p50} | {p99} | {rss} | {cpu} |", p.name, p.events, p.seconds, p.rate());
     }
     let rate = |name: &str| phases.iter().find(|p| p.name == name).map(Phase::rate).unwrap_or(f64::NAN);
     let collector = rate("collector → ClickHouse");
@@ -304,7 +317,14 @@ async fn direct(url: &str, database: &str, args: &IngestBenchArgs) -> anyhow::Re
         spent += started.elapsed();
         written += n;
     }
-    Ok(Phase { name: "direct RowBinary", events: written, seconds: spent.as_secs_f64(), latency_ms: None, peak_rss_mib: None })
+    Ok(Phase {
+        name: "direct RowBinary",
+        events: written,
+        seconds: spent.as_secs_f64(),
+        latency_ms: None,
+        peak_rss_mib: None,
+        cpu_us_per_event: None,
+    })
 }
 
 fn ch_config(url: &str, database: &str) -> ClickHouseConfig {
@@ -387,6 +407,7 @@ async fn json_each_row(url: &str, database: &str, args: &IngestBenchArgs) -> any
         seconds: started.elapsed().as_secs_f64(),
         latency_ms: Some(percentiles(&latencies)),
         peak_rss_mib: None,
+        cpu_us_per_event: None,
     })
 }
 
@@ -476,6 +497,7 @@ async fn post_all(
         seconds: started.elapsed().as_secs_f64(),
         latency_ms: Some(percentiles(&latencies)),
         peak_rss_mib: None,
+        cpu_us_per_event: None,
     })
 }
 
@@ -557,6 +579,7 @@ async fn paced(base: &str, args: &IngestBenchArgs, rate: f64, first_seq: u64) ->
         seconds: started.elapsed().as_secs_f64(),
         latency_ms: Some(percentiles(&latencies)),
         peak_rss_mib: None,
+        cpu_us_per_event: None,
     })
 }
 
@@ -604,6 +627,11 @@ impl Collector {
         Some(kib / 1024.0)
     }
 
+    /// CPU time (user + system) the process has used so far, seconds.
+    fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_of(&std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?)
+    }
+
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -616,10 +644,28 @@ impl Drop for Collector {
     }
 }
 
+/// User + system CPU seconds from a `/proc/PID/stat` line: its 14th and
+/// 15th fields, in clock ticks of `USER_HZ` (100 on Linux, fixed by the ABI).
+/// The command name (2nd field) may hold spaces, so fields are counted from
+/// its closing parenthesis.
+fn cpu_seconds_of(stat: &str) -> Option<f64> {
+    let mut after_name = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let utime: f64 = after_name.nth(11)?.parse().ok()?;
+    let stime: f64 = after_name.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (tokio (x) y) S 1 4242 4242 0 -1 4194560 8 0 0 0 949 258 0 0 20 0 6 0 1234 1000 100";
+        assert_eq!(cpu_seconds_of(stat), Some(12.07));
+        assert_eq!(cpu_seconds_of("4242 (short"), None);
+    }
 
     #[test]
     fn generated_batches_pass_the_collectors_validation_with_unique_ids() {
