@@ -16,7 +16,10 @@
 //! ```
 //!
 //! `crc32` (CRC-32/ISO-HDLC) covers the four `len` bytes and the payload, so
-//! a corrupted length is caught too. The payload is JSON:
+//! a corrupted length is caught too. The payload written today is format 2:
+//! a `2` byte, then a [`RecordV2`] in postcard (binary, no text formatting on
+//! the acknowledgement path). Format 1, still read so that a spool left by an
+//! older collector replays, is JSON:
 //!
 //! ```json
 //! {"v": 1, "project": "default", "sent_at_ms": 1790000000000, "received_at_ms": 1790000000123,
