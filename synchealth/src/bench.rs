@@ -111,30 +111,30 @@ pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::
     let mut phases = Vec::new();
     let run_id = std::process::id();
     let tmp = tempdir()?;
-    let database = format!("bench_collector_{run_id}");
     let run = |phase| args.phases.contains(&phase);
 
     if run(BenchPhase::Direct) {
         eprintln!("bench: direct RowBinary inserts of {} rows ...", args.direct_rows);
-        phases.push(direct(&url, &format!("bench_direct_{run_id}"), args).await?);
-        drop_database(&url, &format!("bench_direct_{run_id}")).await;
+        let database = format!("bench_direct_{run_id}");
+        phases.push(direct(&url, &database, args).await?);
+        drop_database(&url, &database).await;
     }
     if run(BenchPhase::Json) {
         eprintln!("bench: {} clients posting JSONEachRow straight to ClickHouse ...", args.clients);
-        phases.push(json_each_row(&url, &format!("bench_jer_{run_id}"), args).await?);
-        drop_database(&url, &format!("bench_jer_{run_id}")).await;
+        let database = format!("bench_jer_{run_id}");
+        phases.push(json_each_row(&url, &database, args).await?);
+        drop_database(&url, &database).await;
     }
     if run(BenchPhase::Collector) {
+        let database = format!("bench_collector_{run_id}");
         collector_phases(&url, &database, &tmp, args, &mut phases).await?;
+        drop_database(&url, &database).await;
     }
     if run(BenchPhase::Embedded) {
         phases.push(embedded(&tmp, args, "stored").await?);
         phases.push(embedded(&tmp, args, "spooled").await?);
     }
 
-    for db in [format!("bench_direct_{run_id}"), format!("bench_jer_{run_id}"), database] {
-        drop_database(&url, &db).await;
-    }
     let _ = std::fs::remove_dir_all(&tmp);
     print_report(&phases, args);
     Ok(())
@@ -439,7 +439,6 @@ async fn join_histograms(
     Ok(all)
 }
 
-/// Counts rows in the collector's ClickHouse database.
 /// Counts the events a store holds, straight from the store (not the
 /// collector's word for it), so a phase ends once every acknowledged event is
 /// stored whichever way the collector acknowledges.
