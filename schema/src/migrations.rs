@@ -49,6 +49,7 @@ pub const CLICKHOUSE: &[Migration] = &[
     Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/clickhouse/0005_telemetry_loss.sql") },
     Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/clickhouse/0006_dashboard_rollups.sql") },
     Migration { version: 7, name: "device state", sql: include_str!("../migrations/clickhouse/0007_device_state.sql") },
+    Migration { version: 8, name: "exactly once", sql: include_str!("../migrations/clickhouse/0008_exactly_once.sql") },
 ];
 
 /// SQLite migrations, in order.

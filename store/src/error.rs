@@ -7,6 +7,10 @@ pub enum Error {
     /// ClickHouse refused or could not be reached.
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    /// A request to ClickHouse that the `clickhouse` crate does not make
+    /// (the event id look-ups) failed or was refused.
+    #[error("clickhouse: {0}")]
+    ClickHouseRequest(String),
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),

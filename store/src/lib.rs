@@ -16,7 +16,6 @@ pub mod devices;
 mod error;
 pub mod metrics;
 mod pieces;
-mod recent_ids;
 mod sessions;
 mod sqlite;
 mod telemetry_loss;

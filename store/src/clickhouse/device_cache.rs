@@ -26,7 +26,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::device_state::{LATEST_SQL, TOP_BIT};
-use super::rollup::{raw_filter, Sql};
+use super::rollup::{events_filter, Sql};
 use super::{group_key, ClickHouseStore};
 use crate::metrics::{Aggregate, DeviceTally, GroupKey, Grouping, Query};
 use crate::pieces::{split, HOUR_MS};
@@ -123,7 +123,8 @@ pub(super) fn add_durations(histogram: &mut Vec<(u16, f64)>, pairs: impl Iterato
     for (bucket, weight) in pairs {
         *merged.entry(bucket).or_default() += weight;
     }
-    histogram.extend(merged);
+    // A compensation (dedup.rs) may empty a bucket of the cache's sums.
+    histogram.extend(merged.into_iter().filter(|(_, w)| *w != 0.0));
 }
 
 #[derive(Default)]
@@ -294,7 +295,7 @@ impl ClickHouseStore {
         if from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
-        let (filter, args) = raw_filter(query, from_ms, query.to_ms);
+        let (filter, args) = events_filter(query, from_ms, query.to_ms);
         let mut sql = Sql::default();
         sql.push_with(
             &format!(

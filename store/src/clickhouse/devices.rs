@@ -7,6 +7,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::dedup::NOT_COMPENSATED_SQL;
 use super::{window_filter, ClickHouseStore};
 use crate::devices::{DeviceList, DeviceSummary, MAX_DEVICE_LIST, STUCK_ATTEMPTS};
 use crate::metrics::Query;
@@ -81,10 +82,10 @@ impl ClickHouseStore {
                                 (event_time_ms, toString(event_id))) AS latest, \
                          arrayReverseSort(groupArray((event_time_ms, toString(event_id), success, queue_depth))) AS hist, \
                          arrayFirstIndex(x -> x.3 = 1, hist) AS first_ok \
-                         FROM events FINAL WHERE {filter} GROUP BY device_id)) \
+                         FROM events FINAL WHERE {filter} AND {NOT_COMPENSATED_SQL} GROUP BY device_id)) \
              WHERE {condition} ORDER BY {order}, device_id LIMIT ?"
         );
-        let mut q = args.iter().fold(self.reader.query(&sql), |q, a| q.bind(a));
+        let mut q = args.iter().fold(self.reader.query(&sql), |q, a| q.bind(a)).bind(query.project.as_str());
         let silent_for_ms = match list {
             DeviceList::Quiet { silent_for_ms } => Some(silent_for_ms.max(0)),
             _ => None,

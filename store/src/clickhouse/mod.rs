@@ -4,19 +4,11 @@
 //! know the setting the crate's validation sends).
 //!
 //! How the contract maps onto ClickHouse, and why:
-//! - **Idempotency without unique keys.** ClickHouse cannot refuse a duplicate
-//!   row. `events` is a `ReplacingMergeTree` ordered by
-//!   `(project, event_time, event_id)`, and the collector makes the corrected
-//!   `event_time` of a resent event identical to the first one
-//!   ([`synchealth_schema::CLOCK_SKEW_TOLERANCE_MS`]), so duplicates share the
-//!   sorting key: merges collapse them, and every read says `FINAL` so they
-//!   count once before that. On top, [`Store::insert`] asks which event ids
-//!   are already stored around the batch's times, to report duplicates and not
-//!   write them again, including a resend whose corrected time moved by a
-//!   minute (its skew crossed the tolerance or a rounding boundary). What that
-//!   check cannot see, two collectors storing the same retry at once, the
-//!   sorting key still collapses when the times are equal, as they almost
-//!   always are.
+//! - **Exactly once without unique keys.** ClickHouse cannot refuse a
+//!   duplicate row, and the rollups count every row inserted. Every event id
+//!   is looked up before it is written, and again after, and a copy that two
+//!   collectors wrote at the same moment is compensated before the insert
+//!   returns (`dedup.rs`), so an event counts once in every aggregate.
 //! - **Retention by partition.** `events` is partitioned by day, and retention
 //!   drops whole partitions: cheap, and available on every version (`TTL` is a
 //!   syntax error on 18.16).
@@ -41,22 +33,19 @@ use synchealth_schema::migrations::{self, Migration};
 use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
 use time::OffsetDateTime;
 
-use crate::recent_ids::RecentIds;
 use uuid::Uuid;
 
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
 
 mod alerting;
+mod dedup;
 mod device_cache;
 mod device_state;
 mod devices;
 mod sessions;
 mod rollup;
 mod telemetry_loss;
-
-/// Most ids loaded into the recent-ids filter at the first insert.
-const RECENT_WARM_LIMIT: u64 = 1_000_000;
 
 /// Where and as whom to reach ClickHouse.
 #[derive(Clone)]
@@ -126,11 +115,9 @@ pub struct ClickHouseStore {
     version: ServerVersion,
     /// The last control-plane row version this process wrote.
     last_row_version: Arc<AtomicU64>,
-    /// Ids this process stored recently: most ids skip the duplicate look-up.
-    recent: Arc<std::sync::Mutex<RecentIds>>,
-    /// Set once the recent ids were loaded from the table (after a restart,
-    /// a client retrying a batch it sent before is still told "duplicate").
-    warmed: Arc<tokio::sync::OnceCell<()>>,
+    /// The event id look-ups (`dedup.rs`): external tables in a multipart
+    /// body, which the `clickhouse` crate does not send.
+    http: reqwest::Client,
     /// Whole hours of per-device latest values, for the dashboard's reads.
     device_cache: Arc<device_cache::DeviceCache>,
 }
@@ -151,10 +138,12 @@ impl ClickHouseStore {
     /// insert path, which the ingest benchmark measures as the ceiling.
     /// [`Store::insert`] checks for stored duplicates first, then calls this.
     pub async fn insert_unchecked(&self, events: &[StoredEvent]) -> Result<()> {
-        self.write_rows(events.iter()).await
+        self.write_rows(events.iter(), new_insert_id()).await
     }
 
-    async fn write_rows<'a>(&self, rows: impl Iterator<Item = &'a StoredEvent> + Clone) -> Result<()> {
+    /// Writes the rows, every one marked with `insert_id` (which write a
+    /// copy of an event came from, `dedup.rs`).
+    async fn write_rows<'a>(&self, rows: impl Iterator<Item = &'a StoredEvent> + Clone, insert_id: u64) -> Result<()> {
         // Devices first: that write is idempotent, so an events insert that
         // fails after it, and is retried, leaves nothing wrong behind.
         let mut devices = self.client.insert::<device_state::DeviceHourRow<'_>>("device_hour_input").await?;
@@ -165,7 +154,7 @@ impl ClickHouseStore {
         devices.end().await?;
         let mut insert = self.client.insert::<EventRowRef<'_>>("events").await?;
         for (i, event) in rows.enumerate() {
-            insert.write(&EventRowRef::from_stored(event)).await?;
+            insert.write(&EventRowRef::from_stored(event, insert_id)).await?;
             yield_every(i).await;
         }
         // `end` returns once the server has written and committed the parts,
@@ -193,15 +182,23 @@ impl ClickHouseStore {
             ServerVersion::OLDEST
         });
         tracing::info!(version = %text, "Connected to ClickHouse.");
+        let reader = client.clone();
+        let client = if version.has_async_insert() {
+            // On by default since 26.2: the server would buffer an insert and
+            // answer later (or, with `wait_for_async_insert = 0`, before it is
+            // written), and the second id look-up must see the rows at once.
+            client.with_setting("async_insert", "0")
+        } else {
+            client
+        };
         Ok(ClickHouseStore {
             config,
             server,
-            reader: client.clone(),
+            reader,
             client,
             version,
             last_row_version: Arc::new(AtomicU64::new(0)),
-            recent: Arc::new(std::sync::Mutex::new(RecentIds::new())),
-            warmed: Arc::new(tokio::sync::OnceCell::new()),
+            http: reqwest::Client::new(),
             device_cache: Arc::default(),
         })
     }
@@ -211,7 +208,9 @@ impl ClickHouseStore {
     /// "Read-only ClickHouse access") with `limits` sent as per-query
     /// settings; writes and the control plane keep the main user.
     pub fn with_reader(mut self, user: Option<String>, password: Option<String>, limits: &QueryLimits) -> Self {
-        let mut reader = self.client.clone();
+        // From the reader as connected: the write client's insert settings
+        // are nothing a read-only user may set.
+        let mut reader = self.reader.clone();
         if let Some(user) = user {
             reader = reader.with_user(user);
             // A read user without a password must not inherit the main one.
@@ -237,7 +236,13 @@ impl ClickHouseStore {
         for statement in migration.statements() {
             let sql = render(&statement, &db, self.version);
             // query_raw: DDL text is sent verbatim, a `?` in it is no bind.
-            self.server.query_raw(&sql).execute().await.map_err(|e| failed(e.to_string()))?;
+            match self.server.query_raw(&sql).execute().await {
+                Ok(()) => {}
+                // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a migration that
+                // stopped after adding its column finds it there when rerun.
+                Err(e) if statement.contains(" ADD COLUMN ") && e.to_string().contains("already exists") => {}
+                Err(e) => return Err(failed(e.to_string())),
+            }
         }
         // Through the database's client: the table name needs no database
         // prefix, so nothing but the binds goes through `?` parsing.
@@ -252,67 +257,23 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    /// Indexes (into `events`) of the `candidates` already stored.
-    ///
-    /// One query per project (per chunk of [`EXISTING_CHUNK`]), scoped to the
-    /// time range of the batch so the sorting key prunes it to a few granules.
-    /// The range is widened by [`EXISTING_MARGIN_S`] and matched on
-    /// `event_id` alone: a resend whose measured skew crossed the tolerance or
-    /// a minute boundary lands a minute away, and is still the same event.
-    async fn already_stored(&self, events: &[StoredEvent], candidates: &[usize]) -> Result<Vec<usize>> {
-        let mut by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for &i in candidates {
-            by_project.entry(events[i].project.as_str()).or_default().push(i);
+    /// Compensates the ids among `indexes` found stored more than once.
+    async fn compensate_found(
+        &self,
+        project: &str,
+        events: &[StoredEvent],
+        indexes: &[usize],
+        found: &BTreeMap<Uuid, usize>,
+    ) -> Result<()> {
+        let several: Vec<usize> =
+            indexes.iter().copied().filter(|&i| found.get(&events[i].event.event_id).is_some_and(|&n| n > 1)).collect();
+        if several.is_empty() {
+            return Ok(());
         }
-        let mut stored = Vec::new();
-        for (project, indexes) in by_project {
-            for chunk in indexes.chunks(EXISTING_CHUNK) {
-                let times = chunk.iter().map(|&i| event_time_s(events[i].event_time_ms));
-                let from = times.clone().min().unwrap_or(0).saturating_sub(EXISTING_MARGIN_S);
-                let to = times.max().unwrap_or(u32::MAX).saturating_add(EXISTING_MARGIN_S);
-                let placeholders = vec!["?"; chunk.len()].join(", ");
-                let sql = format!(
-                    "SELECT DISTINCT event_id FROM events \
-                     WHERE project = ? AND event_time >= toDateTime(?) AND event_time <= toDateTime(?) \
-                     AND event_id IN ({placeholders})"
-                );
-                let mut query = self.client.query(&sql).bind(project).bind(from).bind(to);
-                for &i in chunk {
-                    query = query.bind(events[i].event.event_id.to_string());
-                }
-                let found: HashSet<Uuid> = query.fetch_all::<IdRow>().await?.into_iter().map(|r| r.event_id).collect();
-                stored.extend(chunk.iter().copied().filter(|&i| found.contains(&events[i].event.event_id)));
-            }
-        }
-        Ok(stored)
-    }
-
-    /// Loads the ids of the last minutes of events into the recent-ids
-    /// filter: what a client may be retrying right after this process started.
-    #[tracing::instrument(skip_all)]
-    async fn warm_recent_ids(&self) -> Result<()> {
-        #[derive(Row, Deserialize)]
-        struct RecentRow {
-            project: String,
-            #[serde(with = "clickhouse::serde::uuid")]
-            event_id: Uuid,
-        }
-        let rows = self
-            .client
-            .query("SELECT project, event_id FROM events WHERE event_time >= now() - 900 ORDER BY event_time DESC LIMIT ?")
-            .bind(RECENT_WARM_LIMIT)
-            .fetch_all::<RecentRow>()
-            .await?;
-        let mut recent = self.recent_ids()?;
-        for row in &rows {
-            recent.remember(&row.project, row.event_id);
-        }
-        tracing::info!(ids = rows.len(), "Loaded recent event ids for duplicate detection.");
+        let ids: Vec<Uuid> = several.iter().map(|&i| events[i].event.event_id).collect();
+        let seconds = dedup::lookup_seconds(several.iter().map(|&i| event_time_s(events[i].event_time_ms)));
+        self.compensate(project, &ids, &seconds).await?;
         Ok(())
-    }
-
-    fn recent_ids(&self) -> Result<std::sync::MutexGuard<'_, RecentIds>> {
-        self.recent.lock().map_err(|_| Error::Task("recent-ids lock poisoned".into()))
     }
 
     async fn insert_control<T: RowOwned + RowWrite>(&self, table: &str, row: &T) -> Result<()> {
@@ -398,34 +359,41 @@ impl Store for ClickHouseStore {
         if events.is_empty() {
             return Ok(InsertOutcome::default());
         }
+        // Ids repeated within the batch are duplicates of their first.
         let mut duplicates = Vec::new();
-        let mut candidates = Vec::with_capacity(events.len());
+        let mut by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         let mut seen = HashSet::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
             if seen.insert((e.project.as_str(), e.event.event_id)) {
-                candidates.push(i);
+                by_project.entry(e.project.as_str()).or_default().push(i);
             } else {
                 duplicates.push(i);
             }
         }
-        self.warmed.get_or_try_init(|| self.warm_recent_ids()).await?;
-        // Only ids this process may have stored before need the exact look-up
-        // (see recent_ids.rs); the rest are new for certain.
-        let maybe_seen: Vec<usize> = {
-            let recent = self.recent_ids()?;
-            candidates.iter().copied().filter(|&i| recent.maybe_seen(events[i].project.as_str(), events[i].event.event_id)).collect()
-        };
-        let stored: HashSet<usize> = self.already_stored(events, &maybe_seen).await?.into_iter().collect();
-        let fresh: Vec<usize> = candidates.into_iter().filter(|i| !stored.contains(i)).collect();
-        if !fresh.is_empty() {
-            self.write_rows(fresh.iter().map(|&i| &events[i])).await?;
-            if let Ok(mut recent) = self.recent.lock() {
-                for &i in &fresh {
-                    recent.remember(events[i].project.as_str(), events[i].event.event_id);
-                }
+        // First look-up: what is stored already is answered as a duplicate
+        // and not written (and compensated, if a crash after a racing write
+        // left it stored twice).
+        let mut fresh_by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (&project, indexes) in &by_project {
+            let found = dedup::count_copies(&self.copies(project, events, indexes).await?);
+            self.compensate_found(project, events, indexes, &found).await?;
+            let (stored, fresh): (Vec<usize>, Vec<usize>) =
+                indexes.iter().partition(|&&i| found.contains_key(&events[i].event.event_id));
+            duplicates.extend(stored);
+            if !fresh.is_empty() {
+                fresh_by_project.insert(project, fresh);
             }
         }
-        duplicates.extend(stored);
+        let fresh: Vec<usize> = fresh_by_project.values().flatten().copied().collect();
+        if !fresh.is_empty() {
+            self.write_rows(fresh.iter().map(|&i| &events[i]), new_insert_id()).await?;
+            // Second look-up: a collector that wrote the same events at the
+            // same moment is seen now (by this one or by that one, dedup.rs).
+            for (&project, indexes) in &fresh_by_project {
+                let found = dedup::count_copies(&self.copies(project, events, indexes).await?);
+                self.compensate_found(project, events, indexes, &found).await?;
+            }
+        }
         duplicates.sort_unstable();
         Ok(InsertOutcome { inserted: fresh.len(), duplicates })
     }
@@ -446,12 +414,14 @@ impl Store for ClickHouseStore {
     async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
         let rows = self
             .reader
-            .query(
-                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? \
+            .query(&format!(
+                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? AND {} \
                  ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
-            )
+                dedup::NOT_COMPENSATED_SQL
+            ))
             .bind(project.as_str())
             .bind(device_id)
+            .bind(project.as_str())
             .bind(limit)
             .fetch_all::<EventRow>()
             .await?;
@@ -481,9 +451,9 @@ impl Store for ClickHouseStore {
             partitions.iter().filter_map(|p| p.trim_matches('\'').parse::<u32>().ok()).filter(|&d| d < cutoff_day);
         for day in expired {
             self.client.query("ALTER TABLE events DROP PARTITION ?").bind(day).execute().await?;
-            // The dashboard rollups (migrations 0006, 0007) are partitioned by the
-            // same day, and must forget what events forgot.
-            for rollup in ["rollup_minute", "rollup_hour", "device_hour_latest"] {
+            // The dashboard rollups and the copies ledger (migrations 0006-0008)
+            // are partitioned by the same day, and must forget what events forgot.
+            for rollup in ["rollup_minute", "rollup_hour", "device_hour_latest", "event_copies", "event_duplicates"] {
                 self.client.query(&format!("ALTER TABLE {rollup} DROP PARTITION ?")).bind(day).execute().await?;
             }
             tracing::info!(day, "Dropped expired partition.");
@@ -629,14 +599,10 @@ impl Store for ClickHouseStore {
     }
 }
 
-/// How many event ids one duplicate check sends: keeps the query far below
-/// ClickHouse's default `max_query_size` (256 KiB) for any batch size.
-const EXISTING_CHUNK: usize = 1000;
-
-/// Seconds the duplicate check looks around a batch's event times. A resend's
-/// corrected time moves only when its measured skew crosses the 60 s
-/// tolerance or a minute boundary, by one minute; five cover that amply.
-const EXISTING_MARGIN_S: u32 = 300;
+/// A new write's `insert_id`: random, so two collectors' writes differ.
+fn new_insert_id() -> u64 {
+    Uuid::new_v4().as_u64_pair().1
+}
 
 /// The first ClickHouse release (major, minor) where a feature is stable, for
 /// the gates below. Conservative on purpose: 20.1 is well past the releases
@@ -668,6 +634,12 @@ impl ServerVersion {
     /// `LowCardinality(String)` without the experimental setting 18.16 wants.
     fn has_low_cardinality(self) -> bool {
         self >= STABLE_SINCE
+    }
+
+    /// The `async_insert` setting (21.11; on by default from 26.2). Older
+    /// servers refuse a setting they do not know.
+    fn has_async_insert(self) -> bool {
+        self >= ServerVersion { major: 21, minor: 11 }
     }
 }
 
@@ -807,12 +779,6 @@ fn optional_enum<T>(text: &str, parse: impl Fn(&str) -> Option<T>, column: &str)
     parse(text).map(Some).ok_or_else(|| Error::Corrupt(format!("{column} {text:?}")))
 }
 
-#[derive(Row, Deserialize)]
-struct IdRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    event_id: Uuid,
-}
-
 /// One `events` row as read back: the columns of `0001_events.sql`, in
 /// order and type (RowBinary without validation is positional).
 #[derive(Debug, Row, Deserialize)]
@@ -897,10 +863,11 @@ struct EventRowRef<'a> {
     bytes_down: u64,
     sample_rate: f64,
     weight: f64,
+    insert_id: u64,
 }
 
 impl<'a> EventRowRef<'a> {
-    fn from_stored(s: &'a StoredEvent) -> EventRowRef<'a> {
+    fn from_stored(s: &'a StoredEvent, insert_id: u64) -> EventRowRef<'a> {
         let e = &s.event;
         EventRowRef {
             project: s.project.as_str(),
@@ -937,6 +904,7 @@ impl<'a> EventRowRef<'a> {
             bytes_down: e.bytes_down,
             sample_rate: e.sample_rate,
             weight: s.weight,
+            insert_id,
         }
     }
 }
@@ -991,12 +959,13 @@ impl EventRow {
 struct TotalsRow {
     gt: u64,
     gs: String,
-    events: u64,
+    /// Signed: the compensations for duplicates subtract (`dedup.rs`).
+    events: i64,
     attempts: f64,
     successes: f64,
     conflicted: f64,
     duration: (Vec<u16>, Vec<f64>),
-    late: u64,
+    late: i64,
 }
 
 /// The per-device-latest query's row, in its column order.

@@ -22,13 +22,13 @@
 //! filters (the rollup has no segment columns); everything else reads
 //! `events`.
 //!
-//! Exactness and duplicates: `events` is read without `FINAL`, like the
-//! rollups, which cannot be read with it. [`crate::Store::insert`] writes only
-//! events it has checked are not stored yet, so neither holds duplicates;
-//! what that check cannot see (two collectors storing the same retry in the
-//! same instant) would count twice until `events` merges, and in the rollups
-//! for good. That race needs two collectors and a client retrying across
-//! them within one insert; the ingest design documents it.
+//! Exactness and duplicates (`dedup.rs`): the rollups count every copy of an
+//! event ever inserted, so the partial minutes at the edges are read from
+//! `event_copies`, which holds every copy too (`events` collapses copies at
+//! merges, whenever those happen), and every answer subtracts the
+//! compensations in `event_duplicates` over the whole window: each copy
+//! beyond an event's first, with what it added. The device half needs none
+//! of this: a device's latest event is the same however often it is stored.
 //!
 //! On `events`, a device's latest event is found in two steps: each device's
 //! greatest `event_time_ms`, then the greatest text only among the rows at
@@ -38,6 +38,7 @@
 use std::collections::BTreeMap;
 
 use super::device_cache::add_durations;
+use super::dedup::NOT_COMPENSATED_SQL;
 use super::device_state::{DECODED_SQL, LATEST_SQL};
 use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
@@ -117,27 +118,33 @@ pub(super) fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Ve
     })
 }
 
+/// `events` filtered as [`raw_filter`] does, without the compensated copies
+/// that `events` keeps as rows of their own (`dedup.rs`): for the reads of a
+/// device's latest event.
+pub(super) fn events_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
+    let (mut filter, mut args) = raw_filter(query, from_ms, to_ms);
+    filter.push_str(&format!(" AND {NOT_COMPENSATED_SQL}"));
+    args.push(Arg::Text(query.project.as_str().to_string()));
+    (filter, args)
+}
+
 /// Per group: counts, weighted sums, late events and the duration histogram.
 /// With `whole_hours` false, the whole hours are left out (the device cache
-/// holds their sums); `None` when nothing is left.
-fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Option<Sql> {
+/// holds their sums). Counts are `Int64` in every branch and in the answer:
+/// the compensations subtract (from the cache's sums too, so a group's SQL
+/// part alone may be negative), and 18.16 wants one type per column across
+/// `UNION ALL`.
+fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Sql {
     let (gt_raw, gs_raw) = group_expressions(grouping, "event_time");
     let mut sql = Sql::default();
     sql.push(
-        "SELECT gt, gs, toUInt64(sum(e)), toFloat64(sum(a)), toFloat64(sum(s)), toFloat64(sum(c)), \
-         sumMap(b, w), toUInt64(sum(l)) FROM (",
+        "SELECT gt, gs, toInt64(sum(e)), toFloat64(sum(a)), toFloat64(sum(s)), toFloat64(sum(c)), \
+         sumMap(b, w), toInt64(sum(l)) FROM (",
     );
-    let pieces: Vec<Piece> = pieces(query.from_ms, query.to_ms, grouping)
+    let pieces = pieces(query.from_ms, query.to_ms, grouping)
         .into_iter()
-        .filter(|p| whole_hours || !matches!(p, Piece::Hours(..)))
-        .collect();
-    if pieces.is_empty() {
-        return None;
-    }
-    for (i, piece) in pieces.into_iter().enumerate() {
-        if i > 0 {
-            sql.push(" UNION ALL ");
-        }
+        .filter(|p| whole_hours || !matches!(p, Piece::Hours(..)));
+    for piece in pieces {
         let rollup = match piece {
             Piece::Hours(from, to) => Some(("rollup_hour", "hour", from, to)),
             Piece::Minutes(from, to) => Some(("rollup_minute", "minute", from, to)),
@@ -148,9 +155,10 @@ fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Option<Sq
             let (segments, args) = segment_filter(&query.filters);
             sql.push_with(
                 &format!(
-                    "SELECT {gt} AS gt, {gs} AS gs, events AS e, attempts AS a, successes AS s, conflicted AS c, \
-                     durationMap.bucket AS b, durationMap.weight AS w, late AS l FROM {table} \
-                     WHERE project = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){segments}"
+                    "SELECT {gt} AS gt, {gs} AS gs, toInt64(events) AS e, attempts AS a, successes AS s, \
+                     conflicted AS c, durationMap.bucket AS b, durationMap.weight AS w, toInt64(late) AS l \
+                     FROM {table} \
+                     WHERE project = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){segments} UNION ALL "
                 ),
                 [vec![Arg::Text(query.project.as_str().to_string()), seconds(from), seconds(to)], args].concat(),
             );
@@ -158,19 +166,32 @@ fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Option<Sq
             let (filter, args) = raw_filter(query, from, to);
             sql.push_with(
                 &format!(
-                    "SELECT {gt_raw} AS gt, {gs_raw} AS gs, toUInt64(count()) AS e, toFloat64(sum(weight)) AS a, \
+                    "SELECT {gt_raw} AS gt, {gs_raw} AS gs, toInt64(count()) AS e, toFloat64(sum(weight)) AS a, \
                      toFloat64(sumIf(weight, success = 1)) AS s, toFloat64(sumIf(weight, conflicts > 0)) AS c, \
                      tupleElement(sumMap([duration_bucket], [toFloat64(weight)]) AS durations, 1) AS b, \
                      tupleElement(durations, 2) AS w, \
-                     toUInt64(countIf(received_at_ms - event_time_ms > {LATE_ARRIVAL_MS})) AS l \
-                     FROM events WHERE {filter} GROUP BY gt, gs"
+                     toInt64(countIf(received_at_ms - event_time_ms > {LATE_ARRIVAL_MS})) AS l \
+                     FROM event_copies WHERE {filter} GROUP BY gt, gs UNION ALL "
                 ),
                 args,
             );
         }
     }
+    // Last, and over the whole window: what the copies beyond each event's
+    // first added, in whichever piece they were counted.
+    let (filter, args) = raw_filter(query, query.from_ms, query.to_ms);
+    sql.push_with(
+        &format!(
+            "SELECT {gt_raw} AS gt, {gs_raw} AS gs, -toInt64(count()) AS e, -toFloat64(sum(weight)) AS a, \
+             -toFloat64(sumIf(weight, success = 1)) AS s, -toFloat64(sumIf(weight, conflicts > 0)) AS c, \
+             tupleElement(sumMap([duration_bucket], [-toFloat64(weight)]) AS compensated, 1) AS b, \
+             tupleElement(compensated, 2) AS w, -toInt64(sum(late)) AS l \
+             FROM event_duplicates FINAL WHERE {filter} GROUP BY gt, gs"
+        ),
+        args,
+    );
     sql.push(") GROUP BY gt, gs");
-    Some(sql)
+    sql
 }
 
 /// Per group, over each device's latest event: devices, queue depth sums
@@ -220,7 +241,7 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
             sql.push(" UNION ALL ");
         }
         first = false;
-        let (filter, args) = raw_filter(query, from, to);
+        let (filter, args) = events_filter(query, from, to);
         // Formatting every event's text is most of the cost over millions
         // of rows, so only the rows at each device's greatest time get it.
         sql.push_with(
@@ -261,8 +282,8 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         let cached = super::device_cache::serves(query, grouping).is_some();
-        let totals_query = totals_sql(query, grouping, !cached)
-            .map(|totals| totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a)));
+        let totals = totals_sql(query, grouping, !cached);
+        let totals_query = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
         let devices = async {
             match self.cached_devices(query, grouping).await? {
                 Some(groups) => Ok::<_, crate::Error>(Devices::Cached(groups)),
@@ -278,26 +299,10 @@ impl ClickHouseStore {
                 }
             }
         };
-        let totals = async {
-            match totals_query {
-                Some(q) => Ok::<_, crate::Error>(q.fetch_all::<TotalsRow>().await?),
-                None => Ok(Vec::new()),
-            }
-        };
+        let totals = async { Ok::<_, crate::Error>(totals_query.fetch_all::<TotalsRow>().await?) };
         let (totals, devices) = tokio::try_join!(totals, devices)?;
 
         let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
-        for row in totals {
-            let a = groups
-                .entry(group_key(grouping, row.gt, row.gs))
-                .or_default();
-            a.events += row.events;
-            a.attempts += row.attempts;
-            a.successes += row.successes;
-            a.conflicted += row.conflicted;
-            add_durations(&mut a.duration_histogram, histogram(row.duration).into_iter());
-            a.late_events += row.late;
-        }
         match devices {
             Devices::Cached(cached) => {
                 for (key, figures) in cached {
@@ -332,6 +337,18 @@ impl ClickHouseStore {
                 }
             }
         }
+        // After the cached sums: the SQL part may subtract from them.
+        for row in totals {
+            let a = groups
+                .entry(group_key(grouping, row.gt, row.gs))
+                .or_default();
+            a.events = a.events.saturating_add_signed(row.events);
+            a.attempts += row.attempts;
+            a.successes += row.successes;
+            a.conflicted += row.conflicted;
+            add_durations(&mut a.duration_histogram, histogram(row.duration).into_iter());
+            a.late_events = a.late_events.saturating_add_signed(row.late);
+        }
         Ok(groups.into_iter().filter(|(_, a)| a.events > 0).collect())
     }
 }
@@ -355,7 +372,7 @@ mod tests {
             Grouping::Time { step_seconds: 3600 },
             Grouping::Time { step_seconds: 90 },
         ] {
-            for sql in [totals_sql(&query, grouping, true).unwrap(), devices_sql(&query, grouping)] {
+            for sql in [totals_sql(&query, grouping, true), devices_sql(&query, grouping)] {
                 assert_eq!(
                     sql.text.matches('?').count(),
                     sql.args.len(),
@@ -370,7 +387,7 @@ mod tests {
         assert!(!devices_sql(&query, Grouping::Time { step_seconds: 900 })
             .text
             .contains("FROM device_hour_latest"));
-        assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 }, true).unwrap()
+        assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 }, true)
             .text
             .contains("FROM rollup_minute"));
     }

@@ -8,4 +8,5 @@ mod helpers;
 mod alerting;
 mod conformance;
 mod devices;
+mod exactly_once;
 mod rollups;

@@ -1,0 +1,72 @@
+-- Exactly once in every metric (store/src/clickhouse/dedup.rs has the whole design).
+--
+-- ClickHouse cannot refuse a row whose event id is already stored, and the rollups
+-- (0006) count every row inserted into events, for good. Store::insert therefore looks
+-- up every event id of a block before writing it (exact, not a filter of recent ids),
+-- and what that look-up cannot see, two collectors writing the same event in the same
+-- instant, it finds right after its own write and compensates before acknowledging:
+--
+-- events.insert_id: which write a row came from (random per insert; 0 before this
+-- migration), so two copies of one event can be told apart.
+--
+-- event_copies: every row ever inserted into events, with what it adds to the per-event
+-- sums. Plain MergeTree, so unlike events (ReplacingMergeTree) it never collapses two
+-- copies: the look-ups read it, and so do the partial minutes at a window's edges,
+-- which must count exactly what the rollups count (every copy) before the compensation.
+--
+-- event_duplicates: one row per stored copy beyond an event's first (the first is the
+-- copy received first, ties broken by the smaller insert_id), with what that copy added.
+-- Every aggregate subtracts these rows. ReplacingMergeTree read with FINAL: writing the
+-- same compensation twice (two collectors both saw both copies) changes nothing.
+-- same_key says the copy shares its sorting key (event_time) with the first copy, so
+-- `events FINAL` already shows it once; the reads of events exclude the other ones.
+CREATE TABLE IF NOT EXISTS {db}.event_copies (
+    project String,
+    event_time DateTime,
+    event_id UUID,
+    insert_id UInt64,
+    event_time_ms Int64,
+    received_at_ms Int64,
+    app_version {label},
+    os {label},
+    network {label},
+    success UInt8,
+    conflicts UInt32,
+    duration_bucket UInt16,
+    weight Float64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(event_time)
+ORDER BY (project, event_time, event_id);
+CREATE TABLE IF NOT EXISTS {db}.event_duplicates (
+    project String,
+    event_time DateTime,
+    event_id UUID,
+    insert_id UInt64,
+    event_time_ms Int64,
+    same_key UInt8,
+    late UInt8,
+    app_version {label},
+    os {label},
+    network {label},
+    success UInt8,
+    conflicts UInt32,
+    duration_bucket UInt16,
+    weight Float64
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(event_time)
+ORDER BY (project, event_time, event_id, insert_id);
+-- 18.16 has no ADD COLUMN IF NOT EXISTS: the store treats "already exists" as done.
+ALTER TABLE {db}.events ADD COLUMN insert_id UInt64;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_copies_mv TO {db}.event_copies AS
+SELECT project, event_time, event_id, insert_id, event_time_ms, received_at_ms, app_version, os, network,
+    success, conflicts, duration_bucket, weight
+FROM {db}.events;
+-- What events holds from before (duplicates that merged away are gone with their
+-- evidence; those still unmerged are copied as they are, as the rollups count them).
+-- Only into an empty table, so running this again adds nothing; stop ingest while an
+-- existing deployment migrates (README, "Upgrading").
+INSERT INTO {db}.event_copies
+SELECT project, event_time, event_id, insert_id, event_time_ms, received_at_ms, app_version, os, network,
+    success, conflicts, duration_bucket, weight
+FROM {db}.events
+WHERE (SELECT count() FROM {db}.event_copies) = 0

@@ -1,0 +1,363 @@
+//! Exactly once in every metric on ClickHouse: the same event id stored more
+//! than once, for any reason, counts once in every aggregate.
+//!
+//! ClickHouse cannot refuse a row whose key is already stored, and the
+//! rollups (`rollup_minute`, `rollup_hour`) are fed by materialized views
+//! that count every row inserted into `events`, for good: `events` being a
+//! `ReplacingMergeTree` collapses its own copies at some merge, never the
+//! rollups'. So duplicates are kept out on the way in, and the one case no
+//! look-up can see is compensated:
+//!
+//! 1. **Every id is looked up before it is written** ([`ClickHouseStore::copies`]),
+//!    exactly, in `event_copies` (migration 0008: every row ever inserted
+//!    into `events`, never collapsed). Found ids are answered as duplicates
+//!    and not written: a collector restarted or replaced, another collector
+//!    behind the same load balancer, a spool replay of an insert whose answer
+//!    was lost, a probe resending days later.
+//! 2. **After its write, a block's ids are looked up again.** Two collectors
+//!    writing the same event at the same moment both find nothing in step 1,
+//!    and both write. But of two writes, the one whose look-up comes last
+//!    sees the other's row (each write is committed before its own second
+//!    look-up), so at least one of them finds two copies. Whoever finds
+//!    several copies of an id writes a compensation for each copy but the
+//!    first (the first received, then the smaller `insert_id`) into
+//!    `event_duplicates`, with what that copy added to the sums; every
+//!    aggregate subtracts them. The compensation is keyed by the copy, and
+//!    read with `FINAL`: writing it twice, or from two collectors, is
+//!    harmless. Step 1 finds copies too (a crash between a write and its
+//!    second look-up leaves the batch unacknowledged, so it comes back) and
+//!    compensates what it finds the same way.
+//!
+//! Both steps finish before [`crate::Store::insert`] returns, so once a
+//! batch is acknowledged as stored its events count once. Everything stays
+//! within one `(project, event)` and its time: shard-local when a cluster
+//! shards by project and device.
+//!
+//! **The look-up is exact and costs what the block's own seconds hold.**
+//! Two copies of one event have the same device time (`occurred_at`), and
+//! their corrected times differ by a whole number of minutes (the skew
+//! correction is 0 or rounded to minutes, `synchealth_schema::StoredEvent`),
+//! by at most a minute when the probe stamps `sent_at` as it sends. The
+//! look-up reads only the seconds `event_time + k minutes` for
+//! `|k| <=` [`SKEW_MINUTES`], through the sorting key, and sends the ids and
+//! seconds as RowBinary external tables (`multipart/form-data`, which 18.16
+//! and current servers take): a 100,000-id `IN (...)` list as SQL text costs
+//! 18.16 about a second just to parse.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use synchealth_schema::StoredEvent;
+use uuid::Uuid;
+
+use super::{event_time_s, ClickHouseStore};
+use crate::metrics::LATE_ARRIVAL_MS;
+use crate::{Error, Result};
+
+/// How many minutes apart two copies' corrected times may be and still be
+/// found: a resend with a fresh `sent_at` moves by at most one; five also
+/// cover a client that resends a body unchanged for a few minutes.
+pub(super) const SKEW_MINUTES: i64 = 5;
+
+/// Leaves out of a read of `events FINAL` the compensated copies that do
+/// not share their event's counted copy's sorting key (`FINAL` collapses
+/// the others into one row already). One bind: the project.
+pub(super) const NOT_COMPENSATED_SQL: &str = "(event_time, event_id) NOT IN \
+     (SELECT event_time, event_id FROM event_duplicates FINAL WHERE project = ? AND same_key = 0)";
+
+/// Ids per look-up request: keeps each request's body (16 bytes an id) and
+/// answer small, whatever the block size.
+const LOOKUP_CHUNK: usize = 50_000;
+
+/// One stored copy of an event, as the look-up answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StoredCopy {
+    pub(super) event_id: Uuid,
+    pub(super) insert_id: u64,
+}
+
+/// What one copy added to the per-event sums (`event_copies`' columns),
+/// read back to compensate it.
+#[derive(Debug, Clone, Row, Deserialize)]
+struct CopyRow {
+    event_time: u32,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    insert_id: u64,
+    event_time_ms: i64,
+    received_at_ms: i64,
+    app_version: String,
+    os: String,
+    network: String,
+    success: u8,
+    conflicts: u32,
+    duration_bucket: u16,
+    weight: f64,
+}
+
+/// One compensation: `event_duplicates`' columns, in order.
+#[derive(Debug, Row, Serialize)]
+struct DuplicateRow<'a> {
+    project: &'a str,
+    event_time: u32,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    insert_id: u64,
+    event_time_ms: i64,
+    same_key: u8,
+    late: u8,
+    app_version: &'a str,
+    os: &'a str,
+    network: &'a str,
+    success: u8,
+    conflicts: u32,
+    duration_bucket: u16,
+    weight: f64,
+}
+
+/// The seconds a look-up reads for events at `seconds`: each one moved by
+/// every whole minute up to [`SKEW_MINUTES`] either way.
+pub(super) fn lookup_seconds(seconds: impl IntoIterator<Item = u32>) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    for s in seconds {
+        for k in -SKEW_MINUTES..=SKEW_MINUTES {
+            if let Ok(moved) = u32::try_from(i64::from(s) + k * 60) {
+                out.insert(moved);
+            }
+        }
+    }
+    out
+}
+
+/// The counted copy among several: the first received, then the smaller
+/// `insert_id`; the rest are compensated.
+fn split_first(mut copies: Vec<CopyRow>) -> (CopyRow, Vec<CopyRow>) {
+    copies.sort_by_key(|c| (c.received_at_ms, c.insert_id));
+    let rest = copies.split_off(1);
+    let first = copies.into_iter().next().unwrap_or_else(|| unreachable!("called with at least two copies"));
+    (first, rest)
+}
+
+/// A ClickHouse string literal (project names are `[a-z0-9_-]` already;
+/// quoted anyway, so this never depends on that rule).
+fn quote_literal(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('\'');
+    for c in text.chars() {
+        if c == '\'' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('\'');
+    quoted
+}
+
+impl ClickHouseStore {
+    /// Every stored copy of the `indexes` events of `events` (all of one
+    /// project), found through the sorting key of `event_copies`.
+    pub(super) async fn copies(&self, project: &str, events: &[StoredEvent], indexes: &[usize]) -> Result<Vec<StoredCopy>> {
+        let mut order: Vec<usize> = indexes.to_vec();
+        // Chunks of neighbouring times read neighbouring granules.
+        order.sort_by_key(|&i| events[i].event_time_ms);
+        let mut found = Vec::new();
+        for chunk in order.chunks(LOOKUP_CHUNK) {
+            let seconds = lookup_seconds(chunk.iter().map(|&i| event_time_s(events[i].event_time_ms)));
+            let ids: Vec<Uuid> = chunk.iter().map(|&i| events[i].event.event_id).collect();
+            found.extend(self.lookup(project, &ids, &seconds).await?);
+        }
+        Ok(found)
+    }
+
+    /// One look-up request: `ids` and `seconds` travel as RowBinary
+    /// external tables, the answer is RowBinary `(UUID, UInt64)` rows.
+    async fn lookup(&self, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<Vec<StoredCopy>> {
+        let failed = |what: String| Error::ClickHouseRequest(format!("event id look-up: {what}"));
+        let mut id_bytes = Vec::with_capacity(ids.len() * 16);
+        for id in ids {
+            let (high, low) = id.as_u64_pair();
+            id_bytes.extend_from_slice(&high.to_le_bytes());
+            id_bytes.extend_from_slice(&low.to_le_bytes());
+        }
+        let second_bytes: Vec<u8> = seconds.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let sql = format!(
+            "SELECT event_id, insert_id FROM event_copies WHERE project = {} \
+             AND event_time IN lookup_seconds AND event_id IN lookup_ids FORMAT RowBinary",
+            quote_literal(project)
+        );
+        let part = |name: &'static str, bytes: Vec<u8>| {
+            reqwest::multipart::Part::bytes(bytes).file_name(name).mime_str("application/octet-stream")
+        };
+        let form = reqwest::multipart::Form::new()
+            .part("lookup_ids", part("lookup_ids", id_bytes).map_err(|e| failed(e.to_string()))?)
+            .part("lookup_seconds", part("lookup_seconds", second_bytes).map_err(|e| failed(e.to_string()))?);
+        let mut request = self
+            .http
+            .post(&self.config.url)
+            .query(&[
+                ("database", self.config.database.as_str()),
+                ("query", sql.as_str()),
+                ("lookup_ids_structure", "event_id UUID"),
+                ("lookup_ids_format", "RowBinary"),
+                ("lookup_seconds_structure", "event_time DateTime"),
+                ("lookup_seconds_format", "RowBinary"),
+            ])
+            .multipart(form);
+        request = request.basic_auth(&self.config.user, self.config.password.as_deref());
+        let response = request.send().await.map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned();
+            return Err(failed(format!("{status}: {}", text.trim())));
+        }
+        decode_copies(&body).ok_or_else(|| failed(format!("an answer of {} bytes is not whole rows", body.len())))
+    }
+
+    /// Compensates every copy but the first of each id in `ids` that has
+    /// several (see the module doc); idempotent.
+    pub(super) async fn compensate(&self, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut by_id: HashMap<Uuid, Vec<CopyRow>> = HashMap::new();
+        // Few ids by construction (each was found more than once), so the
+        // values go as binds.
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT toUInt32(event_time), event_id, insert_id, event_time_ms, received_at_ms, \
+                 toString(app_version), toString(os), toString(network), success, conflicts, duration_bucket, weight \
+                 FROM event_copies WHERE project = ? AND event_time IN ({}) AND event_id IN ({})",
+                vec!["?"; seconds.len()].join(", "),
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut query = self.client.query(&sql).bind(project);
+            for s in seconds {
+                query = query.bind(*s);
+            }
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all::<CopyRow>().await? {
+                by_id.entry(row.event_id).or_default().push(row);
+            }
+        }
+        let mut compensations = Vec::new();
+        for copies in by_id.into_values().filter(|c| c.len() > 1) {
+            let (first, rest) = split_first(copies);
+            compensations.extend(rest.into_iter().map(|copy| (first.event_time, copy)));
+        }
+        if compensations.is_empty() {
+            return Ok(0);
+        }
+        let mut insert = self.client.insert::<DuplicateRow<'_>>("event_duplicates").await?;
+        for (first_time, c) in &compensations {
+            insert
+                .write(&DuplicateRow {
+                    project,
+                    event_time: c.event_time,
+                    event_id: c.event_id,
+                    insert_id: c.insert_id,
+                    event_time_ms: c.event_time_ms,
+                    same_key: u8::from(c.event_time == *first_time),
+                    late: u8::from(c.received_at_ms - c.event_time_ms > LATE_ARRIVAL_MS),
+                    app_version: &c.app_version,
+                    os: &c.os,
+                    network: &c.network,
+                    success: c.success,
+                    conflicts: c.conflicts,
+                    duration_bucket: c.duration_bucket,
+                    weight: c.weight,
+                })
+                .await?;
+        }
+        insert.end().await?;
+        tracing::warn!(project, copies = compensations.len(), "Compensated events stored more than once.");
+        Ok(compensations.len())
+    }
+}
+
+/// The look-up's RowBinary answer: 16 bytes of UUID (two little-endian
+/// halves, high first) and 8 of `insert_id` a row; `None` if not whole rows.
+fn decode_copies(body: &[u8]) -> Option<Vec<StoredCopy>> {
+    const ROW: usize = 24;
+    if !body.len().is_multiple_of(ROW) {
+        return None;
+    }
+    let u64_at = |row: &[u8], at: usize| u64::from_le_bytes(row[at..at + 8].try_into().unwrap_or([0; 8]));
+    Some(
+        body.chunks_exact(ROW)
+            .map(|row| StoredCopy { event_id: Uuid::from_u64_pair(u64_at(row, 0), u64_at(row, 8)), insert_id: u64_at(row, 16) })
+            .collect(),
+    )
+}
+
+/// Per id, how many copies were found.
+pub(super) fn count_copies(copies: &[StoredCopy]) -> BTreeMap<Uuid, usize> {
+    let mut counts = BTreeMap::new();
+    for c in copies {
+        *counts.entry(c.event_id).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn row(received_at_ms: i64, insert_id: u64) -> CopyRow {
+        CopyRow {
+            event_time: 100,
+            event_id: Uuid::nil(),
+            insert_id,
+            event_time_ms: 100_000,
+            received_at_ms,
+            app_version: String::new(),
+            os: String::new(),
+            network: String::new(),
+            success: 1,
+            conflicts: 0,
+            duration_bucket: 0,
+            weight: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_first_received_copy_counts_and_ties_go_to_the_smaller_insert() {
+        let (first, rest) = split_first(vec![row(20, 1), row(10, 9), row(10, 3)]);
+        assert_eq!((first.received_at_ms, first.insert_id), (10, 3));
+        let mut rest: Vec<_> = rest.iter().map(|r| r.insert_id).collect();
+        rest.sort_unstable();
+        assert_eq!(rest, vec![1, 9]);
+    }
+
+    #[test]
+    fn lookups_read_each_second_moved_by_whole_minutes() {
+        let seconds = lookup_seconds([1_000, 1_001]);
+        assert_eq!(seconds.len(), 2 * (2 * SKEW_MINUTES as usize + 1));
+        assert!(seconds.contains(&(1_000 + 5 * 60)) && seconds.contains(&(1_001 - 5 * 60)));
+        assert!(!seconds.contains(&(1_000 + 30)));
+        // Near the epoch, the moves below zero are left out rather than wrapped.
+        assert_eq!(lookup_seconds([10]).len(), SKEW_MINUTES as usize + 1);
+    }
+
+    #[test]
+    fn answers_decode_as_uuid_halves_then_the_insert_id() {
+        let id = Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
+        // As ClickHouse 18.16 writes this UUID in RowBinary.
+        let mut body = vec![0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00, 0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88];
+        body.extend_from_slice(&7u64.to_le_bytes());
+        assert_eq!(decode_copies(&body), Some(vec![StoredCopy { event_id: id, insert_id: 7 }]));
+        assert_eq!(decode_copies(&body[..23]), None);
+        let counts = count_copies(&[StoredCopy { event_id: id, insert_id: 7 }, StoredCopy { event_id: id, insert_id: 8 }]);
+        assert_eq!(counts[&id], 2);
+    }
+
+    #[test]
+    fn literals_are_quoted_and_escaped() {
+        assert_eq!(quote_literal("default"), "'default'");
+        assert_eq!(quote_literal("a'b\\"), "'a\\'b\\\\'");
+    }
+}
