@@ -1,6 +1,11 @@
 //! The pipeline over a real embedded store that a test can make fail or
 //! hang: batching, the split of outcomes, spooling, replay, the bound, and
 //! the drain at shutdown.
+//!
+//! "Stored once" is checked where it could fail: the store's own metrics
+//! over the events (of every age, minutes to days old) and the ids the
+//! pipeline actually sent, not only the rows SQLite reports inserted, which
+//! its primary key has already deduplicated.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -32,12 +37,39 @@ struct Switchable {
     mode: AtomicU8,
     /// Rows of every insert that reached SQLite, in order.
     inserts: Mutex<Vec<usize>>,
+    /// Every event id the pipeline sent to SQLite, one per row sent.
+    sent: Mutex<Vec<uuid::Uuid>>,
     stored: AtomicUsize,
 }
 
 impl Switchable {
     fn set(&self, mode: u8) {
         self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    fn new(inner: SqliteStore) -> Switchable {
+        Switchable {
+            inner,
+            mode: AtomicU8::new(WORKING),
+            inserts: Mutex::new(Vec::new()),
+            sent: Mutex::new(Vec::new()),
+            stored: AtomicUsize::new(0),
+        }
+    }
+
+    /// The store counts each of the `acked` events once in its metrics, and
+    /// the pipeline sent every one of them, and nothing else: each exactly
+    /// once when `resends` is false (no insert was abandoned while it could
+    /// still go through, so nothing needed sending twice).
+    async fn assert_counted_once(&self, acked: usize, resends: bool) {
+        let summary = self.inner.aggregate(&all_time(), Grouping::Total).await.unwrap();
+        assert_eq!(summary.first().map_or(0, |(_, a)| a.events), acked as u64, "events in the store's metrics");
+        let sent = self.sent.lock().unwrap().clone();
+        let distinct: std::collections::HashSet<_> = sent.iter().collect();
+        assert_eq!(distinct.len(), acked, "distinct events sent to the store");
+        if !resends {
+            assert_eq!(sent.len(), acked, "an event was sent to the store twice");
+        }
     }
 
     async fn gate(&self) -> Result<()> {
@@ -77,6 +109,7 @@ impl Store for Switchable {
         if self.mode.load(Ordering::SeqCst) == SLOW_PER_ROW {
             tokio::time::sleep(Duration::from_micros(100 * events.len() as u64)).await;
         }
+        self.sent.lock().unwrap().extend(events.iter().map(|e| e.event.event_id));
         let outcome = self.inner.insert(events).await?;
         self.inserts.lock().unwrap().push(events.len());
         self.stored.fetch_add(outcome.inserted, Ordering::SeqCst);
@@ -181,12 +214,7 @@ async fn harness(configure: impl FnOnce(&mut PipelineConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let inner = SqliteStore::open(&dir.path().join("store.db")).unwrap();
     inner.migrate().await.unwrap();
-    let store = Arc::new(Switchable {
-        inner,
-        mode: AtomicU8::new(WORKING),
-        inserts: Mutex::new(Vec::new()),
-        stored: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Switchable::new(inner));
     let mut config = PipelineConfig::new(dir.path().join("spool"));
     config.max_batch_age = Duration::from_millis(20);
     config.insert_timeout = Duration::from_millis(200);
@@ -198,14 +226,18 @@ async fn harness(configure: impl FnOnce(&mut PipelineConfig)) -> Harness {
     Harness { store, pipeline, handle, dir }
 }
 
-/// `n` valid events, as the ingest handler builds them.
+/// `n` valid events, as the ingest handler builds them: in turn now, a
+/// minute, an hour and three days old (what an offline device sends).
 fn events(n: usize) -> Vec<StoredEvent> {
     let now = OffsetDateTime::now_utc();
-    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let rfc3339 = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let at = rfc3339(now);
+    let ages = [time::Duration::ZERO, time::Duration::minutes(1), time::Duration::hours(1), time::Duration::days(3)];
     let events: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             serde_json::json!({
-                "event_id": uuid::Uuid::new_v4().to_string(), "device_id": format!("d{i}"), "occurred_at": at,
+                "event_id": uuid::Uuid::new_v4().to_string(), "device_id": format!("d{i}"),
+                "occurred_at": rfc3339(now - ages[i % ages.len()]),
                 "success": true, "duration_ms": 10, "app_version": "1", "os": "ios",
             })
         })
@@ -339,9 +371,12 @@ async fn a_failing_store_spools_and_acknowledges_then_the_replay_stores_everythi
     wait_until("the spool is replayed", || h.handle.status().spool_bytes == 0).await;
     assert_eq!(h.store.stored.load(Ordering::SeqCst), 10);
     assert!(h.handle.status().store_healthy);
+    h.store.assert_counted_once(10, false).await;
     // A retry of an acknowledged request is a duplicate, not a second copy.
     let again = h.handle.submit(first).await.unwrap();
     assert_eq!(again, InsertOutcome { inserted: 0, duplicates: vec![0, 1, 2, 3, 4] });
+    let summary = h.store.inner.aggregate(&all_time(), Grouping::Total).await.unwrap();
+    assert_eq!(summary[0].1.events, 10, "the retry counts nowhere");
     let files: Vec<_> =
         std::fs::read_dir(h.dir.path().join("spool")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files, vec![std::ffi::OsString::from("LOCK")], "replayed segments are deleted");
@@ -359,6 +394,8 @@ async fn a_store_too_slow_for_a_whole_segment_within_the_timeout_still_drains_th
     h.store.set(SLOW_PER_ROW);
     wait_until("the spool is replayed", || h.handle.status().spool_bytes == 0).await;
     assert_eq!(h.store.stored.load(Ordering::SeqCst), 6000, "every event once");
+    // Abandoned slow inserts went on and reached the store: resent rows.
+    h.store.assert_counted_once(6000, true).await;
     let inserts = h.store.inserts.lock().unwrap().clone();
     assert!(inserts.iter().any(|&rows| rows < 2000), "the block shrank: {inserts:?}");
 }
@@ -381,6 +418,7 @@ async fn a_hanging_store_is_abandoned_after_the_insert_timeout() {
     // The abandoned insert went through once the store came back, and the
     // replay waited for it, so its duplicate check saw those 4 rows.
     assert_eq!(*h.store.inserts.lock().unwrap(), vec![4, 8]);
+    h.store.assert_counted_once(8, true).await;
 }
 
 #[tokio::test]
@@ -407,6 +445,7 @@ async fn a_full_spool_refuses_whole_requests_with_a_retry_after() {
     h.store.set(WORKING);
     wait_until("the spool is replayed", || h.handle.status().spool_bytes == 0).await;
     assert_eq!(h.store.stored.load(Ordering::SeqCst), acked, "exactly what was acknowledged");
+    h.store.assert_counted_once(acked, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,6 +472,7 @@ async fn shutdown_answers_every_queued_request_and_then_refuses_new_ones() {
         assert_eq!(task.await.unwrap().unwrap().inserted, 3);
     }
     assert_eq!(h.store.stored.load(Ordering::SeqCst), 15);
+    h.store.assert_counted_once(15, false).await;
     assert_eq!(handle.submit(events(1)).await, Err(SubmitError::ShuttingDown));
 }
 
@@ -450,6 +490,7 @@ async fn spooled_events_left_by_a_previous_process_are_replayed_at_start() {
     let h = harness(|c| c.spool_dir = dir.path().to_path_buf()).await;
     wait_until("the spool is replayed", || h.store.stored.load(Ordering::SeqCst) == acked).await;
     wait_until("the segment is deleted", || h.handle.status().spool_bytes == 0).await;
+    h.store.assert_counted_once(acked, false).await;
 }
 
 #[tokio::test]
@@ -466,7 +507,7 @@ async fn a_key_known_before_the_store_went_down_still_authenticates_so_its_event
         revoked: false,
     };
     inner.put_ingest_key(&key).await.unwrap();
-    let store = Arc::new(Switchable { inner, mode: AtomicU8::new(WORKING), inserts: Mutex::new(vec![]), stored: AtomicUsize::new(0) });
+    let store = Arc::new(Switchable::new(inner));
     let cache = crate::KeyCache::with_ttl(store.clone(), Duration::from_millis(1));
     assert_eq!(cache.authenticate(Some("Bearer shk_known")).await.unwrap(), project);
     store.set(FAILING);
@@ -562,8 +603,7 @@ async fn spooled_events_survive_a_store_failure_and_are_stored_exactly_once() {
     wait_until("the spool is empty", || spool_files(&h).is_empty()).await;
     assert_eq!(acked, 105);
     // Counted by the store itself: nothing twice, nothing missing.
-    let summary = h.store.inner.aggregate(&all_time(), Grouping::Total).await.unwrap();
-    assert_eq!(summary[0].1.events, 105);
+    h.store.assert_counted_once(105, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,6 +631,7 @@ async fn spooled_events_of_a_killed_collector_are_replayed_at_the_next_start() {
     .await;
     wait_until("the spool is replayed", || h.store.stored.load(Ordering::SeqCst) == acked).await;
     wait_until("the segment is deleted", || h.handle.status().spool_bytes == 0).await;
+    h.store.assert_counted_once(acked, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,6 +654,7 @@ async fn beyond_the_pending_bound_spooled_events_are_inserted_from_disk() {
     h.store.set(WORKING);
     wait_until("every event is stored", || h.store.stored.load(Ordering::SeqCst) == 120).await;
     wait_until("the spool is empty", || spool_files(&h).is_empty()).await;
+    h.store.assert_counted_once(120, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,6 +670,7 @@ async fn shutdown_with_spooled_acknowledgements_inserts_what_memory_holds() {
     let store = h.store.clone();
     h.pipeline.shutdown().await;
     assert_eq!(store.stored.load(Ordering::SeqCst), 12);
+    store.assert_counted_once(12, false).await;
 }
 
 fn all_time() -> Query {
