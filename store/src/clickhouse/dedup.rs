@@ -66,6 +66,11 @@ pub(super) const SKEW_MINUTES: i64 = 5;
 pub(super) const NOT_COMPENSATED_SQL: &str = "(event_time, event_id) NOT IN \
      (SELECT event_time, event_id FROM event_duplicates FINAL WHERE project = ? AND same_key = 0)";
 
+/// The hours (as `DateTime`) holding such a copy: `device_hour_latest`
+/// may keep it as a device's latest there. One bind: the project.
+pub(super) const SHIFTED_HOURS_SQL: &str = "(SELECT toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) \
+     FROM event_duplicates FINAL WHERE project = ? AND same_key = 0)";
+
 /// Ids per look-up request: keeps each request's body (16 bytes an id) and
 /// answer small, whatever the block size.
 const LOOKUP_CHUNK: usize = 50_000;
@@ -213,6 +218,24 @@ impl ClickHouseStore {
             return Err(failed(format!("{status}: {}", text.trim())));
         }
         decode_copies(&body).ok_or_else(|| failed(format!("an answer of {} bytes is not whole rows", body.len())))
+    }
+
+    /// Whether the query's window holds a recorded copy that a
+    /// `device_hour_latest` hour may show as a device's latest (see
+    /// [`SHIFTED_HOURS_SQL`]): such windows skip the cache of past hours.
+    pub(super) async fn shifted_copies_in(&self, query: &crate::metrics::Query) -> Result<bool> {
+        let count = self
+            .reader
+            .query(
+                "SELECT toUInt64(count()) FROM event_duplicates FINAL WHERE project = ? AND same_key = 0 \
+                 AND event_time >= toDateTime(?) AND event_time < toDateTime(?)",
+            )
+            .bind(query.project.as_str())
+            .bind(event_time_s(query.from_ms).saturating_sub(3600))
+            .bind(event_time_s(query.to_ms).saturating_add(3600))
+            .fetch_one::<u64>()
+            .await?;
+        Ok(count > 0)
     }
 
     /// Compensates every copy but the first of each id in `ids` that has

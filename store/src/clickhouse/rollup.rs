@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 
 use super::device_cache::add_durations;
-use super::dedup::NOT_COMPENSATED_SQL;
+use super::dedup::{NOT_COMPENSATED_SQL, SHIFTED_HOURS_SQL};
 use super::device_state::{DECODED_SQL, LATEST_SQL};
 use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
@@ -224,26 +224,10 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
         ),
         vec![Arg::Int(i64::from(query.queue_threshold))],
     );
-    let mut first = true;
-    if let Some((from, to)) = whole {
-        let (gt, gs) = group_expressions(grouping, "hour");
-        sql.push_with(
-            &format!(
-                "SELECT {gt} AS gt, {gs} AS gs, device_id, finalizeAggregation(latest) AS v FROM device_hour_latest FINAL \
-                 WHERE project = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)"
-            ),
-            vec![Arg::Text(query.project.as_str().to_string()), seconds(from), seconds(to)],
-        );
-        first = false;
-    }
-    for (from, to) in edges {
-        if !first {
-            sql.push(" UNION ALL ");
-        }
-        first = false;
-        let (filter, args) = events_filter(query, from, to);
-        // Formatting every event's text is most of the cost over millions
-        // of rows, so only the rows at each device's greatest time get it.
+    let project = || Arg::Text(query.project.as_str().to_string());
+    // Formatting every event's text is most of the cost over millions of
+    // rows, so only the rows at each device's greatest time get it.
+    let from_events = |sql: &mut Sql, (filter, args): (String, Vec<Arg>)| {
         sql.push_with(
             &format!(
                 "SELECT {gt_raw} AS gt, {gs_raw} AS gs, device_id, max({LATEST_SQL}) AS v FROM events \
@@ -254,6 +238,34 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
             ),
             [args.clone(), args].concat(),
         );
+    };
+    let mut first = true;
+    if let Some((from, to)) = whole {
+        let (gt, gs) = group_expressions(grouping, "hour");
+        // An hour holding a recorded copy a minute off its first copy
+        // (dedup.rs) may have that copy as a device's latest in
+        // device_hour_latest, whose `max` cannot forget it: those hours
+        // (almost never any) are read from `events` without the copy.
+        sql.push_with(
+            &format!(
+                "SELECT {gt} AS gt, {gs} AS gs, device_id, finalizeAggregation(latest) AS v FROM device_hour_latest FINAL \
+                 WHERE project = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND hour NOT IN {SHIFTED_HOURS_SQL} \
+                 UNION ALL "
+            ),
+            vec![project(), seconds(from), seconds(to), project()],
+        );
+        let (mut filter, mut args) = events_filter(query, from, to);
+        filter.push_str(&format!(" AND toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) IN {SHIFTED_HOURS_SQL}"));
+        args.push(project());
+        from_events(&mut sql, (filter, args));
+        first = false;
+    }
+    for (from, to) in edges {
+        if !first {
+            sql.push(" UNION ALL ");
+        }
+        first = false;
+        from_events(&mut sql, events_filter(query, from, to));
     }
     sql.push(if disjoint {
         ")) GROUP BY gt, gs"
@@ -281,11 +293,11 @@ impl ClickHouseStore {
         if query.from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
-        let cached = super::device_cache::serves(query, grouping).is_some();
+        let cached = super::device_cache::serves(query, grouping).is_some() && !self.shifted_copies_in(query).await?;
         let totals = totals_sql(query, grouping, !cached);
         let totals_query = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
         let devices = async {
-            match self.cached_devices(query, grouping).await? {
+            match if cached { self.cached_devices(query, grouping).await? } else { None } {
                 Some(groups) => Ok::<_, crate::Error>(Devices::Cached(groups)),
                 None => {
                     let devices = devices_sql(query, grouping);
