@@ -15,9 +15,8 @@
 //! fails.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -29,7 +28,9 @@ use synchealth_collector::hash_ingest_key;
 use synchealth_schema::ProjectName;
 use synchealth_store::{IngestKey, SharedStore};
 
-use crate::helpers::{batch, clickhouse_url, event, test_settings, Backend, ADMIN_PASSWORD, INGEST_KEY};
+use crate::helpers::{
+    batch, clickhouse_url, event, test_settings, wait_until_drained, Backend, Binary, ADMIN_PASSWORD, INGEST_KEY,
+};
 
 /// A second key of the default project, first used right before an outage.
 const OUTAGE_KEY: &str = "shk_test_outage_key_fedcba9876543210";
@@ -133,10 +134,11 @@ impl PrivateClickHouse {
         text
     }
 
-    /// Every stored event id (read with FINAL, as every metric is), and
-    /// whether any is stored twice even so.
+    /// Every stored event id, and how many rows hold them. Read without
+    /// FINAL: the rollups behind the metrics count every inserted row, and
+    /// FINAL would hide exactly the duplicate rows this looks for.
     async fn stored_ids(&self, database: &str) -> (HashSet<String>, usize) {
-        let sql = format!("SELECT toString(event_id) FROM {database}.events FINAL FORMAT TabSeparated");
+        let sql = format!("SELECT toString(event_id) FROM {database}.events FORMAT TabSeparated");
         let rows: Vec<String> = self.query(&sql).await.lines().map(str::to_string).collect();
         let total = rows.len();
         (rows.into_iter().collect(), total)
@@ -308,22 +310,6 @@ async fn readyz(client: &reqwest::Client, base: &str) -> Option<(u16, Value)> {
     Some((status, response.json().await.ok()?))
 }
 
-/// Waits (bounded) until the collector is ready with an empty spool.
-async fn wait_until_drained(base: &str) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let last = readyz(&client, base).await;
-        if let Some((200, body)) = &last {
-            if body["spool"]["bytes"] == 0 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the spool did not drain within 20 s: {last:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn summary_events(base: &str, password: &str) -> u64 {
     crate::process::summary(base, password).await["events"].as_u64().unwrap()
 }
@@ -376,55 +362,6 @@ async fn assert_acked_stored_once(clickhouse: &PrivateClickHouse, database: &str
     let posted = ledger.posted_ids();
     assert!(stored.is_subset(&posted), "stored events that were never posted");
     stored.len()
-}
-
-/// The real binary, as an operator runs it.
-struct Binary {
-    child: Child,
-    base: String,
-}
-
-impl Binary {
-    /// Starts `synchealth up` and waits until it says where it listens.
-    async fn start(data_dir: &Path, args: &[String]) -> Binary {
-        let (data_dir, args) = (data_dir.to_path_buf(), args.to_vec());
-        tokio::task::spawn_blocking(move || {
-            #[allow(clippy::zombie_processes)] // callers kill and wait
-            let mut child = Command::new(env!("CARGO_BIN_EXE_synchealth"))
-                .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data_dir)
-                .args(&args)
-                .env("RUST_LOG", std::env::var("SYNCHEALTH_TEST_LOG").unwrap_or_else(|_| "error".into()))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("binary starts");
-            let mut reader = BufReader::new(child.stdout.take().expect("stdout piped"));
-            loop {
-                let mut line = String::new();
-                assert!(reader.read_line(&mut line).expect("reads stdout") > 0, "synchealth exited before listening");
-                if let Some(url) = line.trim_end().strip_prefix("synchealth: listening on ") {
-                    return Binary { base: url.to_string(), child };
-                }
-            }
-        })
-        .await
-        .unwrap()
-    }
-
-    /// SIGKILL: no graceful shutdown, no drain.
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Binary {
-    /// A failed assertion must not leave the process running after the test.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Bytes of records (headers aside) in the spool segments under `dir`.

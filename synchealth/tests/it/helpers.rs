@@ -1,7 +1,11 @@
 //! Test harness: the real application on port 0, over a fresh store per test
 //! (a temp dir for SQLite, a fresh database on the test ClickHouse).
 
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use synchealth::settings::{AcknowledgeSetting, ClickHouseSettings};
@@ -173,5 +177,93 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+}
+
+/// The real binary, as an operator runs it (`synchealth up`).
+pub struct Binary {
+    child: Child,
+    pub base: String,
+}
+
+impl Binary {
+    /// Starts `synchealth up` and waits until it says where it listens.
+    pub async fn start(data_dir: &Path, args: &[String]) -> Binary {
+        let (data_dir, args) = (data_dir.to_path_buf(), args.to_vec());
+        tokio::task::spawn_blocking(move || {
+            #[allow(clippy::zombie_processes)] // callers stop it and wait; Drop kills
+            let mut child = Command::new(env!("CARGO_BIN_EXE_synchealth"))
+                .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data_dir)
+                .args(&args)
+                .env("RUST_LOG", std::env::var("SYNCHEALTH_TEST_LOG").unwrap_or_else(|_| "error".into()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("binary starts");
+            let mut reader = BufReader::new(child.stdout.take().expect("stdout piped"));
+            loop {
+                let mut line = String::new();
+                assert!(reader.read_line(&mut line).expect("reads stdout") > 0, "synchealth exited before listening");
+                if let Some(url) = line.trim_end().strip_prefix("synchealth: listening on ") {
+                    // Drained to the end: a write to a closed stdout at
+                    // shutdown would fail the graceful exit.
+                    std::thread::spawn(move || io::copy(&mut reader, &mut io::sink()));
+                    return Binary { base: url.to_string(), child };
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// SIGTERM, and a clean exit: in-flight work flushed.
+    pub async fn stop_gracefully(mut self) {
+        let terminated = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(terminated.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "synchealth still runs 30 s after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(exit.success(), "synchealth exited with {exit:?} after SIGTERM");
+    }
+
+    /// SIGKILL: no graceful shutdown, no drain.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Binary {
+    /// A failed assertion must not leave the process running after the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until the collector is ready with an empty spool: every
+/// acknowledged event is then in the store.
+pub async fn wait_until_drained(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = client.get(format!("{base}/readyz")).timeout(Duration::from_secs(5)).send().await;
+        let last = match response {
+            Ok(response) => Some((response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))),
+            Err(_) => None,
+        };
+        if let Some((200, body)) = &last {
+            if body["spool"]["bytes"] == 0 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the spool did not drain within 20 s: {last:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -7,6 +7,7 @@ mod browser;
 mod collector_limits;
 mod dashboard_api;
 mod durability;
+mod exactly_once;
 mod helpers;
 mod ingest;
 mod otlp;
