@@ -147,16 +147,7 @@ fn split_first(mut copies: Vec<CopyRow>) -> (CopyRow, Vec<CopyRow>) {
 /// A ClickHouse string literal (project names are `[a-z0-9_-]` already;
 /// quoted anyway, so this never depends on that rule).
 fn quote_literal(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('\'');
-    for c in text.chars() {
-        if c == '\'' || c == '\\' {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    quoted.push('\'');
-    quoted
+    super::quote(text, '\'')
 }
 
 impl ClickHouseStore {

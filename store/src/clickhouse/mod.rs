@@ -669,15 +669,21 @@ fn render(statement: &str, quoted_db: &str, version: ServerVersion) -> String {
 
 /// A backquoted ClickHouse identifier.
 fn quote_identifier(name: &str) -> String {
-    let mut quoted = String::with_capacity(name.len() + 2);
-    quoted.push('`');
-    for c in name.chars() {
-        if c == '`' || c == '\\' {
+    quote(name, '`')
+}
+
+/// `text` between `mark`s, with `mark` and `\\` escaped by a backslash:
+/// ClickHouse's rule for identifiers (`` ` ``) and string literals (`'`).
+fn quote(text: &str, mark: char) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push(mark);
+    for c in text.chars() {
+        if c == mark || c == '\\' {
             quoted.push('\\');
         }
         quoted.push(c);
     }
-    quoted.push('`');
+    quoted.push(mark);
     quoted
 }
 

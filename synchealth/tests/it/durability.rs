@@ -29,7 +29,7 @@ use synchealth_schema::ProjectName;
 use synchealth_store::{IngestKey, SharedStore};
 
 use crate::helpers::{
-    batch, clickhouse_url, event, test_settings, wait_until_drained, Backend, Binary, ADMIN_PASSWORD, INGEST_KEY,
+    batch, clickhouse_url, event, test_settings, up_args, wait_until_drained, Backend, Binary, ADMIN_PASSWORD, INGEST_KEY,
 };
 
 /// A second key of the default project, first used right before an outage.
@@ -429,21 +429,7 @@ async fn acknowledged_events_survive_kill_9_of_the_collector_mid_ingest_and_are_
         "[ingest]\nmax_batch_age_ms = 20\ninsert_timeout_ms = 300\nreplay_backoff_min_ms = 50\nreplay_backoff_max_ms = 300\n",
     )
     .unwrap();
-    let args: Vec<String> = [
-        "--clickhouse-url",
-        &clickhouse.url,
-        "--clickhouse-database",
-        "synchealth",
-        "--ingest-key",
-        INGEST_KEY,
-        "--admin-password",
-        ADMIN_PASSWORD,
-        "--config",
-        config.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    let args = up_args(&clickhouse.url, "synchealth", &config);
     let data_dir = dir.path().join("data");
     let first = Binary::start(&data_dir, &args).await;
     let mut settings = Settings::default();

@@ -33,7 +33,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufR
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{
-    batch, clickhouse_url, rfc3339, test_settings, wait_until_drained, Backend, Binary, ADMIN_PASSWORD, INGEST_KEY,
+    batch, clickhouse_url, rfc3339, test_settings, up_args, wait_until_drained, Backend, Binary, ADMIN_PASSWORD, INGEST_KEY,
 };
 
 /// Events per batch: a multiple of the three ages, three versions and three
@@ -313,19 +313,7 @@ fn binary_args(dir: &Path, url: &str, database: &str) -> Vec<String> {
     let config = dir.join("synchealth.toml");
     // Stored acknowledgements: the answer to a resend can say duplicates.
     std::fs::write(&config, "[ingest]\nacknowledge = \"stored\"\n").unwrap();
-    let args = [
-        "--clickhouse-url",
-        url,
-        "--clickhouse-database",
-        database,
-        "--ingest-key",
-        INGEST_KEY,
-        "--admin-password",
-        ADMIN_PASSWORD,
-        "--config",
-        config.to_str().unwrap(),
-    ];
-    args.iter().map(|a| a.to_string()).collect()
+    up_args(url, database, &config)
 }
 
 

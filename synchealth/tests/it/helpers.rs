@@ -180,6 +180,27 @@ impl TestApp {
     }
 }
 
+/// The arguments of `synchealth up` against ClickHouse `database`, with the
+/// test key and password and the settings file `config`.
+pub fn up_args(clickhouse_url: &str, database: &str, config: &Path) -> Vec<String> {
+    let config = config.to_str().expect("a UTF-8 path");
+    [
+        "--clickhouse-url",
+        clickhouse_url,
+        "--clickhouse-database",
+        database,
+        "--ingest-key",
+        INGEST_KEY,
+        "--admin-password",
+        ADMIN_PASSWORD,
+        "--config",
+        config,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
 /// The real binary, as an operator runs it (`synchealth up`).
 pub struct Binary {
     child: Child,
