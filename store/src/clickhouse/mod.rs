@@ -1064,6 +1064,15 @@ mod tests {
     }
 
     #[test]
+    fn async_insert_is_turned_off_only_where_the_server_knows_the_setting() {
+        let v = |major, minor| ServerVersion { major, minor };
+        assert!(!v(18, 16).has_async_insert());
+        assert!(!v(21, 10).has_async_insert());
+        assert!(v(21, 11).has_async_insert());
+        assert!(v(26, 9).has_async_insert());
+    }
+
+    #[test]
     fn every_placeholder_of_every_migration_is_filled() {
         for version in [ServerVersion::OLDEST, ServerVersion { major: 24, minor: 8 }] {
             for migration in migrations::CLICKHOUSE {
