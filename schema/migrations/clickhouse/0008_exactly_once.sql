@@ -11,8 +11,11 @@
 --
 -- event_copies: every row ever inserted into events, with what it adds to the per-event
 -- sums. Plain MergeTree, so unlike events (ReplacingMergeTree) it never collapses two
--- copies: the look-ups read it, and so do the partial minutes at a window's edges,
--- which must count exactly what the rollups count (every copy) before the compensation.
+-- copies: the partial minutes at a window's edges are read from it, as they must count
+-- exactly what the rollups count (every copy) before the compensation.
+--
+-- event_ids: the same rows by device time (occurred_at, whole seconds), which two copies
+-- of an event share whatever skew correction each got: the look-ups read it.
 --
 -- event_duplicates: one row per stored copy beyond an event's first (the first is the
 -- copy received first, ties broken by the smaller insert_id), with what that copy added.
@@ -37,6 +40,15 @@ CREATE TABLE IF NOT EXISTS {db}.event_copies (
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(event_time)
 ORDER BY (project, event_time, event_id);
+CREATE TABLE IF NOT EXISTS {db}.event_ids (
+    project String,
+    occurred_at DateTime,
+    event_id UUID,
+    insert_id UInt64,
+    event_time DateTime
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(event_time)
+ORDER BY (project, occurred_at, event_id);
 CREATE TABLE IF NOT EXISTS {db}.event_duplicates (
     project String,
     event_time DateTime,
@@ -61,6 +73,10 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_copies_mv TO {db}.event_copies
 SELECT project, event_time, event_id, insert_id, event_time_ms, received_at_ms, app_version, os, network,
     success, conflicts, duration_bucket, weight
 FROM {db}.events;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv TO {db}.event_ids AS
+SELECT project, toDateTime(toUInt32(greatest(intDiv(occurred_at_ms, 1000), 0))) AS occurred_at, event_id, insert_id,
+    event_time
+FROM {db}.events;
 -- What events holds from before (duplicates that merged away are gone with their
 -- evidence; those still unmerged are copied as they are, as the rollups count them).
 -- Only into an empty table, so running this again adds nothing; stop ingest while an
@@ -69,4 +85,9 @@ INSERT INTO {db}.event_copies
 SELECT project, event_time, event_id, insert_id, event_time_ms, received_at_ms, app_version, os, network,
     success, conflicts, duration_bucket, weight
 FROM {db}.events
-WHERE (SELECT count() FROM {db}.event_copies) = 0
+WHERE (SELECT count() FROM {db}.event_copies) = 0;
+INSERT INTO {db}.event_ids
+SELECT project, toDateTime(toUInt32(greatest(intDiv(occurred_at_ms, 1000), 0))) AS occurred_at, event_id, insert_id,
+    event_time
+FROM {db}.events
+WHERE (SELECT count() FROM {db}.event_ids) = 0

@@ -9,8 +9,8 @@
 //! look-up can see is compensated:
 //!
 //! 1. **Every id is looked up before it is written** ([`ClickHouseStore::copies`]),
-//!    exactly, in `event_copies` (migration 0008: every row ever inserted
-//!    into `events`, never collapsed). Found ids are answered as duplicates
+//!    exactly, in `event_ids` (migration 0008: every row ever inserted
+//!    into `events`, never collapsed, by device time). Found ids are answered as duplicates
 //!    and not written: a collector restarted or replaced, another collector
 //!    behind the same load balancer, a spool replay of an insert whose answer
 //!    was lost, a probe resending days later.
@@ -34,17 +34,17 @@
 //! shards by project and device.
 //!
 //! **The look-up is exact and costs what the block's own seconds hold.**
-//! Two copies of one event have the same device time (`occurred_at`), and
-//! their corrected times differ by a whole number of minutes (the skew
-//! correction is 0 or rounded to minutes, `synchealth_schema::StoredEvent`),
-//! by at most a minute when the probe stamps `sent_at` as it sends. The
-//! look-up reads only the seconds `event_time + k minutes` for
-//! `|k| <=` [`SKEW_MINUTES`], through the sorting key, and sends the ids and
-//! seconds as RowBinary external tables (`multipart/form-data`, which 18.16
-//! and current servers take): a 100,000-id `IN (...)` list as SQL text costs
-//! 18.16 about a second just to parse.
+//! Two copies of one event have the same device time (`occurred_at`, part of
+//! the event), whatever skew correction each got when it arrived, so
+//! `event_ids` is ordered by `(project, occurred_at, event_id)` and the
+//! look-up reads only the device seconds of the block's events through that
+//! key. The ids and seconds travel as RowBinary external tables
+//! (`multipart/form-data`, which 18.16 and current servers take): a
+//! 100,000-id `IN (...)` list as SQL text costs 18.16 about a second just to
+//! parse. (Looking in `event_copies`, ordered by corrected time, would have
+//! to read every second a resend's correction might have moved it to.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -54,11 +54,6 @@ use uuid::Uuid;
 use super::{event_time_s, ClickHouseStore};
 use crate::metrics::LATE_ARRIVAL_MS;
 use crate::{Error, Result};
-
-/// How many minutes apart two copies' corrected times may be and still be
-/// found: a resend with a fresh `sent_at` moves by at most one; five also
-/// cover a client that resends a body unchanged for a few minutes.
-pub(super) const SKEW_MINUTES: i64 = 5;
 
 /// Leaves out of a read of `events FINAL` the compensated copies that do
 /// not share their event's counted copy's sorting key (`FINAL` collapses
@@ -80,6 +75,8 @@ const LOOKUP_CHUNK: usize = 50_000;
 pub(super) struct StoredCopy {
     pub(super) event_id: Uuid,
     pub(super) insert_id: u64,
+    /// Its corrected time (`event_time`), where its row in `event_copies` is.
+    pub(super) event_time: u32,
 }
 
 /// What one copy added to the per-event sums (`event_copies`' columns),
@@ -121,18 +118,11 @@ struct DuplicateRow<'a> {
     weight: f64,
 }
 
-/// The seconds a look-up reads for events at `seconds`: each one moved by
-/// every whole minute up to [`SKEW_MINUTES`] either way.
-pub(super) fn lookup_seconds(seconds: impl IntoIterator<Item = u32>) -> BTreeSet<u32> {
-    let mut out = BTreeSet::new();
-    for s in seconds {
-        for k in -SKEW_MINUTES..=SKEW_MINUTES {
-            if let Ok(moved) = u32::try_from(i64::from(s) + k * 60) {
-                out.insert(moved);
-            }
-        }
-    }
-    out
+/// `occurred_at` of `event_ids` for a device time: whole seconds, as
+/// ClickHouse's `toUInt32` takes them (negative times are 0; the wrap above
+/// 2106 is ClickHouse's too, so both sides always agree).
+pub(super) fn occurred_s(ms: i64) -> u32 {
+    ms.div_euclid(1000).max(0) as u32
 }
 
 /// The counted copy among several: the first received, then the smaller
@@ -156,10 +146,10 @@ impl ClickHouseStore {
     pub(super) async fn copies(&self, project: &str, events: &[StoredEvent], indexes: &[usize]) -> Result<Vec<StoredCopy>> {
         let mut order: Vec<usize> = indexes.to_vec();
         // Chunks of neighbouring times read neighbouring granules.
-        order.sort_by_key(|&i| events[i].event_time_ms);
+        order.sort_by_key(|&i| events[i].occurred_at_ms());
         let mut found = Vec::new();
         for chunk in order.chunks(LOOKUP_CHUNK) {
-            let seconds = lookup_seconds(chunk.iter().map(|&i| event_time_s(events[i].event_time_ms)));
+            let seconds: BTreeSet<u32> = chunk.iter().map(|&i| occurred_s(events[i].occurred_at_ms())).collect();
             let ids: Vec<Uuid> = chunk.iter().map(|&i| events[i].event.event_id).collect();
             found.extend(self.lookup(project, &ids, &seconds).await?);
         }
@@ -167,7 +157,7 @@ impl ClickHouseStore {
     }
 
     /// One look-up request: `ids` and `seconds` travel as RowBinary
-    /// external tables, the answer is RowBinary `(UUID, UInt64)` rows.
+    /// external tables, the answer is RowBinary `(UUID, UInt64, UInt32)` rows.
     async fn lookup(&self, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<Vec<StoredCopy>> {
         let failed = |what: String| Error::ClickHouseRequest(format!("event id look-up: {what}"));
         let mut id_bytes = Vec::with_capacity(ids.len() * 16);
@@ -178,8 +168,8 @@ impl ClickHouseStore {
         }
         let second_bytes: Vec<u8> = seconds.iter().flat_map(|s| s.to_le_bytes()).collect();
         let sql = format!(
-            "SELECT event_id, insert_id FROM event_copies WHERE project = {} \
-             AND event_time IN lookup_seconds AND event_id IN lookup_ids FORMAT RowBinary",
+            "SELECT event_id, insert_id, toUInt32(event_time) FROM event_ids WHERE project = {} \
+             AND occurred_at IN lookup_seconds AND event_id IN lookup_ids FORMAT RowBinary",
             quote_literal(project)
         );
         let part = |name: &'static str, bytes: Vec<u8>| {
@@ -196,7 +186,7 @@ impl ClickHouseStore {
                 ("query", sql.as_str()),
                 ("lookup_ids_structure", "event_id UUID"),
                 ("lookup_ids_format", "RowBinary"),
-                ("lookup_seconds_structure", "event_time DateTime"),
+                ("lookup_seconds_structure", "occurred_at DateTime"),
                 ("lookup_seconds_format", "RowBinary"),
             ])
             .multipart(form);
@@ -229,12 +219,25 @@ impl ClickHouseStore {
         Ok(count > 0)
     }
 
-    /// Compensates every copy but the first of each id in `ids` that has
-    /// several (see the module doc); idempotent.
-    pub(super) async fn compensate(&self, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<usize> {
-        if ids.is_empty() {
-            return Ok(0);
+    /// The ids of which `copies` found any, after compensating every copy
+    /// but the first of those found more than once (see the module doc).
+    pub(super) async fn settle(&self, project: &str, copies: &[StoredCopy]) -> Result<HashSet<Uuid>> {
+        let mut counts: HashMap<Uuid, usize> = HashMap::with_capacity(copies.len());
+        for c in copies {
+            *counts.entry(c.event_id).or_insert(0) += 1;
         }
+        let several: Vec<&StoredCopy> = copies.iter().filter(|c| counts[&c.event_id] > 1).collect();
+        if !several.is_empty() {
+            let ids: BTreeSet<Uuid> = several.iter().map(|c| c.event_id).collect();
+            let seconds: BTreeSet<u32> = several.iter().map(|c| c.event_time).collect();
+            self.compensate(project, &ids.into_iter().collect::<Vec<_>>(), &seconds).await?;
+        }
+        Ok(counts.into_keys().collect())
+    }
+
+    /// Compensates every copy but the first of each id in `ids` (whose
+    /// copies are at the corrected times `seconds`); idempotent.
+    async fn compensate(&self, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<usize> {
         let mut by_id: HashMap<Uuid, Vec<CopyRow>> = HashMap::new();
         // Few ids by construction (each was found more than once), so the
         // values go as binds.
@@ -293,27 +296,24 @@ impl ClickHouseStore {
 }
 
 /// The look-up's RowBinary answer: 16 bytes of UUID (two little-endian
-/// halves, high first) and 8 of `insert_id` a row; `None` if not whole rows.
+/// halves, high first), 8 of `insert_id` and 4 of `event_time` a row, all
+/// little-endian; `None` if not whole rows.
 fn decode_copies(body: &[u8]) -> Option<Vec<StoredCopy>> {
-    const ROW: usize = 24;
+    const ROW: usize = 28;
     if !body.len().is_multiple_of(ROW) {
         return None;
     }
     let u64_at = |row: &[u8], at: usize| u64::from_le_bytes(row[at..at + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |row: &[u8], at: usize| u32::from_le_bytes(row[at..at + 4].try_into().unwrap_or([0; 4]));
     Some(
         body.chunks_exact(ROW)
-            .map(|row| StoredCopy { event_id: Uuid::from_u64_pair(u64_at(row, 0), u64_at(row, 8)), insert_id: u64_at(row, 16) })
+            .map(|row| StoredCopy {
+                event_id: Uuid::from_u64_pair(u64_at(row, 0), u64_at(row, 8)),
+                insert_id: u64_at(row, 16),
+                event_time: u32_at(row, 24),
+            })
             .collect(),
     )
-}
-
-/// Per id, how many copies were found.
-pub(super) fn count_copies(copies: &[StoredCopy]) -> BTreeMap<Uuid, usize> {
-    let mut counts = BTreeMap::new();
-    for c in copies {
-        *counts.entry(c.event_id).or_insert(0) += 1;
-    }
-    counts
 }
 
 #[cfg(test)]
@@ -348,25 +348,20 @@ mod tests {
     }
 
     #[test]
-    fn lookups_read_each_second_moved_by_whole_minutes() {
-        let seconds = lookup_seconds([1_000, 1_001]);
-        assert_eq!(seconds.len(), 2 * (2 * SKEW_MINUTES as usize + 1));
-        assert!(seconds.contains(&(1_000 + 5 * 60)) && seconds.contains(&(1_001 - 5 * 60)));
-        assert!(!seconds.contains(&(1_000 + 30)));
-        // Near the epoch, the moves below zero are left out rather than wrapped.
-        assert_eq!(lookup_seconds([10]).len(), SKEW_MINUTES as usize + 1);
+    fn device_seconds_are_floored_as_clickhouse_floors_them() {
+        assert_eq!(occurred_s(1_700_000_000_999), 1_700_000_000);
+        assert_eq!(occurred_s(-1), 0);
     }
 
     #[test]
-    fn answers_decode_as_uuid_halves_then_the_insert_id() {
+    fn answers_decode_as_uuid_halves_then_the_insert_id_and_time() {
         let id = Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
         // As ClickHouse 18.16 writes this UUID in RowBinary.
         let mut body = vec![0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00, 0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88];
         body.extend_from_slice(&7u64.to_le_bytes());
-        assert_eq!(decode_copies(&body), Some(vec![StoredCopy { event_id: id, insert_id: 7 }]));
-        assert_eq!(decode_copies(&body[..23]), None);
-        let counts = count_copies(&[StoredCopy { event_id: id, insert_id: 7 }, StoredCopy { event_id: id, insert_id: 8 }]);
-        assert_eq!(counts[&id], 2);
+        body.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        assert_eq!(decode_copies(&body), Some(vec![StoredCopy { event_id: id, insert_id: 7, event_time: 1_700_000_000 }]));
+        assert_eq!(decode_copies(&body[..27]), None);
     }
 
     #[test]

@@ -257,25 +257,6 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    /// Compensates the ids among `indexes` found stored more than once.
-    async fn compensate_found(
-        &self,
-        project: &str,
-        events: &[StoredEvent],
-        indexes: &[usize],
-        found: &BTreeMap<Uuid, usize>,
-    ) -> Result<()> {
-        let several: Vec<usize> =
-            indexes.iter().copied().filter(|&i| found.get(&events[i].event.event_id).is_some_and(|&n| n > 1)).collect();
-        if several.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = several.iter().map(|&i| events[i].event.event_id).collect();
-        let seconds = dedup::lookup_seconds(several.iter().map(|&i| event_time_s(events[i].event_time_ms)));
-        self.compensate(project, &ids, &seconds).await?;
-        Ok(())
-    }
-
     async fn insert_control<T: RowOwned + RowWrite>(&self, table: &str, row: &T) -> Result<()> {
         let mut insert = self.client.insert::<T>(table).await?;
         insert.write(row).await?;
@@ -375,10 +356,9 @@ impl Store for ClickHouseStore {
         // left it stored twice).
         let mut fresh_by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (&project, indexes) in &by_project {
-            let found = dedup::count_copies(&self.copies(project, events, indexes).await?);
-            self.compensate_found(project, events, indexes, &found).await?;
+            let found = self.settle(project, &self.copies(project, events, indexes).await?).await?;
             let (stored, fresh): (Vec<usize>, Vec<usize>) =
-                indexes.iter().partition(|&&i| found.contains_key(&events[i].event.event_id));
+                indexes.iter().partition(|&&i| found.contains(&events[i].event.event_id));
             duplicates.extend(stored);
             if !fresh.is_empty() {
                 fresh_by_project.insert(project, fresh);
@@ -390,8 +370,7 @@ impl Store for ClickHouseStore {
             // Second look-up: a collector that wrote the same events at the
             // same moment is seen now (by this one or by that one, dedup.rs).
             for (&project, indexes) in &fresh_by_project {
-                let found = dedup::count_copies(&self.copies(project, events, indexes).await?);
-                self.compensate_found(project, events, indexes, &found).await?;
+                self.settle(project, &self.copies(project, events, indexes).await?).await?;
             }
         }
         duplicates.sort_unstable();
@@ -453,7 +432,7 @@ impl Store for ClickHouseStore {
             self.client.query("ALTER TABLE events DROP PARTITION ?").bind(day).execute().await?;
             // The dashboard rollups and the copies ledger (migrations 0006-0008)
             // are partitioned by the same day, and must forget what events forgot.
-            for rollup in ["rollup_minute", "rollup_hour", "device_hour_latest", "event_copies", "event_duplicates"] {
+            for rollup in ["rollup_minute", "rollup_hour", "device_hour_latest", "event_copies", "event_ids", "event_duplicates"] {
                 self.client.query(&format!("ALTER TABLE {rollup} DROP PARTITION ?")).bind(day).execute().await?;
             }
             tracing::info!(day, "Dropped expired partition.");

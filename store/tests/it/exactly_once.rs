@@ -124,7 +124,13 @@ async fn a_second_collector_finds_every_stored_event_however_old_and_stores_none
     let second = another_store(&url, &database).await;
     let moved = resent(&first, 9_000, 60_000);
     assert!(moved.iter().zip(&first).all(|(m, f)| m.event_time_ms == f.event_time_ms + 60_000));
-    for (again, what) in [(resent(&first, 4_000, 0), "resent"), (moved, "skew moved a minute")] {
+    // A body resent unchanged an hour later: its old `sent_at` reads as an
+    // hour of skew, and its corrected times move by an hour.
+    let stale = resent(&first, HOUR_MS, HOUR_MS);
+    assert!(stale.iter().zip(&first).all(|(m, f)| m.event_time_ms == f.event_time_ms + HOUR_MS));
+    for (again, what) in
+        [(resent(&first, 4_000, 0), "resent"), (moved, "skew moved a minute"), (stale, "resent unchanged an hour later")]
+    {
         let outcome = second.insert(&again).await.unwrap();
         assert_eq!(outcome.inserted, 0, "{what}");
         assert_eq!(outcome.duplicates, (0..again.len()).collect::<Vec<_>>(), "{what}");
