@@ -354,6 +354,7 @@ impl Store for ClickHouseStore {
         // First look-up: what is stored already is answered as a duplicate
         // and not written (and compensated, if a crash after a racing write
         // left it stored twice).
+        let started = std::time::Instant::now();
         let mut fresh_by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (&project, indexes) in &by_project {
             let found = self.settle(project, &self.copies(project, events, indexes).await?).await?;
@@ -365,14 +366,26 @@ impl Store for ClickHouseStore {
             }
         }
         let fresh: Vec<usize> = fresh_by_project.values().flatten().copied().collect();
+        let looked_up = started.elapsed();
+        let (mut written, mut rechecked) = (looked_up, looked_up);
         if !fresh.is_empty() {
             self.write_rows(fresh.iter().map(|&i| &events[i]), new_insert_id()).await?;
+            written = started.elapsed();
             // Second look-up: a collector that wrote the same events at the
             // same moment is seen now (by this one or by that one, dedup.rs).
             for (&project, indexes) in &fresh_by_project {
                 self.settle(project, &self.copies(project, events, indexes).await?).await?;
             }
+            rechecked = started.elapsed();
         }
+        tracing::debug!(
+            rows = events.len(),
+            fresh = fresh.len(),
+            lookup_ms = looked_up.as_millis() as u64,
+            write_ms = (written - looked_up).as_millis() as u64,
+            recheck_ms = (rechecked - written).as_millis() as u64,
+            "Stored a block."
+        );
         duplicates.sort_unstable();
         Ok(InsertOutcome { inserted: fresh.len(), duplicates })
     }

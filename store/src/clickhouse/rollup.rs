@@ -242,7 +242,7 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
     let mut first = true;
     if let Some((from, to)) = whole {
         let (gt, gs) = group_expressions(grouping, "hour");
-        // An hour holding a recorded copy a minute off its first copy
+        // An hour holding a recorded copy at another corrected time than its first copy
         // (dedup.rs) may have that copy as a device's latest in
         // device_hour_latest, whose `max` cannot forget it: those hours
         // (almost never any) are read from `events` without the copy.
