@@ -95,6 +95,14 @@ pub trait Store: Send + Sync + Debug {
     /// not counted again. Returns only after the events are durable.
     async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome>;
 
+    /// [`Store::insert`] of events that an earlier, failed insert may have
+    /// stored in part (a replay from the collector's spool). A store whose
+    /// writes are atomic needs nothing more; ClickHouse repairs what such a
+    /// write left behind first (`clickhouse/dedup.rs`).
+    async fn insert_replayed(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
+        self.insert(events).await
+    }
+
     /// The raw aggregates behind every metric, per group (one group for
     /// [`Grouping::Total`], one per time bucket or per segment otherwise,
     /// ordered by key). Groups with no events are absent.

@@ -140,7 +140,7 @@ async fn flush(shared: Arc<Shared>, batch: Batch) {
     let events = if shared.store_healthy() {
         let started = Instant::now();
         let rows = Arc::new(events);
-        let inserted = shared.insert(Arc::clone(&rows)).await;
+        let inserted = shared.insert(Arc::clone(&rows), false).await;
         metrics::histogram!("synchealth_insert_seconds", "source" => "batch").record(started.elapsed().as_secs_f64());
         match inserted {
             Ok(outcome) => {

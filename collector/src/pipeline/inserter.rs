@@ -94,7 +94,7 @@ async fn insert(shared: &Arc<Shared>, block: Vec<Pending>) {
     }
     metrics::histogram!("synchealth_batch_rows").record(rows as f64);
     let started = Instant::now();
-    let result = shared.insert(Arc::new(events)).await;
+    let result = shared.insert(Arc::new(events), false).await;
     metrics::histogram!("synchealth_insert_seconds", "source" => "batch").record(started.elapsed().as_secs_f64());
     let failure = match result {
         Ok(outcome) => {

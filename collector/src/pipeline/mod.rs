@@ -297,11 +297,16 @@ impl Shared {
     /// would hide but the dashboard's rollups would count. So it keeps
     /// running in the background, and [`Shared::settle_abandoned`] makes
     /// replays wait for it to finish either way.
-    async fn insert(&self, events: Arc<Vec<StoredEvent>>) -> Result<InsertOutcome, InsertFailure> {
+    ///
+    /// `replayed`: the events come back from the spool, where an insert that
+    /// failed put them; it may have stored them in part, which the store
+    /// repairs first ([`Store::insert_replayed`]).
+    async fn insert(&self, events: Arc<Vec<StoredEvent>>, replayed: bool) -> Result<InsertOutcome, InsertFailure> {
         let store = Arc::clone(&self.store);
         let (done, outcome) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let _ = done.send(store.insert(&events).await);
+            let result = if replayed { store.insert_replayed(&events).await } else { store.insert(&events).await };
+            let _ = done.send(result);
         });
         match tokio::time::timeout(self.config.insert_timeout, outcome).await {
             Ok(Ok(Ok(outcome))) => Ok(outcome),

@@ -137,7 +137,7 @@ async fn replay_segment(
         // the duplicate check must run after it.
         shared.settle_abandoned().await;
         let attempt = Instant::now();
-        let result = shared.insert(Arc::clone(&chunk)).await;
+        let result = shared.insert(Arc::clone(&chunk), true).await;
         metrics::histogram!("synchealth_insert_seconds", "source" => "replay").record(attempt.elapsed().as_secs_f64());
         match result {
             Ok(outcome) => {

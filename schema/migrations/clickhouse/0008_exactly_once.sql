@@ -67,13 +67,24 @@ CREATE TABLE IF NOT EXISTS {db}.event_duplicates (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(event_time)
 ORDER BY (project, event_time, event_id, insert_id);
+-- Hours an interrupted write may have left in part of the rollups: every aggregate reads
+-- them from event_copies instead.
+CREATE TABLE IF NOT EXISTS {db}.suspect_hours (
+    project String,
+    hour DateTime
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(hour)
+ORDER BY (project, hour);
 -- 18.16 has no ADD COLUMN IF NOT EXISTS: the store treats "already exists" as done.
 ALTER TABLE {db}.events ADD COLUMN insert_id UInt64;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_copies_mv TO {db}.event_copies AS
 SELECT project, event_time, event_id, insert_id, event_time_ms, received_at_ms, app_version, os, network,
     success, conflicts, duration_bucket, weight
 FROM {db}.events;
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv TO {db}.event_ids AS
+-- Named to sort after every other view on events: 18.16 pushes a block to the views in
+-- order of their names, so a row in event_ids means the whole write went through (a
+-- server that dies in between keeps what it had committed; see dedup.rs).
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.stored_ids_mv TO {db}.event_ids AS
 SELECT project, toDateTime(toUInt32(greatest(intDiv(occurred_at_ms, 1000), 0))) AS occurred_at, event_id, insert_id,
     event_time
 FROM {db}.events;

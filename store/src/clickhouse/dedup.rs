@@ -61,6 +61,11 @@ use crate::{Error, Result};
 pub(super) const NOT_COMPENSATED_SQL: &str = "(event_time, event_id) NOT IN \
      (SELECT event_time, event_id FROM event_duplicates FINAL WHERE project = ? AND same_key = 0)";
 
+/// The hours (as `DateTime`) an interrupted write may have left in part of
+/// the rollups (see [`ClickHouseStore::repair_partial_writes`]): read from
+/// `event_copies` instead. One bind: the project.
+pub(super) const SUSPECT_HOURS_SQL: &str = "(SELECT hour FROM suspect_hours WHERE project = ?)";
+
 /// The hours (as `DateTime`) holding such a copy: `device_hour_latest`
 /// may keep it as a device's latest there. One bind: the project.
 pub(super) const SHIFTED_HOURS_SQL: &str = "(SELECT toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) \
@@ -69,6 +74,87 @@ pub(super) const SHIFTED_HOURS_SQL: &str = "(SELECT toDateTime(intDiv(toUInt32(e
 /// Ids per look-up request: keeps each request's body (16 bytes an id) and
 /// answer small, whatever the block size.
 const LOOKUP_CHUNK: usize = 50_000;
+
+/// The tables a look-up reads, each through its sorting key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ledger {
+    /// `event_ids`, by device time: complete copies.
+    Ids,
+    /// `events`, by corrected time.
+    Events,
+    /// `event_copies`, by corrected time.
+    Copies,
+}
+
+/// A row of `suspect_hours`.
+#[derive(Debug, Row, Serialize)]
+struct SuspectHourRow<'a> {
+    project: &'a str,
+    hour: u32,
+}
+
+/// A row of `event_ids` (its columns, in order), written when completing
+/// a partial write.
+#[derive(Debug, Row, Serialize)]
+struct IdRowRef<'a> {
+    project: &'a str,
+    occurred_at: u32,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    insert_id: u64,
+    event_time: u32,
+}
+
+impl<'a> IdRowRef<'a> {
+    fn new(e: &'a StoredEvent, insert_id: u64) -> Self {
+        IdRowRef {
+            project: e.project.as_str(),
+            occurred_at: occurred_s(e.occurred_at_ms()),
+            event_id: e.event.event_id,
+            insert_id,
+            event_time: event_time_s(e.event_time_ms),
+        }
+    }
+}
+
+/// A row of `event_copies` (its columns, in order), as its view writes it.
+#[derive(Debug, Row, Serialize)]
+struct CopyRowRef<'a> {
+    project: &'a str,
+    event_time: u32,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    insert_id: u64,
+    event_time_ms: i64,
+    received_at_ms: i64,
+    app_version: &'a str,
+    os: &'a str,
+    network: &'a str,
+    success: u8,
+    conflicts: u32,
+    duration_bucket: u16,
+    weight: f64,
+}
+
+impl<'a> CopyRowRef<'a> {
+    fn new(e: &'a StoredEvent, insert_id: u64) -> Self {
+        CopyRowRef {
+            project: e.project.as_str(),
+            event_time: event_time_s(e.event_time_ms),
+            event_id: e.event.event_id,
+            insert_id,
+            event_time_ms: e.event_time_ms,
+            received_at_ms: e.received_at_ms,
+            app_version: &e.event.app_version,
+            os: &e.event.os,
+            network: e.event.network.as_str(),
+            success: u8::from(e.event.success),
+            conflicts: e.event.conflicts,
+            duration_bucket: e.duration_bucket,
+            weight: e.weight,
+        }
+    }
+}
 
 /// One stored copy of an event, as the look-up answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,24 +227,102 @@ fn quote_literal(text: &str) -> String {
 }
 
 impl ClickHouseStore {
-    /// Every stored copy of the `indexes` events of `events` (all of one
-    /// project), found through the sorting key of `event_copies`.
+    /// Every complete copy of the `indexes` events of `events` (all of one
+    /// project): the rows of `event_ids`, found through its sorting key.
     pub(super) async fn copies(&self, project: &str, events: &[StoredEvent], indexes: &[usize]) -> Result<Vec<StoredCopy>> {
+        self.lookup_in(Ledger::Ids, project, events, indexes).await
+    }
+
+    /// The copies of those events in `table`, by the time its key holds.
+    async fn lookup_in(
+        &self,
+        table: Ledger,
+        project: &str,
+        events: &[StoredEvent],
+        indexes: &[usize],
+    ) -> Result<Vec<StoredCopy>> {
+        let time_ms = |e: &StoredEvent| match table {
+            Ledger::Ids => e.occurred_at_ms(),
+            Ledger::Events | Ledger::Copies => e.event_time_ms,
+        };
         let mut order: Vec<usize> = indexes.to_vec();
         // Chunks of neighbouring times read neighbouring granules.
-        order.sort_by_key(|&i| events[i].occurred_at_ms());
+        order.sort_by_key(|&i| time_ms(&events[i]));
         let mut found = Vec::new();
         for chunk in order.chunks(LOOKUP_CHUNK) {
-            let seconds: BTreeSet<u32> = chunk.iter().map(|&i| occurred_s(events[i].occurred_at_ms())).collect();
+            let seconds: BTreeSet<u32> = chunk.iter().map(|&i| occurred_s(time_ms(&events[i]))).collect();
             let ids: Vec<Uuid> = chunk.iter().map(|&i| events[i].event.event_id).collect();
-            found.extend(self.lookup(project, &ids, &seconds).await?);
+            found.extend(self.lookup(table, project, &ids, &seconds).await?);
         }
         Ok(found)
     }
 
+    /// A write that failed may have reached some of the tables an insert
+    /// into `events` feeds and not others: ClickHouse writes `events`, then
+    /// pushes the block to each materialized view in turn (18.16: in order
+    /// of the views' names), and a server that dies in between keeps what
+    /// it had committed. `event_ids`' view is named to come last
+    /// (`stored_ids_mv`), so a copy found there was written everywhere; a
+    /// copy in `events` but not in `event_ids` is such a partial write, and
+    /// whether the rollups took it cannot be known from them. Repaired here,
+    /// before a replayed batch is looked up: the copy's hours are marked in
+    /// `suspect_hours` (every aggregate then reads those hours from
+    /// `event_copies` instead of the rollups), and its rows are completed in
+    /// `event_copies` and `event_ids`, so the look-ups then see it as stored.
+    /// Returns how many copies it completed.
+    pub(super) async fn repair_partial_writes(
+        &self,
+        project: &str,
+        events: &[StoredEvent],
+        indexes: &[usize],
+    ) -> Result<usize> {
+        let in_events = self.lookup_in(Ledger::Events, project, events, indexes).await?;
+        if in_events.is_empty() {
+            return Ok(0);
+        }
+        let complete: HashSet<(Uuid, u64)> =
+            self.copies(project, events, indexes).await?.into_iter().map(|c| (c.event_id, c.insert_id)).collect();
+        let partial: Vec<StoredCopy> =
+            in_events.into_iter().filter(|c| !complete.contains(&(c.event_id, c.insert_id))).collect();
+        if partial.is_empty() {
+            return Ok(0);
+        }
+        let by_id: HashMap<Uuid, usize> = indexes.iter().map(|&i| (events[i].event.event_id, i)).collect();
+        let hours: BTreeSet<u32> = partial.iter().map(|c| c.event_time / 3600 * 3600).collect();
+        let mut marks = self.client.insert::<SuspectHourRow<'_>>("suspect_hours").await?;
+        for hour in &hours {
+            marks.write(&SuspectHourRow { project, hour: *hour }).await?;
+        }
+        marks.end().await?;
+        // Rows the partial write did put in `event_copies` stay as they are.
+        let partial_indexes: Vec<usize> = partial.iter().filter_map(|c| by_id.get(&c.event_id).copied()).collect();
+        let in_copies: HashSet<(Uuid, u64)> = self
+            .lookup_in(Ledger::Copies, project, events, &partial_indexes)
+            .await?
+            .into_iter()
+            .map(|c| (c.event_id, c.insert_id))
+            .collect();
+        let mut copies = self.client.insert::<CopyRowRef<'_>>("event_copies").await?;
+        for c in partial.iter().filter(|c| !in_copies.contains(&(c.event_id, c.insert_id))) {
+            if let Some(&i) = by_id.get(&c.event_id) {
+                copies.write(&CopyRowRef::new(&events[i], c.insert_id)).await?;
+            }
+        }
+        copies.end().await?;
+        let mut ids = self.client.insert::<IdRowRef<'_>>("event_ids").await?;
+        for c in &partial {
+            if let Some(&i) = by_id.get(&c.event_id) {
+                ids.write(&IdRowRef::new(&events[i], c.insert_id)).await?;
+            }
+        }
+        ids.end().await?;
+        tracing::warn!(project, copies = partial.len(), hours = hours.len(), "Completed events an interrupted write left in part of the tables.");
+        Ok(partial.len())
+    }
+
     /// One look-up request: `ids` and `seconds` travel as RowBinary
     /// external tables, the answer is RowBinary `(UUID, UInt64, UInt32)` rows.
-    async fn lookup(&self, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<Vec<StoredCopy>> {
+    async fn lookup(&self, table: Ledger, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<Vec<StoredCopy>> {
         let failed = |what: String| Error::ClickHouseRequest(format!("event id look-up: {what}"));
         let mut id_bytes = Vec::with_capacity(ids.len() * 16);
         for id in ids {
@@ -167,9 +331,14 @@ impl ClickHouseStore {
             id_bytes.extend_from_slice(&low.to_le_bytes());
         }
         let second_bytes: Vec<u8> = seconds.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let (name, time) = match table {
+            Ledger::Ids => ("event_ids", "occurred_at"),
+            Ledger::Events => ("events", "event_time"),
+            Ledger::Copies => ("event_copies", "event_time"),
+        };
         let sql = format!(
-            "SELECT event_id, insert_id, toUInt32(event_time) FROM event_ids WHERE project = {} \
-             AND occurred_at IN lookup_seconds AND event_id IN lookup_ids FORMAT RowBinary",
+            "SELECT event_id, insert_id, toUInt32(event_time) FROM {name} WHERE project = {} \
+             AND {time} IN lookup_seconds AND event_id IN lookup_ids FORMAT RowBinary",
             quote_literal(project)
         );
         let part = |name: &'static str, bytes: Vec<u8>| {
@@ -186,7 +355,7 @@ impl ClickHouseStore {
                 ("query", sql.as_str()),
                 ("lookup_ids_structure", "event_id UUID"),
                 ("lookup_ids_format", "RowBinary"),
-                ("lookup_seconds_structure", "occurred_at DateTime"),
+                ("lookup_seconds_structure", "second DateTime"),
                 ("lookup_seconds_format", "RowBinary"),
             ])
             .multipart(form);
@@ -203,17 +372,26 @@ impl ClickHouseStore {
 
     /// Whether the query's window holds a recorded copy that a
     /// `device_hour_latest` hour may show as a device's latest (see
-    /// [`SHIFTED_HOURS_SQL`]): such windows skip the cache of past hours.
-    pub(super) async fn shifted_copies_in(&self, query: &crate::metrics::Query) -> Result<bool> {
+    /// [`SHIFTED_HOURS_SQL`]) or an hour an interrupted write may have left
+    /// in part of the rollups ([`SUSPECT_HOURS_SQL`]): such windows skip the
+    /// cache of past hours, whose sums and devices come from those tables.
+    pub(super) async fn past_hours_unsafe(&self, query: &crate::metrics::Query) -> Result<bool> {
+        let (from, to) =
+            (event_time_s(query.from_ms).saturating_sub(3600), event_time_s(query.to_ms).saturating_add(3600));
         let count = self
             .reader
             .query(
-                "SELECT toUInt64(count()) FROM event_duplicates FINAL WHERE project = ? AND same_key = 0 \
-                 AND event_time >= toDateTime(?) AND event_time < toDateTime(?)",
+                "SELECT toUInt64((SELECT count() FROM event_duplicates FINAL WHERE project = ? AND same_key = 0 \
+                 AND event_time >= toDateTime(?) AND event_time < toDateTime(?)) \
+                 + (SELECT count() FROM suspect_hours WHERE project = ? \
+                 AND hour >= toDateTime(?) AND hour < toDateTime(?)))",
             )
             .bind(query.project.as_str())
-            .bind(event_time_s(query.from_ms).saturating_sub(3600))
-            .bind(event_time_s(query.to_ms).saturating_add(3600))
+            .bind(from)
+            .bind(to)
+            .bind(query.project.as_str())
+            .bind(from)
+            .bind(to)
             .fetch_one::<u64>()
             .await?;
         Ok(count > 0)

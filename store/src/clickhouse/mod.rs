@@ -257,6 +257,69 @@ impl ClickHouseStore {
         Ok(())
     }
 
+    /// [`Store::insert`]: each id looked up before and after the write
+    /// (`dedup.rs`); with `replayed`, what an interrupted earlier write of
+    /// these events left behind is repaired first.
+    #[tracing::instrument(skip_all, fields(events = events.len(), replayed))]
+    async fn insert_checked(&self, events: &[StoredEvent], replayed: bool) -> Result<InsertOutcome> {
+        if events.is_empty() {
+            return Ok(InsertOutcome::default());
+        }
+        // Ids repeated within the batch are duplicates of their first.
+        let mut duplicates = Vec::new();
+        let mut by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut seen = HashSet::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            if seen.insert((e.project.as_str(), e.event.event_id)) {
+                by_project.entry(e.project.as_str()).or_default().push(i);
+            } else {
+                duplicates.push(i);
+            }
+        }
+        // First look-up: what is stored already is answered as a duplicate
+        // and not written (and compensated, if a crash after a racing write
+        // left it stored twice).
+        let started = std::time::Instant::now();
+        if replayed {
+            for (&project, indexes) in &by_project {
+                self.repair_partial_writes(project, events, indexes).await?;
+            }
+        }
+        let mut fresh_by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (&project, indexes) in &by_project {
+            let found = self.settle(project, &self.copies(project, events, indexes).await?).await?;
+            let (stored, fresh): (Vec<usize>, Vec<usize>) =
+                indexes.iter().partition(|&&i| found.contains(&events[i].event.event_id));
+            duplicates.extend(stored);
+            if !fresh.is_empty() {
+                fresh_by_project.insert(project, fresh);
+            }
+        }
+        let fresh: Vec<usize> = fresh_by_project.values().flatten().copied().collect();
+        let looked_up = started.elapsed();
+        let (mut written, mut rechecked) = (looked_up, looked_up);
+        if !fresh.is_empty() {
+            self.write_rows(fresh.iter().map(|&i| &events[i]), new_insert_id()).await?;
+            written = started.elapsed();
+            // Second look-up: a collector that wrote the same events at the
+            // same moment is seen now (by this one or by that one, dedup.rs).
+            for (&project, indexes) in &fresh_by_project {
+                self.settle(project, &self.copies(project, events, indexes).await?).await?;
+            }
+            rechecked = started.elapsed();
+        }
+        tracing::debug!(
+            rows = events.len(),
+            fresh = fresh.len(),
+            lookup_ms = looked_up.as_millis() as u64,
+            write_ms = (written - looked_up).as_millis() as u64,
+            recheck_ms = (rechecked - written).as_millis() as u64,
+            "Stored a block."
+        );
+        duplicates.sort_unstable();
+        Ok(InsertOutcome { inserted: fresh.len(), duplicates })
+    }
+
     async fn insert_control<T: RowOwned + RowWrite>(&self, table: &str, row: &T) -> Result<()> {
         let mut insert = self.client.insert::<T>(table).await?;
         insert.write(row).await?;
@@ -335,60 +398,14 @@ impl Store for ClickHouseStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
-        if events.is_empty() {
-            return Ok(InsertOutcome::default());
-        }
-        // Ids repeated within the batch are duplicates of their first.
-        let mut duplicates = Vec::new();
-        let mut by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        let mut seen = HashSet::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            if seen.insert((e.project.as_str(), e.event.event_id)) {
-                by_project.entry(e.project.as_str()).or_default().push(i);
-            } else {
-                duplicates.push(i);
-            }
-        }
-        // First look-up: what is stored already is answered as a duplicate
-        // and not written (and compensated, if a crash after a racing write
-        // left it stored twice).
-        let started = std::time::Instant::now();
-        let mut fresh_by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (&project, indexes) in &by_project {
-            let found = self.settle(project, &self.copies(project, events, indexes).await?).await?;
-            let (stored, fresh): (Vec<usize>, Vec<usize>) =
-                indexes.iter().partition(|&&i| found.contains(&events[i].event.event_id));
-            duplicates.extend(stored);
-            if !fresh.is_empty() {
-                fresh_by_project.insert(project, fresh);
-            }
-        }
-        let fresh: Vec<usize> = fresh_by_project.values().flatten().copied().collect();
-        let looked_up = started.elapsed();
-        let (mut written, mut rechecked) = (looked_up, looked_up);
-        if !fresh.is_empty() {
-            self.write_rows(fresh.iter().map(|&i| &events[i]), new_insert_id()).await?;
-            written = started.elapsed();
-            // Second look-up: a collector that wrote the same events at the
-            // same moment is seen now (by this one or by that one, dedup.rs).
-            for (&project, indexes) in &fresh_by_project {
-                self.settle(project, &self.copies(project, events, indexes).await?).await?;
-            }
-            rechecked = started.elapsed();
-        }
-        tracing::debug!(
-            rows = events.len(),
-            fresh = fresh.len(),
-            lookup_ms = looked_up.as_millis() as u64,
-            write_ms = (written - looked_up).as_millis() as u64,
-            recheck_ms = (rechecked - written).as_millis() as u64,
-            "Stored a block."
-        );
-        duplicates.sort_unstable();
-        Ok(InsertOutcome { inserted: fresh.len(), duplicates })
+        self.insert_checked(events, false).await
     }
+
+    async fn insert_replayed(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
+        self.insert_checked(events, true).await
+    }
+
 
     #[tracing::instrument(
         skip_all,
@@ -445,7 +462,15 @@ impl Store for ClickHouseStore {
             self.client.query("ALTER TABLE events DROP PARTITION ?").bind(day).execute().await?;
             // The dashboard rollups and the copies ledger (migrations 0006-0008)
             // are partitioned by the same day, and must forget what events forgot.
-            for rollup in ["rollup_minute", "rollup_hour", "device_hour_latest", "event_copies", "event_ids", "event_duplicates"] {
+            for rollup in [
+                "rollup_minute",
+                "rollup_hour",
+                "device_hour_latest",
+                "event_copies",
+                "event_ids",
+                "event_duplicates",
+                "suspect_hours",
+            ] {
                 self.client.query(&format!("ALTER TABLE {rollup} DROP PARTITION ?")).bind(day).execute().await?;
             }
             tracing::info!(day, "Dropped expired partition.");

@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 
 use super::device_cache::add_durations;
-use super::dedup::{NOT_COMPENSATED_SQL, SHIFTED_HOURS_SQL};
+use super::dedup::{NOT_COMPENSATED_SQL, SHIFTED_HOURS_SQL, SUSPECT_HOURS_SQL};
 use super::device_state::{DECODED_SQL, LATEST_SQL};
 use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
@@ -144,6 +144,21 @@ fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Sql {
     let pieces = pieces(query.from_ms, query.to_ms, grouping)
         .into_iter()
         .filter(|p| whole_hours || !matches!(p, Piece::Hours(..)));
+    // The per-event sums of `event_copies` rows selected by `filter`.
+    let raw = |sql: &mut Sql, filter: String, args: Vec<Arg>| {
+        sql.push_with(
+            &format!(
+                "SELECT {gt_raw} AS gt, {gs_raw} AS gs, toInt64(count()) AS e, toFloat64(sum(weight)) AS a, \
+                 toFloat64(sumIf(weight, success = 1)) AS s, toFloat64(sumIf(weight, conflicts > 0)) AS c, \
+                 tupleElement(sumMap([duration_bucket], [toFloat64(weight)]) AS durations, 1) AS b, \
+                 tupleElement(durations, 2) AS w, \
+                 toInt64(countIf(received_at_ms - event_time_ms > {LATE_ARRIVAL_MS})) AS l \
+                 FROM event_copies WHERE {filter} GROUP BY gt, gs UNION ALL "
+            ),
+            args,
+        );
+    };
+    let project = || Arg::Text(query.project.as_str().to_string());
     for piece in pieces {
         let rollup = match piece {
             Piece::Hours(from, to) => Some(("rollup_hour", "hour", from, to)),
@@ -153,28 +168,25 @@ fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Sql {
         if let Some((table, time, from, to)) = rollup {
             let (gt, gs) = group_expressions(grouping, time);
             let (segments, args) = segment_filter(&query.filters);
+            // Hours an interrupted write may have left in part of the
+            // rollups (dedup.rs) come from `event_copies` instead.
             sql.push_with(
                 &format!(
                     "SELECT {gt} AS gt, {gs} AS gs, toInt64(events) AS e, attempts AS a, successes AS s, \
                      conflicted AS c, durationMap.bucket AS b, durationMap.weight AS w, toInt64(late) AS l \
                      FROM {table} \
-                     WHERE project = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){segments} UNION ALL "
+                     WHERE project = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){segments} \
+                     AND toDateTime(intDiv(toUInt32({time}), 3600) * 3600) NOT IN {SUSPECT_HOURS_SQL} UNION ALL "
                 ),
-                [vec![Arg::Text(query.project.as_str().to_string()), seconds(from), seconds(to)], args].concat(),
+                [vec![project(), seconds(from), seconds(to)], args, vec![project()]].concat(),
             );
+            let (mut filter, mut args) = raw_filter(query, from, to);
+            filter.push_str(&format!(" AND toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) IN {SUSPECT_HOURS_SQL}"));
+            args.push(project());
+            raw(&mut sql, filter, args);
         } else if let Piece::Raw(from, to) = piece {
             let (filter, args) = raw_filter(query, from, to);
-            sql.push_with(
-                &format!(
-                    "SELECT {gt_raw} AS gt, {gs_raw} AS gs, toInt64(count()) AS e, toFloat64(sum(weight)) AS a, \
-                     toFloat64(sumIf(weight, success = 1)) AS s, toFloat64(sumIf(weight, conflicts > 0)) AS c, \
-                     tupleElement(sumMap([duration_bucket], [toFloat64(weight)]) AS durations, 1) AS b, \
-                     tupleElement(durations, 2) AS w, \
-                     toInt64(countIf(received_at_ms - event_time_ms > {LATE_ARRIVAL_MS})) AS l \
-                     FROM event_copies WHERE {filter} GROUP BY gt, gs UNION ALL "
-                ),
-                args,
-            );
+            raw(&mut sql, filter, args);
         }
     }
     // Last, and over the whole window: what the copies beyond each event's
@@ -293,7 +305,7 @@ impl ClickHouseStore {
         if query.from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
-        let cached = super::device_cache::serves(query, grouping).is_some() && !self.shifted_copies_in(query).await?;
+        let cached = super::device_cache::serves(query, grouping).is_some() && !self.past_hours_unsafe(query).await?;
         let totals = totals_sql(query, grouping, !cached);
         let totals_query = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
         let devices = async {

@@ -210,3 +210,35 @@ async fn two_collectors_storing_the_same_batch_at_the_same_moment_count_it_once(
     eprintln!("rounds in which both collectors wrote the batch: {both_wrote} of 8");
     fresh.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_write_interrupted_between_its_views_counts_once_after_its_replay() {
+    let Some((fresh, url, database)) = clickhouse_database("interrupted_write").await else { return };
+    let a = another_store(&url, &database).await;
+    let server = clickhouse::Client::default().with_url(&url).with_user("default");
+    let mut all = Vec::new();
+    // What a server that died during the write had committed: `events`
+    // first, then the views in name order; each case leaves out a suffix.
+    let cases: [&[&str]; 3] = [
+        &["stored_ids_mv"],
+        &["rollup_minute_mv", "stored_ids_mv"],
+        &["event_copies_mv", "rollup_hour_mv", "rollup_minute_mv", "stored_ids_mv"],
+    ];
+    for (round, missed) in cases.into_iter().enumerate() {
+        let events = batch(200 + round as u64, now_ms());
+        for view in missed {
+            server.query(&format!("DETACH TABLE {database}.{view}")).execute().await.unwrap();
+        }
+        a.insert_unchecked(&events).await.unwrap();
+        for view in missed {
+            server.query(&format!("ATTACH TABLE {database}.{view}")).execute().await.unwrap();
+        }
+        // The collector replays the batch from its spool.
+        let outcome = fresh.store.insert_replayed(&events).await.unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates.len()), (0, events.len()), "missed {missed:?}");
+        all.extend(events);
+        assert_counted_once(fresh.store.as_ref(), &all, &format!("after a write that missed {missed:?}")).await;
+        assert_counted_once(&a, &all, &format!("read by another collector, missed {missed:?}")).await;
+    }
+    fresh.cleanup().await;
+}
