@@ -62,7 +62,7 @@ pub(super) const NOT_COMPENSATED_SQL: &str = "(event_time, event_id) NOT IN \
      (SELECT event_time, event_id FROM event_duplicates FINAL WHERE project = ? AND same_key = 0)";
 
 /// The hours (as `DateTime`) an interrupted write may have left in part of
-/// the rollups (see [`ClickHouseStore::repair_partial_writes`]): read from
+/// the rollups (see [`ClickHouseStore::copies_after_repair`]): read from
 /// `event_copies` instead. One bind: the project.
 pub(super) const SUSPECT_HOURS_SQL: &str = "(SELECT hour FROM suspect_hours WHERE project = ?)";
 
@@ -268,24 +268,24 @@ impl ClickHouseStore {
     /// before a replayed batch is looked up: the copy's hours are marked in
     /// `suspect_hours` (every aggregate then reads those hours from
     /// `event_copies` instead of the rollups), and its rows are completed in
-    /// `event_copies` and `event_ids`, so the look-ups then see it as stored.
-    /// Returns how many copies it completed.
-    pub(super) async fn repair_partial_writes(
+    /// `event_copies` and `event_ids`, so they count as stored.
+    ///
+    /// Returns what [`ClickHouseStore::copies`] returns once the repair is
+    /// done (the complete copies, the completed ones among them), so the
+    /// replay's first look-up is not made twice.
+    pub(super) async fn copies_after_repair(
         &self,
         project: &str,
         events: &[StoredEvent],
         indexes: &[usize],
-    ) -> Result<usize> {
+    ) -> Result<Vec<StoredCopy>> {
+        let mut complete = self.copies(project, events, indexes).await?;
         let in_events = self.lookup_in(Ledger::Events, project, events, indexes).await?;
-        if in_events.is_empty() {
-            return Ok(0);
-        }
-        let complete: HashSet<(Uuid, u64)> =
-            self.copies(project, events, indexes).await?.into_iter().map(|c| (c.event_id, c.insert_id)).collect();
+        let known: HashSet<(Uuid, u64)> = complete.iter().map(|c| (c.event_id, c.insert_id)).collect();
         let partial: Vec<StoredCopy> =
-            in_events.into_iter().filter(|c| !complete.contains(&(c.event_id, c.insert_id))).collect();
+            in_events.into_iter().filter(|c| !known.contains(&(c.event_id, c.insert_id))).collect();
         if partial.is_empty() {
-            return Ok(0);
+            return Ok(complete);
         }
         let by_id: HashMap<Uuid, usize> = indexes.iter().map(|&i| (events[i].event.event_id, i)).collect();
         let hours: BTreeSet<u32> = partial.iter().map(|c| c.event_time / 3600 * 3600).collect();
@@ -317,7 +317,8 @@ impl ClickHouseStore {
         }
         ids.end().await?;
         tracing::warn!(project, copies = partial.len(), hours = hours.len(), "Completed events an interrupted write left in part of the tables.");
-        Ok(partial.len())
+        complete.extend(partial);
+        Ok(complete)
     }
 
     /// One look-up request: `ids` and `seconds` travel as RowBinary

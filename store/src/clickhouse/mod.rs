@@ -276,18 +276,19 @@ impl ClickHouseStore {
                 duplicates.push(i);
             }
         }
+        let started = std::time::Instant::now();
         // First look-up: what is stored already is answered as a duplicate
         // and not written (and compensated, if a crash after a racing write
-        // left it stored twice).
-        let started = std::time::Instant::now();
-        if replayed {
-            for (&project, indexes) in &by_project {
-                self.repair_partial_writes(project, events, indexes).await?;
-            }
-        }
+        // left it stored twice). A replay repairs an interrupted earlier
+        // write of its events first.
         let mut fresh_by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (&project, indexes) in &by_project {
-            let found = self.settle(project, &self.copies(project, events, indexes).await?).await?;
+            let copies = if replayed {
+                self.copies_after_repair(project, events, indexes).await?
+            } else {
+                self.copies(project, events, indexes).await?
+            };
+            let found = self.settle(project, &copies).await?;
             let (stored, fresh): (Vec<usize>, Vec<usize>) =
                 indexes.iter().partition(|&&i| found.contains(&events[i].event.event_id));
             duplicates.extend(stored);

@@ -128,6 +128,20 @@ pub(super) fn events_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String,
     (filter, args)
 }
 
+/// The hour (`DateTime`) of a `DateTime` column, in SQL: what the hour sets
+/// of `dedup.rs` hold.
+fn hour_of(column: &str) -> String {
+    format!("toDateTime(intDiv(toUInt32({column}), 3600) * 3600)")
+}
+
+/// `filter` narrowed to the rows whose `event_time` falls in an hour of
+/// `hours` (a subquery of `dedup.rs` with one bind, the project).
+fn in_hours(query: &Query, (mut filter, mut args): (String, Vec<Arg>), hours: &str) -> (String, Vec<Arg>) {
+    filter.push_str(&format!(" AND {} IN {hours}", hour_of("event_time")));
+    args.push(Arg::Text(query.project.as_str().to_string()));
+    (filter, args)
+}
+
 /// Per group: counts, weighted sums, late events and the duration histogram.
 /// With `whole_hours` false, the whole hours are left out (the device cache
 /// holds their sums). Counts are `Int64` in every branch and in the answer:
@@ -176,13 +190,12 @@ fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Sql {
                      conflicted AS c, durationMap.bucket AS b, durationMap.weight AS w, toInt64(late) AS l \
                      FROM {table} \
                      WHERE project = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){segments} \
-                     AND toDateTime(intDiv(toUInt32({time}), 3600) * 3600) NOT IN {SUSPECT_HOURS_SQL} UNION ALL "
+                     AND {} NOT IN {SUSPECT_HOURS_SQL} UNION ALL ",
+                    hour_of(time)
                 ),
                 [vec![project(), seconds(from), seconds(to)], args, vec![project()]].concat(),
             );
-            let (mut filter, mut args) = raw_filter(query, from, to);
-            filter.push_str(&format!(" AND toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) IN {SUSPECT_HOURS_SQL}"));
-            args.push(project());
+            let (filter, args) = in_hours(query, raw_filter(query, from, to), SUSPECT_HOURS_SQL);
             raw(&mut sql, filter, args);
         } else if let Piece::Raw(from, to) = piece {
             let (filter, args) = raw_filter(query, from, to);
@@ -266,10 +279,7 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
             ),
             vec![project(), seconds(from), seconds(to), project()],
         );
-        let (mut filter, mut args) = events_filter(query, from, to);
-        filter.push_str(&format!(" AND toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) IN {SHIFTED_HOURS_SQL}"));
-        args.push(project());
-        from_events(&mut sql, (filter, args));
+        from_events(&mut sql, in_hours(query, events_filter(query, from, to), SHIFTED_HOURS_SQL));
         first = false;
     }
     for (from, to) in edges {
