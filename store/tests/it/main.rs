@@ -10,3 +10,4 @@ mod conformance;
 mod devices;
 mod exactly_once;
 mod rollups;
+mod versions;
