@@ -36,6 +36,14 @@ pub enum AppError {
     UnsupportedMediaType(String),
     /// The store failed; the client should retry (503).
     Unavailable(String),
+    /// More request bytes are being read than `max_body_bytes_in_flight`
+    /// allows: nothing was read or stored, retry after `Retry-After` (503).
+    BodiesInFlight {
+        /// Whole seconds to wait before retrying (also the `Retry-After` header).
+        retry_after_seconds: u64,
+        /// The configured budget in bytes.
+        budget_bytes: usize,
+    },
     /// The store cannot take events and the spool is full: nothing was
     /// stored, the client should retry after `Retry-After` (503).
     Overloaded {
@@ -68,6 +76,18 @@ impl IntoResponse for AppError {
             }
             AppError::UnsupportedMediaType(detail) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": "unsupported media type", "detail": detail}))
+            }
+            AppError::BodiesInFlight { retry_after_seconds, budget_bytes } => {
+                let detail = format!(
+                    "the collector is reading {budget_bytes} bytes of request bodies already; nothing was stored; retry after {retry_after_seconds} s"
+                );
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": "busy", "detail": detail, "retry_after_seconds": retry_after_seconds})),
+                )
+                    .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+                return response;
             }
             AppError::Overloaded { retry_after_seconds } => {
                 let detail = format!(

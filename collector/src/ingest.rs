@@ -1,13 +1,9 @@
 //! `POST /v1/events`.
 
-use std::io::Read;
-
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::Json;
-use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
 use synchealth_schema::{
     parse_batch_with_limit, unix_ms, ProjectName, Rejection, StoredEvent, SyncEvent, TelemetryLossReport,
@@ -32,58 +28,78 @@ pub struct IngestResponse {
 pub(crate) async fn post_events(
     State(state): State<CollectorState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<IngestResponse>, AppError> {
     let received_at = OffsetDateTime::now_utc();
+    // Key and headers first: nothing of the body is read for a request
+    // that is refused anyway.
     let who = state.keys.authenticate_key(header_str(&headers, header::AUTHORIZATION)).await?;
     let project = who.project.clone();
     check_content_type(&headers)?;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: state.limits.max_body_bytes },
-        _ => AppError::BadRequest(rejection.body_text()),
-    })?;
-    let body = decode_body(&headers, body, state.limits.max_body_bytes)?;
-    let batch = parse_batch_with_limit(&body, state.limits.max_events_per_batch).map_err(AppError::invalid_batch)?;
+    let body = crate::body::read(&headers, body, state.limits.max_body_bytes, &state.in_flight).await?;
+    let batch =
+        parse_batch_with_limit(&body.bytes, state.limits.max_events_per_batch).map_err(AppError::invalid_batch)?;
     // Counted in events, so only once the batch is parsed.
     state.rate_limiter.check(&who, batch.events.len() + batch.rejected.len())?;
 
     let span = tracing::Span::current();
     span.record("project", project.as_str());
     span.record("events", batch.events.len() + batch.rejected.len());
-    let events = batch.events.into_iter().map(|(_, event)| event).collect();
-    let outcome = store_events(&state, &project, events, batch.sent_at, received_at).await?;
+    let (events, out_of_range) = stamp(&project, batch.events, batch.sent_at, received_at);
+    let mut rejected = batch.rejected;
+    rejected.extend(out_of_range.into_iter().map(|(index, field, reason)| Rejection { index, field: field.into(), reason }));
+    rejected.sort_by_key(|r| r.index);
+    let outcome = store_events(&state, &project, events).await?;
     if let Some(report) = &batch.telemetry_loss {
         record_telemetry_loss(&state, &project, report, received_at).await;
     }
     span.record("accepted", outcome.inserted);
     span.record("duplicates", outcome.duplicates.len());
-    span.record("rejected", batch.rejected.len());
-    count_rejected(&project, batch.rejected.len());
+    span.record("rejected", rejected.len());
+    count_rejected(&project, rejected.len());
     // A line per request would flood the log at fleet scale (/metrics counts
     // them); a batch with rejected events is worth an operator's eye.
-    if batch.rejected.is_empty() {
+    if rejected.is_empty() {
         tracing::debug!("Stored batch.");
     } else {
         tracing::info!("Stored batch; some events were rejected.");
     }
-    Ok(Json(IngestResponse { accepted: outcome.inserted, duplicates: outcome.duplicates.len(), rejected: batch.rejected }))
+    Ok(Json(IngestResponse { accepted: outcome.inserted, duplicates: outcome.duplicates.len(), rejected }))
 }
 
-/// Stamps validated events with the collector's clock and makes them
-/// durable; every ingest path (JSON batches, OTLP logs) ends here. Returns
-/// only once the events are safe: the caller may acknowledge them.
+/// Stamps validated events with the collector's clock. Those whose times,
+/// once corrected for the batch's clock skew, fall outside what can be
+/// stored ([`StoredEvent::time_out_of_range`]) come back as rejections under
+/// their position `K` (an index in a batch, a place in an OTLP request).
+pub(crate) fn stamp<K>(
+    project: &ProjectName,
+    events: Vec<(K, SyncEvent)>,
+    sent_at: OffsetDateTime,
+    received_at: OffsetDateTime,
+) -> (Vec<StoredEvent>, Vec<(K, &'static str, String)>) {
+    let mut stored = Vec::with_capacity(events.len());
+    let mut refused = Vec::new();
+    for (key, event) in events {
+        let event = StoredEvent::new(project.clone(), event, sent_at, received_at);
+        match event.time_out_of_range() {
+            None => stored.push(event),
+            Some((field, reason)) => refused.push((key, field, reason)),
+        }
+    }
+    (stored, refused)
+}
+
+/// Makes stamped events durable; every ingest path (JSON batches, OTLP
+/// logs) ends here. Returns only once the events are safe: the caller may
+/// acknowledge them.
 pub(crate) async fn store_events(
     state: &CollectorState,
     project: &ProjectName,
-    events: Vec<SyncEvent>,
-    sent_at: OffsetDateTime,
-    received_at: OffsetDateTime,
+    stored: Vec<StoredEvent>,
 ) -> Result<InsertOutcome, AppError> {
-    if events.is_empty() {
+    if stored.is_empty() {
         return Ok(InsertOutcome::default());
     }
-    let stored: Vec<StoredEvent> =
-        events.into_iter().map(|event| StoredEvent::new(project.clone(), event, sent_at, received_at)).collect();
     // The pipeline answers once the events are in the store or fsync'd in the
     // spool; it batches this request with others meanwhile.
     let outcome = state.pipeline.submit(stored).await.map_err(|e| match e {
@@ -141,31 +157,5 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
         None => Ok(()),
         Some(ct) if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => Ok(()),
         Some(other) => Err(AppError::UnsupportedMediaType(format!("content-type {other:?}; send application/json"))),
-    }
-}
-
-/// The body, decompressed, within `limit` both before and after: a small
-/// gzip bomb is stopped once its output passes the limit, not after.
-pub(crate) fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, AppError> {
-    if body.len() > limit {
-        return Err(AppError::PayloadTooLarge { limit });
-    }
-    match header_str(headers, header::CONTENT_ENCODING).map(|e| e.trim().to_ascii_lowercase()) {
-        // Uncompressed bodies are parsed where they are: no copy of up to
-        // `limit` bytes per request.
-        None => Ok(body),
-        Some(e) if e == "identity" => Ok(body),
-        Some(e) if e == "gzip" => {
-            let mut out = Vec::with_capacity(body.len() * 4);
-            GzDecoder::new(&body[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| AppError::BadRequest(format!("body is not valid gzip: {e}")))?;
-            if out.len() > limit {
-                return Err(AppError::PayloadTooLarge { limit });
-            }
-            Ok(Bytes::from(out))
-        }
-        Some(other) => Err(AppError::UnsupportedMediaType(format!("content-encoding {other:?}; send gzip or identity"))),
     }
 }

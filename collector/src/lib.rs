@@ -11,6 +11,7 @@
 //! that already run an OpenTelemetry SDK (`otlp.rs` has the mapping).
 
 mod auth;
+mod body;
 mod error;
 mod ingest;
 mod otlp;
@@ -19,12 +20,12 @@ mod rate_limit;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::Router;
 use synchealth_store::SharedStore;
 
 pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KEY_CACHE_TTL};
+pub use crate::body::InFlightBudget;
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
 pub use crate::pipeline::{Acknowledge, Pipeline, PipelineConfig, PipelineHandle, PipelineStatus, SubmitError};
@@ -39,6 +40,9 @@ pub struct Limits {
     pub max_events_per_batch: usize,
     /// Events per second and burst per ingest key; `None` = unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// Request body bytes held at once across all ingest requests; a body
+    /// that would pass it is answered 503 with `Retry-After`.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -47,9 +51,14 @@ impl Default for Limits {
             max_body_bytes: 5 * 1024 * 1024,
             max_events_per_batch: synchealth_schema::MAX_BATCH_EVENTS,
             rate_limit: RateLimit::from_settings(20_000, 100_000),
+            max_body_bytes_in_flight: DEFAULT_BODY_BYTES_IN_FLIGHT,
         }
     }
 }
+
+/// The default of [`Limits::max_body_bytes_in_flight`]: 128 MiB, 25 bodies
+/// of the largest size at once, thousands of a probe's usual batches.
+pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 128 * 1024 * 1024;
 
 /// Everything the ingest handlers share.
 #[derive(Debug, Clone)]
@@ -64,6 +73,8 @@ pub struct CollectorState {
     pub rate_limiter: Arc<IngestRateLimiter>,
     /// Where accepted events go: batched into the store, or spooled.
     pub pipeline: PipelineHandle,
+    /// Body bytes held across requests (from `limits.max_body_bytes_in_flight`).
+    pub in_flight: InFlightBudget,
 }
 
 impl CollectorState {
@@ -71,17 +82,17 @@ impl CollectorState {
     pub fn new(store: SharedStore, limits: Limits, pipeline: PipelineHandle) -> Self {
         let keys = Arc::new(KeyCache::new(store.clone()));
         let rate_limiter = Arc::new(IngestRateLimiter::new(limits.rate_limit));
-        CollectorState { store, keys, limits, rate_limiter, pipeline }
+        let in_flight = InFlightBudget::new(limits.max_body_bytes_in_flight);
+        CollectorState { store, keys, limits, rate_limiter, pipeline, in_flight }
     }
 }
 
 /// The collector's routes.
 pub fn router(state: CollectorState) -> Router {
-    // The body limit is enforced while reading, so an oversized upload is cut
-    // off at the limit instead of being buffered whole.
-    let body_limit = DefaultBodyLimit::max(state.limits.max_body_bytes);
+    // The handlers read bodies themselves (`body.rs`), after the key check,
+    // within `max_body_bytes` and the budget of bytes in flight.
     Router::new()
-        .route("/v1/events", post(ingest::post_events).layer(body_limit))
-        .route("/v1/logs", post(otlp::post_logs).layer(body_limit))
+        .route("/v1/events", post(ingest::post_events))
+        .route("/v1/logs", post(otlp::post_logs))
         .with_state(state)
 }

@@ -71,10 +71,9 @@
 //! spellings; protobuf is decoded with the crate's prost messages. Both land
 //! in one small model, so the mapping exists once.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -87,7 +86,7 @@ use synchealth_schema::SyncEvent;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::ingest::{decode_body, header_str, store_events};
+use crate::ingest::{header_str, stamp, store_events};
 use crate::{AppError, CollectorState};
 
 /// The prefix that marks a log record as a sync event.
@@ -177,8 +176,8 @@ impl Encoding {
         let unsupported = |what: String| {
             AppError::UnsupportedMediaType(format!("{what}; send application/x-protobuf or application/json"))
         };
-        let content_type =
-            header_str(headers, header::CONTENT_TYPE).ok_or_else(|| unsupported("no content-type".into()))?;
+        // No Content-Type reads as JSON, as on /v1/events: one rule for both.
+        let Some(content_type) = header_str(headers, header::CONTENT_TYPE) else { return Ok(Encoding::Json) };
         let mime = content_type.split(';').next().unwrap_or_default().trim();
         if mime.eq_ignore_ascii_case("application/x-protobuf") || mime.eq_ignore_ascii_case("application/protobuf") {
             Ok(Encoding::Protobuf)
@@ -238,7 +237,7 @@ struct Rejected {
 /// What became of a request's records.
 #[derive(Debug, Default)]
 struct Mapped {
-    events: Vec<SyncEvent>,
+    events: Vec<(Location, SyncEvent)>,
     rejected: Vec<Rejected>,
     /// Records without `sync.*` attributes: not sync events.
     skipped: usize,
@@ -248,20 +247,16 @@ struct Mapped {
 pub(crate) async fn post_logs(
     State(state): State<CollectorState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, AppError> {
     let received_at = OffsetDateTime::now_utc();
     let who = state.keys.authenticate_key(header_str(&headers, header::AUTHORIZATION)).await?;
     let project = who.project.clone();
     let encoding = Encoding::of(&headers)?;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: state.limits.max_body_bytes },
-        _ => AppError::BadRequest(rejection.body_text()),
-    })?;
-    let body = decode_body(&headers, body, state.limits.max_body_bytes)?;
+    let body = crate::body::read(&headers, body, state.limits.max_body_bytes, &state.in_flight).await?;
     let logs = match encoding {
-        Encoding::Protobuf => logs_from_protobuf(&body)?,
-        Encoding::Json => logs_from_json(&body)?,
+        Encoding::Protobuf => logs_from_protobuf(&body.bytes)?,
+        Encoding::Json => logs_from_json(&body.bytes)?,
     };
     // Sync records are what a batch's events are to /v1/events: the same
     // per-request cap and the same rate limit; skipped app logs cost nothing.
@@ -275,10 +270,16 @@ pub(crate) async fn post_logs(
     let span = tracing::Span::current();
     span.record("project", project.as_str());
     span.record("records", logs.records.len());
-    let Mapped { events, rejected, skipped } = map_logs(&logs);
+    let Mapped { events, mut rejected, skipped } = map_logs(&logs);
     // OTLP carries no send time: the receive time stands in, so no skew is
     // measured and device times are used as sent.
-    let outcome = store_events(&state, &project, events, received_at, received_at).await?;
+    let (events, out_of_range) = stamp(&project, events, received_at, received_at);
+    rejected.extend(out_of_range.into_iter().map(|(location, field, reason)| Rejected {
+        location,
+        attribute: field.to_string(),
+        reason,
+    }));
+    let outcome = store_events(&state, &project, events).await?;
     span.record("accepted", outcome.inserted);
     span.record("duplicates", outcome.duplicates.len());
     span.record("rejected", rejected.len());
@@ -341,7 +342,7 @@ fn map_logs(logs: &Logs) -> Mapped {
         }
         let resource = logs.resources.get(record.location.resource).map_or(&[][..], Vec::as_slice);
         match to_event(record, resource) {
-            Ok(event) => mapped.events.push(event),
+            Ok(event) => mapped.events.push((record.location, event)),
             Err((attribute, reason)) => mapped.rejected.push(Rejected { location: record.location, attribute, reason }),
         }
     }
@@ -683,7 +684,7 @@ mod tests {
         let mapped = map_logs(&logs_from_protobuf(&body).unwrap());
         assert!(mapped.rejected.is_empty(), "{:?}", mapped.rejected);
         assert_eq!(mapped.skipped, 1);
-        let e = &mapped.events[0];
+        let e = &mapped.events[0].1;
         assert_eq!(e.event_id.to_string(), ID1);
         assert_eq!(e.device_id, "pixel-1");
         assert_eq!(e.app_version, "2.3.0");
@@ -693,7 +694,7 @@ mod tests {
         assert_eq!(e.duration_ms, 840);
         assert_eq!(e.sample_rate, 0.5);
         assert_eq!(e.occurred_at.unix_timestamp_nanos(), i128::from(NANOS));
-        assert_eq!(mapped.events[1].os, "ios", "the record's own attribute wins over the resource");
+        assert_eq!(mapped.events[1].1.os, "ios", "the record's own attribute wins over the resource");
     }
 
     #[test]
@@ -726,7 +727,7 @@ mod tests {
         }]});
         let mapped = map_logs(&logs_from_json(&serde_json::to_vec(&body).unwrap()).unwrap());
         assert!(mapped.rejected.is_empty(), "{:?}", mapped.rejected);
-        let e = &mapped.events[0];
+        let e = &mapped.events[0].1;
         assert_eq!((e.duration_ms, e.conflicts, e.sample_rate), (840, 2, 0.5));
         assert_eq!((e.device_id.as_str(), e.app_version.as_str(), e.os.as_str()), ("pixel-1", "2.3.0", "android"));
         assert_eq!(e.occurred_at.unix_timestamp_nanos(), i128::from(NANOS));

@@ -25,6 +25,10 @@ const MAX_DEVICE_ID_CHARS: usize = 128;
 const MAX_LABEL_CHARS: usize = 128;
 /// A sync attempt longer than this is a broken clock or counter, not a sync.
 const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+/// The smallest `sample_rate`: one event stands for at most 1,000 attempts,
+/// so no single event (ingest keys ship inside apps: anyone may send one)
+/// can outweigh a project's real traffic or make a weight infinite.
+pub const MIN_SAMPLE_RATE: f64 = 0.001;
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -137,7 +141,7 @@ pub struct SyncEvent {
     /// Bytes pulled.
     #[serde(default)]
     pub bytes_down: u64,
-    /// The event stands for `1 / sample_rate` attempts (0 < r <= 1).
+    /// The event stands for `1 / sample_rate` attempts (0.001 <= r <= 1).
     #[serde(default = "default_sample_rate")]
     pub sample_rate: f64,
 }
@@ -386,7 +390,7 @@ impl SyncEvent {
             && optional(&self.device_model, 0, MAX_LABEL_CHARS)
             && optional(&self.sync_type, 1, 32)
             && optional(&self.error_message, 0, MAX_ERROR_MESSAGE_CHARS)
-            && self.sample_rate > 0.0
+            && self.sample_rate >= MIN_SAMPLE_RATE
             && self.sample_rate <= 1.0
     }
 
@@ -430,10 +434,10 @@ impl SyncEvent {
         let bytes_down = optional(&mut obj, "bytes_down", |v| as_u64(&v))?.unwrap_or(0);
         let sample_rate = optional(&mut obj, "sample_rate", |v| {
             let r = v.as_f64().ok_or_else(|| expected("a number", &v))?;
-            if r > 0.0 && r <= 1.0 {
+            if (MIN_SAMPLE_RATE..=1.0).contains(&r) {
                 Ok(r)
             } else {
-                Err(format!("must be greater than 0 and at most 1, got {r}"))
+                Err(format!("must be at least {MIN_SAMPLE_RATE} (one event for at most 1000 attempts) and at most 1, got {r}"))
             }
         })?
         .unwrap_or(1.0);
@@ -703,6 +707,10 @@ mod tests {
             ("sample_rate", json!(1)),
             ("sample_rate", json!(1.5)),
             ("sample_rate", json!(-0.1)),
+            ("sample_rate", json!(1e-310)),
+            ("sample_rate", json!(1e-300)),
+            ("sample_rate", json!(0.000_999)),
+            ("sample_rate", json!(0.001)),
             ("device_id", json!("")),
             ("app_version", json!("")),
             ("sync_type", json!("")),

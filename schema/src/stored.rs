@@ -18,6 +18,14 @@ use crate::{Error, Result, SyncEvent};
 /// collapse the duplicate rows of a retried batch on its sorting key.
 pub const CLOCK_SKEW_TOLERANCE_MS: i64 = 60_000;
 
+/// The earliest time an event may be stored at, after skew correction
+/// (2000-01-01T00:00:00Z): nothing a sync engine did happened before it,
+/// and a device clock or `sent_at` that says so is broken or hostile.
+pub const EARLIEST_EVENT_TIME_MS: i64 = 946_684_800_000;
+
+/// How far past the collector's clock a corrected time may be (one day).
+pub const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
+
 /// A project (tenant) name: 1..=64 of `a-z`, `0-9`, `-`, `_`.
 ///
 /// Shared, not owned: every stored event carries its project, and a clone
@@ -118,6 +126,36 @@ impl StoredEvent {
         }
     }
 
+    /// Why this event's times cannot be stored, as (field, reason), or
+    /// `None`: `occurred_at` and `last_success_at`, corrected by the batch's
+    /// clock skew, must fall in [2000-01-01, receive time + 1 day], so a
+    /// broken clock or a hostile `sent_at` cannot put an event in year
+    /// -5947 or 9999, where no view would ever show it (or every view would).
+    pub fn time_out_of_range(&self) -> Option<(&'static str, String)> {
+        let latest = self.received_at_ms.saturating_add(MAX_FUTURE_MS);
+        let correction = self.event_time_ms - self.occurred_at_ms();
+        let times = [("occurred_at", Some(self.occurred_at_ms())), ("last_success_at", self.last_success_at_ms())];
+        times.into_iter().find_map(|(field, device_ms)| {
+            let corrected = device_ms?.saturating_add(correction);
+            if (EARLIEST_EVENT_TIME_MS..=latest).contains(&corrected) {
+                return None;
+            }
+            let skew = if correction == 0 {
+                String::new()
+            } else {
+                format!(" after correcting the device clock by {} s (sent_at against the collector's clock)", correction / 1000)
+            };
+            Some((
+                field,
+                format!(
+                    "falls at {}{skew}, outside 2000-01-01T00:00:00Z to one day after receipt ({})",
+                    rfc3339_ms(corrected),
+                    rfc3339_ms(latest)
+                ),
+            ))
+        })
+    }
+
     /// `occurred_at` in Unix milliseconds (device clock).
     pub fn occurred_at_ms(&self) -> i64 {
         unix_ms(self.event.occurred_at)
@@ -127,6 +165,15 @@ impl StoredEvent {
     pub fn last_success_at_ms(&self) -> Option<i64> {
         self.event.last_success_at.map(unix_ms)
     }
+}
+
+/// A Unix millisecond time as RFC 3339, or the number when it has none
+/// (beyond year 9999 or before year -9999).
+fn rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{ms} ms since 1970"))
 }
 
 /// The correction applied to device times for a measured skew.
@@ -202,5 +249,62 @@ mod tests {
         assert!(ProjectName::parse("").is_err());
         assert!(ProjectName::parse("Prod").is_err());
         assert!(ProjectName::parse("a b").is_err());
+    }
+
+    fn stored(occurred: &str, last: Option<&str>, sent: OffsetDateTime, received: OffsetDateTime) -> StoredEvent {
+        let mut e = event();
+        e.occurred_at = OffsetDateTime::parse(occurred, &time::format_description::well_known::Rfc3339).unwrap();
+        e.last_success_at =
+            last.map(|l| OffsetDateTime::parse(l, &time::format_description::well_known::Rfc3339).unwrap());
+        StoredEvent::new(ProjectName::parse("default").unwrap(), e, sent, received)
+    }
+
+    /// Expectations written out by hand: the correction is the skew rounded
+    /// to whole minutes (half a minute rounds away from zero), none under
+    /// one minute.
+    #[test]
+    fn skew_corrections_round_to_whole_minutes_ahead_behind_and_at_the_boundaries() {
+        let received = datetime!(2026-11-21 12:00:00 UTC);
+        let cases = [
+            // device clock behind by 3 h 0 min 29.999 s: +3 h
+            (datetime!(2026-11-21 08:59:30.001 UTC), 3 * 3600),
+            // behind by 2 min 30 s exactly: away from zero, +3 min
+            (datetime!(2026-11-21 11:57:30 UTC), 180),
+            // behind by 59.999 s: under the tolerance, no correction
+            (datetime!(2026-11-21 11:59:00.001 UTC), 0),
+            // behind by exactly one minute: corrected
+            (datetime!(2026-11-21 11:59:00 UTC), 60),
+            // ahead by 10 min 31 s: -11 min
+            (datetime!(2026-11-21 12:10:31 UTC), -660),
+            // ahead by 90 s exactly: -2 min
+            (datetime!(2026-11-21 12:01:30 UTC), -120),
+        ];
+        for (sent, correction_s) in cases {
+            let s = stored("2026-11-21T10:00:00Z", None, sent, received);
+            let device = unix_ms(datetime!(2026-11-21 10:00:00 UTC));
+            assert_eq!(s.event_time_ms - device, correction_s * 1000, "sent at {sent}");
+        }
+    }
+
+    #[test]
+    fn times_outside_2000_to_a_day_after_receipt_are_refused_after_skew_correction() {
+        let received = datetime!(2026-11-21 12:00:00 UTC);
+        // A hostile sent_at in year 9999 moves a plausible occurred_at to about year -5947.
+        let s = stored("2026-11-21T10:00:00Z", None, datetime!(9999-12-31 23:59:59 UTC), received);
+        let (field, reason) = s.time_out_of_range().expect("refused");
+        assert_eq!(field, "occurred_at");
+        assert!(reason.contains("after correcting the device clock"), "{reason}");
+        // No skew: 1999 is refused, 2000-01-01 is kept.
+        assert_eq!(stored("1999-12-31T23:59:59Z", None, received, received).time_out_of_range().map(|r| r.0), Some("occurred_at"));
+        assert_eq!(stored("2000-01-01T00:00:00Z", None, received, received).time_out_of_range(), None);
+        // Up to a day after receipt is kept, later is refused.
+        assert_eq!(stored("2026-11-22T12:00:00Z", None, received, received).time_out_of_range(), None);
+        assert_eq!(stored("2026-11-22T12:00:01Z", None, received, received).time_out_of_range().map(|r| r.0), Some("occurred_at"));
+        // A device clock 30 days ahead, corrected, is kept.
+        let ahead = stored("2026-12-21T10:00:00Z", None, datetime!(2026-12-21 12:00:00 UTC), received);
+        assert_eq!(ahead.time_out_of_range(), None);
+        // The last success is held to the same range.
+        let old = stored("2026-11-21T10:00:00Z", Some("1990-01-01T00:00:00Z"), received, received);
+        assert_eq!(old.time_out_of_range().map(|r| r.0), Some("last_success_at"));
     }
 }

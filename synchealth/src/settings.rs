@@ -56,6 +56,9 @@ pub struct Settings {
     pub retention_days: u32,
     /// Largest ingest request body in bytes, compressed and decompressed.
     pub max_body_bytes: usize,
+    /// Ingest request body bytes held at once across all requests; a body
+    /// that would pass it is answered 503 with `Retry-After`.
+    pub max_body_bytes_in_flight: usize,
     /// Most events in one ingest batch; a larger batch is refused with a 413.
     pub max_events_per_batch: usize,
     /// Per-ingest-key rate limit.
@@ -429,6 +432,7 @@ impl Default for Settings {
             admin_password: None,
             retention_days: 30,
             max_body_bytes: 5 * 1024 * 1024,
+            max_body_bytes_in_flight: synchealth_collector::DEFAULT_BODY_BYTES_IN_FLIGHT,
             max_events_per_batch: synchealth_schema::MAX_BATCH_EVENTS,
             rate_limit: RateLimitSettings::default(),
             alerts: AlertSettings {
@@ -494,6 +498,10 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_MAX_BODY_BYTES", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// Ingest body bytes held at once across all requests [default: 134217728].
+    #[arg(long, env = "SYNCHEALTH_MAX_BODY_BYTES_IN_FLIGHT", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes_in_flight: Option<usize>,
     /// Most events in one ingest batch [default: 5000].
     #[arg(long, env = "SYNCHEALTH_MAX_EVENTS_PER_BATCH", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

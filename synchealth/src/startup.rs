@@ -97,6 +97,7 @@ impl Application {
         if let Some(pipeline) = &pipeline {
             let limits = Limits {
                 max_body_bytes: settings.max_body_bytes,
+                max_body_bytes_in_flight: settings.max_body_bytes_in_flight,
                 max_events_per_batch: settings.max_events_per_batch,
                 rate_limit: settings.rate_limit.limit(),
             };

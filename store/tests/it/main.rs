@@ -9,5 +9,6 @@ mod alerting;
 mod conformance;
 mod devices;
 mod exactly_once;
+mod extremes;
 mod rollups;
 mod versions;

@@ -9,6 +9,7 @@ mod dashboard_api;
 mod durability;
 mod exactly_once;
 mod helpers;
+mod hostile_input;
 mod ingest;
 mod otlp;
 mod pages;
