@@ -74,18 +74,20 @@ pub(crate) async fn fresh_store(backend: Backend, test: &str) -> Option<TestStor
             Some(TestStore { store: Arc::new(store), dir: Some(dir), clickhouse: None })
         }
         Backend::ClickHouse => {
-            if std::env::var("SYNCHEALTH_TEST_SKIP_CLICKHOUSE").is_ok_and(|v| v == "1") {
-                eprintln!("skipping the ClickHouse variant of {test}: SYNCHEALTH_TEST_SKIP_CLICKHOUSE=1");
-                return None;
-            }
+            // A URL wins over a skip: a ClickHouse that is there is used.
             let url = match std::env::var("SYNCHEALTH_TEST_CLICKHOUSE_URL") {
                 Ok(url) if !url.is_empty() => url,
+                _ if std::env::var("SYNCHEALTH_TEST_SKIP_CLICKHOUSE").is_ok_and(|v| v == "1") => {
+                    eprintln!("skipping the ClickHouse variant of {test}: SYNCHEALTH_TEST_SKIP_CLICKHOUSE=1");
+                    return None;
+                }
                 _ => panic!(
                     "no ClickHouse to test against: run scripts/test, or set \
                      SYNCHEALTH_TEST_CLICKHOUSE_URL=http://127.0.0.1:PORT \
                      (SYNCHEALTH_TEST_SKIP_CLICKHOUSE=1 skips the ClickHouse variants)"
                 ),
             };
+            tally("clickhouse");
             let database = format!("test_{test}_{:08x}", rand::random::<u32>());
             let config = ClickHouseConfig {
                 url: url.clone(),
@@ -111,6 +113,19 @@ where
     let Some(fresh) = fresh_store(backend, name).await else { return };
     test(Arc::clone(&fresh.store)).await;
     fresh.cleanup().await;
+}
+
+/// Notes in the file `SYNCHEALTH_TEST_TALLY` names (when set) that the
+/// running test really used `what` (`clickhouse`, `browser`), one line per
+/// test, so the test command can say how many ran rather than skipped.
+pub(crate) fn tally(what: &str) {
+    use std::io::Write;
+    let Ok(path) = std::env::var("SYNCHEALTH_TEST_TALLY") else { return };
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    // One short line per append: O_APPEND keeps lines whole across processes.
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{what} {} {test}", env!("CARGO_PKG_NAME"));
+    }
 }
 
 pub(crate) fn project(name: &str) -> ProjectName {

@@ -237,6 +237,7 @@ async fn chromium_logs_in_and_renders_every_page() {
         return;
     }
     let binary = chromium_binary().expect("no chromium: run scripts/install-deps (Debian package `chromium`)");
+    crate::helpers::tally("browser");
     let (app, _store) = spawn_app_with(Backend::Sqlite, "browser", |_| {}).await.unwrap();
     for chunk in demo_events().chunks(1000) {
         let response = app.post_batch(&batch(chunk.to_vec())).await;

@@ -31,9 +31,25 @@ pub struct TestApp {
 /// The ClickHouse URL the test script started, or a clear failure.
 pub fn clickhouse_url() -> Option<String> {
     match std::env::var("SYNCHEALTH_TEST_CLICKHOUSE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+        Ok(url) if !url.is_empty() => {
+            tally("clickhouse");
+            Some(url)
+        }
         _ if std::env::var("SYNCHEALTH_TEST_SKIP_CLICKHOUSE").as_deref() == Ok("1") => None,
         _ => panic!("no test ClickHouse: run scripts/test, or set SYNCHEALTH_TEST_CLICKHOUSE_URL=http://127.0.0.1:PORT"),
+    }
+}
+
+/// Notes in the file `SYNCHEALTH_TEST_TALLY` names (when set) that the
+/// running test really used `what` (`clickhouse`, `browser`), one line per
+/// test, so the test command can say how many ran rather than skipped.
+pub fn tally(what: &str) {
+    use std::io::Write;
+    let Ok(path) = std::env::var("SYNCHEALTH_TEST_TALLY") else { return };
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    // One short line per append: O_APPEND keeps lines whole across processes.
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{what} {} {test}", env!("CARGO_PKG_NAME"));
     }
 }
 
