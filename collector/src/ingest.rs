@@ -108,9 +108,9 @@ pub(crate) async fn store_events(
         }
         SubmitError::ShuttingDown | SubmitError::Unavailable(_) => AppError::Unavailable(e.to_string()),
     })?;
-    let project = project.as_str().to_string();
-    metrics::counter!("synchealth_events_accepted_total", "project" => project.clone()).increment(outcome.inserted as u64);
-    metrics::counter!("synchealth_events_duplicate_total", "project" => project).increment(outcome.duplicates.len() as u64);
+    let labels = crate::metric_labels::project(project);
+    metrics::counter!("synchealth_events_accepted_total", labels.clone()).increment(outcome.inserted as u64);
+    metrics::counter!("synchealth_events_duplicate_total", labels).increment(outcome.duplicates.len() as u64);
     Ok(outcome)
 }
 
@@ -143,7 +143,7 @@ async fn record_telemetry_loss(
 /// every ingest path calls it with its own rejections.
 pub(crate) fn count_rejected(project: &ProjectName, rejected: usize) {
     if rejected > 0 {
-        metrics::counter!("synchealth_events_rejected_total", "project" => project.as_str().to_string())
+        metrics::counter!("synchealth_events_rejected_total", crate::metric_labels::project(project))
             .increment(rejected as u64);
     }
 }

@@ -14,6 +14,7 @@ mod auth;
 mod body;
 mod error;
 mod ingest;
+mod metric_labels;
 mod otlp;
 pub mod pipeline;
 mod rate_limit;
@@ -28,6 +29,7 @@ pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KEY_CACHE_TTL};
 pub use crate::body::InFlightBudget;
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
+pub use crate::metric_labels::set_per_project_metrics;
 pub use crate::pipeline::{Acknowledge, Pipeline, PipelineConfig, PipelineHandle, PipelineStatus, SubmitError};
 pub use crate::rate_limit::{IngestRateLimiter, RateLimit};
 

@@ -72,7 +72,7 @@ impl IngestRateLimiter {
 }
 
 fn refused(project: &ProjectName, events: usize, limit: RateLimit, wait: Duration) -> AppError {
-    metrics::counter!("synchealth_rate_limited_total", "project" => project.to_string()).increment(events as u64);
+    metrics::counter!("synchealth_rate_limited_total", crate::metric_labels::project(project)).increment(events as u64);
     let retry_after_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let retry_after_seconds = retry_after_seconds.max(1);
     tracing::info!(%project, events, retry_after_seconds, "Rate limited a batch.");

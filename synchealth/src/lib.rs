@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod commands;
 pub mod demo;
+pub mod metrics_catalog;
 mod ops;
 pub mod settings;
 pub mod startup;

@@ -69,6 +69,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     /// The dashboard pages.
     pub dashboard: DashboardSettings,
+    /// What `/metrics` shows (`[metrics]`).
+    pub metrics: MetricsSettings,
     /// How the dashboard and alert queries read ClickHouse: a read-only user
     /// and per-query limits (`[clickhouse_read]`).
     pub clickhouse_read: ClickHouseReadSettings,
@@ -128,6 +130,16 @@ pub struct DashboardSettings {
     /// (the dashboard is only reached over HTTPS) or `"never"`.
     #[serde(default)]
     pub secure_cookies: synchealth_dashboard::SecureCookies,
+}
+
+/// `/metrics` settings (`[metrics]` in the config file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Label the ingest counters with `project`. Off by default: `/metrics`
+    /// is unauthenticated, and project names are the customer's business.
+    #[serde(default)]
+    pub per_project: bool,
 }
 
 /// Alert evaluation settings.
@@ -445,6 +457,7 @@ impl Default for Settings {
             },
             ingest: IngestSettings::default(),
             dashboard: DashboardSettings::default(),
+            metrics: MetricsSettings::default(),
             clickhouse_read: ClickHouseReadSettings::default(),
         }
     }

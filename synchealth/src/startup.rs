@@ -94,6 +94,8 @@ impl Application {
         };
         let mut router = ops::router(store.clone(), pipeline.as_ref().map(Pipeline::handle));
         router = router.merge(crate::telemetry::metrics_router());
+        crate::metrics_catalog::register(settings.metrics.per_project);
+        synchealth_collector::set_per_project_metrics(settings.metrics.per_project);
         if let Some(pipeline) = &pipeline {
             let limits = Limits {
                 max_body_bytes: settings.max_body_bytes,

@@ -97,14 +97,17 @@ impl Drop for Telemetry {
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = crate::metrics_catalog::with_buckets(PrometheusBuilder::new()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Histogram buckets refused; latencies render as summaries.");
+            PrometheusBuilder::new()
+        });
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             // Another recorder came first (an embedding program's): /metrics
             // then shows only what this one was given, which is nothing.
             tracing::warn!("A metrics recorder was already installed; /metrics will be empty.");
         }
-        describe_metrics();
         // Drains histograms so they do not grow without bound between scrapes.
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
@@ -116,13 +119,6 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         handle
     })
-}
-
-fn describe_metrics() {
-    metrics::describe_counter!(
-        "synchealth_rate_limited_total",
-        "Events refused with a 429 by the per-ingest-key rate limit, by project."
-    );
 }
 
 /// `GET /metrics`: every metric of the process in the Prometheus text format.

@@ -287,6 +287,7 @@ async fn metrics_count_accepted_and_rate_limited_events_per_project_in_prometheu
     let (app, store) = spawn_app_with(Backend::Sqlite, "metrics", |s| {
         s.rate_limit.events_per_second = 1;
         s.rate_limit.burst = 2;
+        s.metrics.per_project = true;
     })
     .await
     .unwrap();
@@ -396,4 +397,53 @@ async fn the_binary_exports_traces_over_otlp_when_the_endpoint_is_set_and_flushe
     let contains = |needle: &str| body.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(contains("synchealth"), "service.name missing");
     assert!(contains("post_events"), "the ingest span is missing");
+}
+
+/// `/metrics` of a fresh process, as Prometheus sees it: `promtool check
+/// metrics` (Debian's `prometheus` package) finds nothing wrong, every
+/// declared counter is there at 0 before its first event, latencies are
+/// histograms, and no project name is shown unless asked for.
+#[tokio::test]
+async fn metrics_pass_promtool_with_counters_at_zero_histograms_and_no_project_names() {
+    use crate::helpers::{Binary, ADMIN_PASSWORD, INGEST_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> =
+        ["--ingest-key", INGEST_KEY, "--admin-password", ADMIN_PASSWORD].iter().map(|a| a.to_string()).collect();
+    let binary = Binary::start(&dir.path().join("data"), &args).await;
+    let client = reqwest::Client::new();
+    let fresh = client.get(format!("{}/metrics", binary.base)).send().await.unwrap().text().await.unwrap();
+    use synchealth::metrics_catalog::{Kind, FAMILIES};
+    let unlabeled_counters =
+        FAMILIES.iter().filter(|f| f.kind == Kind::Counter && (f.labels.is_empty() || f.labels == ["project"]));
+    for family in unlabeled_counters {
+        assert!(fresh.contains(&format!("# HELP {} ", family.name)), "{} has no HELP at start: {fresh}", family.name);
+        assert!(fresh.lines().any(|l| l == format!("{} 0", family.name)), "{} is not at 0 at start: {fresh}", family.name);
+    }
+    assert!(fresh.contains("synchealth_build_info{version=\""), "{fresh}");
+
+    let body = batch(vec![event("m1", 1, true, 10), event("m2", 1, false, 20)]);
+    let posted = client.post(format!("{}/v1/events", binary.base)).bearer_auth(INGEST_KEY).json(&body).send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    let text = client.get(format!("{}/metrics", binary.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.lines().any(|l| l == "synchealth_events_accepted_total 2"), "{text}");
+    assert!(text.contains("# TYPE synchealth_insert_seconds histogram"), "{text}");
+    assert!(text.contains("synchealth_insert_seconds_bucket{source=\"batch\",le=\"0.1\"}"), "{text}");
+    assert!(!text.contains("project="), "project names are opt-in: {text}");
+
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("no promtool: run scripts/install-deps (Debian package `prometheus`)");
+    use tokio::io::AsyncWriteExt;
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).await.unwrap();
+    let output = promtool.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
