@@ -30,6 +30,8 @@ pub use crate::body::InFlightBudget;
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
 pub use crate::metric_labels::set_per_project_metrics;
+#[doc(hidden)]
+pub use crate::otlp::decode_and_map_for_fuzzing;
 pub use crate::pipeline::{Acknowledge, Pipeline, PipelineConfig, PipelineHandle, PipelineStatus, SubmitError};
 pub use crate::rate_limit::{IngestRateLimiter, RateLimit};
 

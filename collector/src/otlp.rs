@@ -333,6 +333,16 @@ fn partial_success_message(rejected: &[Rejected], skipped: usize) -> String {
 }
 
 /// Maps every record: sync events validated, the others skipped.
+/// The OTLP decoding and mapping of `/v1/logs` without the HTTP around it,
+/// for the fuzz target (`fuzz/fuzz_targets/otlp_logs.rs`) and its regression
+/// inputs: decodes `body` as protobuf or JSON and maps every record, and
+/// returns how many became events. Must never panic, whatever the bytes.
+#[doc(hidden)]
+pub fn decode_and_map_for_fuzzing(body: &[u8], protobuf: bool) -> usize {
+    let logs = if protobuf { logs_from_protobuf(body) } else { logs_from_json(body) };
+    logs.map_or(0, |logs| map_logs(&logs).events.len())
+}
+
 fn map_logs(logs: &Logs) -> Mapped {
     let mut mapped = Mapped::default();
     for record in &logs.records {
