@@ -36,9 +36,19 @@
 //! }
 //! ```
 //!
-//! With a `secret`, every request carries
-//! `X-Synchealth-Signature: sha256=<hex HMAC-SHA256 of the body>`, so the
-//! receiver can check it came from us (compare in constant time).
+//! With a `secret`, every request carries `X-Synchealth-Timestamp: <unix
+//! seconds>` and `X-Synchealth-Signature: sha256=<hex HMAC-SHA256 of
+//! "<timestamp>.<body>">`, so the receiver can check it came from us (compare
+//! in constant time) and recently: signing the timestamp with the body means
+//! a captured request cannot be replayed later with a fresh timestamp, and a
+//! receiver rejecting timestamps older than a few minutes ([`verify`]) turns
+//! a replay away. Each attempt (retries too) is signed anew at its own time.
+//!
+//! Every text that comes from events or config (an app version, a rule's
+//! description) is escaped for Slack's mrkdwn (`&`, `<`, `>`), so a release
+//! named `<!channel>` neither notifies a whole channel nor shows a link, and
+//! cut to Slack's limits (3,000 characters per section text, 2,000 per
+//! field, 150 per header) after escaping, never inside an entity.
 
 use std::time::Duration;
 
@@ -52,6 +62,11 @@ use crate::rule::metric_name;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "X-Synchealth-Signature";
+/// The header with the signing time, unix seconds.
+pub const TIMESTAMP_HEADER: &str = "X-Synchealth-Timestamp";
+/// How old a signed request [`verify`] accepts by default: clocks a little
+/// apart plus a slow network, not a replay hours later.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// Which payload a webhook gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,15 +109,45 @@ pub fn payload(format: WebhookFormat, message: &AlertMessage, channel: &str, not
     }
 }
 
-/// `sha256=<hex>` of the body under the secret.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+/// `sha256=<hex>` of `<timestamp>.<body>` under the secret.
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    format!("sha256={}", hex::encode(hmac_sha256(secret, &signed)))
+}
+
+fn hmac_sha256(secret: &str, bytes: &[u8]) -> Vec<u8> {
     // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return Vec::new() };
+    mac.update(bytes);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// What a receiver does with a signed request: the signature must be
+/// `sha256=` the HMAC of `<timestamp>.<body>` (compared in constant time) and
+/// the timestamp at most `tolerance` away from `now_s` (unix seconds), so a
+/// replayed request is rejected once it is older than that.
+pub fn verify(
+    secret: &str,
+    timestamp: &str,
+    signature_header: &str,
+    body: &[u8],
+    now_s: i64,
+    tolerance: Duration,
+) -> bool {
+    let Ok(ts) = timestamp.trim().parse::<i64>() else { return false };
+    let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    if now_s.abs_diff(ts) > tolerance.unsigned_abs() {
+        return false;
+    }
+    let Some(given) = signature_header.trim().strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
+        return false;
     };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(body);
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
+    mac.update(&signed);
+    mac.verify_slice(&given).is_ok()
 }
 
 /// One POST: 2xx is delivered; 408, 429 and 5xx (and no answer) are worth
@@ -112,7 +157,8 @@ pub async fn post(http: &reqwest::Client, config: &WebhookConfig, body: Vec<u8>)
     let mut request =
         http.post(&config.url).timeout(config.timeout).header(reqwest::header::CONTENT_TYPE, "application/json");
     if let Some(secret) = &config.secret {
-        request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        request = request.header(TIMESTAMP_HEADER, now.to_string()).header(SIGNATURE_HEADER, signature(secret, now, &body));
     }
     let response = request.body(body).send().await.map_err(|e| Error::transient(format!("http: {e}")))?;
     let status = response.status();
@@ -239,11 +285,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_signature_is_the_published_hmac_sha256_test_vector() {
+    fn the_hmac_is_the_published_hmac_sha256_test_vector() {
         // RFC 4231, test case 2.
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            hex::encode(hmac_sha256("Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn the_signature_covers_the_timestamp_then_a_dot_then_the_body() {
+        let body = br#"{"kind":"firing"}"#;
+        let expected = format!("sha256={}", hex::encode(hmac_sha256("s3cret", br#"1700000000.{"kind":"firing"}"#)));
+        assert_eq!(signature("s3cret", 1_700_000_000, body), expected);
+        assert_ne!(signature("s3cret", 1_700_000_001, body), expected, "another timestamp, another signature");
+    }
+
+    #[test]
+    fn verify_accepts_a_fresh_request_and_rejects_a_replay_a_changed_body_or_a_moved_timestamp() {
+        let body = br#"{"kind":"firing"}"#;
+        let sig = signature("s3cret", 1_700_000_000, body);
+        let tolerance = DEFAULT_TOLERANCE;
+        assert!(verify("s3cret", "1700000000", &sig, body, 1_700_000_010, tolerance));
+        assert!(!verify("s3cret", "1700000000", &sig, body, 1_700_000_000 + 301, tolerance), "replayed 5 minutes later");
+        assert!(!verify("s3cret", "1700000400", &sig, body, 1_700_000_400, tolerance), "timestamp moved forward");
+        assert!(!verify("s3cret", "1700000000", &sig, br#"{"kind":"resolved"}"#, 1_700_000_000, tolerance));
+        assert!(!verify("other", "1700000000", &sig, body, 1_700_000_000, tolerance));
+        assert!(!verify("s3cret", "soon", &sig, body, 1_700_000_000, tolerance));
     }
 }

@@ -38,6 +38,7 @@ const HMAC_SECRET: &str = "shared-webhook-secret";
 struct Hook {
     path: String,
     signature: Option<String>,
+    timestamp: Option<String>,
     raw: Vec<u8>,
     body: Value,
     at: Instant,
@@ -58,10 +59,11 @@ async fn record_hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let signature = headers.get("x-synchealth-signature").and_then(|v| v.to_str().ok()).map(String::from);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let (signature, timestamp) = (header("x-synchealth-signature"), header("x-synchealth-timestamp"));
     let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut hooks = hooks.0.lock().unwrap();
-    hooks.push(Hook { path: path.clone(), signature, raw: body.to_vec(), body: parsed, at: Instant::now() });
+    hooks.push(Hook { path: path.clone(), signature, timestamp, raw: body.to_vec(), body: parsed, at: Instant::now() });
     let seen = hooks.iter().filter(|h| h.path == path).count();
     match path.as_str() {
         // Unavailable twice, then fine: a transient failure.
@@ -81,6 +83,22 @@ async fn webhook_receiver() -> (String, Hooks) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, hooks)
+}
+
+/// The request is signed over its timestamp and body, the timestamp is now,
+/// and the same request replayed ten minutes later fails verification.
+fn assert_signed_now(hook: &Hook) {
+    use synchealth_alerts::delivery::webhook::{verify, DEFAULT_TOLERANCE};
+    let (Some(timestamp), Some(signature)) = (hook.timestamp.as_deref(), hook.signature.as_deref()) else {
+        panic!("a signed webhook carries a timestamp and a signature: {hook:?}");
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let sent: i64 = timestamp.parse().unwrap();
+    assert!((now - sent).abs() <= 10, "the timestamp {sent} is the sending time (now {now})");
+    assert!(verify(HMAC_SECRET, timestamp, signature, &hook.raw, now, DEFAULT_TOLERANCE), "verifies");
+    assert!(!verify(HMAC_SECRET, timestamp, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE), "a replay is detected");
+    let fresh = (now + 600).to_string();
+    assert!(!verify(HMAC_SECRET, &fresh, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE), "the timestamp is signed");
 }
 
 fn free_port() -> u16 {
@@ -366,10 +384,7 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     assert!(url.starts_with("https://health.example.com/?project=default&from="), "{url}");
     assert!(url.ends_with("&app_version=2.3.0"), "{url}");
     assert_eq!(body["fingerprint"].as_str().unwrap().len(), 16);
-    assert_eq!(
-        hook.signature.as_deref(),
-        Some(synchealth_alerts::delivery::webhook::signature(HMAC_SECRET, &hook.raw).as_str())
-    );
+    assert_signed_now(&hook);
     let am = &w.hooks.on("am")[0].body;
     assert_eq!(am["version"], "4");
     assert_eq!(am["alerts"][0]["labels"]["alertname"], RULE);
@@ -560,10 +575,7 @@ async fn alerts_test_delivers_a_signed_test_notification() {
     let hooks = w.hooks.on("hook");
     assert_eq!(hooks.len(), 1);
     assert_eq!(hooks[0].body["kind"], "test");
-    assert_eq!(
-        hooks[0].signature.as_deref(),
-        Some(synchealth_alerts::delivery::webhook::signature(HMAC_SECRET, &hooks[0].raw).as_str())
-    );
+    assert_signed_now(&hooks[0]);
     let unknown = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "pager").await.unwrap_err();
     assert!(unknown.to_string().contains("no channel named \"pager\""), "{unknown}");
 }
