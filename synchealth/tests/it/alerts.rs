@@ -96,9 +96,15 @@ fn assert_signed_now(hook: &Hook) {
     let sent: i64 = timestamp.parse().unwrap();
     assert!((now - sent).abs() <= 10, "the timestamp {sent} is the sending time (now {now})");
     assert!(verify(HMAC_SECRET, timestamp, signature, &hook.raw, now, DEFAULT_TOLERANCE), "verifies");
-    assert!(!verify(HMAC_SECRET, timestamp, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE), "a replay is detected");
+    assert!(
+        !verify(HMAC_SECRET, timestamp, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE),
+        "a replay is detected"
+    );
     let fresh = (now + 600).to_string();
-    assert!(!verify(HMAC_SECRET, &fresh, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE), "the timestamp is signed");
+    assert!(
+        !verify(HMAC_SECRET, &fresh, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE),
+        "the timestamp is signed"
+    );
 }
 
 fn free_port() -> u16 {
@@ -154,7 +160,9 @@ impl Smtp {
 
 /// The messages the SMTP sink stored, oldest first.
 fn emails(dir: &Path) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut names: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -355,7 +363,9 @@ crate::on_both_stores!(
 );
 
 async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resolves_once(backend: Backend) {
-    let Some(w) = world(backend, "alerts_fire_resolve", 20, true).await else { return };
+    let Some(w) = world(backend, "alerts_fire_resolve", 20, true).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     let ingested = w.spike().await;
 
@@ -368,7 +378,8 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     let received = w.received();
     assert_eq!(received["email"], vec!["[FIRING] success rate 50% < 95% — release 2.3.0".to_string()]);
     assert_eq!(received["hook"], vec!["\"firing\" \"2.3.0\"".to_string()]);
-    assert_eq!(received["slack"], vec!["[FIRING] success rate 50% < 95% — release 2.3.0".to_string()]);
+    // Slack shows `&lt;` as `<`: its mrkdwn escapes.
+    assert_eq!(received["slack"], vec!["[FIRING] success rate 50% &lt; 95% — release 2.3.0".to_string()]);
     assert_eq!(received["am"], vec!["\"firing\" \"2.3.0\"".to_string()]);
 
     // The generic payload carries the documented fields, signed.
@@ -415,7 +426,9 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
 }
 
 async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
-    let Some(w) = world(backend, "alerts_replicas", 20, false).await else { return };
+    let Some(w) = world(backend, "alerts_replicas", 20, false).await else {
+        return;
+    };
     let replicas: Vec<_> = (0..2)
         .map(|_| {
             let evaluator = alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap();
@@ -435,7 +448,9 @@ async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
 
 #[tokio::test]
 async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
-    let Some(w) = world(Backend::Sqlite, "alerts_restart", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_restart", 20, false).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     w.spike().await;
@@ -479,8 +494,132 @@ async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
 }
 
 #[tokio::test]
+async fn two_failing_releases_make_one_email_and_one_alertmanager_group_and_a_resolution_threads_under_its_firing_email(
+) {
+    let Some(w) = world(Backend::Sqlite, "alerts_grouping", 20, true).await else {
+        return;
+    };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let mut events = release_events("2.3.0", 30, 30);
+    events.extend(release_events("2.4.0", 40, 20));
+    w.ingest(events).await;
+
+    // The generic webhook is one instance per request (schema v1): two.
+    wait_for("both generic webhooks", Duration::from_secs(10), || (w.hooks.on("hook").len() == 2).then_some(())).await;
+    let am = wait_for("the Alertmanager message", Duration::from_secs(10), || w.hooks.on("am").first().cloned()).await;
+    let email = wait_for("the email", Duration::from_secs(10), || w.emails().first().cloned()).await;
+    let am = am.body;
+    let alerts = am["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2, "one message with both segments: {am}");
+    let versions: Vec<&str> = alerts.iter().map(|a| a["labels"]["app_version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["2.3.0", "2.4.0"]);
+    assert_eq!(am["groupLabels"], json!({"alertname": RULE, "project": "default"}));
+    // Alertmanager's groupKey: route key, ":", the group labels as a label set.
+    assert_eq!(am["groupKey"], format!("{{}}:{{alertname=\"{RULE}\", project=\"default\"}}"));
+    assert_eq!(am["commonLabels"]["alertname"], RULE);
+    assert!(am["commonLabels"].get("app_version").is_none(), "the segments differ: {am}");
+    assert!(alerts.iter().all(|a| a["endsAt"] == "0001-01-01T00:00:00Z" && a["status"] == "firing"));
+    assert_eq!(email["subject"], "[2 FIRING] success rate < 95% — release 2.3.0, release 2.4.0");
+    assert_eq!(email["auto_submitted"], "auto-generated");
+    let firing_id = email["message_id"].as_str().unwrap().to_string();
+    assert!(firing_id.starts_with("<synchealth.") && firing_id.ends_with("@example.com>"), "{firing_id}");
+    assert!(email["in_reply_to"].is_null(), "a firing email starts a thread: {email}");
+    let slack = w.hooks.on("slack");
+    assert_eq!(slack.len(), 1, "one Slack message for the group");
+
+    // 2.3.0 recovers, 2.4.0 does not.
+    w.ingest(release_events("2.3.0", 0, 970)).await;
+    let resolved = wait_for("the resolution email", Duration::from_secs(10), || w.emails().get(1).cloned()).await;
+    assert_eq!(resolved["subject"], "[RESOLVED] success rate back to 97.1% (alert: < 95%) — release 2.3.0");
+    assert_eq!(resolved["in_reply_to"].as_str(), Some(firing_id.as_str()), "threads under its firing email");
+    assert_eq!(resolved["references"].as_str(), Some(firing_id.as_str()));
+    assert_ne!(resolved["message_id"].as_str(), Some(firing_id.as_str()));
+    let am2 =
+        wait_for("the second Alertmanager message", Duration::from_secs(10), || w.hooks.on("am").get(1).cloned()).await;
+    let am2 = am2.body;
+    assert_eq!(am2["status"], "firing", "2.4.0 still fires: {am2}");
+    assert_eq!(am2["groupKey"], am["groupKey"]);
+    let alerts2 = am2["alerts"].as_array().unwrap();
+    assert_eq!(alerts2.len(), 2, "the group's whole state: {am2}");
+    let by_version =
+        |alerts: &[Value], v: &str| alerts.iter().find(|a| a["labels"]["app_version"] == v).cloned().unwrap();
+    let (before, after) = (by_version(alerts, "2.3.0"), by_version(alerts2, "2.3.0"));
+    assert_eq!(after["status"], "resolved");
+    assert_eq!(after["startsAt"], before["startsAt"], "startsAt is fixed per fingerprint");
+    assert_eq!(after["fingerprint"], before["fingerprint"]);
+    assert_ne!(after["endsAt"], "0001-01-01T00:00:00Z");
+    let still = by_version(alerts2, "2.4.0");
+    assert_eq!(
+        (still["status"].as_str(), still["startsAt"].clone()),
+        (Some("firing"), by_version(alerts, "2.4.0")["startsAt"].clone())
+    );
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn a_hostile_app_version_reaches_slack_and_email_escaped() {
+    let Some(w) = world(Backend::Sqlite, "alerts_escaping", 20, true).await else {
+        return;
+    };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let hostile = "<!channel> <https://evil.example/login|Open dashboard>";
+    w.ingest((0..60).map(|i| sync_event(&format!("dev-hostile-{}", i % 25), hostile, i >= 30)).collect()).await;
+    let slack = wait_for("the Slack message", Duration::from_secs(10), || w.hooks.on("slack").first().cloned()).await;
+    let raw = String::from_utf8(slack.raw.clone()).unwrap();
+    assert!(raw.contains("&lt;!channel&gt; &lt;https://evil.example/login|Open dashboard&gt;"), "{raw}");
+    for block in slack.body["blocks"].as_array().unwrap() {
+        let text = block.to_string();
+        if text.contains("\"mrkdwn\"") {
+            assert!(!text.contains("<!channel>") && !text.contains("<https://evil"), "unescaped mrkdwn: {text}");
+        }
+    }
+    assert!(!slack.body["text"].as_str().unwrap().contains('<'), "{}", slack.body["text"]);
+    let email = wait_for("the email", Duration::from_secs(10), || w.emails().first().cloned()).await;
+    let html = email["html"].as_str().unwrap();
+    assert!(html.contains("&lt;!channel&gt;") && !html.contains("<!channel>"), "{html}");
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn a_shipped_rule_whose_channel_is_not_configured_shows_no_channel_configured_not_a_failed_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut settings) = test_settings(Backend::Sqlite, "alerts_no_channel", dir.path()) else {
+        return;
+    };
+    settings.alerts.evaluation_interval = "1s".into();
+    // The shipped success-rate rule, channel `email` as shipped, made quick.
+    let shipped = Rule::defaults().remove(0);
+    assert_eq!(shipped.channels, ["email"]);
+    let quick = Rule { pending_for: time::Duration::ZERO, evaluation_delay: time::Duration::ZERO, ..shipped };
+    settings.alerts.rules = vec![quick];
+    settings.alerts.channels = BTreeMap::new();
+    let app = Application::build(settings, Roles::ALL).await.expect("application builds");
+    let store = app.store();
+    let app = serve(app, dir);
+    let response = app.post_batch(&batch(release_events("2.3.0", 40, 20))).await;
+    assert!(response.status().is_success());
+    let started = Instant::now();
+    let record = loop {
+        if let Some(n) = store.notifications(None, 10).await.unwrap().into_iter().next() {
+            break n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no notification recorded");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!((record.channel.as_str(), record.status.as_str(), record.attempts), ("email", "unconfigured", 0));
+    assert_eq!(record.last_error, None, "nothing was tried, nothing failed");
+    let cookie = crate::pages::login(&app.address, "admin", crate::helpers::ADMIN_PASSWORD).await;
+    let (status, body) = crate::pages::page(&app.address, &cookie, "/alerts").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("no channel configured"), "{body}");
+    assert!(!body.contains(">failed<"), "not shown as a failed delivery: {body}");
+}
+
+#[tokio::test]
 async fn a_silenced_segment_sends_nothing_while_its_state_still_shows() {
-    let Some(w) = world(Backend::Sqlite, "alerts_silence", 20, true).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_silence", 20, true).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     let project = ProjectName::parse("default").unwrap();
     let silence = alerts_cmd::silence(
@@ -515,7 +654,9 @@ async fn a_silenced_segment_sends_nothing_while_its_state_still_shows() {
 
 #[tokio::test]
 async fn email_is_retried_while_the_smtp_server_is_down_and_delivered_when_it_returns() {
-    let Some(w) = world(Backend::Sqlite, "alerts_smtp_down", 20, true).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_smtp_down", 20, true).await else {
+        return;
+    };
     w.spike().await;
     // The webhooks go out at once: a failing channel does not hold them up.
     wait_for("the webhooks", Duration::from_secs(10), || (w.total_received() == 3).then_some(())).await;
@@ -546,7 +687,9 @@ async fn email_is_retried_while_the_smtp_server_is_down_and_delivered_when_it_re
 
 #[tokio::test]
 async fn min_events_keeps_a_handful_of_failures_quiet() {
-    let Some(w) = world(Backend::Sqlite, "alerts_min_events", 40, true).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_min_events", 40, true).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     // 30 events, every one failed: below min_events = 40.
     w.ingest(release_events("2.3.0", 30, 0)).await;
@@ -569,20 +712,42 @@ async fn min_events_keeps_a_handful_of_failures_quiet() {
 
 #[tokio::test]
 async fn alerts_test_delivers_a_signed_test_notification() {
-    let Some(w) = world(Backend::Sqlite, "alerts_test_command", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_test_command", 20, false).await else {
+        return;
+    };
     let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "hook").await.unwrap();
     assert_eq!((record.status.as_str(), record.kind.as_str(), record.attempts), ("delivered", "test", 1));
     let hooks = w.hooks.on("hook");
     assert_eq!(hooks.len(), 1);
-    assert_eq!(hooks[0].body["kind"], "test");
+    let body = &hooks[0].body;
+    assert_eq!(
+        (body["kind"].as_str(), body["state"].as_str(), body["severity"].as_str()),
+        (Some("test"), Some("test"), Some("test"))
+    );
+    let fingerprint = body["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16, "a real fingerprint: {body}");
+    assert_eq!(record.fingerprint, fingerprint);
     assert_signed_now(&hooks[0]);
+
+    // To Alertmanager receivers it is resolved (their statuses are firing
+    // and resolved; only firing opens an incident), with severity `test`.
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "am").await.unwrap();
+    assert_eq!(record.status, "delivered");
+    let am = &w.hooks.on("am")[0].body;
+    assert_eq!(am["status"], "resolved", "{am}");
+    assert_eq!(am["alerts"][0]["status"], "resolved");
+    assert_eq!(am["alerts"][0]["labels"]["severity"], "test");
+    assert_eq!(am["alerts"][0]["fingerprint"], fingerprint);
+    assert_ne!(am["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     let unknown = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "pager").await.unwrap_err();
     assert!(unknown.to_string().contains("no channel named \"pager\""), "{unknown}");
 }
 
 #[tokio::test]
 async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one() {
-    let Some(w) = world(Backend::Sqlite, "alerts_resume", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_resume", 20, false).await else {
+        return;
+    };
     let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     w.spike().await;
     wait_for("the webhooks", Duration::from_secs(10), || (w.total_received() == 3).then_some(())).await;
@@ -617,7 +782,9 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
 
 #[tokio::test]
 async fn webhook_5xx_answers_are_retried_and_4xx_answers_are_not() {
-    let Some(mut w) = world(Backend::Sqlite, "alerts_webhook_retries", 20, false).await else { return };
+    let Some(mut w) = world(Backend::Sqlite, "alerts_webhook_retries", 20, false).await else {
+        return;
+    };
     let hook_url = |path: &str| {
         let ChannelSettings::Webhook(hook) = &w.settings.alerts.channels["hook"] else { unreachable!() };
         hook.url.expose().replace("/hook", path)
@@ -694,7 +861,9 @@ fn private_ca(dir: &Path) -> (String, String, String) {
 
 #[tokio::test]
 async fn email_goes_out_over_starttls_and_implicit_tls_and_an_untrusted_certificate_is_refused() {
-    let Some(w) = world(Backend::Sqlite, "alerts_smtp_tls", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_smtp_tls", 20, false).await else {
+        return;
+    };
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = private_ca(certs.path());
     let mut settings = w.settings.alerts.clone();
