@@ -22,6 +22,14 @@
 //!    (at most once: the on-call engineer still sees the state on the
 //!    dashboard).
 //!
+//! Metrics (names and labels; their help texts are declared centrally by the
+//! binary): `synchealth_alert_evaluations_total` and
+//! `synchealth_alert_evaluation_errors_total` count this replica's
+//! evaluations (those holding the lease) and the failed ones;
+//! `synchealth_alert_instances{state}` is how many instances this replica's
+//! last evaluation left in each state (`ok`, `pending`, `firing`,
+//! `resolved`; zero on a standby, so the sum over replicas is the truth).
+//!
 //! Deliveries still `pending` when their process stopped (an SMTP server down
 //! through a restart) are resumed by the next lease holder, when it takes the
 //! lease, from the stored record, rule and instance state.
@@ -80,6 +88,15 @@ impl Drop for Evaluator {
         }
     }
 }
+
+/// Evaluations this replica made (holding the lease).
+const EVALUATIONS: &str = "synchealth_alert_evaluations_total";
+/// Evaluations that failed (a store error, mostly).
+const EVALUATION_ERRORS: &str = "synchealth_alert_evaluation_errors_total";
+/// Instances per state after this replica's last evaluation.
+const INSTANCES: &str = "synchealth_alert_instances";
+/// The states of [`AlertState::name`].
+const STATES: [&str; 4] = ["ok", "pending", "firing", "resolved"];
 
 /// How many of the latest notifications are scanned for pending ones when
 /// the lease is taken.
@@ -145,6 +162,13 @@ impl Evaluator {
     /// An evaluator that only records states (no channels), holding the lease
     /// under a random name.
     pub fn new(store: SharedStore, rules: Vec<Rule>) -> Self {
+        // Present from the start, at zero, so a dashboard or alert on them
+        // does not wait for the first event.
+        metrics::counter!(EVALUATIONS).increment(0);
+        metrics::counter!(EVALUATION_ERRORS).increment(0);
+        for state in STATES {
+            metrics::gauge!(INSTANCES, "state" => state).set(0.0);
+        }
         Evaluator {
             store,
             rules,
@@ -199,6 +223,21 @@ impl Evaluator {
     /// list when another replica holds the lease.
     #[tracing::instrument(skip_all, fields(holder = %self.holder))]
     pub async fn evaluate_once(&mut self, now: OffsetDateTime) -> Result<Vec<Fired>> {
+        let result = self.evaluate(now).await;
+        if self.holding {
+            metrics::counter!(EVALUATIONS).increment(1);
+        }
+        if result.is_err() {
+            metrics::counter!(EVALUATION_ERRORS).increment(1);
+        }
+        for state in STATES {
+            let count = self.instances.values().filter(|i| i.state.name() == state).count();
+            metrics::gauge!(INSTANCES, "state" => state).set(count as f64);
+        }
+        result
+    }
+
+    async fn evaluate(&mut self, now: OffsetDateTime) -> Result<Vec<Fired>> {
         self.deliveries.retain(|d| !d.handle.is_finished());
         let now_ms = unix_ms(now);
         let ttl_ms = i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX);

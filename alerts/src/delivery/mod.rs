@@ -13,6 +13,9 @@
 //! `delivered` or `failed`): that is what the dashboard's Alerts page shows.
 //! A notice to a channel that is not configured is recorded as
 //! [`UNCONFIGURED`], without any attempt.
+//!
+//! `synchealth_notifications_total{channel, outcome}` counts notices sent
+//! and failed (given up on) per configured channel, from zero at start.
 
 pub mod email;
 pub mod message;
@@ -33,6 +36,11 @@ pub use self::message::{AlertGroup, AlertMessage, MessageKind, TEST_RULE};
 pub use self::webhook::{WebhookConfig, WebhookFormat};
 use crate::error::{Error, Result};
 use crate::instance::group_fingerprint;
+
+/// Notices that reached their channel (`outcome="sent"`) or were given up
+/// on (`outcome="failed"`), by channel; one per notice, so an email with
+/// three segments counts three.
+const NOTIFICATIONS: &str = "synchealth_notifications_total";
 
 /// The status of a notification to a channel no configuration defines: not
 /// sent, not failed (the dashboard says "no channel configured").
@@ -141,6 +149,11 @@ impl Dispatcher {
             .build()
             .map_err(|e| Error::Channel { channel: "*".into(), reason: format!("http client: {e}") })?;
         let mut prepared = BTreeMap::new();
+        for channel in &channels {
+            for outcome in ["sent", "failed"] {
+                metrics::counter!(NOTIFICATIONS, "channel" => channel.name.clone(), "outcome" => outcome).increment(0);
+            }
+        }
         for channel in channels {
             let sender = match &channel.kind {
                 ChannelKind::Email(config) => Sender::Email(EmailSender::new(&channel.name, config)?),
@@ -258,6 +271,16 @@ impl Dispatcher {
                 }
             }
             let attempts = records[0].attempts;
+            let outcome = match (&result, pause) {
+                (Ok(()), _) => Some("sent"),
+                (Err(_), None) => Some("failed"),
+                (Err(_), Some(_)) => None,
+            };
+            if let Some(outcome) = outcome {
+                // One per notice (record), as the dashboard counts them.
+                metrics::counter!(NOTIFICATIONS, "channel" => channel.clone(), "outcome" => outcome)
+                    .increment(records.len() as u64);
+            }
             match (&result, pause) {
                 (Ok(()), _) => {
                     tracing::info!(attempts, notices = records.len(), "Delivered a notification.");

@@ -422,6 +422,25 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     let notifications = w.store.notifications(None, 100).await.unwrap();
     assert_eq!(notifications.len(), 8);
     assert!(notifications.iter().all(|n| n.status == "delivered" && n.attempts == 1), "{notifications:?}");
+
+    // The alerting metrics (process-wide: other tests add to them too).
+    let metrics = w.app.client.get(format!("{}/metrics", w.app.address)).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    assert!(value(r#"synchealth_notifications_total{channel="hook",outcome="sent"}"#) >= 2.0);
+    assert!(
+        value(r#"synchealth_notifications_total{channel="hook",outcome="failed"}"#) >= 0.0,
+        "present from the start"
+    );
+    assert!(value("synchealth_alert_evaluations_total") >= 4.0);
+    assert!(value("synchealth_alert_evaluation_errors_total") >= 0.0);
+    for state in ["ok", "pending", "firing", "resolved"] {
+        assert!(value(&format!("synchealth_alert_instances{{state=\"{state}\"}}")) >= 0.0);
+    }
     smtp.stop().await;
 }
 
