@@ -195,6 +195,35 @@ async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
     }
 }
 
+/// Waits (bounded) until an evaluation stored an instance that counted
+/// `events` events.
+async fn wait_for_instance_events(store: &SharedStore, events: u64) {
+    let started = Instant::now();
+    while !store.alert_instances().await.unwrap().iter().any(|i| i.events == events) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no evaluation saw {events} events");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits (bounded) until `n` more evaluations have stored their state: the
+/// proof that the system moved on, before asserting that nothing else was
+/// sent. A bare sleep passes trivially on a machine too slow to evaluate.
+async fn evaluations_later(store: &SharedStore, n: usize) {
+    let latest = || async { store.alert_instances().await.unwrap().iter().map(|i| i.last_evaluated_ms).max() };
+    let mut seen = latest().await;
+    let mut moved = 0;
+    let started = Instant::now();
+    while moved < n {
+        assert!(started.elapsed() < Duration::from_secs(20), "only {moved} of {n} evaluations came");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = latest().await;
+        if now > seen {
+            seen = now;
+            moved += 1;
+        }
+    }
+}
+
 // ---------------------------------------------------------------- setup
 
 fn rule(channels: &[&str], min_events: u64) -> Rule {
@@ -374,7 +403,7 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     assert!(latency <= 2 * INTERVAL, "fired {latency:?} after ingest, more than two intervals");
     wait_for("every channel", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
     // A few more evaluations: still exactly one per channel, and nothing for 2.2.0.
-    tokio::time::sleep(3 * INTERVAL).await;
+    evaluations_later(&w.store, 3).await;
     let received = w.received();
     assert_eq!(received["email"], vec!["[FIRING] success rate 50% < 95% — release 2.3.0".to_string()]);
     assert_eq!(received["hook"], vec!["\"firing\" \"2.3.0\"".to_string()]);
@@ -411,7 +440,7 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     // Recovery: 2.3.0 back above 95% (30 failures in 1030).
     w.ingest(release_events("2.3.0", 0, 970)).await;
     wait_for("the resolutions", Duration::from_secs(10), || (w.total_received() == 8).then_some(())).await;
-    tokio::time::sleep(3 * INTERVAL).await;
+    evaluations_later(&w.store, 3).await;
     let received = w.received();
     assert_eq!(received["email"][1], "[RESOLVED] success rate back to 97.1% (alert: < 95%) — release 2.3.0");
     assert_eq!(received["hook"][1], "\"resolved\" \"2.3.0\"");
@@ -457,7 +486,7 @@ async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     w.spike().await;
     wait_for("every channel", Duration::from_secs(10), || (w.total_received() >= 4).then_some(())).await;
-    tokio::time::sleep(4 * INTERVAL).await;
+    evaluations_later(&w.store, 4).await;
     assert_eq!(w.total_received(), 4, "each channel told once: {:?}", w.received());
     for replica in replicas {
         replica.abort();
@@ -489,8 +518,16 @@ async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
     first.abort();
     // A new process: a new lease holder, which takes over once the old
     // lease (3 s) runs out, with the firing state read from the store.
+    let stopped_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000 + 999;
     let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
-    tokio::time::sleep(6 * INTERVAL).await;
+    // The proof it moved on: the new process evaluating (after the old
+    // lease ran out), then twice more.
+    let started = Instant::now();
+    while !w.store.alert_instances().await.unwrap().iter().any(|i| i.last_evaluated_ms > stopped_ms) {
+        assert!(started.elapsed() < Duration::from_secs(15), "the new process never evaluated");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.total_received(), 4, "no notice sent again after the restart: {:?}", w.received());
     let instance = w
         .store
@@ -658,7 +695,7 @@ async fn a_silenced_segment_sends_nothing_while_its_state_still_shows() {
     events.extend(release_events("2.1.0", 30, 30));
     w.ingest(events).await;
     wait_for("the 2.1.0 notices", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
-    tokio::time::sleep(3 * INTERVAL).await;
+    evaluations_later(&w.store, 3).await;
     assert!(
         w.received().values().flatten().all(|notice| notice.contains("2.1.0")),
         "only the unsilenced release is notified: {:?}",
@@ -699,7 +736,7 @@ async fn email_is_retried_while_the_smtp_server_is_down_and_delivered_when_it_re
     assert_eq!(record.id, failing.id, "the same notification, retried");
     assert_eq!(record.status, "delivered");
     assert!(record.attempts > failing.attempts);
-    tokio::time::sleep(2 * INTERVAL).await;
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.emails().len(), 1, "delivered once");
     smtp.stop().await;
 }
@@ -712,7 +749,9 @@ async fn min_events_keeps_a_handful_of_failures_quiet() {
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     // 30 events, every one failed: below min_events = 40.
     w.ingest(release_events("2.3.0", 30, 0)).await;
-    tokio::time::sleep(3 * INTERVAL).await;
+    // Until an evaluation has seen the 30 events, then two more.
+    wait_for_instance_events(&w.store, 30).await;
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.total_received(), 0, "{:?}", w.received());
     let instance = w
         .store
@@ -793,7 +832,7 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
     let delivered = settled_email_record(&w.store).await;
     assert_eq!((delivered.id.as_str(), delivered.status.as_str()), (stopped.id.as_str(), "delivered"));
     assert_eq!(delivered.attempts, stopped.attempts + 1);
-    tokio::time::sleep(2 * INTERVAL).await;
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.total_received(), 4, "nothing else sent again: {:?}", w.received());
     second.abort();
     smtp.stop().await;
