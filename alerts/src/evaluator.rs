@@ -12,12 +12,23 @@
 //!    is the truth, so a restarted process (or a standby that just took over)
 //!    carries on where the last evaluation left off, neither re-sending nor
 //!    forgetting;
-//! 3. steps each instance, stores its new state, and only then hands its
-//!    notification, if any and not silenced, to the [`Dispatcher`], which
-//!    records and delivers it in the background. Storing first means a crash
+//! 3. steps each instance, stores its new state, and only then hands the
+//!    notifications, if any and not silenced, to the [`Dispatcher`], which
+//!    records and delivers them in the background: every notice of one rule
+//!    in one project in one evaluation as one group (with the instances
+//!    still firing beside them), so four segments firing together make one
+//!    email, not four. Storing first means a crash
 //!    in between loses a notice rather than sending it twice after a restart
 //!    (at most once: the on-call engineer still sees the state on the
 //!    dashboard).
+//!
+//! Metrics (names and labels; their help texts are declared centrally by the
+//! binary): `synchealth_alert_evaluations_total` and
+//! `synchealth_alert_evaluation_errors_total` count this replica's
+//! evaluations (those holding the lease) and the failed ones;
+//! `synchealth_alert_instances{state}` is how many instances this replica's
+//! last evaluation left in each state (`ok`, `pending`, `firing`,
+//! `resolved`; zero on a standby, so the sum over replicas is the truth).
 //!
 //! Deliveries still `pending` when their process stopped (an SMTP server down
 //! through a restart) are resumed by the next lease holder, when it takes the
@@ -32,9 +43,8 @@ use synchealth_store::{
     AlertInstanceRecord, Dimension, GroupKey, Grouping, NotificationRecord, Query, SharedStore, Silence, Summary,
 };
 use time::OffsetDateTime;
-use tokio::task::JoinHandle;
 
-use crate::delivery::{AlertMessage, Dispatcher, MessageKind};
+use crate::delivery::{AlertGroup, AlertMessage, Delivery, Dispatcher, MessageKind};
 use crate::error::Result;
 use crate::{AlertInstance, AlertKey, AlertState, Notification, Observation, Rule, Verdict};
 
@@ -61,8 +71,8 @@ pub struct Evaluator {
     holder: String,
     lease_ttl: Duration,
     instances: HashMap<(ProjectName, AlertKey), AlertInstance>,
-    /// Deliveries in flight, by notification id.
-    deliveries: Vec<(String, JoinHandle<NotificationRecord>)>,
+    /// Deliveries in flight.
+    deliveries: Vec<Delivery>,
     /// Whether the last evaluation held the lease: on taking it, the
     /// deliveries a previous holder left pending are resumed.
     holding: bool,
@@ -73,11 +83,20 @@ pub struct Evaluator {
 /// and the next lease holder resumes them.
 impl Drop for Evaluator {
     fn drop(&mut self) {
-        for (_, handle) in &self.deliveries {
-            handle.abort();
+        for delivery in &self.deliveries {
+            delivery.handle.abort();
         }
     }
 }
+
+/// Evaluations this replica made (holding the lease).
+const EVALUATIONS: &str = "synchealth_alert_evaluations_total";
+/// Evaluations that failed (a store error, mostly).
+const EVALUATION_ERRORS: &str = "synchealth_alert_evaluation_errors_total";
+/// Instances per state after this replica's last evaluation.
+const INSTANCES: &str = "synchealth_alert_instances";
+/// The states of [`AlertState::name`].
+const STATES: [&str; 4] = ["ok", "pending", "firing", "resolved"];
 
 /// How many of the latest notifications are scanned for pending ones when
 /// the lease is taken.
@@ -118,6 +137,18 @@ fn state_of(record: &AlertInstanceRecord) -> AlertState {
     }
 }
 
+/// What pending records were dispatched together: project, rule, channel
+/// and creation time.
+type PendingGroup = (ProjectName, String, String, i64);
+
+/// The start of a firing state's episode.
+fn firing_since(state: AlertState) -> Option<OffsetDateTime> {
+    match state {
+        AlertState::Firing { since, .. } => Some(since),
+        _ => None,
+    }
+}
+
 fn verdict_name(verdict: Option<Verdict>) -> &'static str {
     match verdict {
         Some(Verdict::Holds) => "holds",
@@ -131,6 +162,13 @@ impl Evaluator {
     /// An evaluator that only records states (no channels), holding the lease
     /// under a random name.
     pub fn new(store: SharedStore, rules: Vec<Rule>) -> Self {
+        // Present from the start, at zero, so a dashboard or alert on them
+        // does not wait for the first event.
+        metrics::counter!(EVALUATIONS).increment(0);
+        metrics::counter!(EVALUATION_ERRORS).increment(0);
+        for state in STATES {
+            metrics::gauge!(INSTANCES, "state" => state).set(0.0);
+        }
         Evaluator {
             store,
             rules,
@@ -172,9 +210,9 @@ impl Evaluator {
     /// records (for tests and one-shot commands; the loop does not wait).
     pub async fn wait_for_deliveries(&mut self) -> Vec<NotificationRecord> {
         let mut done = Vec::new();
-        for (_, handle) in self.deliveries.drain(..) {
-            match handle.await {
-                Ok(record) => done.push(record),
+        for delivery in self.deliveries.drain(..) {
+            match delivery.handle.await {
+                Ok(records) => done.extend(records),
                 Err(e) => tracing::warn!(error = %e, "A delivery task failed."),
             }
         }
@@ -185,7 +223,22 @@ impl Evaluator {
     /// list when another replica holds the lease.
     #[tracing::instrument(skip_all, fields(holder = %self.holder))]
     pub async fn evaluate_once(&mut self, now: OffsetDateTime) -> Result<Vec<Fired>> {
-        self.deliveries.retain(|(_, h)| !h.is_finished());
+        let result = self.evaluate(now).await;
+        if self.holding {
+            metrics::counter!(EVALUATIONS).increment(1);
+        }
+        if result.is_err() {
+            metrics::counter!(EVALUATION_ERRORS).increment(1);
+        }
+        for state in STATES {
+            let count = self.instances.values().filter(|i| i.state.name() == state).count();
+            metrics::gauge!(INSTANCES, "state" => state).set(count as f64);
+        }
+        result
+    }
+
+    async fn evaluate(&mut self, now: OffsetDateTime) -> Result<Vec<Fired>> {
+        self.deliveries.retain(|d| !d.handle.is_finished());
         let now_ms = unix_ms(now);
         let ttl_ms = i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX);
         if !self.store.try_lease(EVALUATOR_LEASE, &self.holder, now_ms, ttl_ms).await? {
@@ -257,6 +310,8 @@ impl Evaluator {
         let now_ms = unix_ms(now);
         let mut observed: Vec<(AlertKey, Observation)> = observed.into_iter().collect();
         observed.sort_by_key(|(key, _)| segment_label(key));
+        let mut changed = Vec::new();
+        let mut still_firing = Vec::new();
         for (key, observation) in observed {
             let previous = stored.get(&(project.clone(), key.clone()));
             let segment = segment_label(&key);
@@ -281,8 +336,14 @@ impl Evaluator {
                     value = ?observation.value, events = observation.events, "Alert changed state."
                 );
             }
+            let started_at = firing_since(instance.state).or(firing_since(before)).unwrap_or(now);
             if let Some(notification) = notification {
-                self.notify(project, rule, &key, &record, notification, observation, now).await?;
+                tracing::warn!(
+                    project = %project, alert = %key, fingerprint = %record.fingerprint, state = %record.state,
+                    value = ?observation.value, events = observation.events, ?notification, "Alert notification."
+                );
+                let kind = MessageKind::of(notification);
+                changed.push(self.message(kind, project, rule, &key, &record, observation, now, started_at));
                 fired.push(Fired {
                     project: project.clone(),
                     key: key.clone(),
@@ -291,8 +352,23 @@ impl Evaluator {
                 });
             } else if silenced_until.is_some() && before != instance.state {
                 tracing::info!(project = %project, alert = %key, "Alert silenced; notification withheld.");
+            } else if instance.state.is_firing() && !instance.is_silenced(now) {
+                still_firing.push(self.message(
+                    MessageKind::Firing,
+                    project,
+                    rule,
+                    &key,
+                    &record,
+                    observation,
+                    now,
+                    started_at,
+                ));
             }
             self.instances.insert((project.clone(), key), instance);
+        }
+        if let (Some(dispatcher), Some(group)) = (&self.dispatcher, AlertGroup::new(changed, still_firing)) {
+            let deliveries = dispatcher.dispatch(&group, &rule.channels).await?;
+            self.deliveries.extend(deliveries);
         }
         Ok(())
     }
@@ -339,28 +415,26 @@ impl Evaluator {
         }
     }
 
+    /// The message of one instance's notice (or, for `MessageKind::Firing`
+    /// without a notice, of its current firing state).
     #[allow(clippy::too_many_arguments)]
-    async fn notify(
-        &mut self,
+    fn message(
+        &self,
+        kind: MessageKind,
         project: &ProjectName,
         rule: &Rule,
         key: &AlertKey,
         record: &AlertInstanceRecord,
-        notification: Notification,
         observation: Observation,
         now: OffsetDateTime,
-    ) -> Result<()> {
-        tracing::warn!(
-            project = %project, alert = %key, fingerprint = %record.fingerprint, state = %record.state,
-            value = ?observation.value, events = observation.events, ?notification, "Alert notification."
-        );
-        let Some(dispatcher) = &self.dispatcher else { return Ok(()) };
-        let kind = MessageKind::of(notification);
+        started_at: OffsetDateTime,
+    ) -> AlertMessage {
         let since = match kind {
             MessageKind::Resolved(_) => now,
             _ => time_of(record.since_ms),
         };
-        let message = AlertMessage::new(
+        let public_url = self.dispatcher.as_ref().map_or("", Dispatcher::public_url);
+        AlertMessage::new(
             kind,
             project,
             rule,
@@ -369,12 +443,10 @@ impl Evaluator {
             observation.events,
             now,
             since,
+            started_at,
             record.fingerprint.clone(),
-            dispatcher.public_url(),
-        );
-        let handles = dispatcher.dispatch(&message, &rule.channels).await?;
-        self.deliveries.extend(handles);
-        Ok(())
+            public_url,
+        )
     }
 
     /// Resumes the deliveries a stopped holder left `pending`, rebuilding
@@ -384,7 +456,9 @@ impl Evaluator {
         now: OffsetDateTime,
         stored: &HashMap<(ProjectName, AlertKey), AlertInstanceRecord>,
     ) -> Result<()> {
-        let Some(dispatcher) = self.dispatcher.clone() else { return Ok(()) };
+        let Some(dispatcher) = self.dispatcher.clone() else {
+            return Ok(());
+        };
         let pending: Vec<NotificationRecord> = self
             .store
             .notifications(None, RESUME_SCAN)
@@ -392,42 +466,85 @@ impl Evaluator {
             .into_iter()
             .filter(|n| n.status == "pending")
             // This process's own retries, if it held the lease before, go on.
-            .filter(|n| !self.deliveries.iter().any(|(id, _)| *id == n.id))
+            .filter(|n| !self.deliveries.iter().any(|d| d.ids.contains(&n.id)))
             .collect();
-        for mut record in pending {
-            let instance =
-                stored.iter().find(|((p, _), r)| *p == record.project && r.fingerprint == record.fingerprint);
-            let rule = self.rules.iter().find(|r| r.name == record.rule);
-            let kind = match record.kind.as_str() {
-                "firing" => Some(MessageKind::Firing),
-                "repeat" => Some(MessageKind::Repeat),
-                "resolved" => Some(MessageKind::Resolved(crate::ResolveReason::Recovered)),
-                _ => None,
+        // One delivery per channel's records of one group, as dispatched.
+        let mut groups: Vec<(PendingGroup, Vec<NotificationRecord>)> = Vec::new();
+        for record in pending {
+            let key = (record.project.clone(), record.rule.clone(), record.channel.clone(), record.created_at_ms);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, records)) => records.push(record),
+                None => groups.push((key, vec![record])),
+            }
+        }
+        for ((project, rule_name, _, created_at_ms), records) in groups {
+            let mut messages = Vec::new();
+            let mut kept = Vec::new();
+            let rule = self.rules.iter().find(|r| r.name == rule_name);
+            let at = time_of(created_at_ms);
+            for mut record in records {
+                let instance =
+                    stored.iter().find(|((p, _), r)| *p == record.project && r.fingerprint == record.fingerprint);
+                let kind = match record.kind.as_str() {
+                    "firing" => Some(MessageKind::Firing),
+                    "repeat" => Some(MessageKind::Repeat),
+                    "resolved" => Some(MessageKind::Resolved(crate::ResolveReason::Recovered)),
+                    _ => None,
+                };
+                let (Some(((_, key), instance)), Some(rule), Some(kind)) = (instance, rule, kind) else {
+                    record.status = "failed".into();
+                    record.last_error = Some("not resumed after a restart: its rule or alert is gone".into());
+                    record.updated_at_ms = unix_ms(now);
+                    self.store.put_notification(&record).await?;
+                    continue;
+                };
+                // A resolved instance's stored `since` is its resolution,
+                // the best start left once its firing state is gone.
+                let since = if record.kind == "resolved" { at } else { time_of(instance.since_ms) };
+                messages.push(AlertMessage::new(
+                    kind,
+                    &project,
+                    rule,
+                    key.segment.clone(),
+                    instance.value,
+                    instance.events,
+                    at,
+                    since,
+                    time_of(instance.since_ms),
+                    record.fingerprint.clone(),
+                    dispatcher.public_url(),
+                ));
+                kept.push(record);
+            }
+            let firing: Vec<AlertMessage> = match rule {
+                Some(rule) => stored
+                    .iter()
+                    .filter(|((p, k), r)| *p == project && k.rule == rule.name && r.state == "firing")
+                    .map(|((_, k), r)| {
+                        AlertMessage::new(
+                            MessageKind::Firing,
+                            &project,
+                            rule,
+                            k.segment.clone(),
+                            r.value,
+                            r.events,
+                            at,
+                            time_of(r.since_ms),
+                            time_of(r.since_ms),
+                            r.fingerprint.clone(),
+                            dispatcher.public_url(),
+                        )
+                    })
+                    .collect(),
+                None => Vec::new(),
             };
-            let (Some(((project, key), instance)), Some(rule), Some(kind)) = (instance, rule, kind) else {
-                record.status = "failed".into();
-                record.last_error = Some("not resumed after a restart: its rule or alert is gone".into());
-                record.updated_at_ms = unix_ms(now);
-                self.store.put_notification(&record).await?;
+            let Some(group) = AlertGroup::new(messages, firing) else {
                 continue;
             };
-            let since =
-                if record.kind == "resolved" { time_of(record.created_at_ms) } else { time_of(instance.since_ms) };
-            let message = AlertMessage::new(
-                kind,
-                project,
-                rule,
-                key.segment.clone(),
-                instance.value,
-                instance.events,
-                time_of(record.created_at_ms),
-                since,
-                record.fingerprint.clone(),
-                dispatcher.public_url(),
-            );
-            tracing::info!(id = %record.id, channel = %record.channel, "Resuming a pending delivery.");
-            let id = record.id.clone();
-            self.deliveries.push((id, dispatcher.resume(record, message)));
+            // Dispatch sorted the notices by segment; the records follow.
+            kept.sort_by_key(|r| group.changed().iter().position(|m| m.fingerprint == r.fingerprint));
+            tracing::info!(id = %kept[0].id, channel = %kept[0].channel, notices = kept.len(), "Resuming a pending delivery.");
+            self.deliveries.push(dispatcher.resume(kept, group));
         }
         Ok(())
     }

@@ -53,6 +53,19 @@ impl AlertKey {
     }
 }
 
+/// A stable identity for what one email or grouped message is about: a
+/// rule in a project, sent to a channel (16 hex digits of FNV-1a over the
+/// three, `0xFF` between them, like [`AlertKey::fingerprint`]). Email
+/// Message-IDs are built from it.
+pub fn group_fingerprint(rule: &str, project: &str, channel: &str) -> String {
+    let mut hash = Fnv1a64::new();
+    for part in [rule, project, channel] {
+        hash.write(part.as_bytes());
+        hash.write(&[0xFF]);
+    }
+    format!("{:016x}", hash.finish())
+}
+
 /// `rule` or `rule{os="android"}`.
 impl fmt::Display for AlertKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,13 +184,19 @@ mod tests {
     #[test]
     fn fingerprints_are_pinned_across_releases() {
         // Stored state and deduplication depend on these never changing.
-        assert_eq!(AlertKey::total("sync-success-rate").fingerprint(), format!("{:016x}", fnv(b"sync-success-rate\xFF")));
+        assert_eq!(
+            AlertKey::total("sync-success-rate").fingerprint(),
+            format!("{:016x}", fnv(b"sync-success-rate\xFF"))
+        );
         assert_eq!(
             AlertKey::segment("sync-success-rate", Dimension::AppVersion, "3.2.0").fingerprint(),
             format!("{:016x}", fnv(b"sync-success-rate\xFFapp_version\xFF3.2.0"))
         );
         assert_eq!(AlertKey::total("sync-success-rate").fingerprint(), PINNED_TOTAL);
-        assert_eq!(AlertKey::segment("sync-success-rate", Dimension::AppVersion, "3.2.0").fingerprint(), PINNED_SEGMENT);
+        assert_eq!(
+            AlertKey::segment("sync-success-rate", Dimension::AppVersion, "3.2.0").fingerprint(),
+            PINNED_SEGMENT
+        );
     }
 
     const PINNED_TOTAL: &str = "eba776054d5ce866";

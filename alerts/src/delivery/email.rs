@@ -1,16 +1,30 @@
 //! Email over SMTP with lettre's async transport on tokio, TLS by rustls:
 //! plain (a local relay, Mailpit in development), STARTTLS (port 587) or
 //! implicit TLS (port 465), with optional authentication. Each message is
-//! `multipart/alternative` with a text and an HTML part.
+//! `multipart/alternative` with a text and an HTML part, and one email tells
+//! of every segment of a rule that changed in one evaluation.
+//!
+//! Headers, so mail clients and auto-responders behave:
+//! - `Auto-Submitted: auto-generated` (RFC 3834): no vacation replies, no
+//!   bounce loops;
+//! - `Message-ID: <synchealth.{group}.{created_ms}@{from's domain}>`,
+//!   derived from the rule, project and channel (`group`, a hash) and the
+//!   notification's creation time, stored with its record: the same for
+//!   every attempt and a resumed delivery (receivers drop the repeat), and
+//!   computable later without storing it;
+//! - a repeat or resolution threads under the firing email of its segments:
+//!   `In-Reply-To` and `References` name the firing emails' Message-IDs,
+//!   found from their stored notification records.
 
 use std::time::Duration;
 
+use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::message::AlertMessage;
+use super::message::AlertGroup;
 use crate::error::{Error, Result};
 
 /// How the SMTP connection is secured.
@@ -127,26 +141,74 @@ impl EmailSender {
         Ok(EmailSender { transport: builder.build(), from, to })
     }
 
-    /// The email for a message.
-    pub fn email(&self, message: &AlertMessage) -> Result<Message> {
-        let mut builder = Message::builder().from(self.from.clone()).subject(message.subject());
+    /// The domain of Message-IDs: the sender's.
+    pub fn domain(&self) -> &str {
+        self.from.email.domain()
+    }
+
+    /// The email for a group, with its thread's headers.
+    pub fn email(&self, group: &AlertGroup, thread: &Thread) -> Result<Message> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(group.subject())
+            .message_id(Some(thread.message_id.clone()))
+            .header(AutoSubmitted("auto-generated".into()));
+        if !thread.replies_to.is_empty() {
+            let ids = thread.replies_to.join(" ");
+            builder = builder.in_reply_to(ids.clone()).references(ids);
+        }
         for to in &self.to {
             builder = builder.to(to.clone());
         }
         builder
-            .multipart(MultiPart::alternative_plain_html(message.text_body(), message.html_body()))
+            .multipart(MultiPart::alternative_plain_html(group.text_body(), group.html_body()))
             .map_err(|e| Error::permanent(format!("building the email: {e}")))
     }
 
     /// One attempt: SMTP 5xx replies are permanent, the rest (connection
     /// refused, timeouts, 4xx) transient.
-    #[tracing::instrument(skip_all, fields(fingerprint = %message.fingerprint))]
-    pub async fn send(&self, message: &AlertMessage) -> Result<()> {
-        let email = self.email(message)?;
+    #[tracing::instrument(skip_all, fields(message_id = %thread.message_id))]
+    pub async fn send(&self, group: &AlertGroup, thread: &Thread) -> Result<()> {
+        let email = self.email(group, thread)?;
         match self.transport.send(email).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(Error::permanent(format!("smtp: {e}"))),
             Err(e) => Err(Error::transient(format!("smtp: {e}"))),
         }
+    }
+}
+
+/// Where an email sits in its thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    /// Its own `Message-ID`, angle brackets included.
+    pub message_id: String,
+    /// The Message-IDs of the firing emails it follows up (a repeat, a
+    /// resolution); empty for a firing email.
+    pub replies_to: Vec<String>,
+}
+
+/// `<synchealth.{group}.{created_ms}@{domain}>`: the Message-ID of the email
+/// a notification record created at `created_ms` went out in, `group` being
+/// [`crate::instance::group_fingerprint`] of its rule, project and channel.
+pub fn message_id(group: &str, created_ms: i64, domain: &str) -> String {
+    format!("<synchealth.{group}.{created_ms}@{domain}>")
+}
+
+/// `Auto-Submitted` (RFC 3834), which lettre has no type for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AutoSubmitted(String);
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(s: &str) -> std::result::Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
     }
 }

@@ -1,6 +1,9 @@
 //! One alert notification, as every channel renders it: the subject line,
 //! plain text and HTML bodies, and the dashboard link pre-filtered to the
-//! segment and the evaluated window.
+//! segment and the evaluated window; and [`AlertGroup`], what one evaluation
+//! has to say about one rule in one project (every segment that changed, and
+//! those still firing), which email, Slack and Alertmanager send as one
+//! message, as Alertmanager's `group_wait` would, instead of one per segment.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -47,14 +50,21 @@ impl MessageKind {
         }
     }
 
-    /// The alert's state as receivers see it: `firing` or `resolved`.
+    /// The alert's state as receivers see it: `firing`, `resolved`, or
+    /// `test` for a test, which no receiver should take for an alert.
     pub fn state(self) -> &'static str {
         match self {
             MessageKind::Resolved(_) => "resolved",
+            MessageKind::Test => "test",
             _ => "firing",
         }
     }
 }
+
+/// The rule name and fingerprint of `synchealth alerts test`'s notices: a
+/// real fingerprint (receivers keyed on it keep tests apart from alerts),
+/// never one of a rule's.
+pub const TEST_RULE: &str = "synchealth-test";
 
 /// Everything a channel needs to tell people about one alert instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +97,10 @@ pub struct AlertMessage {
     pub window: Range<OffsetDateTime>,
     /// Since when the condition held (firing), or when it resolved.
     pub since: OffsetDateTime,
+    /// When this firing episode started (the start of pending): the same in
+    /// every notice of the episode, resolved included, so receivers can tell
+    /// it is the same alert (Alertmanager's `startsAt`).
+    pub started_at: OffsetDateTime,
     /// The alert instance's fingerprint.
     pub fingerprint: String,
     /// The dashboard, filtered to the segment and window.
@@ -105,6 +119,7 @@ impl AlertMessage {
         events: u64,
         now: OffsetDateTime,
         since: OffsetDateTime,
+        started_at: OffsetDateTime,
         fingerprint: String,
         public_url: &str,
     ) -> AlertMessage {
@@ -125,8 +140,18 @@ impl AlertMessage {
             events,
             window,
             since,
+            started_at,
             fingerprint,
             dashboard_url,
+        }
+    }
+
+    /// The severity as receivers see it: the rule's, or `test` for a test
+    /// (not `page`: a test must not page anyone).
+    pub fn severity_text(&self) -> &'static str {
+        match self.kind {
+            MessageKind::Test => "test",
+            _ => self.severity.as_str(),
         }
     }
 
@@ -190,7 +215,7 @@ impl AlertMessage {
         let mut facts = vec![
             ("Rule", self.rule.clone()),
             ("Project", self.project.to_string()),
-            ("Severity", self.severity.to_string()),
+            ("Severity", self.severity_text().to_string()),
             ("Value", self.value_text()),
             ("Threshold", format!("{} {}", self.comparison.symbol(), format_value(self.metric, self.threshold))),
             ("Events in window", self.events.to_string()),
@@ -220,17 +245,137 @@ impl AlertMessage {
 
     /// The HTML body (every interpolated value escaped).
     pub fn html_body(&self) -> String {
+        format!("<!doctype html><html><body>{}</body></html>", self.html_section("h2"))
+    }
+
+    /// The subject as a `heading`, the description, the facts' table and
+    /// the dashboard link, every interpolated value escaped.
+    fn html_section(&self, heading: &str) -> String {
         let mut rows = String::new();
         for (label, value) in self.facts() {
             let _ = write!(rows, "<tr><th align=\"left\">{}</th><td>{}</td></tr>", escape(label), escape(&value));
         }
         let description = self.description.as_deref().map(|d| format!("<p>{}</p>", escape(d))).unwrap_or_default();
         format!(
-            "<!doctype html><html><body><h2>{subject}</h2>{description}<table>{rows}</table>\
-             <p><a href=\"{url}\">Open the dashboard for this segment and window</a></p></body></html>",
+            "<{heading}>{subject}</{heading}>{description}<table>{rows}</table>\
+             <p><a href=\"{url}\">Open the dashboard for this segment and window</a></p>",
             subject = escape(&self.subject()),
             url = escape(&self.dashboard_url),
         )
+    }
+}
+
+/// What one evaluation says about one rule in one project: the notices of
+/// every instance that changed (never empty), and the instances of the rule
+/// still firing without a notice this time (for formats that carry the
+/// group's whole state, as Alertmanager's does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertGroup {
+    changed: Vec<AlertMessage>,
+    firing: Vec<AlertMessage>,
+}
+
+/// Segments named in a group's subject before "and N more".
+const SUBJECT_PLACES: usize = 4;
+
+impl AlertGroup {
+    /// A group of the notices `changed` (sorted by segment) beside the
+    /// instances `firing` without one; `None` if nothing changed.
+    pub fn new(mut changed: Vec<AlertMessage>, mut firing: Vec<AlertMessage>) -> Option<AlertGroup> {
+        if changed.is_empty() {
+            return None;
+        }
+        changed.sort_by_key(AlertMessage::segment_label);
+        firing.retain(|f| !changed.iter().any(|c| c.fingerprint == f.fingerprint));
+        firing.sort_by_key(AlertMessage::segment_label);
+        Some(AlertGroup { changed, firing })
+    }
+
+    /// A group of one notice.
+    pub fn single(message: AlertMessage) -> AlertGroup {
+        AlertGroup { changed: vec![message], firing: Vec::new() }
+    }
+
+    /// The notices of this evaluation, by segment.
+    pub fn changed(&self) -> &[AlertMessage] {
+        &self.changed
+    }
+
+    /// The instances still firing without a notice this time.
+    pub fn firing(&self) -> &[AlertMessage] {
+        &self.firing
+    }
+
+    /// The first notice: rule, project, metric and threshold are the same
+    /// in every one.
+    pub fn lead(&self) -> &AlertMessage {
+        &self.changed[0]
+    }
+
+    /// The same group with only the notices `keep` accepts (a channel with
+    /// `send_resolved = false`); `None` if none is left.
+    pub fn filtered(&self, keep: impl Fn(&AlertMessage) -> bool) -> Option<AlertGroup> {
+        let changed: Vec<AlertMessage> = self.changed.iter().filter(|m| keep(m)).cloned().collect();
+        AlertGroup::new(changed, self.firing.clone())
+    }
+
+    /// One notice's subject as it is; for several, `[2 FIRING, 1 RESOLVED]
+    /// success rate < 95% — release 2.3.0, release 2.4.0, os ios`.
+    pub fn subject(&self) -> String {
+        if let [only] = self.changed.as_slice() {
+            return only.subject();
+        }
+        let lead = self.lead();
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for m in &self.changed {
+            let label = match m.kind {
+                MessageKind::Firing => "FIRING",
+                MessageKind::Repeat => "STILL FIRING",
+                MessageKind::Resolved(_) => "RESOLVED",
+                MessageKind::Test => "TEST",
+            };
+            match counts.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((label, 1)),
+            }
+        }
+        let counts: Vec<String> = counts.iter().map(|(label, n)| format!("{n} {label}")).collect();
+        let mut places: Vec<String> = self.changed.iter().take(SUBJECT_PLACES).map(AlertMessage::place).collect();
+        if self.changed.len() > SUBJECT_PLACES {
+            places.push(format!("and {} more", self.changed.len() - SUBJECT_PLACES));
+        }
+        format!(
+            "[{}] {} {} {} — {}",
+            counts.join(", "),
+            metric_label(lead.metric),
+            lead.comparison.symbol(),
+            format_value(lead.metric, lead.threshold),
+            places.join(", ")
+        )
+    }
+
+    /// The plain text body: the group's subject, then each notice's.
+    pub fn text_body(&self) -> String {
+        if let [only] = self.changed.as_slice() {
+            return only.text_body();
+        }
+        let mut body = format!("{}\n", self.subject());
+        for m in &self.changed {
+            let _ = write!(body, "\n----\n{}", m.text_body());
+        }
+        body
+    }
+
+    /// The HTML body: the group's subject, then each notice's facts.
+    pub fn html_body(&self) -> String {
+        if let [only] = self.changed.as_slice() {
+            return only.html_body();
+        }
+        let mut sections = String::new();
+        for m in &self.changed {
+            let _ = write!(sections, "<hr>{}", m.html_section("h3"));
+        }
+        format!("<!doctype html><html><body><h2>{}</h2>{sections}</body></html>", escape(&self.subject()))
     }
 }
 
@@ -328,7 +473,7 @@ fn percent_encode(value: &str) -> String {
 }
 
 /// Escapes text for HTML content and attribute values.
-fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -359,6 +504,7 @@ mod tests {
             value,
             812,
             datetime!(2026-11-22 10:11:00 UTC),
+            datetime!(2026-11-22 10:05:00 UTC),
             datetime!(2026-11-22 10:05:00 UTC),
             "c7f4b477020b48ea".into(),
             "https://health.example.com/",
@@ -392,6 +538,29 @@ mod tests {
         assert_eq!(format_value(Metric::DurationP99, 61_234.0), "61.2 s");
         assert_eq!(format_value(Metric::DurationP99, 850.0), "850 ms");
         assert_eq!(format_value(Metric::Events, 1234.0), "1234");
+    }
+
+    #[test]
+    fn a_group_of_several_segments_says_how_many_of_each_kind_and_where() {
+        let mut a = message(MessageKind::Firing, Some(0.5));
+        let mut b = message(MessageKind::Resolved(ResolveReason::Recovered), Some(0.99));
+        b.segment = Some((Dimension::AppVersion, "2.4.0".into()));
+        b.fingerprint = "b".into();
+        a.fingerprint = "a".into();
+        let group = AlertGroup::new(vec![b, a.clone()], vec![a]).unwrap();
+        assert_eq!(group.subject(), "[1 FIRING, 1 RESOLVED] success rate < 95% — release 2.3.0, release 2.4.0");
+        assert!(group.firing().is_empty(), "an instance with a notice is not also listed as still firing");
+        let text = group.text_body();
+        assert!(text.contains("[FIRING] success rate 50% < 95% — release 2.3.0"), "{text}");
+        assert!(text.contains("[RESOLVED] success rate back to 99% (alert: < 95%) — release 2.4.0"), "{text}");
+        assert_eq!(AlertGroup::new(vec![], vec![]), None);
+    }
+
+    #[test]
+    fn a_test_message_has_its_own_severity_and_state() {
+        let m = message(MessageKind::Test, None);
+        assert_eq!((m.severity_text(), m.kind.state()), ("test", "test"));
+        assert!(m.facts().contains(&("Severity", "test".to_string())));
     }
 
     #[test]

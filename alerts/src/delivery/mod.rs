@@ -1,13 +1,21 @@
 //! Delivery of alert notifications to channels: email ([`email`]) and
 //! webhooks ([`webhook`]: Slack-compatible, Alertmanager v4, generic JSON).
 //!
-//! [`Dispatcher::dispatch`] records one [`NotificationRecord`] per channel
-//! (status `pending`) and spawns one task per channel, so a slow or failing
-//! channel never holds up the others nor the evaluation loop. Each task
-//! retries transient failures with exponential backoff (with jitter, by
-//! `backon`) and writes the record again after every attempt (`attempts`,
-//! `last_error`, then `delivered` or `failed`): that is what the dashboard's
-//! Alerts page shows.
+//! [`Dispatcher::dispatch`] takes what one evaluation says about one rule in
+//! one project ([`AlertGroup`]), records one [`NotificationRecord`] per
+//! changed instance and channel (status `pending`), and spawns one task per
+//! channel, which sends the whole group as one message (email, Slack,
+//! Alertmanager; the generic webhook's schema is one instance per request,
+//! so it gets one task per instance), so a slow or failing channel never
+//! holds up the others nor the evaluation loop. Each task retries transient
+//! failures with exponential backoff (with jitter, by `backon`) and writes
+//! its records again after every attempt (`attempts`, `last_error`, then
+//! `delivered` or `failed`): that is what the dashboard's Alerts page shows.
+//! A notice to a channel that is not configured is recorded as
+//! [`UNCONFIGURED`], without any attempt.
+//!
+//! `synchealth_notifications_total{channel, outcome}` counts notices sent
+//! and failed (given up on) per configured channel, from zero at start.
 
 pub mod email;
 pub mod message;
@@ -23,10 +31,34 @@ use synchealth_store::{NotificationRecord, SharedStore};
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-pub use self::email::{EmailConfig, EmailSender, SmtpSecurity};
-pub use self::message::{AlertMessage, MessageKind};
+pub use self::email::{EmailConfig, EmailSender, SmtpSecurity, Thread};
+pub use self::message::{AlertGroup, AlertMessage, MessageKind, TEST_RULE};
 pub use self::webhook::{WebhookConfig, WebhookFormat};
 use crate::error::{Error, Result};
+use crate::instance::group_fingerprint;
+
+/// Notices that reached their channel (`outcome="sent"`) or were given up
+/// on (`outcome="failed"`), by channel; one per notice, so an email with
+/// three segments counts three.
+const NOTIFICATIONS: &str = "synchealth_notifications_total";
+
+/// The status of a notification to a channel no configuration defines: not
+/// sent, not failed (the dashboard says "no channel configured").
+pub const UNCONFIGURED: &str = "unconfigured";
+
+/// How many of a project's latest notifications are searched for the firing
+/// email a repeat or resolution threads under.
+const THREAD_SCAN: u32 = 1000;
+
+/// A delivery in flight: the ids of the records it delivers, and its task,
+/// which ends with their final records.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The records' ids.
+    pub ids: Vec<String>,
+    /// The task.
+    pub handle: JoinHandle<Vec<NotificationRecord>>,
+}
 
 /// A configured channel.
 #[derive(Debug, Clone)]
@@ -117,6 +149,11 @@ impl Dispatcher {
             .build()
             .map_err(|e| Error::Channel { channel: "*".into(), reason: format!("http client: {e}") })?;
         let mut prepared = BTreeMap::new();
+        for channel in &channels {
+            for outcome in ["sent", "failed"] {
+                metrics::counter!(NOTIFICATIONS, "channel" => channel.name.clone(), "outcome" => outcome).increment(0);
+            }
+        }
         for channel in channels {
             let sender = match &channel.kind {
                 ChannelKind::Email(config) => Sender::Email(EmailSender::new(&channel.name, config)?),
@@ -149,113 +186,189 @@ impl Dispatcher {
         self.channels.contains_key(name)
     }
 
-    /// Records and starts the delivery of `message` to each of `channels`
+    /// Records and starts the delivery of `group` to each of `channels`
     /// (those with `send_resolved = false` skip resolutions). Returns once
-    /// every record is stored; the deliveries run on, and their handles
-    /// (with each record's id) say how each ended.
-    #[tracing::instrument(skip_all, fields(rule = %message.rule, fingerprint = %message.fingerprint, kind = message.kind.as_str()))]
-    pub async fn dispatch(
-        &self,
-        message: &AlertMessage,
-        channels: &[String],
-    ) -> Result<Vec<(String, JoinHandle<NotificationRecord>)>> {
+    /// every record is stored; the deliveries run on, and their handles say
+    /// how each ended.
+    #[tracing::instrument(skip_all, fields(rule = %group.lead().rule, project = %group.lead().project, notices = group.changed().len()))]
+    pub async fn dispatch(&self, group: &AlertGroup, channels: &[String]) -> Result<Vec<Delivery>> {
         let now = unix_ms(OffsetDateTime::now_utc());
-        let mut handles = Vec::new();
+        let mut deliveries = Vec::new();
         for name in channels {
-            let mut record = NotificationRecord {
-                id: uuid::Uuid::new_v4().to_string(),
-                fingerprint: message.fingerprint.clone(),
-                rule: message.rule.clone(),
-                project: message.project.clone(),
-                channel: name.clone(),
-                kind: message.kind.as_str().to_string(),
-                status: "pending".into(),
-                attempts: 0,
-                last_error: None,
-                created_at_ms: now,
-                updated_at_ms: now,
-                summary: message.subject(),
-            };
             let Some(prepared) = self.channels.get(name) else {
-                tracing::warn!(channel = %name, "A rule names a channel that is not configured.");
-                record.status = "failed".into();
-                record.last_error = Some(format!("channel `{name}` is not configured"));
-                self.store.put_notification(&record).await?;
+                // Not a failed delivery: nothing was tried. The shipped rules
+                // name `email` and `chat` before anyone configured them; the
+                // role warned once at start.
+                tracing::debug!(channel = %name, "No channel of that name is configured; recorded, not sent.");
+                for message in group.changed() {
+                    let mut record = new_record(message, name, now);
+                    record.status = UNCONFIGURED.into();
+                    self.store.put_notification(&record).await?;
+                }
                 continue;
             };
-            if matches!(message.kind, MessageKind::Resolved(_)) && !prepared.channel.send_resolved {
+            let send_resolved = prepared.channel.send_resolved;
+            let Some(group) = group.filtered(|m| send_resolved || !matches!(m.kind, MessageKind::Resolved(_))) else {
                 continue;
+            };
+            let units = match prepared.sender {
+                Sender::Webhook(WebhookFormat::Generic, _) => {
+                    group.changed().iter().cloned().map(AlertGroup::single).collect()
+                }
+                _ => vec![group],
+            };
+            for unit in units {
+                let records: Vec<NotificationRecord> =
+                    unit.changed().iter().map(|m| new_record(m, name, now)).collect();
+                for record in &records {
+                    self.store.put_notification(record).await?;
+                }
+                deliveries.push(self.resume(records, unit));
             }
-            self.store.put_notification(&record).await?;
-            let this = self.clone();
-            let message = message.clone();
-            let id = record.id.clone();
-            handles.push((id, tokio::spawn(async move { this.deliver(record, &message).await })));
         }
-        Ok(handles)
+        Ok(deliveries)
     }
 
-    /// Resumes the delivery of a notification left `pending` by a process
-    /// that stopped (its attempts count on from the record's), with the
-    /// message rebuilt by the caller.
-    pub fn resume(&self, record: NotificationRecord, message: AlertMessage) -> JoinHandle<NotificationRecord> {
+    /// Starts delivering `records` (one channel's, of one group; a record
+    /// left `pending` by a process that stopped counts its attempts on) with
+    /// the group rebuilt by the caller.
+    pub fn resume(&self, records: Vec<NotificationRecord>, group: AlertGroup) -> Delivery {
         let this = self.clone();
-        tokio::spawn(async move { this.deliver(record, &message).await })
+        let ids = records.iter().map(|r| r.id.clone()).collect();
+        Delivery { ids, handle: tokio::spawn(async move { this.deliver(records, &group).await }) }
     }
 
-    /// Delivers one record's message to its channel, retrying transient
-    /// failures, recording every attempt. Returns the final record.
-    #[tracing::instrument(skip_all, fields(channel = %record.channel, id = %record.id))]
-    async fn deliver(&self, mut record: NotificationRecord, message: &AlertMessage) -> NotificationRecord {
+    /// Delivers one channel's records of a group, retrying transient
+    /// failures, recording every attempt. Returns the final records.
+    #[tracing::instrument(skip_all, fields(channel = %records[0].channel, id = %records[0].id))]
+    async fn deliver(&self, mut records: Vec<NotificationRecord>, group: &AlertGroup) -> Vec<NotificationRecord> {
+        let channel = records[0].channel.clone();
+        let thread = self.thread(&records[0], group).await;
         let mut pauses = self.retry.pauses();
         loop {
-            let result = self.attempt(&record.channel, &record.id, message).await;
-            record.attempts += 1;
-            record.updated_at_ms = unix_ms(OffsetDateTime::now_utc());
+            let result = self.attempt(&channel, &records[0].id, group, &thread).await;
+            let updated_at_ms = unix_ms(OffsetDateTime::now_utc());
             let pause = match &result {
-                Ok(()) => {
-                    record.status = "delivered".into();
-                    record.last_error = None;
-                    None
-                }
-                Err(e) => {
-                    record.last_error = Some(e.to_string());
-                    let pause = if e.is_transient() { pauses.next() } else { None };
-                    record.status = if pause.is_some() { "pending" } else { "failed" }.into();
-                    pause
-                }
+                Ok(()) => None,
+                Err(e) if e.is_transient() => pauses.next(),
+                Err(_) => None,
             };
-            if let Err(e) = self.store.put_notification(&record).await {
-                tracing::warn!(error = %e, "Could not record a delivery attempt.");
+            for record in &mut records {
+                record.attempts += 1;
+                record.updated_at_ms = updated_at_ms;
+                match &result {
+                    Ok(()) => {
+                        record.status = "delivered".into();
+                        record.last_error = None;
+                    }
+                    Err(e) => {
+                        record.last_error = Some(e.to_string());
+                        record.status = if pause.is_some() { "pending" } else { "failed" }.into();
+                    }
+                }
+                if let Err(e) = self.store.put_notification(record).await {
+                    tracing::warn!(error = %e, "Could not record a delivery attempt.");
+                }
+            }
+            let attempts = records[0].attempts;
+            let outcome = match (&result, pause) {
+                (Ok(()), _) => Some("sent"),
+                (Err(_), None) => Some("failed"),
+                (Err(_), Some(_)) => None,
+            };
+            if let Some(outcome) = outcome {
+                // One per notice (record), as the dashboard counts them.
+                metrics::counter!(NOTIFICATIONS, "channel" => channel.clone(), "outcome" => outcome)
+                    .increment(records.len() as u64);
             }
             match (&result, pause) {
                 (Ok(()), _) => {
-                    tracing::info!(attempts = record.attempts, "Delivered a notification.");
-                    return record;
+                    tracing::info!(attempts, notices = records.len(), "Delivered a notification.");
+                    return records;
                 }
                 (Err(e), Some(pause)) => {
-                    tracing::warn!(error = %e, attempts = record.attempts, ?pause, "Delivery failed; retrying.");
+                    tracing::warn!(error = %e, attempts, ?pause, "Delivery failed; retrying.");
                     tokio::time::sleep(pause).await;
                 }
                 (Err(e), None) => {
-                    tracing::error!(error = %e, attempts = record.attempts, "Delivery failed; giving up.");
-                    return record;
+                    tracing::error!(error = %e, attempts, "Delivery failed; giving up.");
+                    return records;
                 }
             }
         }
     }
 
-    async fn attempt(&self, channel: &str, id: &str, message: &AlertMessage) -> Result<()> {
+    /// An email's place in its thread: its Message-ID from its first
+    /// record, and for repeats and resolutions the firing emails of their
+    /// segments, found from the latest earlier `firing` record of each
+    /// fingerprint on this channel. `None` for webhooks.
+    async fn thread(&self, record: &NotificationRecord, group: &AlertGroup) -> Option<Thread> {
+        let Some(Prepared { sender: Sender::Email(sender), .. }) = self.channels.get(&record.channel) else {
+            return None;
+        };
+        let key = group_fingerprint(&record.rule, record.project.as_str(), &record.channel);
+        let message_id = email::message_id(&key, record.created_at_ms, sender.domain());
+        let mut replies_to = Vec::new();
+        let follow_ups: Vec<&AlertMessage> = group
+            .changed()
+            .iter()
+            .filter(|m| matches!(m.kind, MessageKind::Repeat | MessageKind::Resolved(_)))
+            .collect();
+        if !follow_ups.is_empty() {
+            let earlier = match self.store.notifications(Some(&record.project), THREAD_SCAN).await {
+                Ok(earlier) => earlier,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not look up the firing email to thread under.");
+                    Vec::new()
+                }
+            };
+            for m in follow_ups {
+                let firing = earlier
+                    .iter()
+                    .filter(|n| n.channel == record.channel && n.fingerprint == m.fingerprint && n.kind == "firing")
+                    .filter(|n| n.created_at_ms < record.created_at_ms)
+                    .max_by_key(|n| n.created_at_ms);
+                if let Some(firing) = firing {
+                    let id = email::message_id(&key, firing.created_at_ms, sender.domain());
+                    if !replies_to.contains(&id) {
+                        replies_to.push(id);
+                    }
+                }
+            }
+        }
+        Some(Thread { message_id, replies_to })
+    }
+
+    async fn attempt(&self, channel: &str, id: &str, group: &AlertGroup, thread: &Option<Thread>) -> Result<()> {
         let Some(prepared) = self.channels.get(channel) else {
             return Err(Error::permanent(format!("channel `{channel}` is not configured")));
         };
-        match &prepared.sender {
-            Sender::Email(sender) => sender.send(message).await,
-            Sender::Webhook(format, config) => {
-                let body = webhook::payload(*format, message, channel, id);
+        match (&prepared.sender, thread) {
+            (Sender::Email(sender), Some(thread)) => sender.send(group, thread).await,
+            (Sender::Email(_), None) => Err(Error::permanent("no thread for an email")),
+            (Sender::Webhook(format, config), _) => {
+                let body = webhook::payload(*format, group, channel, id);
                 let body = serde_json::to_vec(&body).map_err(|e| Error::permanent(format!("json: {e}")))?;
                 webhook::post(&self.http, config, body).await
             }
         }
+    }
+}
+
+/// A new `pending` record of one notice to one channel.
+fn new_record(message: &AlertMessage, channel: &str, now_ms: i64) -> NotificationRecord {
+    NotificationRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        fingerprint: message.fingerprint.clone(),
+        rule: message.rule.clone(),
+        project: message.project.clone(),
+        channel: channel.to_string(),
+        kind: message.kind.as_str().to_string(),
+        status: "pending".into(),
+        attempts: 0,
+        last_error: None,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        summary: message.subject(),
     }
 }

@@ -113,13 +113,59 @@ async fn a_replica_without_the_lease_evaluates_nothing_until_it_expires() {
     let mut a = Evaluator::new(Arc::clone(&store), vec![rule()]).with_lease("a", ttl);
     let mut b = Evaluator::new(Arc::clone(&store), vec![rule()]).with_lease("b", ttl);
 
+    // Who evaluated is read from the store: each evaluation stamps the
+    // instance with its time, so an evaluating `b` cannot pass for an idle one
+    // (an empty list of notices is what both would return).
+    let last_evaluated = || async { store.alert_instances().await.unwrap()[0].last_evaluated_ms };
+    let ms = |t: OffsetDateTime| t.unix_timestamp() * 1000;
     assert_eq!(a.evaluate_once(T0).await.unwrap().len(), 1);
+    assert_eq!(last_evaluated().await, ms(T0));
     assert!(b.evaluate_once(T0 + Duration::seconds(15)).await.unwrap().is_empty());
+    assert_eq!(last_evaluated().await, ms(T0), "b did not evaluate at +15s");
+    assert_eq!(b.instances().count(), 0);
     assert!(b.evaluate_once(T0 + Duration::seconds(59)).await.unwrap().is_empty());
+    assert_eq!(last_evaluated().await, ms(T0), "b did not evaluate at +59s");
     // `a` stopped at T0: from T0+60s `b` holds the lease, and, reading the
     // firing state from the store, sends nothing again.
     assert!(b.evaluate_once(T0 + Duration::seconds(60)).await.unwrap().is_empty());
+    assert_eq!(last_evaluated().await, ms(T0 + Duration::seconds(60)), "b evaluated at +60s");
     assert_eq!(b.instances().count(), 1, "b evaluated");
+    assert_eq!(store.alert_instances().await.unwrap()[0].state, "firing", "still firing, not fired again");
     assert!(a.evaluate_once(T0 + Duration::seconds(75)).await.unwrap().is_empty());
+    assert_eq!(last_evaluated().await, ms(T0 + Duration::seconds(60)), "a did not evaluate at +75s");
     assert_eq!(a.instances().count(), 0, "a no longer evaluates");
+}
+
+/// Two evaluators on two store handles of one database file (as two
+/// processes would be), evaluating at the same moments: every evaluation is
+/// made by exactly one of them, the same one while it renews.
+#[tokio::test]
+async fn two_evaluators_on_one_database_take_turns_only_when_the_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let first = SqliteStore::open(&path).unwrap();
+    first.migrate().await.unwrap();
+    let first: SharedStore = Arc::new(first);
+    let second: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+    first.ensure_project(&ProjectName::parse("default").unwrap()).await.unwrap();
+    first.insert(&events(T0 - Duration::minutes(5), 10, 10)).await.unwrap();
+    let ttl = StdDuration::from_secs(30);
+    let mut a = Evaluator::new(Arc::clone(&first), vec![rule()]).with_lease("a", ttl);
+    let mut b = Evaluator::new(Arc::clone(&second), vec![rule()]).with_lease("b", ttl);
+    let mut firing_notices = 0;
+    for step in 0..4 {
+        let now = T0 + Duration::seconds(10 * step);
+        let (fa, fb) = tokio::join!(a.evaluate_once(now), b.evaluate_once(now));
+        firing_notices += fa.unwrap().len() + fb.unwrap().len();
+        let evaluated = (a.instances().count(), b.instances().count());
+        assert!(evaluated == (1, 0) || evaluated == (0, 1), "step {step}: exactly one evaluated: {evaluated:?}");
+        assert_eq!(second.alert_instances().await.unwrap()[0].last_evaluated_ms, now.unix_timestamp() * 1000);
+    }
+    assert_eq!(firing_notices, 1, "one firing notice between them");
+    // Whoever holds it stops; the other takes over after the TTL, not before.
+    let standby = if a.instances().count() == 1 { &mut b } else { &mut a };
+    standby.evaluate_once(T0 + Duration::seconds(59)).await.unwrap();
+    assert_eq!(standby.instances().count(), 0, "the lease (renewed at +30s) runs to +60s");
+    standby.evaluate_once(T0 + Duration::seconds(60)).await.unwrap();
+    assert_eq!(standby.instances().count(), 1, "taken over at +60s");
 }

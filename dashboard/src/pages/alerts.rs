@@ -9,6 +9,7 @@ use axum::extract::{Form, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use synchealth_alerts::delivery::UNCONFIGURED;
 use synchealth_schema::{unix_ms, ProjectName};
 use synchealth_store::{AlertInstanceRecord, Dimension, Silence};
 use time::OffsetDateTime;
@@ -52,6 +53,7 @@ pub(crate) struct NotificationRow {
     kind: String,
     channel: String,
     status: String,
+    status_class: String,
     attempts: u32,
     error: String,
     summary: String,
@@ -155,7 +157,9 @@ pub(crate) async fn page(
             rule: n.rule,
             kind: n.kind,
             channel: n.channel,
-            status: n.status,
+            // Nothing was tried, nothing failed: say what to do instead.
+            status: if n.status == UNCONFIGURED { "no channel configured".into() } else { n.status.clone() },
+            status_class: if n.status == UNCONFIGURED { "unconfigured".into() } else { n.status },
             attempts: n.attempts,
             error: n.last_error.unwrap_or_default(),
             summary: n.summary,

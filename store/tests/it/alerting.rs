@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use synchealth_store::{AlertInstanceRecord, NotificationRecord, SharedStore, Silence};
+use tokio::time::{sleep, Duration};
 
-use crate::helpers::project;
+use synchealth_store::{ClickHouseConfig, ClickHouseStore, SqliteStore};
+
+use crate::helpers::{fresh_store, project, Backend};
 
 on_both_stores!(
     alert_instances_round_trip_and_a_second_put_replaces_the_first,
@@ -15,6 +18,7 @@ on_both_stores!(
     silences_list_active_and_future_ones_and_removal_is_reported_once,
     a_lease_goes_to_one_holder_until_it_expires,
     two_replicas_claiming_an_expired_lease_at_once_get_one_winner,
+    an_earlier_claim_beats_a_later_one_whatever_the_names,
 );
 
 fn instance(fingerprint: &str, segment: Option<&str>, state: &str) -> AlertInstanceRecord {
@@ -164,4 +168,77 @@ async fn two_replicas_claiming_an_expired_lease_at_once_get_one_winner(store: Sh
         assert!(store.try_lease("evaluator", winner, at + 1_000, 30_000).await.unwrap());
         assert!(!store.try_lease("evaluator", loser, at + 1_000, 30_000).await.unwrap());
     }
+}
+
+/// Not a tie: `replica-z` claims first (in real time and in `now`), and
+/// `replica-a`, whose name would win a tie, claims 100 ms later while z's
+/// claim may still be settling (inside ClickHouse's 500 ms). The earlier
+/// claim must win; a lease deciding by name, or by the last writer, fails.
+async fn an_earlier_claim_beats_a_later_one_whatever_the_names(store: SharedStore) {
+    let at = 1_700_000_000_000;
+    let (z, a) = (Arc::clone(&store), Arc::clone(&store));
+    let (won_z, won_a) = tokio::join!(z.try_lease("evaluator", "replica-z", at, 30_000), async move {
+        sleep(Duration::from_millis(100)).await;
+        a.try_lease("evaluator", "replica-a", at + 100, 30_000).await
+    });
+    assert_eq!((won_z.unwrap(), won_a.unwrap()), (true, false), "the earlier claim wins");
+    // A late claim, long after, while the lease still runs: refused.
+    assert!(!store.try_lease("evaluator", "replica-a", at + 20_000, 30_000).await.unwrap());
+    assert!(store.try_lease("evaluator", "replica-z", at + 20_000, 30_000).await.unwrap(), "z renews");
+    // Just before the renewed expiry (at + 50 s) still z's; at it, a's.
+    assert!(!store.try_lease("evaluator", "replica-a", at + 49_999, 30_000).await.unwrap());
+    assert!(store.try_lease("evaluator", "replica-a", at + 50_000, 30_000).await.unwrap());
+    assert!(!store.try_lease("evaluator", "replica-z", at + 50_001, 30_000).await.unwrap(), "z lost it");
+}
+
+/// A second, separate handle on the same database, as a second evaluator
+/// process would open.
+async fn second_handle(backend: Backend, fresh: &crate::helpers::TestStore) -> SharedStore {
+    match backend {
+        Backend::Sqlite => {
+            let store = SqliteStore::open(&fresh.sqlite_path().unwrap()).unwrap();
+            Arc::new(store)
+        }
+        Backend::ClickHouse => {
+            let (url, database) = fresh.clickhouse.clone().unwrap();
+            let config = ClickHouseConfig { url, user: "default".into(), password: None, database };
+            Arc::new(ClickHouseStore::connect(config).await.unwrap())
+        }
+    }
+}
+
+/// Two processes' store handles (not one shared object) claiming the same
+/// expired lease at the same time: exactly one wins, and both handles read
+/// the same holder afterwards.
+async fn two_processes_on_one_store_agree_on_one_lease_holder(backend: Backend) {
+    let Some(fresh) = fresh_store(backend, "two_processes_lease").await else { return };
+    let (one, two) = (Arc::clone(&fresh.store), second_handle(backend, &fresh).await);
+    for round in 0..3_i64 {
+        let at = 1_700_000_000_000 + round * 100_000;
+        let (won_1, won_2) = tokio::join!(
+            one.try_lease("evaluator", "process-1", at, 30_000),
+            two.try_lease("evaluator", "process-2", at, 30_000)
+        );
+        let (won_1, won_2) = (won_1.unwrap(), won_2.unwrap());
+        assert!(won_1 ^ won_2, "round {round}: exactly one winner, got 1={won_1} 2={won_2}");
+        let (winner, loser) = if won_1 { ("process-1", "process-2") } else { ("process-2", "process-1") };
+        // Each handle sees the winner's lease: it renews through either, the
+        // loser is refused through either.
+        for handle in [&one, &two] {
+            assert!(handle.try_lease("evaluator", winner, at + 1_000, 30_000).await.unwrap(), "round {round}");
+            assert!(!handle.try_lease("evaluator", loser, at + 1_000, 30_000).await.unwrap(), "round {round}");
+        }
+    }
+    drop((one, two));
+    fresh.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_sqlite_processes_on_one_store_agree_on_one_lease_holder() {
+    two_processes_on_one_store_agree_on_one_lease_holder(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn two_clickhouse_processes_on_one_store_agree_on_one_lease_holder() {
+    two_processes_on_one_store_agree_on_one_lease_holder(Backend::ClickHouse).await;
 }

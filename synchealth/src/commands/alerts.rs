@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use synchealth_alerts::delivery::{
-    AlertMessage, Channel, ChannelKind, Dispatcher, EmailConfig, MessageKind, RetryPolicy, WebhookConfig, WebhookFormat,
+    AlertGroup, AlertMessage, Channel, ChannelKind, Dispatcher, EmailConfig, MessageKind, RetryPolicy, WebhookConfig,
+    WebhookFormat, TEST_RULE,
 };
-use synchealth_alerts::{duration, Evaluator, Rule};
+use synchealth_alerts::{duration, AlertKey, Evaluator, Rule, Severity};
 use synchealth_schema::{unix_ms, ProjectName};
 use synchealth_store::{SharedStore, Silence};
 use time::format_description::well_known::Rfc3339;
@@ -97,10 +98,20 @@ pub fn dispatcher(store: SharedStore, settings: &AlertSettings) -> anyhow::Resul
 /// name unique to this process.
 pub fn evaluator(store: SharedStore, settings: &AlertSettings) -> anyhow::Result<Evaluator> {
     let dispatcher = dispatcher(store.clone(), settings)?;
-    for rule in &settings.rules {
-        for channel in rule.channels.iter().filter(|c| !dispatcher.has_channel(c)) {
-            tracing::warn!(rule = %rule.name, %channel, "Rule names a channel that is not configured; its notifications are recorded as failed.");
-        }
+    let missing: Vec<String> = settings
+        .rules
+        .iter()
+        .flat_map(|rule| {
+            rule.channels.iter().filter(|c| !dispatcher.has_channel(c)).map(move |c| format!("{} → {c}", rule.name))
+        })
+        .collect();
+    if !missing.is_empty() {
+        // Once, at start: the shipped rules name `email` and `chat`, which a
+        // fresh install has not configured yet.
+        tracing::warn!(
+            missing = %missing.join(", "),
+            "Rules name channels that are not configured; their notices are recorded as \"no channel configured\" and not sent."
+        );
     }
     let interval = settings.interval()?;
     let ttl = match &settings.lease_ttl {
@@ -209,7 +220,10 @@ pub async fn silence(
 }
 
 /// Sends a test notification to one channel and waits for its outcome
-/// (retries included).
+/// (retries included). It is unmistakably a test: rule `synchealth-test`
+/// with its own real fingerprint, severity `test` and state `test` (sent
+/// `resolved` to Alertmanager, whose statuses are firing and resolved), so
+/// it cannot page anyone.
 pub async fn test(
     store: SharedStore,
     settings: &AlertSettings,
@@ -229,8 +243,9 @@ pub async fn test(
         MessageKind::Test,
         &project,
         &Rule {
-            name: "test".into(),
-            description: Some("A test notification from `synchealth alerts test`.".into()),
+            name: TEST_RULE.into(),
+            description: Some("A test notification from `synchealth alerts test`: nothing is wrong.".into()),
+            severity: Severity::Info,
             ..rule
         },
         None,
@@ -238,13 +253,14 @@ pub async fn test(
         0,
         now,
         now,
-        String::new(),
+        now,
+        AlertKey::total(TEST_RULE).fingerprint(),
         dispatcher.public_url(),
     );
-    let handles = dispatcher.dispatch(&message, &[channel.to_string()]).await?;
+    let deliveries = dispatcher.dispatch(&AlertGroup::single(message), &[channel.to_string()]).await?;
     let mut last = None;
-    for (_, handle) in handles {
-        last = Some(handle.await.context("the delivery task")?);
+    for delivery in deliveries {
+        last = delivery.handle.await.context("the delivery task")?.pop();
     }
     last.context("the channel was skipped")
 }

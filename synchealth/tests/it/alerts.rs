@@ -38,6 +38,7 @@ const HMAC_SECRET: &str = "shared-webhook-secret";
 struct Hook {
     path: String,
     signature: Option<String>,
+    timestamp: Option<String>,
     raw: Vec<u8>,
     body: Value,
     at: Instant,
@@ -58,10 +59,11 @@ async fn record_hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let signature = headers.get("x-synchealth-signature").and_then(|v| v.to_str().ok()).map(String::from);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let (signature, timestamp) = (header("x-synchealth-signature"), header("x-synchealth-timestamp"));
     let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut hooks = hooks.0.lock().unwrap();
-    hooks.push(Hook { path: path.clone(), signature, raw: body.to_vec(), body: parsed, at: Instant::now() });
+    hooks.push(Hook { path: path.clone(), signature, timestamp, raw: body.to_vec(), body: parsed, at: Instant::now() });
     let seen = hooks.iter().filter(|h| h.path == path).count();
     match path.as_str() {
         // Unavailable twice, then fine: a transient failure.
@@ -81,6 +83,28 @@ async fn webhook_receiver() -> (String, Hooks) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, hooks)
+}
+
+/// The request is signed over its timestamp and body, the timestamp is now,
+/// and the same request replayed ten minutes later fails verification.
+fn assert_signed_now(hook: &Hook) {
+    use synchealth_alerts::delivery::webhook::{verify, DEFAULT_TOLERANCE};
+    let (Some(timestamp), Some(signature)) = (hook.timestamp.as_deref(), hook.signature.as_deref()) else {
+        panic!("a signed webhook carries a timestamp and a signature: {hook:?}");
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let sent: i64 = timestamp.parse().unwrap();
+    assert!((now - sent).abs() <= 10, "the timestamp {sent} is the sending time (now {now})");
+    assert!(verify(HMAC_SECRET, timestamp, signature, &hook.raw, now, DEFAULT_TOLERANCE), "verifies");
+    assert!(
+        !verify(HMAC_SECRET, timestamp, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE),
+        "a replay is detected"
+    );
+    let fresh = (now + 600).to_string();
+    assert!(
+        !verify(HMAC_SECRET, &fresh, signature, &hook.raw, now + 600, DEFAULT_TOLERANCE),
+        "the timestamp is signed"
+    );
 }
 
 fn free_port() -> u16 {
@@ -136,7 +160,9 @@ impl Smtp {
 
 /// The messages the SMTP sink stored, oldest first.
 fn emails(dir: &Path) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut names: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -166,6 +192,35 @@ async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
         }
         assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits (bounded) until an evaluation stored an instance that counted
+/// `events` events.
+async fn wait_for_instance_events(store: &SharedStore, events: u64) {
+    let started = Instant::now();
+    while !store.alert_instances().await.unwrap().iter().any(|i| i.events == events) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no evaluation saw {events} events");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits (bounded) until `n` more evaluations have stored their state: the
+/// proof that the system moved on, before asserting that nothing else was
+/// sent. A bare sleep passes trivially on a machine too slow to evaluate.
+async fn evaluations_later(store: &SharedStore, n: usize) {
+    let latest = || async { store.alert_instances().await.unwrap().iter().map(|i| i.last_evaluated_ms).max() };
+    let mut seen = latest().await;
+    let mut moved = 0;
+    let started = Instant::now();
+    while moved < n {
+        assert!(started.elapsed() < Duration::from_secs(20), "only {moved} of {n} evaluations came");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = latest().await;
+        if now > seen {
+            seen = now;
+            moved += 1;
+        }
     }
 }
 
@@ -337,7 +392,9 @@ crate::on_both_stores!(
 );
 
 async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resolves_once(backend: Backend) {
-    let Some(w) = world(backend, "alerts_fire_resolve", 20, true).await else { return };
+    let Some(w) = world(backend, "alerts_fire_resolve", 20, true).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     let ingested = w.spike().await;
 
@@ -346,11 +403,12 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     assert!(latency <= 2 * INTERVAL, "fired {latency:?} after ingest, more than two intervals");
     wait_for("every channel", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
     // A few more evaluations: still exactly one per channel, and nothing for 2.2.0.
-    tokio::time::sleep(3 * INTERVAL).await;
+    evaluations_later(&w.store, 3).await;
     let received = w.received();
     assert_eq!(received["email"], vec!["[FIRING] success rate 50% < 95% — release 2.3.0".to_string()]);
     assert_eq!(received["hook"], vec!["\"firing\" \"2.3.0\"".to_string()]);
-    assert_eq!(received["slack"], vec!["[FIRING] success rate 50% < 95% — release 2.3.0".to_string()]);
+    // Slack shows `&lt;` as `<`: its mrkdwn escapes.
+    assert_eq!(received["slack"], vec!["[FIRING] success rate 50% &lt; 95% — release 2.3.0".to_string()]);
     assert_eq!(received["am"], vec!["\"firing\" \"2.3.0\"".to_string()]);
 
     // The generic payload carries the documented fields, signed.
@@ -366,10 +424,7 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     assert!(url.starts_with("https://health.example.com/?project=default&from="), "{url}");
     assert!(url.ends_with("&app_version=2.3.0"), "{url}");
     assert_eq!(body["fingerprint"].as_str().unwrap().len(), 16);
-    assert_eq!(
-        hook.signature.as_deref(),
-        Some(synchealth_alerts::delivery::webhook::signature(HMAC_SECRET, &hook.raw).as_str())
-    );
+    assert_signed_now(&hook);
     let am = &w.hooks.on("am")[0].body;
     assert_eq!(am["version"], "4");
     assert_eq!(am["alerts"][0]["labels"]["alertname"], RULE);
@@ -385,7 +440,7 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     // Recovery: 2.3.0 back above 95% (30 failures in 1030).
     w.ingest(release_events("2.3.0", 0, 970)).await;
     wait_for("the resolutions", Duration::from_secs(10), || (w.total_received() == 8).then_some(())).await;
-    tokio::time::sleep(3 * INTERVAL).await;
+    evaluations_later(&w.store, 3).await;
     let received = w.received();
     assert_eq!(received["email"][1], "[RESOLVED] success rate back to 97.1% (alert: < 95%) — release 2.3.0");
     assert_eq!(received["hook"][1], "\"resolved\" \"2.3.0\"");
@@ -396,11 +451,32 @@ async fn a_failing_release_fires_once_per_channel_within_two_intervals_and_resol
     let notifications = w.store.notifications(None, 100).await.unwrap();
     assert_eq!(notifications.len(), 8);
     assert!(notifications.iter().all(|n| n.status == "delivered" && n.attempts == 1), "{notifications:?}");
+
+    // The alerting metrics (process-wide: other tests add to them too).
+    let metrics = w.app.client.get(format!("{}/metrics", w.app.address)).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    assert!(value(r#"synchealth_notifications_total{channel="hook",outcome="sent"}"#) >= 2.0);
+    assert!(
+        value(r#"synchealth_notifications_total{channel="hook",outcome="failed"}"#) >= 0.0,
+        "present from the start"
+    );
+    assert!(value("synchealth_alert_evaluations_total") >= 4.0);
+    assert!(value("synchealth_alert_evaluation_errors_total") >= 0.0);
+    for state in ["ok", "pending", "firing", "resolved"] {
+        assert!(value(&format!("synchealth_alert_instances{{state=\"{state}\"}}")) >= 0.0);
+    }
     smtp.stop().await;
 }
 
 async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
-    let Some(w) = world(backend, "alerts_replicas", 20, false).await else { return };
+    let Some(w) = world(backend, "alerts_replicas", 20, false).await else {
+        return;
+    };
     let replicas: Vec<_> = (0..2)
         .map(|_| {
             let evaluator = alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap();
@@ -410,7 +486,7 @@ async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     w.spike().await;
     wait_for("every channel", Duration::from_secs(10), || (w.total_received() >= 4).then_some(())).await;
-    tokio::time::sleep(4 * INTERVAL).await;
+    evaluations_later(&w.store, 4).await;
     assert_eq!(w.total_received(), 4, "each channel told once: {:?}", w.received());
     for replica in replicas {
         replica.abort();
@@ -420,7 +496,9 @@ async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
 
 #[tokio::test]
 async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
-    let Some(w) = world(Backend::Sqlite, "alerts_restart", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_restart", 20, false).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     w.spike().await;
@@ -440,8 +518,16 @@ async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
     first.abort();
     // A new process: a new lease holder, which takes over once the old
     // lease (3 s) runs out, with the firing state read from the store.
+    let stopped_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000 + 999;
     let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
-    tokio::time::sleep(6 * INTERVAL).await;
+    // The proof it moved on: the new process evaluating (after the old
+    // lease ran out), then twice more.
+    let started = Instant::now();
+    while !w.store.alert_instances().await.unwrap().iter().any(|i| i.last_evaluated_ms > stopped_ms) {
+        assert!(started.elapsed() < Duration::from_secs(15), "the new process never evaluated");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.total_received(), 4, "no notice sent again after the restart: {:?}", w.received());
     let instance = w
         .store
@@ -464,8 +550,132 @@ async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
 }
 
 #[tokio::test]
+async fn two_failing_releases_make_one_email_and_one_alertmanager_group_and_a_resolution_threads_under_its_firing_email(
+) {
+    let Some(w) = world(Backend::Sqlite, "alerts_grouping", 20, true).await else {
+        return;
+    };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let mut events = release_events("2.3.0", 30, 30);
+    events.extend(release_events("2.4.0", 40, 20));
+    w.ingest(events).await;
+
+    // The generic webhook is one instance per request (schema v1): two.
+    wait_for("both generic webhooks", Duration::from_secs(10), || (w.hooks.on("hook").len() == 2).then_some(())).await;
+    let am = wait_for("the Alertmanager message", Duration::from_secs(10), || w.hooks.on("am").first().cloned()).await;
+    let email = wait_for("the email", Duration::from_secs(10), || w.emails().first().cloned()).await;
+    let am = am.body;
+    let alerts = am["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2, "one message with both segments: {am}");
+    let versions: Vec<&str> = alerts.iter().map(|a| a["labels"]["app_version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["2.3.0", "2.4.0"]);
+    assert_eq!(am["groupLabels"], json!({"alertname": RULE, "project": "default"}));
+    // Alertmanager's groupKey: route key, ":", the group labels as a label set.
+    assert_eq!(am["groupKey"], format!("{{}}:{{alertname=\"{RULE}\", project=\"default\"}}"));
+    assert_eq!(am["commonLabels"]["alertname"], RULE);
+    assert!(am["commonLabels"].get("app_version").is_none(), "the segments differ: {am}");
+    assert!(alerts.iter().all(|a| a["endsAt"] == "0001-01-01T00:00:00Z" && a["status"] == "firing"));
+    assert_eq!(email["subject"], "[2 FIRING] success rate < 95% — release 2.3.0, release 2.4.0");
+    assert_eq!(email["auto_submitted"], "auto-generated");
+    let firing_id = email["message_id"].as_str().unwrap().to_string();
+    assert!(firing_id.starts_with("<synchealth.") && firing_id.ends_with("@example.com>"), "{firing_id}");
+    assert!(email["in_reply_to"].is_null(), "a firing email starts a thread: {email}");
+    let slack = w.hooks.on("slack");
+    assert_eq!(slack.len(), 1, "one Slack message for the group");
+
+    // 2.3.0 recovers, 2.4.0 does not.
+    w.ingest(release_events("2.3.0", 0, 970)).await;
+    let resolved = wait_for("the resolution email", Duration::from_secs(10), || w.emails().get(1).cloned()).await;
+    assert_eq!(resolved["subject"], "[RESOLVED] success rate back to 97.1% (alert: < 95%) — release 2.3.0");
+    assert_eq!(resolved["in_reply_to"].as_str(), Some(firing_id.as_str()), "threads under its firing email");
+    assert_eq!(resolved["references"].as_str(), Some(firing_id.as_str()));
+    assert_ne!(resolved["message_id"].as_str(), Some(firing_id.as_str()));
+    let am2 =
+        wait_for("the second Alertmanager message", Duration::from_secs(10), || w.hooks.on("am").get(1).cloned()).await;
+    let am2 = am2.body;
+    assert_eq!(am2["status"], "firing", "2.4.0 still fires: {am2}");
+    assert_eq!(am2["groupKey"], am["groupKey"]);
+    let alerts2 = am2["alerts"].as_array().unwrap();
+    assert_eq!(alerts2.len(), 2, "the group's whole state: {am2}");
+    let by_version =
+        |alerts: &[Value], v: &str| alerts.iter().find(|a| a["labels"]["app_version"] == v).cloned().unwrap();
+    let (before, after) = (by_version(alerts, "2.3.0"), by_version(alerts2, "2.3.0"));
+    assert_eq!(after["status"], "resolved");
+    assert_eq!(after["startsAt"], before["startsAt"], "startsAt is fixed per fingerprint");
+    assert_eq!(after["fingerprint"], before["fingerprint"]);
+    assert_ne!(after["endsAt"], "0001-01-01T00:00:00Z");
+    let still = by_version(alerts2, "2.4.0");
+    assert_eq!(
+        (still["status"].as_str(), still["startsAt"].clone()),
+        (Some("firing"), by_version(alerts, "2.4.0")["startsAt"].clone())
+    );
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn a_hostile_app_version_reaches_slack_and_email_escaped() {
+    let Some(w) = world(Backend::Sqlite, "alerts_escaping", 20, true).await else {
+        return;
+    };
+    let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
+    let hostile = "<!channel> <https://evil.example/login|Open dashboard>";
+    w.ingest((0..60).map(|i| sync_event(&format!("dev-hostile-{}", i % 25), hostile, i >= 30)).collect()).await;
+    let slack = wait_for("the Slack message", Duration::from_secs(10), || w.hooks.on("slack").first().cloned()).await;
+    let raw = String::from_utf8(slack.raw.clone()).unwrap();
+    assert!(raw.contains("&lt;!channel&gt; &lt;https://evil.example/login|Open dashboard&gt;"), "{raw}");
+    for block in slack.body["blocks"].as_array().unwrap() {
+        let text = block.to_string();
+        if text.contains("\"mrkdwn\"") {
+            assert!(!text.contains("<!channel>") && !text.contains("<https://evil"), "unescaped mrkdwn: {text}");
+        }
+    }
+    assert!(!slack.body["text"].as_str().unwrap().contains('<'), "{}", slack.body["text"]);
+    let email = wait_for("the email", Duration::from_secs(10), || w.emails().first().cloned()).await;
+    let html = email["html"].as_str().unwrap();
+    assert!(html.contains("&lt;!channel&gt;") && !html.contains("<!channel>"), "{html}");
+    smtp.stop().await;
+}
+
+#[tokio::test]
+async fn a_shipped_rule_whose_channel_is_not_configured_shows_no_channel_configured_not_a_failed_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut settings) = test_settings(Backend::Sqlite, "alerts_no_channel", dir.path()) else {
+        return;
+    };
+    settings.alerts.evaluation_interval = "1s".into();
+    // The shipped success-rate rule, channel `email` as shipped, made quick.
+    let shipped = Rule::defaults().remove(0);
+    assert_eq!(shipped.channels, ["email"]);
+    let quick = Rule { pending_for: time::Duration::ZERO, evaluation_delay: time::Duration::ZERO, ..shipped };
+    settings.alerts.rules = vec![quick];
+    settings.alerts.channels = BTreeMap::new();
+    let app = Application::build(settings, Roles::ALL).await.expect("application builds");
+    let store = app.store();
+    let app = serve(app, dir);
+    let response = app.post_batch(&batch(release_events("2.3.0", 40, 20))).await;
+    assert!(response.status().is_success());
+    let started = Instant::now();
+    let record = loop {
+        if let Some(n) = store.notifications(None, 10).await.unwrap().into_iter().next() {
+            break n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no notification recorded");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!((record.channel.as_str(), record.status.as_str(), record.attempts), ("email", "unconfigured", 0));
+    assert_eq!(record.last_error, None, "nothing was tried, nothing failed");
+    let cookie = crate::pages::login(&app.address, "admin", crate::helpers::ADMIN_PASSWORD).await;
+    let (status, body) = crate::pages::page(&app.address, &cookie, "/alerts").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("no channel configured"), "{body}");
+    assert!(!body.contains(">failed<"), "not shown as a failed delivery: {body}");
+}
+
+#[tokio::test]
 async fn a_silenced_segment_sends_nothing_while_its_state_still_shows() {
-    let Some(w) = world(Backend::Sqlite, "alerts_silence", 20, true).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_silence", 20, true).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     let project = ProjectName::parse("default").unwrap();
     let silence = alerts_cmd::silence(
@@ -485,7 +695,7 @@ async fn a_silenced_segment_sends_nothing_while_its_state_still_shows() {
     events.extend(release_events("2.1.0", 30, 30));
     w.ingest(events).await;
     wait_for("the 2.1.0 notices", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
-    tokio::time::sleep(3 * INTERVAL).await;
+    evaluations_later(&w.store, 3).await;
     assert!(
         w.received().values().flatten().all(|notice| notice.contains("2.1.0")),
         "only the unsilenced release is notified: {:?}",
@@ -500,7 +710,9 @@ async fn a_silenced_segment_sends_nothing_while_its_state_still_shows() {
 
 #[tokio::test]
 async fn email_is_retried_while_the_smtp_server_is_down_and_delivered_when_it_returns() {
-    let Some(w) = world(Backend::Sqlite, "alerts_smtp_down", 20, true).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_smtp_down", 20, true).await else {
+        return;
+    };
     w.spike().await;
     // The webhooks go out at once: a failing channel does not hold them up.
     wait_for("the webhooks", Duration::from_secs(10), || (w.total_received() == 3).then_some(())).await;
@@ -524,18 +736,22 @@ async fn email_is_retried_while_the_smtp_server_is_down_and_delivered_when_it_re
     assert_eq!(record.id, failing.id, "the same notification, retried");
     assert_eq!(record.status, "delivered");
     assert!(record.attempts > failing.attempts);
-    tokio::time::sleep(2 * INTERVAL).await;
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.emails().len(), 1, "delivered once");
     smtp.stop().await;
 }
 
 #[tokio::test]
 async fn min_events_keeps_a_handful_of_failures_quiet() {
-    let Some(w) = world(Backend::Sqlite, "alerts_min_events", 40, true).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_min_events", 40, true).await else {
+        return;
+    };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     // 30 events, every one failed: below min_events = 40.
     w.ingest(release_events("2.3.0", 30, 0)).await;
-    tokio::time::sleep(3 * INTERVAL).await;
+    // Until an evaluation has seen the 30 events, then two more.
+    wait_for_instance_events(&w.store, 30).await;
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.total_received(), 0, "{:?}", w.received());
     let instance = w
         .store
@@ -554,23 +770,42 @@ async fn min_events_keeps_a_handful_of_failures_quiet() {
 
 #[tokio::test]
 async fn alerts_test_delivers_a_signed_test_notification() {
-    let Some(w) = world(Backend::Sqlite, "alerts_test_command", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_test_command", 20, false).await else {
+        return;
+    };
     let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "hook").await.unwrap();
     assert_eq!((record.status.as_str(), record.kind.as_str(), record.attempts), ("delivered", "test", 1));
     let hooks = w.hooks.on("hook");
     assert_eq!(hooks.len(), 1);
-    assert_eq!(hooks[0].body["kind"], "test");
+    let body = &hooks[0].body;
     assert_eq!(
-        hooks[0].signature.as_deref(),
-        Some(synchealth_alerts::delivery::webhook::signature(HMAC_SECRET, &hooks[0].raw).as_str())
+        (body["kind"].as_str(), body["state"].as_str(), body["severity"].as_str()),
+        (Some("test"), Some("test"), Some("test"))
     );
+    let fingerprint = body["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16, "a real fingerprint: {body}");
+    assert_eq!(record.fingerprint, fingerprint);
+    assert_signed_now(&hooks[0]);
+
+    // To Alertmanager receivers it is resolved (their statuses are firing
+    // and resolved; only firing opens an incident), with severity `test`.
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "am").await.unwrap();
+    assert_eq!(record.status, "delivered");
+    let am = &w.hooks.on("am")[0].body;
+    assert_eq!(am["status"], "resolved", "{am}");
+    assert_eq!(am["alerts"][0]["status"], "resolved");
+    assert_eq!(am["alerts"][0]["labels"]["severity"], "test");
+    assert_eq!(am["alerts"][0]["fingerprint"], fingerprint);
+    assert_ne!(am["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     let unknown = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "pager").await.unwrap_err();
     assert!(unknown.to_string().contains("no channel named \"pager\""), "{unknown}");
 }
 
 #[tokio::test]
 async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one() {
-    let Some(w) = world(Backend::Sqlite, "alerts_resume", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_resume", 20, false).await else {
+        return;
+    };
     let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     w.spike().await;
     wait_for("the webhooks", Duration::from_secs(10), || (w.total_received() == 3).then_some(())).await;
@@ -597,7 +832,7 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
     let delivered = settled_email_record(&w.store).await;
     assert_eq!((delivered.id.as_str(), delivered.status.as_str()), (stopped.id.as_str(), "delivered"));
     assert_eq!(delivered.attempts, stopped.attempts + 1);
-    tokio::time::sleep(2 * INTERVAL).await;
+    evaluations_later(&w.store, 2).await;
     assert_eq!(w.total_received(), 4, "nothing else sent again: {:?}", w.received());
     second.abort();
     smtp.stop().await;
@@ -605,7 +840,9 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
 
 #[tokio::test]
 async fn webhook_5xx_answers_are_retried_and_4xx_answers_are_not() {
-    let Some(mut w) = world(Backend::Sqlite, "alerts_webhook_retries", 20, false).await else { return };
+    let Some(mut w) = world(Backend::Sqlite, "alerts_webhook_retries", 20, false).await else {
+        return;
+    };
     let hook_url = |path: &str| {
         let ChannelSettings::Webhook(hook) = &w.settings.alerts.channels["hook"] else { unreachable!() };
         hook.url.expose().replace("/hook", path)
@@ -682,7 +919,9 @@ fn private_ca(dir: &Path) -> (String, String, String) {
 
 #[tokio::test]
 async fn email_goes_out_over_starttls_and_implicit_tls_and_an_untrusted_certificate_is_refused() {
-    let Some(w) = world(Backend::Sqlite, "alerts_smtp_tls", 20, false).await else { return };
+    let Some(w) = world(Backend::Sqlite, "alerts_smtp_tls", 20, false).await else {
+        return;
+    };
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = private_ca(certs.path());
     let mut settings = w.settings.alerts.clone();

@@ -1,6 +1,6 @@
 """An aiosmtpd handler for the integration tests: every message received is
-written to DIR as one JSON file (envelope, decoded subject, text and HTML
-bodies), atomically (written aside, then renamed), so a test can read what
+written to DIR as one JSON file (envelope, decoded subject, threading
+headers, text and HTML bodies), atomically (written aside, then renamed), so a test can read what
 a real SMTP server got without parsing MIME itself.
 
 Run: PYTHONPATH=synchealth/tests/support python3 -m aiosmtpd -n \
@@ -34,6 +34,10 @@ class JsonDir:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "subject": str(message["subject"]),
+            "message_id": message["message-id"],
+            "in_reply_to": message["in-reply-to"],
+            "references": message["references"],
+            "auto_submitted": message["auto-submitted"],
             "text": text.get_content() if text is not None else None,
             "html": html.get_content() if html is not None else None,
         }
