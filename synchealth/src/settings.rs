@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use synchealth_alerts::Rule;
@@ -116,15 +116,82 @@ impl ClickHouseReadSettings {
     }
 }
 
-/// Dashboard settings (`[dashboard]` in the config file).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Dashboard settings (`[dashboard]` in the config file; each key also
+/// `SYNCHEALTH_DASHBOARD__<KEY>` in the environment, e.g.
+/// `SYNCHEALTH_DASHBOARD__LOGIN_MAX_FAILURES=5`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DashboardSettings {
     /// When the session cookie gets the `Secure` attribute: `"auto"` (when a
     /// TLS-terminating proxy says `X-Forwarded-Proto: https`), `"always"`
     /// (the dashboard is only reached over HTTPS) or `"never"`.
-    #[serde(default)]
     pub secure_cookies: synchealth_dashboard::SecureCookies,
+    /// Failed logins (form or HTTP Basic) of one user name, or from one
+    /// client address, within `login_failure_window_seconds` that pause its
+    /// logins (429 with `Retry-After`); 0 = no throttle.
+    pub login_max_failures: u32,
+    /// The span failed logins are counted over, seconds.
+    pub login_failure_window_seconds: u64,
+    /// The first pause, seconds; each further one before a success doubles it.
+    pub login_lockout_seconds: u64,
+    /// The longest pause, seconds.
+    pub login_max_lockout_seconds: u64,
+    /// Password (argon2) verifications running at once at most; 0 = the
+    /// number of cores. Each holds 19 MiB while it runs.
+    pub max_concurrent_password_checks: usize,
+    /// How long a login waits for a verification slot before a 503 with
+    /// `Retry-After`, milliseconds.
+    pub password_check_wait_ms: u64,
+    /// Header a trusted reverse proxy puts the client address in (e.g.
+    /// `"x-forwarded-for"`, whose last entry is used), for the per-address
+    /// throttle; unset = the connection's peer address. Set it only behind
+    /// such a proxy: a client could otherwise name any address.
+    pub client_address_header: Option<String>,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        let throttle = synchealth_dashboard::throttle::ThrottlePolicy::default();
+        DashboardSettings {
+            secure_cookies: synchealth_dashboard::SecureCookies::default(),
+            login_max_failures: throttle.max_failures,
+            login_failure_window_seconds: throttle.window.as_secs(),
+            login_lockout_seconds: throttle.lockout.as_secs(),
+            login_max_lockout_seconds: throttle.max_lockout.as_secs(),
+            max_concurrent_password_checks: 0,
+            password_check_wait_ms: 1000,
+            client_address_header: None,
+        }
+    }
+}
+
+impl DashboardSettings {
+    /// The dashboard's authentication policy.
+    pub fn auth_policy(&self) -> anyhow::Result<synchealth_dashboard::AuthPolicy> {
+        use std::time::Duration;
+        let client_address_header = match &self.client_address_header {
+            Some(name) => Some(
+                axum::http::HeaderName::try_from(name.as_str())
+                    .with_context(|| format!("dashboard.client_address_header: {name:?} is no header name"))?,
+            ),
+            None => None,
+        };
+        let defaults = synchealth_dashboard::AuthPolicy::default();
+        Ok(synchealth_dashboard::AuthPolicy {
+            throttle: synchealth_dashboard::throttle::ThrottlePolicy {
+                max_failures: self.login_max_failures,
+                window: Duration::from_secs(self.login_failure_window_seconds),
+                lockout: Duration::from_secs(self.login_lockout_seconds),
+                max_lockout: Duration::from_secs(self.login_max_lockout_seconds.max(self.login_lockout_seconds)),
+            },
+            max_concurrent_verifications: match self.max_concurrent_password_checks {
+                0 => defaults.max_concurrent_verifications,
+                n => n,
+            },
+            verification_wait: Duration::from_millis(self.password_check_wait_ms),
+            client_address_header,
+        })
+    }
 }
 
 /// Alert evaluation settings.
@@ -521,6 +588,8 @@ impl Settings {
             anyhow::ensure!(Path::new(path).is_file(), "config file {} does not exist", path.display());
             figment = figment.merge(Toml::file(path));
         }
+        // The dashboard's section takes `SYNCHEALTH_DASHBOARD__<KEY>` (it has no flags).
+        figment = figment.merge(Env::prefixed("SYNCHEALTH_DASHBOARD__").map(|key| format!("dashboard.{key}").into()));
         figment = figment.merge(Serialized::defaults(args));
         let clickhouse = [
             ("clickhouse.url", &args.clickhouse_url),
@@ -550,6 +619,7 @@ impl Settings {
         synchealth_alerts::validate_all(&settings.alerts.rules).context("invalid alert rule")?;
         settings.alerts.interval()?;
         settings.ingest.pipeline_config(&settings.data_dir, settings.clickhouse.url.is_some())?;
+        settings.dashboard.auth_policy()?;
         Ok(settings)
     }
 }
@@ -635,6 +705,29 @@ mod tests {
         std::fs::write(&file, "[ingest]\nspool_max_byte = 5\n").unwrap();
         let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("spool_max_byte"), "{err:#}");
+    }
+
+    #[test]
+    fn the_login_throttle_comes_from_the_file_and_the_environment_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("synchealth.toml");
+        std::fs::write(&file, "[dashboard]\nlogin_max_failures = 5\nclient_address_header = \"x-forwarded-for\"\n").unwrap();
+        let args = CommonArgs { config: Some(file.clone()), ..Default::default() };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!(settings.dashboard.login_max_failures, 5);
+        assert_eq!(settings.dashboard.login_lockout_seconds, 60, "keys not in the file keep their defaults");
+        let policy = settings.dashboard.auth_policy().unwrap();
+        assert_eq!(policy.throttle.max_failures, 5);
+        assert!(policy.max_concurrent_verifications >= 1, "0 means the number of cores");
+        assert_eq!(policy.client_address_header.unwrap().as_str(), "x-forwarded-for");
+        // Another test loading settings meanwhile sees 7 too; none asserts on it.
+        std::env::set_var("SYNCHEALTH_DASHBOARD__LOGIN_MAX_FAILURES", "7");
+        let from_env = Settings::load(&args);
+        std::env::remove_var("SYNCHEALTH_DASHBOARD__LOGIN_MAX_FAILURES");
+        assert_eq!(from_env.unwrap().dashboard.login_max_failures, 7);
+        std::fs::write(&file, "[dashboard]\nclient_address_header = \"not a header\"\n").unwrap();
+        let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("client_address_header"), "{err:#}");
     }
 
     #[test]

@@ -105,7 +105,8 @@ impl Application {
         if roles.dashboard {
             let dashboard = DashboardState::new(store.clone())
                 .with_rules(settings.alerts.rules.clone())
-                .with_secure_cookies(settings.dashboard.secure_cookies);
+                .with_secure_cookies(settings.dashboard.secure_cookies)
+                .with_auth_policy(settings.dashboard.auth_policy()?);
             router = router.merge(synchealth_dashboard::router(dashboard));
         }
         let router = router.layer((TraceLayer::new_for_http(), TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30))));
@@ -144,7 +145,7 @@ impl Application {
         let addr = self.listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "Listening.");
         let served =
-            axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP");
+            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP");
         // Drained even if serving failed, so queued events still reach the
         // store or the spool.
         if let Some(pipeline) = self.pipeline {

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod api;
+mod auth_limits;
 mod browser;
 mod collector_limits;
 mod dashboard_api;
