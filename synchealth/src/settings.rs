@@ -204,7 +204,8 @@ pub struct AlertSettings {
     pub rules: Vec<Rule>,
     /// The dashboard's address as people reach it, for the links in
     /// notifications, e.g. `https://health.example.com` (env
-    /// `SYNCHEALTH_PUBLIC_URL`).
+    /// `SYNCHEALTH_PUBLIC_URL`); empty (the default) = `http://` and the
+    /// address `listen` actually binds.
     pub public_url: String,
     /// Notification channels by name (`[alerts.channels.<name>]`), as rules'
     /// `channels` name them. None by default: notifications are then only
@@ -501,7 +502,7 @@ impl Default for Settings {
             alerts: AlertSettings {
                 evaluation_interval: "15s".into(),
                 rules: Rule::defaults(),
-                public_url: "http://127.0.0.1:8080".into(),
+                public_url: String::new(),
                 channels: std::collections::BTreeMap::new(),
                 retry: RetrySettings::default(),
                 lease_ttl: None,
@@ -573,13 +574,30 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_RATE_LIMIT_BURST", global = true)]
     #[serde(skip)]
     pub rate_limit_burst: Option<u32>,
-    /// The dashboard's public address, for links in alert notifications [default: http://127.0.0.1:8080].
+    /// The dashboard's public address, for links in alert notifications [default: http:// and the bound listen address].
     #[arg(long, env = "SYNCHEALTH_PUBLIC_URL", global = true)]
     #[serde(skip)]
     pub public_url: Option<String>,
 }
 
 impl Settings {
+    /// `alerts.public_url`, or when unset `http://` and `bound`, the address
+    /// the server listens on (`127.0.0.1` standing for an unspecified
+    /// `0.0.0.0`, which is no address to link to).
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
+        if !self.alerts.public_url.is_empty() {
+            return self.alerts.public_url.clone();
+        }
+        let mut bound = bound;
+        if bound.ip().is_unspecified() {
+            bound.set_ip(match bound {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{bound}")
+    }
+
     /// Defaults, then the config file, then environment and flags (clap has
     /// already put the environment under the flags).
     pub fn load(args: &CommonArgs) -> anyhow::Result<Settings> {
@@ -728,6 +746,16 @@ mod tests {
         std::fs::write(&file, "[dashboard]\nclient_address_header = \"not a header\"\n").unwrap();
         let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("client_address_header"), "{err:#}");
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_bound_address_unless_set() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.public_url_for("127.0.0.1:9123".parse().unwrap()), "http://127.0.0.1:9123");
+        assert_eq!(settings.public_url_for("0.0.0.0:8081".parse().unwrap()), "http://127.0.0.1:8081");
+        assert_eq!(settings.public_url_for("[::]:8081".parse().unwrap()), "http://[::1]:8081");
+        settings.alerts.public_url = "https://health.example.com".into();
+        assert_eq!(settings.public_url_for("127.0.0.1:9123".parse().unwrap()), "https://health.example.com");
     }
 
     #[test]

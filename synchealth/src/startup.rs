@@ -74,12 +74,20 @@ pub struct Application {
     /// The collector's ingest pipeline, drained after the last request.
     pipeline: Option<Pipeline>,
     generated: Generated,
+    public_url: String,
 }
 
 impl Application {
     /// Opens the store, provisions first-start secrets, binds the listener
     /// (port 0 picks a free one) and assembles the routes of `roles`.
-    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+    pub async fn build(mut settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        // Bound first: alert links default to the address really bound
+        // (`--listen 127.0.0.1:0` included).
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding the listen address {}", settings.listen))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        settings.alerts.public_url = settings.public_url_for(bound);
         let store = open_store(&settings).await?;
         let generated = provision(&store, &settings).await?;
         let pipeline = if roles.collector {
@@ -118,15 +126,18 @@ impl Application {
             let evaluator = crate::commands::alerts::evaluator(store.clone(), &settings.alerts)?;
             background.push(tokio::spawn(evaluator.run(settings.alerts.interval()?)));
         }
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding the listen address {}", settings.listen))?;
-        Ok(Application { listener, router, store, background, pipeline, generated })
+        Ok(Application { listener, router, store, background, pipeline, generated, public_url: settings.alerts.public_url })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The dashboard's address in alert links (`alerts.public_url`, by
+    /// default the bound address).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// The store the application writes to and reads from.

@@ -172,3 +172,18 @@ async fn a_login_beyond_the_verification_slots_waits_briefly_then_gets_503_with_
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(basic_get(&app, "admin", ADMIN_PASSWORD).await.0, 200, "once the slot is free, logins go on");
 }
+
+#[tokio::test]
+async fn alert_links_point_at_the_address_really_bound_unless_a_public_url_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(Backend::Sqlite, "public_url_default", dir.path()).unwrap();
+    let app = Application::build(settings.clone(), Roles::ALL).await.unwrap();
+    assert_ne!(app.port(), 0);
+    assert_eq!(app.public_url(), format!("http://127.0.0.1:{}", app.port()));
+    let app = serve(app, tempfile::tempdir().unwrap());
+    assert_eq!(app.client.get(format!("{}/healthz", app.address)).send().await.unwrap().status(), 200);
+    settings.alerts.public_url = "https://health.example.com".into();
+    settings.data_dir = dir.path().join("other");
+    let configured = Application::build(settings, Roles::ALL).await.unwrap();
+    assert_eq!(configured.public_url(), "https://health.example.com");
+}
