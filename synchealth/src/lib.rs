@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod demo;
 mod ops;
+pub mod serve;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

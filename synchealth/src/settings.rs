@@ -66,6 +66,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     /// The dashboard pages.
     pub dashboard: DashboardSettings,
+    /// The HTTP server's connection limits (`[server]`).
+    pub server: ServerSettings,
     /// How the dashboard and alert queries read ClickHouse: a read-only user
     /// and per-query limits (`[clickhouse_read]`).
     pub clickhouse_read: ClickHouseReadSettings,
@@ -112,6 +114,36 @@ impl ClickHouseReadSettings {
             max_execution_seconds: self.max_execution_seconds,
             max_rows_to_read: self.max_rows_to_read,
             max_memory_bytes: self.max_memory_bytes,
+        }
+    }
+}
+
+/// The HTTP server's connection limits (`[server]` in the config file; each
+/// key also `SYNCHEALTH_SERVER__<KEY>` in the environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Open connections at most; beyond, connections get 503 with
+    /// `Retry-After` (but `/healthz` answers). Lowered at start to fit
+    /// under the process's open-files limit.
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers, and a
+    /// keep-alive connection to start its next request; then it is closed.
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings { max_connections: 4096, header_read_timeout_ms: 10_000 }
+    }
+}
+
+impl ServerSettings {
+    /// The limits as the server loop takes them.
+    pub fn limits(&self) -> crate::serve::ConnectionLimits {
+        crate::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
         }
     }
 }
@@ -509,6 +541,7 @@ impl Default for Settings {
             },
             ingest: IngestSettings::default(),
             dashboard: DashboardSettings::default(),
+            server: ServerSettings::default(),
             clickhouse_read: ClickHouseReadSettings::default(),
         }
     }
@@ -606,8 +639,11 @@ impl Settings {
             anyhow::ensure!(Path::new(path).is_file(), "config file {} does not exist", path.display());
             figment = figment.merge(Toml::file(path));
         }
-        // The dashboard's section takes `SYNCHEALTH_DASHBOARD__<KEY>` (it has no flags).
-        figment = figment.merge(Env::prefixed("SYNCHEALTH_DASHBOARD__").map(|key| format!("dashboard.{key}").into()));
+        // The sections without flags take `SYNCHEALTH_<SECTION>__<KEY>`.
+        for section in ["dashboard", "server"] {
+            let prefix = format!("SYNCHEALTH_{}__", section.to_uppercase());
+            figment = figment.merge(Env::prefixed(&prefix).map(move |key| format!("{section}.{key}").into()));
+        }
         figment = figment.merge(Serialized::defaults(args));
         let clickhouse = [
             ("clickhouse.url", &args.clickhouse_url),
@@ -638,6 +674,8 @@ impl Settings {
         settings.alerts.interval()?;
         settings.ingest.pipeline_config(&settings.data_dir, settings.clickhouse.url.is_some())?;
         settings.dashboard.auth_policy()?;
+        anyhow::ensure!(settings.server.max_connections > 0, "server.max_connections must be at least 1");
+        anyhow::ensure!(settings.server.header_read_timeout_ms > 0, "server.header_read_timeout_ms must be positive");
         Ok(settings)
     }
 }

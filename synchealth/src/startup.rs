@@ -75,6 +75,7 @@ pub struct Application {
     pipeline: Option<Pipeline>,
     generated: Generated,
     public_url: String,
+    limits: crate::serve::ConnectionLimits,
 }
 
 impl Application {
@@ -87,6 +88,7 @@ impl Application {
             .await
             .with_context(|| format!("binding the listen address {}", settings.listen))?;
         let bound = listener.local_addr().context("reading the bound address")?;
+        let limits = settings.server.limits().fitted_to(crate::serve::raise_open_files_limit());
         settings.alerts.public_url = settings.public_url_for(bound);
         let store = open_store(&settings).await?;
         let generated = provision(&store, &settings).await?;
@@ -126,7 +128,7 @@ impl Application {
             let evaluator = crate::commands::alerts::evaluator(store.clone(), &settings.alerts)?;
             background.push(tokio::spawn(evaluator.run(settings.alerts.interval()?)));
         }
-        Ok(Application { listener, router, store, background, pipeline, generated, public_url: settings.alerts.public_url })
+        Ok(Application { listener, router, store, background, pipeline, generated, public_url: settings.alerts.public_url, limits })
     }
 
     /// The bound port.
@@ -155,14 +157,13 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "Listening.");
-        let served =
-            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP");
-        // Drained even if serving failed, so queued events still reach the
-        // store or the spool.
+        tracing::info!(max_connections = self.limits.max_connections, header_read_timeout = ?self.limits.header_read_timeout, "Connection limits.");
+        crate::serve::serve(self.listener, self.router, self.limits, shutdown_signal()).await;
+        // Drained after the last request, so queued events reach the store
+        // or the spool.
         if let Some(pipeline) = self.pipeline {
             pipeline.shutdown().await;
         }
-        served?;
         for task in self.background {
             task.abort();
         }

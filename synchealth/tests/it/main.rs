@@ -6,6 +6,7 @@ mod api;
 mod auth_limits;
 mod browser;
 mod collector_limits;
+mod connections;
 mod dashboard_api;
 mod durability;
 mod exactly_once;
