@@ -14,6 +14,7 @@ mod pages;
 mod params;
 mod session;
 pub mod stats;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use axum::Router;
 use synchealth_alerts::Rule;
 use synchealth_store::SharedStore;
 
-pub use crate::auth::{hash_password, verify_password, AuthCache, CurrentUser};
+pub use crate::auth::{hash_password, verify_password, AuthCache, AuthPolicy, CurrentUser, PasswordVerifier};
 pub use crate::error::AppError;
 pub use crate::params::{QueryParams, DEFAULT_PROJECT};
 pub use crate::session::{SecureCookies, Viewer};
@@ -32,7 +33,8 @@ pub use crate::session::{SecureCookies, Viewer};
 pub struct DashboardState {
     /// Where the metrics come from.
     pub store: SharedStore,
-    /// Verified credentials, cached (argon2 is slow by design).
+    /// Verified credentials, cached (argon2 is slow by design), the
+    /// bounded password verifier and the failed-login throttle.
     pub auth: Arc<AuthCache>,
     /// The configured alert rules: tile colours, chart threshold lines and
     /// the Alerts page.
@@ -55,6 +57,12 @@ impl DashboardState {
     /// With the configured alert rules (default: the shipped ones).
     pub fn with_rules(mut self, rules: Vec<Rule>) -> Self {
         self.rules = Arc::new(rules);
+        self
+    }
+
+    /// With an authentication policy (default: [`AuthPolicy::default`]).
+    pub fn with_auth_policy(mut self, policy: AuthPolicy) -> Self {
+        self.auth = Arc::new(AuthCache::with_policy(self.store.clone(), policy));
         self
     }
 

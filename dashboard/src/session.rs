@@ -130,7 +130,7 @@ pub(crate) async fn open(state: &DashboardState, user: &User) -> Result<String, 
         expires_at_ms: now_ms + i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX),
     };
     state.store.create_session(&session).await?;
-    tracing::info!(username = %user.username, "Opened a dashboard session.");
+    tracing::info!(username = ?user.username, "Opened a dashboard session.");
     Ok(token)
 }
 
@@ -170,7 +170,7 @@ impl Viewer {
         if constant_time_eq(&self.csrf, sent) {
             Ok(())
         } else {
-            tracing::warn!(username = %self.user.0.username, "Refused a form with a wrong CSRF token.");
+            tracing::warn!(username = ?self.user.0.username, "Refused a form with a wrong CSRF token.");
             Err(AppError::Csrf)
         }
     }
@@ -191,7 +191,7 @@ pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), AppError> {
     if origin_host.eq_ignore_ascii_case(host) {
         Ok(())
     } else {
-        tracing::warn!(%origin, %host, "Refused a cross-origin form.");
+        tracing::warn!(?origin, ?host, "Refused a cross-origin form.");
         Err(AppError::Csrf)
     }
 }
@@ -216,7 +216,9 @@ impl FromRequestParts<DashboardState> for Viewer {
     type Rejection = NoViewer;
 
     async fn from_request_parts(parts: &mut Parts, state: &DashboardState) -> Result<Self, Self::Rejection> {
-        let next = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        // The same check as after login: `GET //evil.example` reaches the
+        // fallback page, and its same-site reload must not leave the origin.
+        let next = safe_next(parts.uri.path_and_query().map(|p| p.as_str()));
         let cross_site = parts.method == axum::http::Method::GET
             && parts.headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site");
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
@@ -230,15 +232,44 @@ impl FromRequestParts<DashboardState> for Viewer {
     }
 }
 
-/// Where to go after logging in: only a path on this site, never an
-/// absolute or scheme-relative URL (an open redirect).
+/// Where to go after logging in: a path on this origin, or `/`.
 pub(crate) fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/login") => {
-            n.to_string()
-        }
-        _ => "/".to_string(),
+    next.and_then(same_origin_path).unwrap_or_else(|| "/".to_string())
+}
+
+/// `next` as a path on this origin, fit for a `Location` header; `None` when
+/// a browser could read it as another origin (an open redirect) or as
+/// anything but a plain path.
+fn same_origin_path(next: &str) -> Option<String> {
+    use std::fmt::Write;
+    // Browsers drop tabs and newlines from a URL before parsing it and read
+    // `\` as `/`, so `/\t/evil.example` and `/\evil.example` both become
+    // `//evil.example`, another host. Refusing every control character and
+    // backslash leaves nothing for a browser to strip or reinterpret, and
+    // nothing that cannot go in a header (a 500).
+    if next.chars().any(|c| c.is_control() || c == '\\') {
+        return None;
     }
+    let rest = next.strip_prefix('/')?;
+    if rest.starts_with('/') || rest.starts_with("login") {
+        return None;
+    }
+    // Anything but visible ASCII (a space, a device id in another script) is
+    // percent-encoded, so the header value is plain ASCII.
+    let mut path = String::with_capacity(next.len());
+    for c in next.chars() {
+        if c.is_ascii_graphic() {
+            path.push(c);
+        } else {
+            for byte in c.encode_utf8(&mut [0; 4]).bytes() {
+                let _ = write!(path, "%{byte:02X}");
+            }
+        }
+    }
+    // Belt and braces: it must read as an origin-form URI, with neither
+    // scheme nor host.
+    let uri: axum::http::Uri = path.parse().ok()?;
+    (uri.scheme().is_none() && uri.authority().is_none()).then_some(path)
 }
 
 #[cfg(test)]
@@ -247,11 +278,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_local_paths_are_followed_after_login() {
-        assert_eq!(safe_next(Some("/breakdown?by=os")), "/breakdown?by=os");
-        assert_eq!(safe_next(Some("//evil.example/")), "/");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+    fn only_same_origin_paths_are_followed_after_login() {
+        let followed = [
+            ("/breakdown?by=os", "/breakdown?by=os"),
+            ("/devices/a1?project=ios&range=6h", "/devices/a1?project=ios&range=6h"),
+            ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+            ("/devices/caf\u{e9} 1", "/devices/caf%C3%A9%201"),
+        ];
+        for (next, location) in followed {
+            assert_eq!(safe_next(Some(next)), location, "{next:?}");
+        }
+        let refused = [
+            "//evil.example/",
+            "///evil.example",
+            "https://evil.example/",
+            "http:evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/\0",
+            "/\n",
+            "/\r\nSet-Cookie: a=b",
+            "/\u{7f}",
+            "/\u{85}/evil.example",
+            "/login?next=/",
+            "",
+        ];
+        for next in refused {
+            assert_eq!(safe_next(Some(next)), "/", "{next:?}");
+        }
         assert_eq!(safe_next(None), "/");
     }
 

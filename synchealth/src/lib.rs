@@ -11,6 +11,7 @@ pub mod commands;
 pub mod demo;
 pub mod metrics_catalog;
 mod ops;
+pub mod serve;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

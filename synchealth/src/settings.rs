@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use synchealth_alerts::Rule;
@@ -71,6 +71,8 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     /// What `/metrics` shows (`[metrics]`).
     pub metrics: MetricsSettings,
+    /// The HTTP server's connection limits (`[server]`).
+    pub server: ServerSettings,
     /// How the dashboard and alert queries read ClickHouse: a read-only user
     /// and per-query limits (`[clickhouse_read]`).
     pub clickhouse_read: ClickHouseReadSettings,
@@ -121,15 +123,112 @@ impl ClickHouseReadSettings {
     }
 }
 
-/// Dashboard settings (`[dashboard]` in the config file).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The HTTP server's connection limits (`[server]` in the config file; each
+/// key also `SYNCHEALTH_SERVER__<KEY>` in the environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Open connections at most; beyond, connections get 503 with
+    /// `Retry-After` (but `/healthz` answers). Lowered at start to fit
+    /// under the process's open-files limit.
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers, and a
+    /// keep-alive connection to start its next request; then it is closed.
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings { max_connections: 4096, header_read_timeout_ms: 10_000 }
+    }
+}
+
+impl ServerSettings {
+    /// The limits as the server loop takes them.
+    pub fn limits(&self) -> crate::serve::ConnectionLimits {
+        crate::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+        }
+    }
+}
+
+/// Dashboard settings (`[dashboard]` in the config file; each key also
+/// `SYNCHEALTH_DASHBOARD__<KEY>` in the environment, e.g.
+/// `SYNCHEALTH_DASHBOARD__LOGIN_MAX_FAILURES=5`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DashboardSettings {
     /// When the session cookie gets the `Secure` attribute: `"auto"` (when a
     /// TLS-terminating proxy says `X-Forwarded-Proto: https`), `"always"`
     /// (the dashboard is only reached over HTTPS) or `"never"`.
-    #[serde(default)]
     pub secure_cookies: synchealth_dashboard::SecureCookies,
+    /// Failed logins (form or HTTP Basic) of one user name, or from one
+    /// client address, within `login_failure_window_seconds` that pause its
+    /// logins (429 with `Retry-After`); 0 = no throttle.
+    pub login_max_failures: u32,
+    /// The span failed logins are counted over, seconds.
+    pub login_failure_window_seconds: u64,
+    /// The first pause, seconds; each further one before a success doubles it.
+    pub login_lockout_seconds: u64,
+    /// The longest pause, seconds.
+    pub login_max_lockout_seconds: u64,
+    /// Password (argon2) verifications running at once at most; 0 = the
+    /// number of cores. Each holds 19 MiB while it runs.
+    pub max_concurrent_password_checks: usize,
+    /// How long a login waits for a verification slot before a 503 with
+    /// `Retry-After`, milliseconds.
+    pub password_check_wait_ms: u64,
+    /// Header a trusted reverse proxy puts the client address in (e.g.
+    /// `"x-forwarded-for"`, whose last entry is used), for the per-address
+    /// throttle; unset = the connection's peer address. Set it only behind
+    /// such a proxy: a client could otherwise name any address.
+    pub client_address_header: Option<String>,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        let throttle = synchealth_dashboard::throttle::ThrottlePolicy::default();
+        DashboardSettings {
+            secure_cookies: synchealth_dashboard::SecureCookies::default(),
+            login_max_failures: throttle.max_failures,
+            login_failure_window_seconds: throttle.window.as_secs(),
+            login_lockout_seconds: throttle.lockout.as_secs(),
+            login_max_lockout_seconds: throttle.max_lockout.as_secs(),
+            max_concurrent_password_checks: 0,
+            password_check_wait_ms: 1000,
+            client_address_header: None,
+        }
+    }
+}
+
+impl DashboardSettings {
+    /// The dashboard's authentication policy.
+    pub fn auth_policy(&self) -> anyhow::Result<synchealth_dashboard::AuthPolicy> {
+        use std::time::Duration;
+        let client_address_header = match &self.client_address_header {
+            Some(name) => Some(
+                axum::http::HeaderName::try_from(name.as_str())
+                    .with_context(|| format!("dashboard.client_address_header: {name:?} is no header name"))?,
+            ),
+            None => None,
+        };
+        let defaults = synchealth_dashboard::AuthPolicy::default();
+        Ok(synchealth_dashboard::AuthPolicy {
+            throttle: synchealth_dashboard::throttle::ThrottlePolicy {
+                max_failures: self.login_max_failures,
+                window: Duration::from_secs(self.login_failure_window_seconds),
+                lockout: Duration::from_secs(self.login_lockout_seconds),
+                max_lockout: Duration::from_secs(self.login_max_lockout_seconds.max(self.login_lockout_seconds)),
+            },
+            max_concurrent_verifications: match self.max_concurrent_password_checks {
+                0 => defaults.max_concurrent_verifications,
+                n => n,
+            },
+            verification_wait: Duration::from_millis(self.password_check_wait_ms),
+            client_address_header,
+        })
+    }
 }
 
 /// `/metrics` settings (`[metrics]` in the config file).
@@ -152,7 +251,8 @@ pub struct AlertSettings {
     pub rules: Vec<Rule>,
     /// The dashboard's address as people reach it, for the links in
     /// notifications, e.g. `https://health.example.com` (env
-    /// `SYNCHEALTH_PUBLIC_URL`).
+    /// `SYNCHEALTH_PUBLIC_URL`); empty (the default) = `http://` and the
+    /// address `listen` actually binds.
     pub public_url: String,
     /// Notification channels by name (`[alerts.channels.<name>]`), as rules'
     /// `channels` name them. None by default: notifications are then only
@@ -450,7 +550,7 @@ impl Default for Settings {
             alerts: AlertSettings {
                 evaluation_interval: "15s".into(),
                 rules: Rule::defaults(),
-                public_url: "http://127.0.0.1:8080".into(),
+                public_url: String::new(),
                 channels: std::collections::BTreeMap::new(),
                 retry: RetrySettings::default(),
                 lease_ttl: None,
@@ -458,6 +558,7 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             dashboard: DashboardSettings::default(),
             metrics: MetricsSettings::default(),
+            server: ServerSettings::default(),
             clickhouse_read: ClickHouseReadSettings::default(),
         }
     }
@@ -527,13 +628,30 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_RATE_LIMIT_BURST", global = true)]
     #[serde(skip)]
     pub rate_limit_burst: Option<u32>,
-    /// The dashboard's public address, for links in alert notifications [default: http://127.0.0.1:8080].
+    /// The dashboard's public address, for links in alert notifications [default: http:// and the bound listen address].
     #[arg(long, env = "SYNCHEALTH_PUBLIC_URL", global = true)]
     #[serde(skip)]
     pub public_url: Option<String>,
 }
 
 impl Settings {
+    /// `alerts.public_url`, or when unset `http://` and `bound`, the address
+    /// the server listens on (`127.0.0.1` standing for an unspecified
+    /// `0.0.0.0`, which is no address to link to).
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
+        if !self.alerts.public_url.is_empty() {
+            return self.alerts.public_url.clone();
+        }
+        let mut bound = bound;
+        if bound.ip().is_unspecified() {
+            bound.set_ip(match bound {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{bound}")
+    }
+
     /// Defaults, then the config file, then environment and flags (clap has
     /// already put the environment under the flags).
     pub fn load(args: &CommonArgs) -> anyhow::Result<Settings> {
@@ -541,6 +659,11 @@ impl Settings {
         if let Some(path) = &args.config {
             anyhow::ensure!(Path::new(path).is_file(), "config file {} does not exist", path.display());
             figment = figment.merge(Toml::file(path));
+        }
+        // The sections without flags take `SYNCHEALTH_<SECTION>__<KEY>`.
+        for section in ["dashboard", "server"] {
+            let prefix = format!("SYNCHEALTH_{}__", section.to_uppercase());
+            figment = figment.merge(Env::prefixed(&prefix).map(move |key| format!("{section}.{key}").into()));
         }
         figment = figment.merge(Serialized::defaults(args));
         let clickhouse = [
@@ -571,6 +694,9 @@ impl Settings {
         synchealth_alerts::validate_all(&settings.alerts.rules).context("invalid alert rule")?;
         settings.alerts.interval()?;
         settings.ingest.pipeline_config(&settings.data_dir, settings.clickhouse.url.is_some())?;
+        settings.dashboard.auth_policy()?;
+        anyhow::ensure!(settings.server.max_connections > 0, "server.max_connections must be at least 1");
+        anyhow::ensure!(settings.server.header_read_timeout_ms > 0, "server.header_read_timeout_ms must be positive");
         Ok(settings)
     }
 }
@@ -656,6 +782,39 @@ mod tests {
         std::fs::write(&file, "[ingest]\nspool_max_byte = 5\n").unwrap();
         let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("spool_max_byte"), "{err:#}");
+    }
+
+    #[test]
+    fn the_login_throttle_comes_from_the_file_and_the_environment_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("synchealth.toml");
+        std::fs::write(&file, "[dashboard]\nlogin_max_failures = 5\nclient_address_header = \"x-forwarded-for\"\n").unwrap();
+        let args = CommonArgs { config: Some(file.clone()), ..Default::default() };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!(settings.dashboard.login_max_failures, 5);
+        assert_eq!(settings.dashboard.login_lockout_seconds, 60, "keys not in the file keep their defaults");
+        let policy = settings.dashboard.auth_policy().unwrap();
+        assert_eq!(policy.throttle.max_failures, 5);
+        assert!(policy.max_concurrent_verifications >= 1, "0 means the number of cores");
+        assert_eq!(policy.client_address_header.unwrap().as_str(), "x-forwarded-for");
+        // Another test loading settings meanwhile sees 7 too; none asserts on it.
+        std::env::set_var("SYNCHEALTH_DASHBOARD__LOGIN_MAX_FAILURES", "7");
+        let from_env = Settings::load(&args);
+        std::env::remove_var("SYNCHEALTH_DASHBOARD__LOGIN_MAX_FAILURES");
+        assert_eq!(from_env.unwrap().dashboard.login_max_failures, 7);
+        std::fs::write(&file, "[dashboard]\nclient_address_header = \"not a header\"\n").unwrap();
+        let err = Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("client_address_header"), "{err:#}");
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_bound_address_unless_set() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.public_url_for("127.0.0.1:9123".parse().unwrap()), "http://127.0.0.1:9123");
+        assert_eq!(settings.public_url_for("0.0.0.0:8081".parse().unwrap()), "http://127.0.0.1:8081");
+        assert_eq!(settings.public_url_for("[::]:8081".parse().unwrap()), "http://[::1]:8081");
+        settings.alerts.public_url = "https://health.example.com".into();
+        assert_eq!(settings.public_url_for("127.0.0.1:9123".parse().unwrap()), "https://health.example.com");
     }
 
     #[test]

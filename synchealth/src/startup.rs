@@ -74,12 +74,22 @@ pub struct Application {
     /// The collector's ingest pipeline, drained after the last request.
     pipeline: Option<Pipeline>,
     generated: Generated,
+    public_url: String,
+    limits: crate::serve::ConnectionLimits,
 }
 
 impl Application {
     /// Opens the store, provisions first-start secrets, binds the listener
     /// (port 0 picks a free one) and assembles the routes of `roles`.
-    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+    pub async fn build(mut settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        // Bound first: alert links default to the address really bound
+        // (`--listen 127.0.0.1:0` included).
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding the listen address {}", settings.listen))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        let limits = settings.server.limits().fitted_to(crate::serve::raise_open_files_limit());
+        settings.alerts.public_url = settings.public_url_for(bound);
         let store = open_store(&settings).await?;
         let generated = provision(&store, &settings).await?;
         let pipeline = if roles.collector {
@@ -108,7 +118,8 @@ impl Application {
         if roles.dashboard {
             let dashboard = DashboardState::new(store.clone())
                 .with_rules(settings.alerts.rules.clone())
-                .with_secure_cookies(settings.dashboard.secure_cookies);
+                .with_secure_cookies(settings.dashboard.secure_cookies)
+                .with_auth_policy(settings.dashboard.auth_policy()?);
             router = router.merge(synchealth_dashboard::router(dashboard));
         }
         let router = router.layer((TraceLayer::new_for_http(), TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30))));
@@ -120,15 +131,18 @@ impl Application {
             let evaluator = crate::commands::alerts::evaluator(store.clone(), &settings.alerts)?;
             background.push(tokio::spawn(evaluator.run(settings.alerts.interval()?)));
         }
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding the listen address {}", settings.listen))?;
-        Ok(Application { listener, router, store, background, pipeline, generated })
+        Ok(Application { listener, router, store, background, pipeline, generated, public_url: settings.alerts.public_url, limits })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The dashboard's address in alert links (`alerts.public_url`, by
+    /// default the bound address).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// The store the application writes to and reads from.
@@ -146,14 +160,13 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, "Listening.");
-        let served =
-            axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP");
-        // Drained even if serving failed, so queued events still reach the
-        // store or the spool.
+        tracing::info!(max_connections = self.limits.max_connections, header_read_timeout = ?self.limits.header_read_timeout, "Connection limits.");
+        crate::serve::serve(self.listener, self.router, self.limits, shutdown_signal()).await;
+        // Drained after the last request, so queued events reach the store
+        // or the spool.
         if let Some(pipeline) = self.pipeline {
             pipeline.shutdown().await;
         }
-        served?;
         for task in self.background {
             task.abort();
         }

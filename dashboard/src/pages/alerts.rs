@@ -258,7 +258,7 @@ pub(crate) async fn add_silence(
         comment,
     };
     state.store.put_silence(&silence).await?;
-    tracing::info!(username = %silence.created_by, rule = %silence.rule, project = %project, "Added a silence.");
+    tracing::info!(username = ?silence.created_by, rule = ?silence.rule, project = %project, "Added a silence.");
     Ok(back_to_alerts(&project))
 }
 
@@ -289,6 +289,6 @@ pub(crate) async fn remove_silence(
     // The user must have the silence's project, like for reading it.
     let project = form_project(&viewer, silence.project.as_str())?;
     state.store.remove_silence(&silence.id).await?;
-    tracing::info!(username = %viewer.user.0.username, rule = %silence.rule, project = %project, "Removed a silence.");
+    tracing::info!(username = ?viewer.user.0.username, rule = ?silence.rule, project = %project, "Removed a silence.");
     Ok(back_to_alerts(&project))
 }

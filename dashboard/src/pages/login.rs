@@ -2,7 +2,9 @@
 //!
 //! A failed login says only "wrong username or password" (which of the two
 //! is not revealed) and costs one argon2 verification either way, so
-//! timing does not tell existing users apart either.
+//! timing does not tell existing users apart either. Failures count
+//! towards the lockout of the user name and of the client address
+//! ([`crate::throttle`]), shared with HTTP Basic.
 
 use askama::Template;
 use axum::extract::{Form, Query as UrlQuery, State};
@@ -14,14 +16,8 @@ use super::{render_with, PageError, STYLE};
 use crate::session::{
     self, constant_time_eq, cookie, safe_next, set_cookie, Viewer, LOGIN_CSRF_COOKIE, SESSION_COOKIE,
 };
-use crate::{verify_password, AppError, DashboardState};
-
-/// A hash verified against when the user does not exist, so an unknown
-/// name costs the same time as a wrong password.
-fn dummy_hash() -> String {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| crate::hash_password(&session::random_token())).clone()
-}
+use crate::auth::ClientAddress;
+use crate::{AppError, DashboardState};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -84,6 +80,7 @@ pub(crate) struct LoginForm {
 /// `POST /login`: checks the password, opens a session, goes to `next`.
 pub(crate) async fn submit(
     State(state): State<DashboardState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
@@ -93,12 +90,13 @@ pub(crate) async fn submit(
         return Err(PageError(AppError::Csrf));
     }
     let next = safe_next(Some(&form.next));
-    let user = state.store.find_user(form.username.trim()).await.map_err(AppError::from)?;
-    let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(dummy_hash);
-    let password = form.password.clone();
-    let verified = tokio::task::spawn_blocking(move || verify_password(&password, &phc)).await.unwrap_or(false);
+    let username = form.username.trim();
+    state.auth.throttle.check(username, address).map_err(AppError::too_many_attempts)?;
+    let user = state.store.find_user(username).await.map_err(AppError::from)?;
+    let verified = state.auth.verifier.verify(&form.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
     let Some(user) = user.filter(|_| verified) else {
-        tracing::warn!(username = %form.username, "Failed dashboard login.");
+        state.auth.throttle.failed(username, address);
+        tracing::warn!(username = ?form.username, address = ?address, "Failed dashboard login.");
         return login_page(
             &state,
             &headers,
@@ -108,6 +106,7 @@ pub(crate) async fn submit(
             Some("Wrong username or password.".into()),
         );
     };
+    state.auth.throttle.succeeded(username, address);
     let token = session::open(&state, &user).await?;
     let max_age = session::SESSION_TTL.as_secs();
     let mut response = Redirect::to(&next).into_response();
@@ -138,7 +137,7 @@ pub(crate) async fn logout(
 ) -> Result<Response, PageError> {
     viewer.check_form(&headers, &form.csrf)?;
     session::close(&state, &viewer.token).await?;
-    tracing::info!(username = %viewer.user.0.username, "Closed a dashboard session.");
+    tracing::info!(username = ?viewer.user.0.username, "Closed a dashboard session.");
     let mut response = Redirect::to("/login").into_response();
     if let Ok(value) = set_cookie(&state, &headers, SESSION_COOKIE, "", "/", 0).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);

@@ -376,6 +376,7 @@ impl IntoResponse for NoViewer {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
+        let retry_after = self.0.retry_after();
         let (status, heading, detail, parameter) = match self.0 {
             AppError::Unauthorized => return Redirect::to("/login").into_response(),
             AppError::BadParameter { parameter, reason } => (
@@ -397,6 +398,18 @@ impl IntoResponse for PageError {
                 None,
             ),
             AppError::NotFound(what) => (StatusCode::NOT_FOUND, "Not found".to_string(), what, None),
+            AppError::TooManyAttempts(seconds) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed logins".to_string(),
+                format!("Logins for this user or from this address are paused; try again in {seconds} s."),
+                None,
+            ),
+            AppError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy".to_string(),
+                "Too many logins at once. Try again in a moment.".to_string(),
+                None,
+            ),
             AppError::Unavailable(internal) => {
                 tracing::error!(error = %internal, "Page failed.");
                 (
@@ -408,10 +421,11 @@ impl IntoResponse for PageError {
             }
         };
         let page = ErrorPage { style: STYLE, status: status.as_u16(), heading, detail, parameter };
-        match page.render() {
+        let response = match page.render() {
             Ok(html) => html_response(status, html),
             Err(_) => status.into_response(),
-        }
+        };
+        crate::error::with_retry_after(response, retry_after)
     }
 }
 

@@ -163,7 +163,10 @@ pub async fn run(settings: &Settings, command: AlertsCommand) -> anyhow::Result<
             println!("synchealth: removed silence {id}");
         }
         AlertsCommand::Test { channel } => {
-            let record = test(store, &settings.alerts, &channel).await?;
+            // No server here: a default link points at the configured `listen`.
+            let mut alerts = settings.alerts.clone();
+            alerts.public_url = settings.public_url_for(settings.listen);
+            let record = test(store, &alerts, &channel).await?;
             if record.status != "delivered" {
                 bail!(
                     "test notification to channel {channel} failed after {} attempt(s): {}",

@@ -3,8 +3,10 @@
 
 mod alerts;
 mod api;
+mod auth_limits;
 mod browser;
 mod collector_limits;
+mod connections;
 mod dashboard_api;
 mod durability;
 mod exactly_once;

@@ -612,3 +612,51 @@ async fn cookies_are_secure_behind_a_tls_proxy() {
         "{cookie}"
     );
 }
+
+#[tokio::test]
+async fn after_login_the_browser_only_ever_goes_to_a_path_of_this_origin() {
+    let app = spawn_app(Backend::Sqlite, "pages_open_redirect").await.unwrap();
+    let client = no_redirects();
+    let hostile = [
+        "/%09/evil.example",
+        "//evil.example",
+        "/%5Cevil.example",
+        "%2F%5Cevil.example",
+        "https://evil.example/",
+        "/%0a",
+        "/%0d%0a",
+        "%0d%0aSet-Cookie:%20a=b",
+        "/%00",
+        "/%7F",
+    ];
+    // The form carries only a safe `next`, and never fails on one.
+    for next in hostile {
+        let response = client.get(format!("{}/login?next={next}", app.address)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{next}");
+        assert_eq!(hidden_input(&response.text().await.unwrap(), "next"), "/", "{next}");
+    }
+    // Logged in, `GET /login?next=` redirects at once: to `/`, never a 500.
+    let cookie = login(&app.address, "admin", ADMIN_PASSWORD).await;
+    for next in hostile {
+        let response =
+            client.get(format!("{}/login?next={next}", app.address)).header(COOKIE, &cookie).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{next}");
+        assert_eq!(response.headers()[LOCATION], "/", "{next}");
+    }
+    let kept = client.get(format!("{}/login?next=/breakdown%3Fby%3Dos", app.address)).header(COOKIE, &cookie).send();
+    assert_eq!(kept.await.unwrap().headers()[LOCATION], "/breakdown?by=os");
+    // The form's own `next` field, posted with a tab: the login succeeds, to `/`.
+    let form = client.get(format!("{}/login", app.address)).send().await.unwrap();
+    let csrf_cookie = set_cookie(&form, "sh_login_csrf").unwrap();
+    let csrf = hidden_input(&form.text().await.unwrap(), "csrf");
+    let response = client
+        .post(format!("{}/login", app.address))
+        .header(COOKIE, csrf_cookie.split(';').next().unwrap())
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("csrf", &csrf), ("next", "/\t/evil.example")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/");
+    assert!(set_cookie(&response, "sh_session").is_some(), "the login itself worked");
+}
