@@ -894,4 +894,21 @@ mod tests {
         assert!(message.contains("logRecords[4] sync.duration_ms: bad; and 2 more. 3 log record(s)"), "{message}");
         assert_eq!(partial_success_message(&[], 0), "");
     }
+
+    /// The inputs kept from fuzzing (`fuzz/regressions/otlp_logs`, first
+    /// byte even: protobuf, odd: JSON) decode to an answer without a panic.
+    #[test]
+    fn the_fuzzing_regression_inputs_decode_without_panicking() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/otlp_logs");
+        let mut events = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let (first, body) = bytes.split_first().unwrap();
+            events.push((path.file_name().unwrap().to_string_lossy().into_owned(), decode_and_map_for_fuzzing(body, first % 2 == 0)));
+        }
+        events.sort();
+        assert!(events.len() >= 4, "the regression inputs are in {}", dir.display());
+        assert!(events.contains(&("valid-json.bin".to_string(), 1)), "{events:?}");
+    }
 }

@@ -41,6 +41,9 @@ pub struct DashboardState {
     pub rules: Arc<Vec<Rule>>,
     /// When session cookies are `Secure`.
     pub secure_cookies: SecureCookies,
+    /// The names of the configured notification channels, when known: a
+    /// rule naming another one is shown with "no channel configured".
+    pub channels: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl DashboardState {
@@ -51,7 +54,15 @@ impl DashboardState {
             store,
             rules: Arc::new(Rule::defaults()),
             secure_cookies: SecureCookies::default(),
+            channels: None,
         }
+    }
+
+    /// With the names of the configured notification channels (default:
+    /// unknown, and no rule is flagged).
+    pub fn with_channels(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.channels = Some(Arc::new(names.into_iter().collect()));
+        self
     }
 
     /// With the configured alert rules (default: the shipped ones).

@@ -746,4 +746,20 @@ mod tests {
         let again = SyncEvent::from_json(serde_json::to_value(&event).unwrap()).unwrap();
         assert_eq!(event, again);
     }
+
+    /// The inputs kept from fuzzing (`fuzz/regressions/batch`): each parses
+    /// to an answer without a panic, and what it accepts keeps the contract.
+    #[test]
+    fn the_fuzzing_regression_inputs_parse_without_panicking() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/batch");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(batch) = parse_batch_with_limit(&bytes, MAX_BATCH_EVENTS) {
+                assert!(batch.events.iter().all(|(_, e)| (MIN_SAMPLE_RATE..=1.0).contains(&e.sample_rate)));
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5, "the regression inputs are in {}", dir.display());
+    }
 }

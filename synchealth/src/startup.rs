@@ -118,6 +118,7 @@ impl Application {
         if roles.dashboard {
             let dashboard = DashboardState::new(store.clone())
                 .with_rules(settings.alerts.rules.clone())
+                .with_channels(settings.alerts.channels.keys().cloned())
                 .with_secure_cookies(settings.dashboard.secure_cookies)
                 .with_auth_policy(settings.dashboard.auth_policy()?);
             router = router.merge(synchealth_dashboard::router(dashboard));

@@ -34,6 +34,8 @@ pub(crate) struct RuleRow {
     severity: &'static str,
     state: String,
     instances: Vec<InstanceRow>,
+    /// Channels the rule names that are not configured.
+    unconfigured: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +123,12 @@ pub(crate) async fn page(
                 .find(|s| states.iter().any(|x| x == s))
                 .map(str::to_string)
                 .unwrap_or_else(|| if mine.is_empty() { "not evaluated yet".into() } else { "ok".into() });
+            let unconfigured = match &state.channels {
+                Some(known) => rule.channels.iter().filter(|c| !known.contains(*c)).cloned().collect(),
+                None => Vec::new(),
+            };
             RuleRow {
+                unconfigured,
                 name: rule.name.clone(),
                 description: rule.description.clone().unwrap_or_default(),
                 condition: format!(

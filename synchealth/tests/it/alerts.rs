@@ -652,6 +652,10 @@ async fn a_shipped_rule_whose_channel_is_not_configured_shows_no_channel_configu
     let app = Application::build(settings, Roles::ALL).await.expect("application builds");
     let store = app.store();
     let app = serve(app, dir);
+    // Before anything fired, the rule itself says its channel is missing.
+    let cookie = crate::pages::login(&app.address, "admin", crate::helpers::ADMIN_PASSWORD).await;
+    let (_, before) = crate::pages::page(&app.address, &cookie, "/alerts").await;
+    assert!(before.contains("no channel configured</span> email"), "{before}");
     let response = app.post_batch(&batch(release_events("2.3.0", 40, 20))).await;
     assert!(response.status().is_success());
     let started = Instant::now();
