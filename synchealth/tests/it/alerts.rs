@@ -477,12 +477,14 @@ async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
     let Some(w) = world(backend, "alerts_replicas", 20, false).await else {
         return;
     };
-    let replicas: Vec<_> = (0..2)
-        .map(|_| {
-            let evaluator = alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap();
-            tokio::spawn(evaluator.run(INTERVAL))
-        })
-        .collect();
+    // Each replica with a store handle of its own on the same database, as
+    // two processes have: nothing in memory is shared between them.
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = synchealth::startup::open_store(&w.settings).await.unwrap();
+        let evaluator = alerts_cmd::evaluator(store, &w.settings.alerts).unwrap();
+        replicas.push(tokio::spawn(evaluator.run(INTERVAL)));
+    }
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
     w.spike().await;
     wait_for("every channel", Duration::from_secs(10), || (w.total_received() >= 4).then_some(())).await;

@@ -660,3 +660,40 @@ async fn after_login_the_browser_only_ever_goes_to_a_path_of_this_origin() {
     assert_eq!(response.headers()[LOCATION], "/");
     assert!(set_cookie(&response, "sh_session").is_some(), "the login itself worked");
 }
+
+/// A username with a line break cannot forge a log line: the binary's log
+/// carries user-supplied values as escaped fields, so its stderr holds the
+/// attacker's text inside one line, never at the start of its own.
+#[tokio::test]
+async fn a_login_username_with_a_line_break_forges_no_log_line() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synchealth"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--ingest-key", crate::helpers::INGEST_KEY, "--admin-password", crate::helpers::ADMIN_PASSWORD])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let address = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "exited before listening");
+        if let Some(url) = line.trim_end().strip_prefix("synchealth: listening on ") {
+            break url.to_string();
+        }
+    };
+    let forged = "admin\n2026-12-03T00:00:00Z  INFO FORGED: admin logged in from 10.0.0.1";
+    assert_eq!(try_login(&address, forged, "wrong").await, Err(401));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("Failed dashboard login"), "the failure is logged: {stderr}");
+    assert!(stderr.contains("FORGED"), "the attempt is in the log: {stderr}");
+    assert!(!stderr.lines().any(|l| l.starts_with("2026-12-03T00:00:00Z")), "a forged line: {stderr}");
+}
