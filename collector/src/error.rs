@@ -66,13 +66,7 @@ impl IntoResponse for AppError {
                 json!({"error": "too many events", "detail": format!("{count} events in one batch, at most {max} allowed; split the batch"), "count": count, "max_events": max}),
             ),
             AppError::RateLimited { detail, retry_after_seconds } => {
-                let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Json(json!({"error": "rate limited", "detail": detail, "retry_after_seconds": retry_after_seconds})),
-                )
-                    .into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
-                return response;
+                return retry_later(StatusCode::TOO_MANY_REQUESTS, "rate limited", detail, retry_after_seconds);
             }
             AppError::UnsupportedMediaType(detail) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": "unsupported media type", "detail": detail}))
@@ -81,25 +75,13 @@ impl IntoResponse for AppError {
                 let detail = format!(
                     "the collector is reading {budget_bytes} bytes of request bodies already; nothing was stored; retry after {retry_after_seconds} s"
                 );
-                let mut response = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": "busy", "detail": detail, "retry_after_seconds": retry_after_seconds})),
-                )
-                    .into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
-                return response;
+                return retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", detail, retry_after_seconds);
             }
             AppError::Overloaded { retry_after_seconds } => {
                 let detail = format!(
                     "the store is not keeping up and the collector's spool is full; nothing was stored; retry after {retry_after_seconds} s"
                 );
-                let mut response = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": "overloaded", "detail": detail, "retry_after_seconds": retry_after_seconds})),
-                )
-                    .into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
-                return response;
+                return retry_later(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail, retry_after_seconds);
             }
             AppError::Unavailable(internal) => {
                 tracing::error!(error = %internal, "Store write failed; asking the client to retry.");
@@ -118,6 +100,15 @@ impl IntoResponse for AppError {
         }
         response
     }
+}
+
+/// A refusal the client should retry: the JSON body names the wait, and
+/// `Retry-After` carries it.
+fn retry_later(status: StatusCode, error: &str, detail: String, retry_after_seconds: u64) -> Response {
+    let body = json!({"error": error, "detail": detail, "retry_after_seconds": retry_after_seconds});
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+    response
 }
 
 impl AppError {

@@ -43,6 +43,21 @@ pub async fn login(address: &str, username: &str, password: &str) -> String {
     try_login(address, username, password).await.unwrap_or_else(|status| panic!("login failed with {status}"))
 }
 
+/// Fetches the login form and posts it as `admin` with `password` and the
+/// given `next`, without following the redirect.
+async fn post_login_form(client: &reqwest::Client, address: &str, password: &str, next: &str) -> reqwest::Response {
+    let form = client.get(format!("{address}/login")).send().await.unwrap();
+    let csrf_cookie = set_cookie(&form, "sh_login_csrf").unwrap();
+    let csrf = hidden_input(&form.text().await.unwrap(), "csrf");
+    client
+        .post(format!("{address}/login"))
+        .header(COOKIE, csrf_cookie.split(';').next().unwrap())
+        .form(&[("username", "admin"), ("password", password), ("csrf", &csrf), ("next", next)])
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn try_login(address: &str, username: &str, password: &str) -> Result<String, u16> {
     let client = no_redirects();
     let form = client.get(format!("{address}/login")).send().await.unwrap();
@@ -417,16 +432,7 @@ async fn a_wrong_password_or_a_forged_login_form_opens_no_session() {
     assert!(set_cookie(&response, "sh_session").is_none());
     // After login, the next page is only ever local.
     let client = no_redirects();
-    let form = client.get(format!("{}/login", app.address)).send().await.unwrap();
-    let csrf_cookie = set_cookie(&form, "sh_login_csrf").unwrap();
-    let csrf = hidden_input(&form.text().await.unwrap(), "csrf");
-    let response = client
-        .post(format!("{}/login", app.address))
-        .header(COOKIE, csrf_cookie.split(';').next().unwrap())
-        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("csrf", &csrf), ("next", "//evil.example/")])
-        .send()
-        .await
-        .unwrap();
+    let response = post_login_form(&client, &app.address, ADMIN_PASSWORD, "//evil.example/").await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()[LOCATION], "/");
 }
@@ -646,16 +652,7 @@ async fn after_login_the_browser_only_ever_goes_to_a_path_of_this_origin() {
     let kept = client.get(format!("{}/login?next=/breakdown%3Fby%3Dos", app.address)).header(COOKIE, &cookie).send();
     assert_eq!(kept.await.unwrap().headers()[LOCATION], "/breakdown?by=os");
     // The form's own `next` field, posted with a tab: the login succeeds, to `/`.
-    let form = client.get(format!("{}/login", app.address)).send().await.unwrap();
-    let csrf_cookie = set_cookie(&form, "sh_login_csrf").unwrap();
-    let csrf = hidden_input(&form.text().await.unwrap(), "csrf");
-    let response = client
-        .post(format!("{}/login", app.address))
-        .header(COOKIE, csrf_cookie.split(';').next().unwrap())
-        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("csrf", &csrf), ("next", "/\t/evil.example")])
-        .send()
-        .await
-        .unwrap();
+    let response = post_login_form(&client, &app.address, ADMIN_PASSWORD, "/\t/evil.example").await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()[LOCATION], "/");
     assert!(set_cookie(&response, "sh_session").is_some(), "the login itself worked");
