@@ -14,6 +14,10 @@ attackers saw. The server runs with a soft open-files limit of 1024 (the
 common default) and the machine's hard limit, as a service would.
 
 Usage: scripts/bench-attack.py --binary target/release/synchealth [--runs 3] [--seconds 15]
+       [--scenarios passwords,bodies,slow] [--config FILE]
+With `--config` naming a file that says `[dashboard]` / `login_max_failures = 0`,
+the passwords scenario measures the bound on concurrent password checks
+alone (every wrong password is verified, none throttled).
 Prints one JSON line per run and scenario, then a summary table.
 """
 
@@ -53,7 +57,7 @@ def rss_mib(pid):
     return 0.0
 
 
-def start(binary, data_dir, port):
+def start(binary, data_dir, port, config=None):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
     def limit():
@@ -61,7 +65,7 @@ def start(binary, data_dir, port):
 
     proc = subprocess.Popen(
         [binary, "up", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
-         "--ingest-key", KEY, "--admin-password", PASSWORD],
+         "--ingest-key", KEY, "--admin-password", PASSWORD] + (["--config", config] if config else []),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=limit, env={**os.environ, "RUST_LOG": "error"})
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -160,10 +164,10 @@ async def attackers(scenario, port, seconds, statuses):
         statuses["closed_by_server"] = closed
 
 
-async def run(binary, scenario, seconds):
+async def run(binary, scenario, seconds, config=None):
     with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
-        proc = start(binary, data_dir, port)
+        proc = start(binary, data_dir, port, config)
         try:
             await asyncio.sleep(1.0)
             idle = rss_mib(proc.pid)
@@ -194,13 +198,14 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--scenarios", default="passwords,bodies,slow")
+    parser.add_argument("--config", help="a settings file for the binary, e.g. one turning the login throttle off")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     results = []
     for _ in range(args.runs):
         for scenario in args.scenarios.split(","):
-            result = asyncio.run(run(args.binary, scenario, args.seconds))
+            result = asyncio.run(run(args.binary, scenario, args.seconds, args.config))
             print(json.dumps(result), flush=True)
             results.append(result)
     print(f"\n| scenario | peak RSS MiB (idle) | /healthz p50 ms | /healthz max ms | /healthz unanswered |", file=sys.stderr)
