@@ -97,13 +97,22 @@ impl Uploader {
     /// Posts one gzip'd body and classifies the answer.
     #[tracing::instrument(skip_all, fields(url = %self.url, bytes = body.len()))]
     pub(crate) fn send(&self, body: &[u8]) -> Outcome {
-        let response = self
-            .agent
-            .post(&self.url)
-            .header("Authorization", &self.authorization)
-            .header("Content-Type", "application/json")
-            .header("Content-Encoding", "gzip")
-            .send(body);
+        let post = || {
+            self.agent
+                .post(&self.url)
+                .header("Authorization", &self.authorization)
+                .header("Content-Type", "application/json")
+                .header("Content-Encoding", "gzip")
+                .send(body)
+        };
+        // A kept-alive connection the server (or a load balancer) closed
+        // while idle fails the next request at once; that is no outage, so
+        // the request goes again on a new connection before any backoff.
+        // Safe: the collector counts a resent event once.
+        let response = match post() {
+            Err(error) if closed_while_idle(&error) => post(),
+            other => other,
+        };
         let mut response = match response {
             Ok(response) => response,
             Err(error) => return Outcome::Retry { retry_after: None, reason: error.to_string() },
@@ -113,6 +122,19 @@ impl Uploader {
             response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let text = response.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_string().unwrap_or_default();
         classify(status, retry_after, &text)
+    }
+}
+
+/// Whether a request failed because its reused connection had been closed
+/// by the other side (reset, broken pipe, end of stream before an answer).
+fn closed_while_idle(error: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    match error {
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+        ),
+        other => other.to_string().contains("disconnected"),
     }
 }
 
@@ -207,5 +229,58 @@ mod tests {
         let parsed = synchealth_schema::parse_batch(json.as_bytes()).unwrap();
         assert_eq!(parsed.telemetry_loss, Some(loss));
         assert_eq!(parsed.rejected.len(), 2, "the stand-in events are not SyncEvents");
+    }
+
+    /// Reads one HTTP request (headers and a Content-Length body) and
+    /// answers 200 with a keep-alive batch answer.
+    fn answer_one(stream: &mut std::net::TcpStream) {
+        use std::io::{BufRead, BufReader, Write};
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let answer = r#"{"accepted":1,"duplicates":0,"rejected":[]}"#;
+        write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len())
+            .unwrap();
+    }
+
+    /// The server closes the kept-alive connection just as the next upload
+    /// arrives on it, as one whose idle timeout fires at that moment does:
+    /// the upload goes again on a new connection at once instead of
+    /// waiting out a backoff.
+    #[test]
+    fn a_connection_closed_while_idle_is_retried_at_once_on_a_new_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut first = listener.accept().unwrap().0;
+            answer_one(&mut first);
+            // The second request's first bytes arrive; the server closes instead of answering.
+            let mut some = [0u8; 16];
+            first.read_exact(&mut some).unwrap();
+            drop(first);
+            let mut second = listener.accept().unwrap().0;
+            answer_one(&mut second);
+            2
+        });
+        let uploader = Uploader::new(url, "shk_test", Duration::from_secs(5));
+        for attempt in 0..2 {
+            std::thread::sleep(Duration::from_millis(100));
+            match uploader.send(b"{}") {
+                Outcome::Accepted { accepted: 1, .. } => {}
+                other => panic!("upload {attempt}: {other:?}"),
+            }
+        }
+        assert_eq!(server.join().unwrap(), 2, "the second upload went on a connection of its own");
     }
 }
