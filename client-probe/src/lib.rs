@@ -52,11 +52,13 @@ mod config;
 mod otlp;
 mod probe;
 mod record;
+mod shared;
 mod state;
 mod upload;
 mod worker;
 
 pub use config::{BufferLimits, ProbeBuilder, UploadConditions, UploadPolicy, MAX_UPLOAD_BATCH};
-pub use probe::{FlushReport, Probe, ProbeStats};
+pub use probe::{Probe, ProbeStats};
+pub use shared::FlushReport;
 pub use record::{Attempt, Details};
 pub use synchealth_schema::{ErrorKind, Network, SyncEvent, Trigger};

@@ -1,20 +1,20 @@
-//! The [`Probe`] handle the app holds, and the state it shares with the
-//! worker thread: an inbox of recorded attempts, the app-supplied conditions
-//! (queue depth, network, battery, upload policy) and the counters behind
-//! [`Probe::stats`].
+//! The [`Probe`] handle the app holds: its public API, the worker thread it
+//! starts and stops, and [`ProbeStats`]. What it shares with the worker is in
+//! `shared.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synchealth_schema::{Network, SyncEvent};
 
-use crate::config::{ProbeBuilder, UploadConditions, UploadPolicy};
+use crate::config::{ProbeBuilder, UploadPolicy};
 use crate::record::{Attempt, Incoming};
+use crate::shared::{lock, network_code, read, write, FlushReport, Shared};
 use crate::worker;
 
 /// Most recorded attempts waiting for the worker: reached only if the worker
@@ -22,9 +22,6 @@ use crate::worker;
 pub(crate) const MAX_INBOX: usize = 10_000;
 /// How long [`Probe::shutdown`] waits for the worker to finish writing.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
-
-type DepthSource = Arc<dyn Fn() -> u32 + Send + Sync>;
-type NetworkSource = Arc<dyn Fn() -> Network + Send + Sync>;
 
 /// The probe: records sync attempts, buffers them on disk, uploads them.
 ///
@@ -52,55 +49,6 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.request_stop();
-    }
-}
-
-/// Shared between the app's threads and the worker.
-pub(crate) struct Shared {
-    pub(crate) device_id: String,
-    pub(crate) inbox: Mutex<Inbox>,
-    pub(crate) wake: Condvar,
-    queue_depth: AtomicU32,
-    network: AtomicU8,
-    battery_low: AtomicBool,
-    depth_source: RwLock<Option<DepthSource>>,
-    network_source: RwLock<Option<NetworkSource>>,
-    policy: RwLock<UploadPolicy>,
-    stopped: AtomicBool,
-    pub(crate) counters: Counters,
-}
-
-/// What the worker has to do.
-#[derive(Debug, Default)]
-pub(crate) struct Inbox {
-    pub(crate) items: Vec<Incoming>,
-    pub(crate) flushes: Vec<(Instant, mpsc::Sender<FlushReport>)>,
-    /// The worker is waiting on the condvar (so a first item must wake it).
-    pub(crate) worker_idle: bool,
-    pub(crate) stop: bool,
-}
-
-/// Counters since this probe started (not across restarts).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) recorded: AtomicU64,
-    pub(crate) sampled_out: AtomicU64,
-    pub(crate) uploaded: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) thinned: AtomicU64,
-    pub(crate) restored: AtomicU64,
-    pub(crate) buffered: AtomicU64,
-    pub(crate) upload_failures: AtomicU64,
-    pub(crate) dropped: Mutex<BTreeMap<String, u64>>,
-    /// `queue_full` drops the worker has not added to the persisted counts yet.
-    pub(crate) queue_full_unpersisted: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add_dropped(&self, reason: &str, n: u64) {
-        if n > 0 {
-            *lock(&self.dropped).entry(reason.to_string()).or_default() += n;
-        }
     }
 }
 
@@ -135,59 +83,6 @@ impl ProbeStats {
     }
 }
 
-/// What a flush achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlushReport {
-    /// Events still in the buffer (not uploaded yet).
-    pub pending: u64,
-    /// The worker answered within the timeout.
-    pub completed: bool,
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere while holding the lock must not take the app down.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    lock.read().unwrap_or_else(PoisonError::into_inner).clone()
-}
-
-fn write<T>(lock: &RwLock<T>, value: T) {
-    *lock.write().unwrap_or_else(PoisonError::into_inner) = value;
-}
-
-fn network_code(network: Network) -> u8 {
-    Network::ALL.iter().position(|n| *n == network).unwrap_or(0) as u8
-}
-
-fn network_of(code: u8) -> Network {
-    Network::ALL.get(usize::from(code)).copied().unwrap_or(Network::Unknown)
-}
-
-impl Shared {
-    pub(crate) fn request_stop(&self) {
-        self.stopped.store(true, Ordering::Release);
-        lock(&self.inbox).stop = true;
-        self.wake.notify_all();
-    }
-
-    /// The network type now: the app's callback if set, else the last set value.
-    pub(crate) fn network(&self) -> Network {
-        match read(&self.network_source) {
-            Some(source) => std::panic::catch_unwind(AssertUnwindSafe(|| source())).unwrap_or(Network::Unknown),
-            None => network_of(self.network.load(Ordering::Relaxed)),
-        }
-    }
-
-    /// Whether an upload may run now.
-    pub(crate) fn upload_allowed(&self) -> bool {
-        let conditions =
-            UploadConditions { network: self.network(), battery_low: self.battery_low.load(Ordering::Relaxed) };
-        read(&self.policy).allows(conditions)
-    }
-}
-
 impl Probe {
     /// Starts configuring a probe that uploads to `endpoint` (the collector's
     /// base URL, e.g. `https://sync-health.example.com`) with the project's
@@ -204,19 +99,7 @@ impl Probe {
             }
         }
         let device_id = crate::state::device_id(dir.as_deref(), config.device_id.as_deref());
-        let shared = Arc::new(Shared {
-            device_id,
-            inbox: Mutex::new(Inbox::default()),
-            wake: Condvar::new(),
-            queue_depth: AtomicU32::new(0),
-            network: AtomicU8::new(network_code(config.network)),
-            battery_low: AtomicBool::new(false),
-            depth_source: RwLock::new(None),
-            network_source: RwLock::new(None),
-            policy: RwLock::new(config.upload_policy.clone()),
-            stopped: AtomicBool::new(false),
-            counters: Counters::default(),
-        });
+        let shared = Arc::new(Shared::new(device_id, config.network, config.upload_policy.clone()));
         let (done_tx, done_rx) = mpsc::channel();
         let worker_shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new().name("synchealth-probe".into()).spawn(move || {

@@ -1,8 +1,8 @@
 //! The JSON API: every number the dashboard shows, for scripts and incident
 //! bots. All endpoints take the parameters of [`QueryParams`]. The pages
 //! call the same functions the handlers do ([`overview::overview`],
-//! [`devices::device_list`], [`devices::device_detail`],
-//! [`releases::release_comparison`], [`breakdown_data`]), so a page and its
+//! [`devices::device_list_over`], [`devices::device_detail`],
+//! [`releases::release_comparison`], [`breakdown_over`]), so a page and its
 //! JSON never disagree.
 
 pub mod csv_export;
@@ -254,19 +254,31 @@ fn breakdown_csv(response: &BreakdownResponse) -> Result<axum::response::Respons
     csv_export::csv_response(&format!("breakdown-{}.csv", response.by.column()), &header, rows)
 }
 
-/// A breakdown for a request: what the Breakdown page renders.
+/// A breakdown for a request (the query and the dimension checked first).
 pub async fn breakdown_data(
     state: &DashboardState,
     user: &CurrentUser,
     params: &BreakdownParams,
 ) -> Result<BreakdownResponse, AppError> {
     let query = params.common.to_query(user, OffsetDateTime::now_utc())?;
-    let by_name = params.by.as_deref().unwrap_or("app_version");
-    let by = Dimension::parse(by_name).ok_or_else(|| AppError::BadParameter {
+    let by = dimension(params.by.as_deref())?;
+    breakdown_over(state, &query, by).await
+}
+
+/// The `by` parameter: `app_version` when absent.
+pub(crate) fn dimension(by: Option<&str>) -> Result<Dimension, AppError> {
+    let by_name = by.unwrap_or("app_version");
+    Dimension::parse(by_name).ok_or_else(|| AppError::BadParameter {
         parameter: "by",
         reason: format!("expected app_version, os or network, got {by_name:?}"),
-    })?;
-    let groups = state.store.aggregate(&query, Grouping::By(by)).await?;
+    })
+}
+
+/// The breakdown over a checked query: what `/api/v1/breakdown` answers and
+/// the Breakdown page renders (which builds the query once, for its layout
+/// too).
+pub async fn breakdown_over(state: &DashboardState, query: &Query, by: Dimension) -> Result<BreakdownResponse, AppError> {
+    let groups = state.store.aggregate(query, Grouping::By(by)).await?;
     let segments = groups
         .into_iter()
         .filter_map(|(key, aggregate)| match key {
@@ -274,5 +286,5 @@ pub async fn breakdown_data(
             _ => None,
         })
         .collect();
-    Ok(BreakdownResponse { window: Window::of(&query), by, segments })
+    Ok(BreakdownResponse { window: Window::of(query), by, segments })
 }

@@ -146,11 +146,11 @@ pub enum AlertsCommand {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Ingest throughput and ack latency of the collector against its ceilings.
-    Ingest(crate::bench::IngestBenchArgs),
+    Ingest(crate::bench::ingest::IngestBenchArgs),
     /// Overview page server time over a day of events (ClickHouse and the embedded store).
-    Dashboard(crate::bench_dashboard::DashboardBenchArgs),
+    Dashboard(crate::bench::dashboard::DashboardBenchArgs),
     /// End-to-end alert latency: ingest of a failure spike to the webhook received.
-    Alerts(crate::commands::alerts::AlertsBenchArgs),
+    Alerts(crate::bench::alerts::AlertsBenchArgs),
 }
 
 /// Ingest key administration (`synchealth keys ...`), on the configured store.

@@ -25,11 +25,9 @@ async fn main() -> anyhow::Result<()> {
             println!("synchealth: storage schema is up to date");
             return Ok(());
         }
-        Command::Bench(BenchCommand::Ingest(args)) => return synchealth::bench::run_ingest(&settings, &args).await,
-        Command::Bench(BenchCommand::Alerts(args)) => return synchealth::commands::alerts::bench(&settings, &args).await,
-        Command::Bench(BenchCommand::Dashboard(args)) => {
-            return synchealth::bench_dashboard::run_dashboard(&settings, &args).await
-        }
+        Command::Bench(BenchCommand::Ingest(args)) => return synchealth::bench::ingest::run(&settings, &args).await,
+        Command::Bench(BenchCommand::Alerts(args)) => return synchealth::bench::alerts::run(&settings, &args).await,
+        Command::Bench(BenchCommand::Dashboard(args)) => return synchealth::bench::dashboard::run(&settings, &args).await,
         Command::Keys(command) => return synchealth::commands::keys::run(&settings, command).await,
         Command::Users(command) => return synchealth::commands::users::run(&settings, command).await,
         Command::Up(up) => {

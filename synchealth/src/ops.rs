@@ -83,3 +83,62 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<Value>) {
         (StatusCode::SERVICE_UNAVAILABLE, Json(body))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The ops router called with `oneshot` (no socket).
+
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use synchealth_collector::{Pipeline, PipelineConfig};
+    use synchealth_store::SqliteStore;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn store(dir: &tempfile::TempDir) -> SharedStore {
+        let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        store.migrate().await.unwrap();
+        store
+    }
+
+    async fn send(router: Router, method: &str, uri: &str) -> (StatusCode, Value) {
+        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_live_process_with_a_reachable_store_is_healthy_and_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(store(&dir).await, None);
+        assert_eq!(send(router.clone(), "GET", "/healthz").await, (StatusCode::OK, json!({"status": "ok"})));
+        let (status, body) = send(router, "GET", "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"status": "ready", "store": "sqlite"}));
+    }
+
+    #[tokio::test]
+    async fn where_the_collector_runs_readiness_reports_its_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let pipeline = Pipeline::start(store.clone(), PipelineConfig::new(dir.path().join("spool"))).await.unwrap();
+        let (status, body) = send(router(store, Some(pipeline.handle())), "GET", "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["spool"]["bytes"], 0, "{body}");
+        pipeline.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_unknown_path_is_a_404_and_a_wrong_method_a_405() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(store(&dir).await, None);
+        assert_eq!(send(router.clone(), "GET", "/nothing").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(send(router, "POST", "/healthz").await.0, StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

@@ -1,4 +1,6 @@
-//! Building and running the HTTP application for a set of roles.
+//! Building and running the HTTP application for a set of roles: the store,
+//! the listener, each chosen role (built in `roles/`) merged onto one router
+//! with the ops routes, and the graceful shutdown that drains the pipeline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,8 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::Router;
-use synchealth_collector::{CollectorState, Limits, Pipeline};
-use synchealth_dashboard::DashboardState;
+use synchealth_collector::Pipeline;
 use synchealth_store::{ClickHouseConfig, ClickHouseStore, SharedStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -15,23 +16,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::bootstrap::{provision, Generated};
+use crate::roles::Roles;
 use crate::{ops, Settings};
-
-/// Which roles one process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Roles {
-    /// The ingest API.
-    pub collector: bool,
-    /// The JSON API and pages.
-    pub dashboard: bool,
-    /// The alert evaluator.
-    pub alerts: bool,
-}
-
-impl Roles {
-    /// Everything in one process (`synchealth up`).
-    pub const ALL: Roles = Roles { collector: true, dashboard: true, alerts: true };
-}
 
 /// Opens the configured store: ClickHouse when a URL is set, else the
 /// embedded SQLite file in the data directory. Applies migrations.
@@ -92,36 +78,19 @@ impl Application {
         settings.alerts.public_url = settings.public_url_for(bound);
         let store = open_store(&settings).await?;
         let generated = provision(&store, &settings).await?;
-        let pipeline = if roles.collector {
-            let config = settings.ingest.pipeline_config(&settings.data_dir, settings.clickhouse.url.is_some())?;
-            let dir = config.spool_dir.clone();
-            let pipeline = Pipeline::start(store.clone(), config)
-                .await
-                .with_context(|| format!("opening the ingest spool in {}", dir.display()))?;
-            Some(pipeline)
-        } else {
-            None
-        };
+        let pipeline =
+            if roles.collector { Some(crate::roles::collector::pipeline(store.clone(), &settings).await?) } else { None };
         let mut router = ops::router(store.clone(), pipeline.as_ref().map(Pipeline::handle));
         router = router.merge(crate::telemetry::metrics_router());
         crate::metrics_catalog::register(settings.metrics.per_project);
         synchealth_collector::set_per_project_metrics(settings.metrics.per_project);
         if let Some(pipeline) = &pipeline {
-            let limits = Limits {
-                max_body_bytes: settings.max_body_bytes,
-                max_body_bytes_in_flight: settings.max_body_bytes_in_flight,
-                max_events_per_batch: settings.max_events_per_batch,
-                rate_limit: settings.rate_limit.limit(),
-            };
-            router = router.merge(synchealth_collector::router(CollectorState::new(store.clone(), limits, pipeline.handle())));
+            let state = crate::roles::collector::state(store.clone(), &settings, pipeline);
+            router = router.merge(synchealth_collector::router(state));
         }
         if roles.dashboard {
-            let dashboard = DashboardState::new(store.clone())
-                .with_rules(settings.alerts.rules.clone())
-                .with_channels(settings.alerts.channels.keys().cloned())
-                .with_secure_cookies(settings.dashboard.secure_cookies)
-                .with_auth_policy(settings.dashboard.auth_policy()?);
-            router = router.merge(synchealth_dashboard::router(dashboard));
+            let state = crate::roles::dashboard::state(store.clone(), &settings)?;
+            router = router.merge(synchealth_dashboard::router(state));
         }
         let router = router.layer((TraceLayer::new_for_http(), TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30))));
         let mut background = Vec::new();
@@ -129,7 +98,7 @@ impl Application {
             background.push(tokio::spawn(retention_loop(store.clone(), settings.retention_days)));
         }
         if roles.alerts {
-            let evaluator = crate::commands::alerts::evaluator(store.clone(), &settings.alerts)?;
+            let evaluator = crate::roles::alerts::evaluator(store.clone(), &settings.alerts)?;
             background.push(tokio::spawn(evaluator.run(settings.alerts.interval()?)));
         }
         Ok(Application { listener, router, store, background, pipeline, generated, public_url: settings.alerts.public_url, limits })

@@ -122,7 +122,7 @@ pub struct DevicesResponse {
     pub devices: Vec<DeviceEntry>,
 }
 
-/// Runs the list for a request: what the Devices page renders.
+/// Runs the list for a request (the query and the list checked first).
 pub async fn device_list(
     state: &DashboardState,
     user: &CurrentUser,
@@ -131,23 +131,22 @@ pub async fn device_list(
     let query = params.common.to_query(user, OffsetDateTime::now_utc())?;
     let list = params.device_list()?;
     let limit = params.limit()?;
-    let devices = state.store.devices(&query, list, limit).await?;
-    let devices = devices
-        .into_iter()
-        .map(|device| DeviceEntry {
-            last_seen: format_ms(device.last_seen_ms),
-            device,
-        })
-        .collect();
-    Ok((
-        query.clone(),
-        DevicesResponse {
-            window: Window::of(&query),
-            list,
-            limit,
-            devices,
-        },
-    ))
+    let response = device_list_over(state, &query, list, limit).await?;
+    Ok((query, response))
+}
+
+/// The device list over a checked query: what `/api/v1/devices` answers and
+/// the Devices page renders (which builds the query once, for its layout too).
+pub async fn device_list_over(
+    state: &DashboardState,
+    query: &Query,
+    list: DeviceList,
+    limit: u32,
+) -> Result<DevicesResponse, AppError> {
+    let devices = state.store.devices(query, list, limit).await?;
+    let devices =
+        devices.into_iter().map(|device| DeviceEntry { last_seen: format_ms(device.last_seen_ms), device }).collect();
+    Ok(DevicesResponse { window: Window::of(query), list, limit, devices })
 }
 
 /// `GET /api/v1/devices`.

@@ -7,9 +7,10 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use synchealth_store::metrics::Metric;
-use synchealth_store::{Dimension, GroupKey, Grouping, Summary};
+use synchealth_store::{Dimension, Grouping, Summary};
 
 use super::overview::tile_level;
+use crate::api::{breakdown_over, dimension};
 use super::{query_of, render, Choice, Layout, PageError, PageParams};
 use crate::format::{count, ms, num, pct};
 use crate::params::non_empty;
@@ -85,11 +86,7 @@ pub(crate) async fn page(
 ) -> Result<Response, PageError> {
     let params = PageParams::parse(raw.as_deref())?;
     let query = query_of(&viewer, &params)?;
-    let by_name = non_empty(&params.by).unwrap_or("app_version");
-    let by = Dimension::parse(by_name).ok_or_else(|| AppError::BadParameter {
-        parameter: "by",
-        reason: format!("expected app_version, os or network, got {by_name:?}"),
-    })?;
+    let by = dimension(non_empty(&params.by))?;
     let sort = non_empty(&params.sort).unwrap_or("success_rate");
     let column = COLUMNS.iter().position(|(name, _, _)| *name == sort).ok_or_else(|| AppError::BadParameter {
         parameter: "sort",
@@ -111,15 +108,11 @@ pub(crate) async fn page(
         }
     };
     let layout = Layout::new(&state, &viewer, &params, &query, "/breakdown", "Breakdown").await?;
-    let (groups, total) =
-        tokio::join!(state.store.aggregate(&query, Grouping::By(by)), state.store.aggregate(&query, Grouping::Total));
-    let mut segments: Vec<(String, Summary)> = groups?
-        .into_iter()
-        .filter_map(|(key, a)| match key {
-            GroupKey::Segment(s) => Some((s, Summary::from_aggregate(&a))),
-            _ => None,
-        })
-        .collect();
+    // The segments as the API computes them; the page adds the total row.
+    let (breakdown, total) =
+        tokio::join!(breakdown_over(&state, &query, by), state.store.aggregate(&query, Grouping::Total));
+    let mut segments: Vec<(String, Summary)> =
+        breakdown?.segments.into_iter().map(|segment| (segment.segment, segment.summary)).collect();
     let total = total?.into_iter().next().map(|(_, a)| Summary::from_aggregate(&a));
 
     match COLUMNS[column].2 {

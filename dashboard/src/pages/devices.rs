@@ -9,7 +9,7 @@ use axum::response::Response;
 use synchealth_store::DeviceList;
 
 use super::{query_of, render, Choice, Layout, PageError, PageParams};
-use crate::api::devices::{device_detail, device_list, DeviceParams, DevicesParams};
+use crate::api::devices::{device_detail, device_list_over, DeviceParams, DevicesParams};
 use crate::format::{count, ms, time_utc};
 use crate::session::Viewer;
 use crate::DashboardState;
@@ -65,8 +65,9 @@ pub(crate) async fn page(
         format: None,
     };
     let list = request.device_list()?;
+    let limit = request.limit()?;
     let layout = Layout::new(&state, &viewer, &params, &query, "/devices", "Devices").await?;
-    let (_, response) = device_list(&state, &viewer.user, &request).await?;
+    let response = device_list_over(&state, &query, list, limit).await?;
     let link = &layout.link;
     let tabs = LISTS
         .iter()

@@ -16,6 +16,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 use synchealth::commands::alerts as alerts_cmd;
+use synchealth::roles::alerts as alerts_role;
 use synchealth::settings::{ChannelSettings, EmailChannelSettings, RetrySettings, WebhookChannelSettings};
 use synchealth::{Application, Roles, Secret, Settings};
 use synchealth_alerts::delivery::SmtpSecurity;
@@ -482,7 +483,7 @@ async fn two_evaluator_replicas_send_each_notification_once(backend: Backend) {
     let mut replicas = Vec::new();
     for _ in 0..2 {
         let store = synchealth::startup::open_store(&w.settings).await.unwrap();
-        let evaluator = alerts_cmd::evaluator(store, &w.settings.alerts).unwrap();
+        let evaluator = alerts_role::evaluator(store, &w.settings.alerts).unwrap();
         replicas.push(tokio::spawn(evaluator.run(INTERVAL)));
     }
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
@@ -502,7 +503,7 @@ async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
         return;
     };
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
-    let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    let first = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     w.spike().await;
     wait_for("every channel", Duration::from_secs(10), || (w.total_received() == 4).then_some(())).await;
     // Stopped once it has recorded the four deliveries: a notice received
@@ -521,7 +522,7 @@ async fn a_restarted_alerts_role_carries_on_without_a_duplicate() {
     // A new process: a new lease holder, which takes over once the old
     // lease (3 s) runs out, with the firing state read from the store.
     let stopped_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000 + 999;
-    let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    let second = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     // The proof it moved on: the new process evaluating (after the old
     // lease ran out), then twice more.
     let started = Instant::now();
@@ -812,7 +813,7 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
     let Some(w) = world(Backend::Sqlite, "alerts_resume", 20, false).await else {
         return;
     };
-    let first = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    let first = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     w.spike().await;
     wait_for("the webhooks", Duration::from_secs(10), || (w.total_received() == 3).then_some(())).await;
     let email_record =
@@ -832,7 +833,7 @@ async fn an_email_left_pending_by_a_stopped_process_is_delivered_by_the_next_one
     assert_eq!(stopped.status, "pending");
 
     let smtp = Smtp::start(w.smtp_port, w.mail.path()).await;
-    let second = tokio::spawn(alerts_cmd::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    let second = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
     let email = wait_for("the resumed email", Duration::from_secs(15), || w.emails().first().cloned()).await;
     assert_eq!(email["subject"], "[FIRING] success rate 50% < 95% — release 2.3.0");
     let delivered = settled_email_record(&w.store).await;

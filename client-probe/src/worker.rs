@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::buffer::{Buffer, Removed};
 use crate::config::{BufferLimits, ProbeBuilder};
-use crate::probe::{lock, FlushReport, Shared};
+use crate::shared::{lock, FlushReport, Shared};
 use crate::record::{Incoming, RawAttempt};
 use crate::state::{self, ProbeState};
 use crate::upload::backoff::Backoff;

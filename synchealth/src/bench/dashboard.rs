@@ -97,7 +97,7 @@ pub struct DashboardFigures {
 
 /// Loads (or reuses) each store's data, times the overview, prints a
 /// Markdown table.
-pub async fn run_dashboard(settings: &Settings, args: &DashboardBenchArgs) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, args: &DashboardBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let mut figures = Vec::new();

@@ -106,7 +106,7 @@ impl Phase {
 const INGEST_KEY: &str = "shk_bench_ingest_key";
 
 /// Runs every phase and prints a Markdown report.
-pub async fn run_ingest(settings: &Settings, args: &IngestBenchArgs) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, args: &IngestBenchArgs) -> anyhow::Result<()> {
     let url = settings.clickhouse.url.clone().context("bench ingest needs --clickhouse-url")?;
     let mut phases = Vec::new();
     let run_id = std::process::id();
