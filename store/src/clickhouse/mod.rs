@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
-use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
+use crate::{Error, IngestKey, InsertOutcome, Result, User};
 
 mod alerting;
 mod dedup;
@@ -330,41 +330,9 @@ impl ClickHouseStore {
 }
 
 #[async_trait]
-impl Store for ClickHouseStore {
+impl crate::Database for ClickHouseStore {
     fn kind(&self) -> &'static str {
         "clickhouse"
-    }
-
-    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
-        self.alert_instances_impl().await
-    }
-
-    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
-        self.put_alert_instance_impl(instance).await
-    }
-
-    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
-        self.notifications_impl(project, limit).await
-    }
-
-    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
-        self.put_notification_impl(notification).await
-    }
-
-    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
-        self.silences_impl(now_ms).await
-    }
-
-    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
-        self.put_silence_impl(silence).await
-    }
-
-    async fn remove_silence(&self, id: &str) -> Result<bool> {
-        self.remove_silence_impl(id).await
-    }
-
-    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
-        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
     }
 
     #[tracing::instrument(skip_all, fields(database = %self.config.database))]
@@ -398,44 +366,16 @@ impl Store for ClickHouseStore {
         self.server.query("SELECT 1").fetch_one::<u8>().await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl crate::Events for ClickHouseStore {
     async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
         self.insert_checked(events, false).await
     }
 
     async fn insert_replayed(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
         self.insert_checked(events, true).await
-    }
-
-
-    #[tracing::instrument(
-        skip_all,
-        fields(project = %query.project, from_ms = query.from_ms, to_ms = query.to_ms, grouping = ?grouping)
-    )]
-    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
-        self.aggregate_impl(query, grouping).await
-    }
-
-    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
-        self.devices_impl(query, list, limit).await
-    }
-
-    #[tracing::instrument(skip_all, fields(project = %project, limit = limit))]
-    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
-        let rows = self
-            .reader
-            .query(&format!(
-                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? AND {} \
-                 ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
-                dedup::NOT_COMPENSATED_SQL
-            ))
-            .bind(project.as_str())
-            .bind(device_id)
-            .bind(project.as_str())
-            .bind(limit)
-            .fetch_all::<EventRow>()
-            .await?;
-        rows.into_iter().map(EventRow::into_stored).collect()
     }
 
     #[tracing::instrument(skip_all, fields(database = %self.config.database, days = days))]
@@ -478,7 +418,43 @@ impl Store for ClickHouseStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl crate::Aggregates for ClickHouseStore {
+    #[tracing::instrument(
+        skip_all,
+        fields(project = %query.project, from_ms = query.from_ms, to_ms = query.to_ms, grouping = ?grouping)
+    )]
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        self.aggregate_impl(query, grouping).await
+    }
+
+    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
+        self.devices_impl(query, list, limit).await
+    }
+
+    #[tracing::instrument(skip_all, fields(project = %project, limit = limit))]
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        let rows = self
+            .reader
+            .query(&format!(
+                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? AND {} \
+                 ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
+                dedup::NOT_COMPENSATED_SQL
+            ))
+            .bind(project.as_str())
+            .bind(device_id)
+            .bind(project.as_str())
+            .bind(limit)
+            .fetch_all::<EventRow>()
+            .await?;
+        rows.into_iter().map(EventRow::into_stored).collect()
+    }
+}
+
+#[async_trait]
+impl crate::Accounts for ClickHouseStore {
     #[tracing::instrument(skip_all, fields(project = %project))]
     async fn ensure_project(&self, project: &ProjectName) -> Result<()> {
         let exists = self
@@ -595,7 +571,10 @@ impl Store for ClickHouseStore {
     async fn users(&self) -> Result<Vec<User>> {
         self.users_impl().await
     }
+}
 
+#[async_trait]
+impl crate::Sessions for ClickHouseStore {
     async fn create_session(&self, session: &crate::Session) -> Result<()> {
         self.create_session_impl(session).await
     }
@@ -607,7 +586,45 @@ impl Store for ClickHouseStore {
     async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         self.delete_session_impl(token_hash).await
     }
+}
 
+#[async_trait]
+impl crate::Alerting for ClickHouseStore {
+    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
+        self.alert_instances_impl().await
+    }
+
+    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
+        self.put_alert_instance_impl(instance).await
+    }
+
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
+        self.notifications_impl(project, limit).await
+    }
+
+    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
+        self.put_notification_impl(notification).await
+    }
+
+    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
+        self.silences_impl(now_ms).await
+    }
+
+    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
+        self.put_silence_impl(silence).await
+    }
+
+    async fn remove_silence(&self, id: &str) -> Result<bool> {
+        self.remove_silence_impl(id).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
+    }
+}
+
+#[async_trait]
+impl crate::LossReports for ClickHouseStore {
     async fn record_telemetry_loss(&self, project: &ProjectName, device_id: &str, dropped: &BTreeMap<String, u64>, reported_at_ms: i64) -> Result<()> {
         self.record_telemetry_loss_impl(project, device_id, dropped, reported_at_ms).await
     }

@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
-use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
+use crate::{Error, IngestKey, InsertOutcome, Result, User};
 
 mod alerting;
 mod checkpoint;
@@ -452,41 +452,9 @@ fn migrate_all(conn: &mut Connection) -> Result<()> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl crate::Database for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
-    }
-
-    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
-        self.alert_instances_impl().await
-    }
-
-    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
-        self.put_alert_instance_impl(instance).await
-    }
-
-    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
-        self.notifications_impl(project, limit).await
-    }
-
-    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
-        self.put_notification_impl(notification).await
-    }
-
-    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
-        self.silences_impl(now_ms).await
-    }
-
-    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
-        self.put_silence_impl(silence).await
-    }
-
-    async fn remove_silence(&self, id: &str) -> Result<bool> {
-        self.remove_silence_impl(id).await
-    }
-
-    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
-        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
@@ -498,7 +466,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
+}
 
+#[async_trait]
+impl crate::Events for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite", events = events.len()))]
     async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
         if events.is_empty() {
@@ -506,24 +477,6 @@ impl Store for SqliteStore {
         }
         let events = events.to_vec();
         self.write(move |conn| insert_events(conn, &events)).await
-    }
-
-    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
-    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
-        let query = query.clone();
-        let inner = Arc::clone(&self.inner);
-        self.read(move |conn| rollup::aggregate(conn, &inner.device_hours, &query, grouping)).await
-    }
-
-    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
-        self.devices_impl(query, list, limit).await
-    }
-
-    #[tracing::instrument(skip_all, fields(store = "sqlite", %project, limit))]
-    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
-        let project = project.as_str().to_string();
-        let device_id = device_id.to_string();
-        self.read(move |conn| device_events(conn, &project, &device_id, limit)).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", days))]
@@ -574,7 +527,31 @@ impl Store for SqliteStore {
         tracing::info!(deleted, cutoff_ms = cutoff, "applied retention");
         Ok(())
     }
+}
 
+#[async_trait]
+impl crate::Aggregates for SqliteStore {
+    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        let query = query.clone();
+        let inner = Arc::clone(&self.inner);
+        self.read(move |conn| rollup::aggregate(conn, &inner.device_hours, &query, grouping)).await
+    }
+
+    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
+        self.devices_impl(query, list, limit).await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", %project, limit))]
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        let project = project.as_str().to_string();
+        let device_id = device_id.to_string();
+        self.read(move |conn| device_events(conn, &project, &device_id, limit)).await
+    }
+}
+
+#[async_trait]
+impl crate::Accounts for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite", %project))]
     async fn ensure_project(&self, project: &ProjectName) -> Result<()> {
         let project = project.as_str().to_string();
@@ -711,7 +688,10 @@ impl Store for SqliteStore {
     async fn users(&self) -> Result<Vec<User>> {
         self.users_impl().await
     }
+}
 
+#[async_trait]
+impl crate::Sessions for SqliteStore {
     async fn create_session(&self, session: &crate::Session) -> Result<()> {
         self.create_session_impl(session).await
     }
@@ -723,7 +703,45 @@ impl Store for SqliteStore {
     async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         self.delete_session_impl(token_hash).await
     }
+}
 
+#[async_trait]
+impl crate::Alerting for SqliteStore {
+    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
+        self.alert_instances_impl().await
+    }
+
+    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
+        self.put_alert_instance_impl(instance).await
+    }
+
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
+        self.notifications_impl(project, limit).await
+    }
+
+    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
+        self.put_notification_impl(notification).await
+    }
+
+    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
+        self.silences_impl(now_ms).await
+    }
+
+    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
+        self.put_silence_impl(silence).await
+    }
+
+    async fn remove_silence(&self, id: &str) -> Result<bool> {
+        self.remove_silence_impl(id).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
+    }
+}
+
+#[async_trait]
+impl crate::LossReports for SqliteStore {
     async fn record_telemetry_loss(&self, project: &ProjectName, device_id: &str, dropped: &BTreeMap<String, u64>, reported_at_ms: i64) -> Result<()> {
         self.record_telemetry_loss_impl(project, device_id, dropped, reported_at_ms).await
     }
