@@ -18,14 +18,12 @@
 //! rollups that every insert keeps in its own transaction (`rollup.rs`),
 //! rather than every event of the window.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Statement, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use synchealth_schema::{migrations, unix_ms, ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -39,6 +37,7 @@ mod sessions;
 mod device_cache;
 mod devices;
 mod rollup;
+mod sql;
 mod telemetry_loss;
 
 /// How long a connection waits for a lock held by another process (a second
@@ -382,17 +381,6 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
     })
 }
 
-/// Binds those of `params` that the statement uses (not every statement
-/// uses every parameter) and runs it.
-fn bound_query<'s>(stmt: &'s mut Statement<'_>, params: &[(&str, Value)]) -> Result<rusqlite::Rows<'s>> {
-    for (name, value) in params {
-        if let Some(index) = stmt.parameter_index(name)? {
-            stmt.raw_bind_parameter(index, value)?;
-        }
-    }
-    Ok(stmt.raw_query())
-}
-
 fn ingest_key_from_row(row: &Row<'_>) -> Result<IngestKey> {
     let project: String = row.get(1)?;
     Ok(IngestKey {
@@ -685,68 +673,23 @@ impl crate::Accounts for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(store = "sqlite"))]
     async fn users(&self) -> Result<Vec<User>> {
-        self.users_impl().await
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT username, password_hash, admin, projects FROM users ORDER BY username")?;
+            let mut rows = stmt.query([])?;
+            let mut users = Vec::new();
+            while let Some(row) = rows.next()? {
+                let username: String = row.get(0)?;
+                let projects: String = row.get(3)?;
+                let projects: Vec<ProjectName> = serde_json::from_str(&projects)
+                    .map_err(|e| Error::Corrupt(format!("projects of user {username}: {e}")))?;
+                users.push(User { username, password_hash: row.get(1)?, admin: row.get(2)?, projects });
+            }
+            Ok(users)
+        })
+        .await
     }
 }
 
-#[async_trait]
-impl crate::Sessions for SqliteStore {
-    async fn create_session(&self, session: &crate::Session) -> Result<()> {
-        self.create_session_impl(session).await
-    }
-
-    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<crate::Session>> {
-        self.find_session_impl(token_hash, now_ms).await
-    }
-
-    async fn delete_session(&self, token_hash: &str) -> Result<bool> {
-        self.delete_session_impl(token_hash).await
-    }
-}
-
-#[async_trait]
-impl crate::Alerting for SqliteStore {
-    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
-        self.alert_instances_impl().await
-    }
-
-    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
-        self.put_alert_instance_impl(instance).await
-    }
-
-    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
-        self.notifications_impl(project, limit).await
-    }
-
-    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
-        self.put_notification_impl(notification).await
-    }
-
-    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
-        self.silences_impl(now_ms).await
-    }
-
-    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
-        self.put_silence_impl(silence).await
-    }
-
-    async fn remove_silence(&self, id: &str) -> Result<bool> {
-        self.remove_silence_impl(id).await
-    }
-
-    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
-        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
-    }
-}
-
-#[async_trait]
-impl crate::LossReports for SqliteStore {
-    async fn record_telemetry_loss(&self, project: &ProjectName, device_id: &str, dropped: &BTreeMap<String, u64>, reported_at_ms: i64) -> Result<()> {
-        self.record_telemetry_loss_impl(project, device_id, dropped, reported_at_ms).await
-    }
-
-    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<crate::TelemetryLoss> {
-        self.telemetry_loss_impl(project, from_ms, to_ms).await
-    }
-}
