@@ -5,12 +5,13 @@
 //!
 //! [`Store`] is the union of one trait per concern ([`Database`], [`Events`],
 //! [`Aggregates`], [`Accounts`], [`Sessions`], [`Alerting`],
-//! [`LossReports`]), with a blanket impl: each backend folder implements each
-//! concern in the file of the same name in both folders (`events.rs`,
-//! `aggregate.rs`, `accounts.rs`, `sessions.rs`, `alerting.rs`,
-//! `telemetry_loss.rs`; `Database` in `mod.rs`, its `migrate` in
-//! `migrate.rs`), so the two backends compare file by file, and a role may
-//! ask for only the concerns it uses. One trait per file rather than three
+//! [`LossReports`]), with a blanket impl. `clickhouse/` implements each
+//! concern in a file of its own (`migrate.rs`, `events.rs`, `aggregate.rs`,
+//! `accounts.rs`, `sessions.rs`, `alerting.rs`, `telemetry_loss.rs`), and
+//! `sqlite/` is moving to the same names (its alerting, sessions and
+//! telemetry loss are there; the rest is still in `mod.rs` and `rollup.rs`),
+//! so the two backends compare file by file; a role may ask for only the
+//! concerns it uses. One trait per file rather than three
 //! broad ones (events, accounts, alerting) because a trait `impl` cannot span
 //! files: a broader trait would bring back a layer of methods that only
 //! forward to the file doing the work.
