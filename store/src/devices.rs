@@ -4,7 +4,7 @@
 //! Every list is over the events of a [`crate::Query`] (project, window,
 //! filters) and uses the same "latest" as the metrics: the greatest
 //! `(event_time_ms, event_id as text)`, so both stores pick the same row. The
-//! definitions, shared by [`crate::Store::devices`] on both stores and
+//! definitions, shared by [`crate::Aggregates::devices`] on both stores and
 //! checked against a brute-force count in the conformance suite:
 //! - **queue depth**: devices by the `queue_depth` of their latest event,
 //!   deepest first (devices with an empty queue are left out);

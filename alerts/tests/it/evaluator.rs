@@ -9,7 +9,7 @@ use serde_json::json;
 use synchealth_alerts::{Comparison, Evaluator, Notification, ResolveReason, Rule, Severity};
 use synchealth_schema::{ProjectName, StoredEvent, SyncEvent};
 use synchealth_store::metrics::Metric;
-use synchealth_store::{Filters, SharedStore, SqliteStore, Store};
+use synchealth_store::{Database, Filters, SharedStore, SqliteStore};
 use time::format_description::well_known::Rfc3339;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};

@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use synchealth_schema::{parse_batch, ProjectName, StoredEvent};
 use synchealth_store::metrics::{Aggregate, GroupKey, Grouping, Query};
 use synchealth_store::{
-    AlertInstanceRecord, DeviceList, DeviceSummary, Error, IngestKey, InsertOutcome, NotificationRecord, Result,
-    Session, Silence, SqliteStore, Store, TelemetryLoss, User,
+    Accounts, Aggregates, AlertInstanceRecord, Alerting, Database, DeviceList, DeviceSummary, Error, Events,
+    IngestKey, InsertOutcome, LossReports, NotificationRecord, Result, Session, Sessions, Silence, SqliteStore,
+    TelemetryLoss, User,
 };
 use time::OffsetDateTime;
 
@@ -93,17 +94,23 @@ impl Switchable {
 }
 
 #[async_trait]
-impl Store for Switchable {
+impl Database for Switchable {
     fn kind(&self) -> &'static str {
         "switchable"
     }
+
     async fn migrate(&self) -> Result<()> {
         self.inner.migrate().await
     }
+
     async fn ping(&self) -> Result<()> {
         self.gate().await?;
         self.inner.ping().await
     }
+}
+
+#[async_trait]
+impl Events for Switchable {
     async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
         self.gate().await?;
         if self.mode.load(Ordering::SeqCst) == SLOW_PER_ROW {
@@ -115,80 +122,120 @@ impl Store for Switchable {
         self.stored.fetch_add(outcome.inserted, Ordering::SeqCst);
         Ok(outcome)
     }
-    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
-        self.inner.aggregate(query, grouping).await
-    }
-    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
-        self.inner.device_events(project, device_id, limit).await
-    }
+
     async fn apply_retention(&self, days: u32) -> Result<()> {
         self.inner.apply_retention(days).await
     }
-    async fn ensure_project(&self, project: &ProjectName) -> Result<()> {
-        self.inner.ensure_project(project).await
+}
+
+#[async_trait]
+impl Aggregates for Switchable {
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        self.inner.aggregate(query, grouping).await
     }
-    async fn projects(&self) -> Result<Vec<ProjectName>> {
-        self.inner.projects().await
-    }
-    async fn put_ingest_key(&self, key: &IngestKey) -> Result<()> {
-        self.inner.put_ingest_key(key).await
-    }
-    async fn find_ingest_key(&self, key_hash: &str) -> Result<Option<IngestKey>> {
-        self.gate().await?;
-        self.inner.find_ingest_key(key_hash).await
-    }
-    async fn ingest_keys(&self, project: &ProjectName) -> Result<Vec<IngestKey>> {
-        self.inner.ingest_keys(project).await
-    }
-    async fn put_user(&self, user: &User) -> Result<()> {
-        self.inner.put_user(user).await
-    }
-    async fn find_user(&self, username: &str) -> Result<Option<User>> {
-        self.inner.find_user(username).await
-    }
-    async fn remove_user(&self, username: &str) -> Result<bool> {
-        self.inner.remove_user(username).await
-    }
+
     // The rest of the interface is not what these tests switch: plain delegation.
     async fn devices(&self, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
         self.inner.devices(query, list, limit).await
     }
+
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        self.inner.device_events(project, device_id, limit).await
+    }
+}
+
+#[async_trait]
+impl Accounts for Switchable {
+    async fn ensure_project(&self, project: &ProjectName) -> Result<()> {
+        self.inner.ensure_project(project).await
+    }
+
+    async fn projects(&self) -> Result<Vec<ProjectName>> {
+        self.inner.projects().await
+    }
+
+    async fn put_ingest_key(&self, key: &IngestKey) -> Result<()> {
+        self.inner.put_ingest_key(key).await
+    }
+
+    async fn find_ingest_key(&self, key_hash: &str) -> Result<Option<IngestKey>> {
+        self.gate().await?;
+        self.inner.find_ingest_key(key_hash).await
+    }
+
+    async fn ingest_keys(&self, project: &ProjectName) -> Result<Vec<IngestKey>> {
+        self.inner.ingest_keys(project).await
+    }
+
+    async fn put_user(&self, user: &User) -> Result<()> {
+        self.inner.put_user(user).await
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<User>> {
+        self.inner.find_user(username).await
+    }
+
+    async fn remove_user(&self, username: &str) -> Result<bool> {
+        self.inner.remove_user(username).await
+    }
+
     async fn users(&self) -> Result<Vec<User>> {
         self.inner.users().await
     }
+}
+
+#[async_trait]
+impl Sessions for Switchable {
     async fn create_session(&self, session: &Session) -> Result<()> {
         self.inner.create_session(session).await
     }
+
     async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<Session>> {
         self.inner.find_session(token_hash, now_ms).await
     }
+
     async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         self.inner.delete_session(token_hash).await
     }
+}
+
+#[async_trait]
+impl Alerting for Switchable {
     async fn alert_instances(&self) -> Result<Vec<AlertInstanceRecord>> {
         self.inner.alert_instances().await
     }
+
     async fn put_alert_instance(&self, instance: &AlertInstanceRecord) -> Result<()> {
         self.inner.put_alert_instance(instance).await
     }
+
     async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<NotificationRecord>> {
         self.inner.notifications(project, limit).await
     }
+
     async fn put_notification(&self, notification: &NotificationRecord) -> Result<()> {
         self.inner.put_notification(notification).await
     }
+
     async fn silences(&self, now_ms: i64) -> Result<Vec<Silence>> {
         self.inner.silences(now_ms).await
     }
+
     async fn put_silence(&self, silence: &Silence) -> Result<()> {
         self.inner.put_silence(silence).await
     }
+
     async fn remove_silence(&self, id: &str) -> Result<bool> {
         self.inner.remove_silence(id).await
     }
+
     async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         self.inner.try_lease(name, holder, now_ms, ttl_ms).await
     }
+}
+
+#[async_trait]
+impl LossReports for Switchable {
     async fn record_telemetry_loss(
         &self,
         project: &ProjectName,
@@ -198,6 +245,7 @@ impl Store for Switchable {
     ) -> Result<()> {
         self.inner.record_telemetry_loss(project, device_id, dropped, reported_at_ms).await
     }
+
     async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<TelemetryLoss> {
         self.inner.telemetry_loss(project, from_ms, to_ms).await
     }

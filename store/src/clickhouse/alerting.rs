@@ -1,4 +1,4 @@
-//! Alerting records on ClickHouse, and a lease without transactions.
+//! [`crate::Alerting`] on ClickHouse: alerting records, and a lease without transactions.
 //!
 //! Instances, notifications and silences are `ReplacingMergeTree(version)`
 //! like the rest of the control plane: a write is a new row with a larger
@@ -32,7 +32,10 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use synchealth_schema::ProjectName;
 
-use super::{parse_project, ClickHouseStore};
+use async_trait::async_trait;
+
+use super::sql::parse_project;
+use super::ClickHouseStore;
 use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence};
 use crate::Result;
 
@@ -126,8 +129,44 @@ impl SilenceRow {
 }
 
 impl ClickHouseStore {
+    async fn silence_rows(&self) -> Result<Vec<SilenceRow>> {
+        Ok(self.client.query("SELECT ?fields FROM silences FINAL ORDER BY id").fetch_all::<SilenceRow>().await?)
+    }
+
+    fn silence_row(&self, s: &Silence, deleted: bool) -> SilenceRow {
+        SilenceRow {
+            id: s.id.clone(),
+            rule: s.rule.clone(),
+            project: s.project.as_str().to_string(),
+            segment: s.segment.clone().unwrap_or_default(),
+            starts_at_ms: s.starts_at_ms,
+            ends_at_ms: s.ends_at_ms,
+            created_by: s.created_by.clone(),
+            comment: s.comment.clone(),
+            deleted: u8::from(deleted),
+            version: self.next_row_version(),
+        }
+    }
+
+    /// The claims of the latest term of lease `name` (none if never claimed).
+    async fn latest_claims(&self, name: &str) -> Result<Vec<ClaimRow>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT ?fields FROM lease_claims FINAL \
+                 WHERE name = ? AND term = (SELECT max(term) FROM lease_claims WHERE name = ?)",
+            )
+            .bind(name)
+            .bind(name)
+            .fetch_all::<ClaimRow>()
+            .await?)
+    }
+}
+
+#[async_trait]
+impl crate::Alerting for ClickHouseStore {
     #[tracing::instrument(skip_all)]
-    pub(super) async fn alert_instances_impl(&self) -> Result<Vec<AlertInstanceRecord>> {
+    async fn alert_instances(&self) -> Result<Vec<AlertInstanceRecord>> {
         let rows = self
             .client
             .query("SELECT ?fields FROM alert_instances FINAL ORDER BY project, rule, segment")
@@ -157,7 +196,7 @@ impl ClickHouseStore {
     }
 
     #[tracing::instrument(skip_all, fields(fingerprint = %i.fingerprint))]
-    pub(super) async fn put_alert_instance_impl(&self, i: &AlertInstanceRecord) -> Result<()> {
+    async fn put_alert_instance(&self, i: &AlertInstanceRecord) -> Result<()> {
         let row = InstanceRow {
             project: i.project.as_str().to_string(),
             fingerprint: i.fingerprint.clone(),
@@ -180,7 +219,7 @@ impl ClickHouseStore {
     }
 
     #[tracing::instrument(skip_all, fields(limit))]
-    pub(super) async fn notifications_impl(
+    async fn notifications(
         &self,
         project: Option<&ProjectName>,
         limit: u32,
@@ -220,7 +259,7 @@ impl ClickHouseStore {
     }
 
     #[tracing::instrument(skip_all, fields(id = %n.id))]
-    pub(super) async fn put_notification_impl(&self, n: &NotificationRecord) -> Result<()> {
+    async fn put_notification(&self, n: &NotificationRecord) -> Result<()> {
         let row = NotificationRow {
             id: n.id.clone(),
             fingerprint: n.fingerprint.clone(),
@@ -239,12 +278,8 @@ impl ClickHouseStore {
         self.insert_control("notifications", &row).await
     }
 
-    async fn silence_rows(&self) -> Result<Vec<SilenceRow>> {
-        Ok(self.client.query("SELECT ?fields FROM silences FINAL ORDER BY id").fetch_all::<SilenceRow>().await?)
-    }
-
     #[tracing::instrument(skip_all)]
-    pub(super) async fn silences_impl(&self, now_ms: i64) -> Result<Vec<Silence>> {
+    async fn silences(&self, now_ms: i64) -> Result<Vec<Silence>> {
         let mut silences = self
             .silence_rows()
             .await?
@@ -256,29 +291,14 @@ impl ClickHouseStore {
         Ok(silences)
     }
 
-    fn silence_row(&self, s: &Silence, deleted: bool) -> SilenceRow {
-        SilenceRow {
-            id: s.id.clone(),
-            rule: s.rule.clone(),
-            project: s.project.as_str().to_string(),
-            segment: s.segment.clone().unwrap_or_default(),
-            starts_at_ms: s.starts_at_ms,
-            ends_at_ms: s.ends_at_ms,
-            created_by: s.created_by.clone(),
-            comment: s.comment.clone(),
-            deleted: u8::from(deleted),
-            version: self.next_row_version(),
-        }
-    }
-
     #[tracing::instrument(skip_all, fields(id = %s.id))]
-    pub(super) async fn put_silence_impl(&self, s: &Silence) -> Result<()> {
+    async fn put_silence(&self, s: &Silence) -> Result<()> {
         let row = self.silence_row(s, false);
         self.insert_control("silences", &row).await
     }
 
     #[tracing::instrument(skip_all, fields(id))]
-    pub(super) async fn remove_silence_impl(&self, id: &str) -> Result<bool> {
+    async fn remove_silence(&self, id: &str) -> Result<bool> {
         let rows = self.silence_rows().await?;
         let Some(existing) = rows.into_iter().find(|r| r.id == id && r.deleted == 0) else {
             return Ok(false);
@@ -289,23 +309,9 @@ impl ClickHouseStore {
         Ok(true)
     }
 
-    /// The claims of the latest term of lease `name` (none if never claimed).
-    async fn latest_claims(&self, name: &str) -> Result<Vec<ClaimRow>> {
-        Ok(self
-            .client
-            .query(
-                "SELECT ?fields FROM lease_claims FINAL \
-                 WHERE name = ? AND term = (SELECT max(term) FROM lease_claims WHERE name = ?)",
-            )
-            .bind(name)
-            .bind(name)
-            .fetch_all::<ClaimRow>()
-            .await?)
-    }
-
     /// The lease rule of the module doc.
     #[tracing::instrument(skip_all, fields(name, holder))]
-    pub(super) async fn try_lease_impl(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         let claims = self.latest_claims(name).await?;
         let term = claims.first().map_or(0, |c| c.term);
         if let Some(current) = winner(&claims).cloned() {

@@ -28,7 +28,7 @@
 //!    second look-up leaves the batch unacknowledged, so it comes back) and
 //!    compensates what it finds the same way.
 //!
-//! Both steps finish before [`crate::Store::insert`] returns, so once a
+//! Both steps finish before [`crate::Events::insert`] returns, so once a
 //! batch is acknowledged as stored its events count once. Everything stays
 //! within one `(project, event)` and its time: shard-local when a cluster
 //! shards by project and device.
@@ -51,7 +51,9 @@ use serde::{Deserialize, Serialize};
 use synchealth_schema::StoredEvent;
 use uuid::Uuid;
 
-use super::{event_time_s, ClickHouseStore};
+use super::sql::{event_time_s, quote, raw_filter, Arg};
+use super::ClickHouseStore;
+use crate::metrics::Query;
 use crate::metrics::LATE_ARRIVAL_MS;
 use crate::{Error, Result};
 
@@ -223,7 +225,17 @@ fn split_first(mut copies: Vec<CopyRow>) -> (CopyRow, Vec<CopyRow>) {
 /// A ClickHouse string literal (project names are `[a-z0-9_-]` already;
 /// quoted anyway, so this never depends on that rule).
 fn quote_literal(text: &str) -> String {
-    super::quote(text, '\'')
+    quote(text, '\'')
+}
+
+/// `events` filtered as [`raw_filter`] does, without the compensated copies
+/// that `events` keeps as rows of their own (`dedup.rs`): for the reads of a
+/// device's latest event.
+pub(super) fn events_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
+    let (mut filter, mut args) = raw_filter(query, from_ms, to_ms);
+    filter.push_str(&format!(" AND {NOT_COMPENSATED_SQL}"));
+    args.push(Arg::Text(query.project.as_str().to_string()));
+    (filter, args)
 }
 
 impl ClickHouseStore {

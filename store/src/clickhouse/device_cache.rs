@@ -26,8 +26,9 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::device_state::{LATEST_SQL, TOP_BIT};
-use super::rollup::{events_filter, Sql};
-use super::{group_key, ClickHouseStore};
+use super::dedup::events_filter;
+use super::sql::{add_durations, group_key, Sql};
+use super::ClickHouseStore;
 use crate::metrics::{Aggregate, DeviceTally, GroupKey, Grouping, Query};
 use crate::pieces::{split, HOUR_MS};
 use crate::Result;
@@ -109,22 +110,6 @@ impl HourTotals {
         a.late_events += self.late;
         add_durations(&mut a.duration_histogram, self.durations.0.iter().copied().zip(self.durations.1.iter().copied()));
     }
-}
-
-/// Adds `(bucket, weight)` pairs into a histogram.
-pub(super) fn add_durations(histogram: &mut Vec<(u16, f64)>, pairs: impl Iterator<Item = (u16, f64)>) {
-    // Most groups get one histogram only (all from SQL, or all from the
-    // cache): taken as it is, without a search per bucket.
-    if histogram.is_empty() {
-        histogram.extend(pairs);
-        return;
-    }
-    let mut merged: BTreeMap<u16, f64> = histogram.drain(..).collect();
-    for (bucket, weight) in pairs {
-        *merged.entry(bucket).or_default() += weight;
-    }
-    // A compensation (dedup.rs) may empty a bucket of the cache's sums.
-    histogram.extend(merged.into_iter().filter(|(_, w)| *w != 0.0));
 }
 
 #[derive(Default)]

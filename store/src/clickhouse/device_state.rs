@@ -1,5 +1,5 @@
 //! Each device's latest event per hour (`device_hour_latest`, migration
-//! 0007), written by [`crate::Store::insert`] rather than by a materialized
+//! 0007), written by [`crate::Events::insert`] rather than by a materialized
 //! view: every block of events is reduced here to one row per (project,
 //! hour, device), so ClickHouse groups those few rows instead of every event
 //! with a generic tuple `argMax`.
@@ -18,7 +18,7 @@ use serde::Serialize;
 use synchealth_schema::StoredEvent;
 use uuid::Uuid;
 
-use super::event_time_s;
+use super::sql::event_time_s;
 
 /// Flips the sign bit, so that the unsigned hex of a signed time sorts as
 /// the time does; also set on the packed values, to fix their hex width.

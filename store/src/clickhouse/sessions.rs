@@ -1,4 +1,4 @@
-//! Users listing and login sessions in ClickHouse. Sessions are a
+//! [`crate::Sessions`] in ClickHouse: dashboard login sessions. Sessions are a
 //! `ReplacingMergeTree(version)` like the rest of the control plane: a logout
 //! writes a tombstone row with a larger version, and reads use `FINAL`, so
 //! every replica sees the logout on its next request.
@@ -6,8 +6,10 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::{parse_project, ClickHouseStore, UserRow};
-use crate::{Result, Session, User};
+use async_trait::async_trait;
+
+use super::ClickHouseStore;
+use crate::{Result, Session};
 
 #[derive(Row, Serialize, Deserialize)]
 struct SessionRow {
@@ -20,27 +22,10 @@ struct SessionRow {
     version: u64,
 }
 
-impl ClickHouseStore {
-    /// [`crate::Store::users`] for ClickHouse.
-    #[tracing::instrument(skip_all)]
-    pub(super) async fn users_impl(&self) -> Result<Vec<User>> {
-        // Tombstones are dropped here, not in WHERE, for the reason given in
-        // `find_user`: a filter outside the sorting key must not see older
-        // versions of a row.
-        let rows =
-            self.client.query("SELECT ?fields FROM users FINAL ORDER BY username").fetch_all::<UserRow>().await?;
-        rows.into_iter()
-            .filter(|r| r.deleted == 0)
-            .map(|row| {
-                let projects = row.projects.iter().map(|p| parse_project(p)).collect::<Result<_>>()?;
-                Ok(User { username: row.username, password_hash: row.password_hash, admin: row.admin != 0, projects })
-            })
-            .collect()
-    }
-
-    /// [`crate::Store::create_session`] for ClickHouse.
+#[async_trait]
+impl crate::Sessions for ClickHouseStore {
     #[tracing::instrument(skip_all, fields(username = %session.username))]
-    pub(super) async fn create_session_impl(&self, session: &Session) -> Result<()> {
+    async fn create_session(&self, session: &Session) -> Result<()> {
         let row = SessionRow {
             token_hash: session.token_hash.clone(),
             username: session.username.clone(),
@@ -53,9 +38,8 @@ impl ClickHouseStore {
         self.insert_control("sessions", &row).await
     }
 
-    /// [`crate::Store::find_session`] for ClickHouse.
     #[tracing::instrument(skip_all)]
-    pub(super) async fn find_session_impl(&self, token_hash: &str, now_ms: i64) -> Result<Option<Session>> {
+    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<Session>> {
         let row = self
             .client
             .query("SELECT ?fields FROM sessions FINAL WHERE token_hash = ?")
@@ -71,12 +55,11 @@ impl ClickHouseStore {
         }))
     }
 
-    /// [`crate::Store::delete_session`] for ClickHouse.
     #[tracing::instrument(skip_all)]
-    pub(super) async fn delete_session_impl(&self, token_hash: &str) -> Result<bool> {
+    async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         // Any timestamp works for the check: a tombstone only matters for a
         // session that is still there.
-        if self.find_session_impl(token_hash, i64::MIN).await?.is_none() {
+        if self.find_session(token_hash, i64::MIN).await?.is_none() {
             return Ok(false);
         }
         let tombstone = SessionRow {

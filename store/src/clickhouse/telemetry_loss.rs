@@ -1,4 +1,4 @@
-//! Telemetry-loss reports in ClickHouse: rows in a `ReplacingMergeTree`
+//! [`crate::LossReports`] in ClickHouse: rows in a `ReplacingMergeTree`
 //! keyed by `(project, device_id, reason)` whose version is the cumulative
 //! count itself, so merges keep the largest (see [`crate::TelemetryLoss`]).
 //! Reads take `max()` per key, so rows not yet merged count once.
@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use synchealth_schema::ProjectName;
+
+use async_trait::async_trait;
 
 use super::ClickHouseStore;
 use crate::{Result, TelemetryLoss};
@@ -29,9 +31,9 @@ struct LossRead {
     dropped: u64,
 }
 
-impl ClickHouseStore {
-    /// [`crate::Store::record_telemetry_loss`] for ClickHouse.
-    pub(super) async fn record_telemetry_loss_impl(
+#[async_trait]
+impl crate::LossReports for ClickHouseStore {
+    async fn record_telemetry_loss(
         &self,
         project: &ProjectName,
         device_id: &str,
@@ -58,8 +60,7 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    /// [`crate::Store::telemetry_loss`] for ClickHouse.
-    pub(super) async fn telemetry_loss_impl(
+    async fn telemetry_loss(
         &self,
         project: &ProjectName,
         from_ms: i64,

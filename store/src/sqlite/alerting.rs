@@ -3,6 +3,7 @@
 //! `IMMEDIATE` transaction, so two processes on the same file never both win
 //! (the second waits for the first's write lock, then sees its claim).
 
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use synchealth_schema::ProjectName;
 
@@ -102,9 +103,10 @@ fn lease(conn: &mut Connection, name: &str, holder: &str, now_ms: i64, ttl_ms: i
     Ok(free)
 }
 
-impl SqliteStore {
+#[async_trait]
+impl crate::Alerting for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
-    pub(super) async fn alert_instances_impl(&self) -> Result<Vec<AlertInstanceRecord>> {
+    async fn alert_instances(&self) -> Result<Vec<AlertInstanceRecord>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {INSTANCE_COLUMNS} FROM alert_instances ORDER BY project, rule, segment"
@@ -116,7 +118,7 @@ impl SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", fingerprint = %instance.fingerprint))]
-    pub(super) async fn put_alert_instance_impl(&self, instance: &AlertInstanceRecord) -> Result<()> {
+    async fn put_alert_instance(&self, instance: &AlertInstanceRecord) -> Result<()> {
         let i = instance.clone();
         self.write(move |conn| {
             conn.prepare_cached(&format!(
@@ -146,7 +148,7 @@ impl SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", limit))]
-    pub(super) async fn notifications_impl(
+    async fn notifications(
         &self,
         project: Option<&ProjectName>,
         limit: u32,
@@ -164,7 +166,7 @@ impl SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", id = %notification.id))]
-    pub(super) async fn put_notification_impl(&self, notification: &NotificationRecord) -> Result<()> {
+    async fn put_notification(&self, notification: &NotificationRecord) -> Result<()> {
         let n = notification.clone();
         self.write(move |conn| {
             conn.prepare_cached(&format!(
@@ -191,7 +193,7 @@ impl SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
-    pub(super) async fn silences_impl(&self, now_ms: i64) -> Result<Vec<Silence>> {
+    async fn silences(&self, now_ms: i64) -> Result<Vec<Silence>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {SILENCE_COLUMNS} FROM silences WHERE ends_at_ms > ?1 ORDER BY starts_at_ms, id"
@@ -203,7 +205,7 @@ impl SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", id = %silence.id))]
-    pub(super) async fn put_silence_impl(&self, silence: &Silence) -> Result<()> {
+    async fn put_silence(&self, silence: &Silence) -> Result<()> {
         let s = silence.clone();
         self.write(move |conn| {
             conn.prepare_cached(&format!(
@@ -225,13 +227,13 @@ impl SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", id))]
-    pub(super) async fn remove_silence_impl(&self, id: &str) -> Result<bool> {
+    async fn remove_silence(&self, id: &str) -> Result<bool> {
         let id = id.to_string();
         self.write(move |conn| Ok(conn.prepare_cached("DELETE FROM silences WHERE id = ?1")?.execute([id])? > 0)).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", name, holder))]
-    pub(super) async fn try_lease_impl(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.write(move |conn| lease(conn, &name, &holder, now_ms, ttl_ms)).await
     }

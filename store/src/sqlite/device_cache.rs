@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{params, Connection};
 
-use super::rollup::{bytes, DeviceValues};
+use super::sql::{bytes, DeviceValues};
 use crate::Result;
 
 /// Device rows kept, over all cached hours.

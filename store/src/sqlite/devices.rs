@@ -6,7 +6,8 @@
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
-use super::{bound_query, SqliteStore};
+use super::sql::bound_query;
+use super::SqliteStore;
 use crate::devices::{DeviceList, DeviceSummary, MAX_DEVICE_LIST, STUCK_ATTEMPTS};
 use crate::metrics::Query;
 use crate::Result;

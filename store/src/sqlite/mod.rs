@@ -18,20 +18,18 @@
 //! rollups that every insert keeps in its own transaction (`rollup.rs`),
 //! rather than every event of the window.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Statement, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use synchealth_schema::{migrations, unix_ms, ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
-use crate::{Error, IngestKey, InsertOutcome, Result, Store, User};
+use crate::{Error, IngestKey, InsertOutcome, Result, User};
 
 mod alerting;
 mod checkpoint;
@@ -39,6 +37,7 @@ mod sessions;
 mod device_cache;
 mod devices;
 mod rollup;
+mod sql;
 mod telemetry_loss;
 
 /// How long a connection waits for a lock held by another process (a second
@@ -382,17 +381,6 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
     })
 }
 
-/// Binds those of `params` that the statement uses (not every statement
-/// uses every parameter) and runs it.
-fn bound_query<'s>(stmt: &'s mut Statement<'_>, params: &[(&str, Value)]) -> Result<rusqlite::Rows<'s>> {
-    for (name, value) in params {
-        if let Some(index) = stmt.parameter_index(name)? {
-            stmt.raw_bind_parameter(index, value)?;
-        }
-    }
-    Ok(stmt.raw_query())
-}
-
 fn ingest_key_from_row(row: &Row<'_>) -> Result<IngestKey> {
     let project: String = row.get(1)?;
     Ok(IngestKey {
@@ -452,41 +440,9 @@ fn migrate_all(conn: &mut Connection) -> Result<()> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl crate::Database for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
-    }
-
-    async fn alert_instances(&self) -> Result<Vec<crate::AlertInstanceRecord>> {
-        self.alert_instances_impl().await
-    }
-
-    async fn put_alert_instance(&self, instance: &crate::AlertInstanceRecord) -> Result<()> {
-        self.put_alert_instance_impl(instance).await
-    }
-
-    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<crate::NotificationRecord>> {
-        self.notifications_impl(project, limit).await
-    }
-
-    async fn put_notification(&self, notification: &crate::NotificationRecord) -> Result<()> {
-        self.put_notification_impl(notification).await
-    }
-
-    async fn silences(&self, now_ms: i64) -> Result<Vec<crate::Silence>> {
-        self.silences_impl(now_ms).await
-    }
-
-    async fn put_silence(&self, silence: &crate::Silence) -> Result<()> {
-        self.put_silence_impl(silence).await
-    }
-
-    async fn remove_silence(&self, id: &str) -> Result<bool> {
-        self.remove_silence_impl(id).await
-    }
-
-    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
-        self.try_lease_impl(name, holder, now_ms, ttl_ms).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
@@ -498,7 +454,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
+}
 
+#[async_trait]
+impl crate::Events for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite", events = events.len()))]
     async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
         if events.is_empty() {
@@ -506,24 +465,6 @@ impl Store for SqliteStore {
         }
         let events = events.to_vec();
         self.write(move |conn| insert_events(conn, &events)).await
-    }
-
-    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
-    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
-        let query = query.clone();
-        let inner = Arc::clone(&self.inner);
-        self.read(move |conn| rollup::aggregate(conn, &inner.device_hours, &query, grouping)).await
-    }
-
-    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
-        self.devices_impl(query, list, limit).await
-    }
-
-    #[tracing::instrument(skip_all, fields(store = "sqlite", %project, limit))]
-    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
-        let project = project.as_str().to_string();
-        let device_id = device_id.to_string();
-        self.read(move |conn| device_events(conn, &project, &device_id, limit)).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", days))]
@@ -574,7 +515,31 @@ impl Store for SqliteStore {
         tracing::info!(deleted, cutoff_ms = cutoff, "applied retention");
         Ok(())
     }
+}
 
+#[async_trait]
+impl crate::Aggregates for SqliteStore {
+    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        let query = query.clone();
+        let inner = Arc::clone(&self.inner);
+        self.read(move |conn| rollup::aggregate(conn, &inner.device_hours, &query, grouping)).await
+    }
+
+    async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
+        self.devices_impl(query, list, limit).await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", %project, limit))]
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        let project = project.as_str().to_string();
+        let device_id = device_id.to_string();
+        self.read(move |conn| device_events(conn, &project, &device_id, limit)).await
+    }
+}
+
+#[async_trait]
+impl crate::Accounts for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite", %project))]
     async fn ensure_project(&self, project: &ProjectName) -> Result<()> {
         let project = project.as_str().to_string();
@@ -708,27 +673,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(store = "sqlite"))]
     async fn users(&self) -> Result<Vec<User>> {
-        self.users_impl().await
-    }
-
-    async fn create_session(&self, session: &crate::Session) -> Result<()> {
-        self.create_session_impl(session).await
-    }
-
-    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<crate::Session>> {
-        self.find_session_impl(token_hash, now_ms).await
-    }
-
-    async fn delete_session(&self, token_hash: &str) -> Result<bool> {
-        self.delete_session_impl(token_hash).await
-    }
-
-    async fn record_telemetry_loss(&self, project: &ProjectName, device_id: &str, dropped: &BTreeMap<String, u64>, reported_at_ms: i64) -> Result<()> {
-        self.record_telemetry_loss_impl(project, device_id, dropped, reported_at_ms).await
-    }
-
-    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<crate::TelemetryLoss> {
-        self.telemetry_loss_impl(project, from_ms, to_ms).await
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT username, password_hash, admin, projects FROM users ORDER BY username")?;
+            let mut rows = stmt.query([])?;
+            let mut users = Vec::new();
+            while let Some(row) = rows.next()? {
+                let username: String = row.get(0)?;
+                let projects: String = row.get(3)?;
+                let projects: Vec<ProjectName> = serde_json::from_str(&projects)
+                    .map_err(|e| Error::Corrupt(format!("projects of user {username}: {e}")))?;
+                users.push(User { username, password_hash: row.get(1)?, admin: row.get(2)?, projects });
+            }
+            Ok(users)
+        })
+        .await
     }
 }
+

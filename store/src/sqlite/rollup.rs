@@ -36,8 +36,8 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use synchealth_schema::StoredEvent;
 
-use super::bound_query;
 use super::device_cache::{DeviceCache, HourDevices, Names};
+use super::sql::{bound_query, DeviceValues};
 use crate::metrics::{bump, entries, Aggregate, DeviceTally, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, Piece, HOUR_MS, MINUTE_MS};
 use crate::{Error, Result};
@@ -469,28 +469,6 @@ pub(super) fn delete_before(conn: &Connection, project: &str, cutoff_ms: i64, li
 /// after the count, and tests run both paths.
 const LOOKUP_COST: i64 = i64::MAX;
 
-/// The values the device metrics take from a device's latest event.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct DeviceValues {
-    queue_depth: i64,
-    queue_bucket: u16,
-    staleness_bucket: u16,
-    never_synced: bool,
-}
-
-impl DeviceValues {
-    /// From the columns queue depth, queue bucket, staleness bucket and
-    /// never-synced flag of `row`, starting at `first`.
-    pub(super) fn from_row(row: &Row<'_>, first: usize) -> Result<Self> {
-        Ok(DeviceValues {
-            queue_depth: row.get(first)?,
-            queue_bucket: row.get(first + 1)?,
-            staleness_bucket: row.get(first + 2)?,
-            never_synced: row.get(first + 3)?,
-        })
-    }
-}
-
 /// One group's sums and histograms while pieces are added up.
 #[derive(Debug, Default)]
 struct Group {
@@ -522,15 +500,6 @@ struct DeviceLatest {
 /// A text column, borrowed from the row.
 fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str> {
     row.get_ref(index)?.as_str().map_err(|e| Error::Corrupt(format!("column {index}: {e}")))
-}
-
-/// A text column's bytes, borrowed from the row: for comparing, with no
-/// UTF-8 check.
-pub(super) fn bytes<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8]> {
-    match row.get_ref(index)? {
-        ValueRef::Text(bytes) => Ok(bytes),
-        other => Err(Error::Corrupt(format!("column {index} is {:?}, not text", other.data_type()))),
-    }
 }
 
 /// A blob column, borrowed from the row.

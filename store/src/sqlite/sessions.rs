@@ -1,36 +1,16 @@
-//! Users listing and login sessions in SQLite: one row per session, deleted
+//! [`crate::Sessions`] in SQLite: dashboard login sessions, one row per session, deleted
 //! at logout; expired rows are refused on read and purged at the next login.
 
+use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
-use synchealth_schema::ProjectName;
 
 use super::SqliteStore;
-use crate::{Error, Result, Session, User};
+use crate::{Result, Session};
 
-impl SqliteStore {
-    /// [`crate::Store::users`] for SQLite.
-    #[tracing::instrument(skip_all, fields(store = "sqlite"))]
-    pub(super) async fn users_impl(&self) -> Result<Vec<User>> {
-        self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT username, password_hash, admin, projects FROM users ORDER BY username")?;
-            let mut rows = stmt.query([])?;
-            let mut users = Vec::new();
-            while let Some(row) = rows.next()? {
-                let username: String = row.get(0)?;
-                let projects: String = row.get(3)?;
-                let projects: Vec<ProjectName> = serde_json::from_str(&projects)
-                    .map_err(|e| Error::Corrupt(format!("projects of user {username}: {e}")))?;
-                users.push(User { username, password_hash: row.get(1)?, admin: row.get(2)?, projects });
-            }
-            Ok(users)
-        })
-        .await
-    }
-
-    /// [`crate::Store::create_session`] for SQLite.
+#[async_trait]
+impl crate::Sessions for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite", username = %session.username))]
-    pub(super) async fn create_session_impl(&self, session: &Session) -> Result<()> {
+    async fn create_session(&self, session: &Session) -> Result<()> {
         let session = session.clone();
         self.write(move |conn| {
             // Logins are rare: a good moment to drop sessions that expired.
@@ -51,9 +31,8 @@ impl SqliteStore {
         .await
     }
 
-    /// [`crate::Store::find_session`] for SQLite.
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
-    pub(super) async fn find_session_impl(&self, token_hash: &str, now_ms: i64) -> Result<Option<Session>> {
+    async fn find_session(&self, token_hash: &str, now_ms: i64) -> Result<Option<Session>> {
         let token_hash = token_hash.to_string();
         self.read(move |conn| {
             Ok(conn
@@ -75,9 +54,8 @@ impl SqliteStore {
         .await
     }
 
-    /// [`crate::Store::delete_session`] for SQLite.
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
-    pub(super) async fn delete_session_impl(&self, token_hash: &str) -> Result<bool> {
+    async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         let token_hash = token_hash.to_string();
         self.write(move |conn| {
             let removed = conn.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?.execute([token_hash])?;

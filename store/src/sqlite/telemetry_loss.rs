@@ -3,15 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use rusqlite::params;
 use synchealth_schema::ProjectName;
 
 use super::{bits_u64, u64_bits, SqliteStore};
 use crate::{Result, TelemetryLoss};
 
-impl SqliteStore {
-    /// [`crate::Store::record_telemetry_loss`] for SQLite.
-    pub(super) async fn record_telemetry_loss_impl(
+#[async_trait]
+impl crate::LossReports for SqliteStore {
+    async fn record_telemetry_loss(
         &self,
         project: &ProjectName,
         device_id: &str,
@@ -47,8 +48,7 @@ impl SqliteStore {
         .await
     }
 
-    /// [`crate::Store::telemetry_loss`] for SQLite.
-    pub(super) async fn telemetry_loss_impl(
+    async fn telemetry_loss(
         &self,
         project: &ProjectName,
         from_ms: i64,

@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use synchealth_schema::{Network, StoredEvent};
-use synchealth_store::{
-    Dimension, Filters, GroupKey, Grouping, IngestKey, InsertOutcome, SharedStore, SqliteStore, Store, User,
-};
+use synchealth_store::{Accounts, Aggregates, Database, Dimension, Events, Filters, GroupKey, Grouping, IngestKey, InsertOutcome, SharedStore, SqliteStore, Store, User};
 use uuid::Uuid;
 
 use crate::helpers::{

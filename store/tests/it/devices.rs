@@ -8,9 +8,7 @@ use serde_json::json;
 use synchealth_schema::{ProjectName, StoredEvent};
 use synchealth_store::devices::STUCK_ATTEMPTS;
 use synchealth_store::metrics::LATE_ARRIVAL_MS;
-use synchealth_store::{
-    DeviceList, DeviceSummary, Filters, GroupKey, Grouping, Query, SharedStore,
-};
+use synchealth_store::{Aggregates, DeviceList, DeviceSummary, Filters, GroupKey, Grouping, Query, SharedStore};
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -325,7 +323,7 @@ async fn late_arrivals_are_counted_per_group(store: SharedStore) {
 /// aggregate with ClickHouse's own limit error.
 #[tokio::test]
 async fn clickhouse_reads_go_through_the_read_user_with_its_limits() {
-    use synchealth_store::{ClickHouseConfig, ClickHouseStore, QueryLimits, Store};
+    use synchealth_store::{ClickHouseConfig, ClickHouseStore, QueryLimits};
     let Some(fresh) =
         crate::helpers::fresh_store(crate::helpers::Backend::ClickHouse, "reader").await
     else {

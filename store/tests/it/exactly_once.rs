@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use synchealth_schema::StoredEvent;
-use synchealth_store::{ClickHouseConfig, ClickHouseStore, DeviceList, Dimension, Grouping, Store};
+use synchealth_store::{Aggregates, ClickHouseConfig, ClickHouseStore, DeviceList, Dimension, Events, Grouping, Store};
 use uuid::Uuid;
 
 use crate::helpers::{

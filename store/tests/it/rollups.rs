@@ -4,7 +4,7 @@
 //! embedded database upgraded with events already in it.
 
 use synchealth_schema::StoredEvent;
-use synchealth_store::{Dimension, Filters, Grouping, SharedStore, SqliteStore, Store};
+use synchealth_store::{Aggregates, Database, Dimension, Filters, Grouping, SharedStore, SqliteStore};
 use uuid::Uuid;
 
 use crate::helpers::{

@@ -30,7 +30,7 @@ use synchealth_dashboard::api::overview::{default_step_seconds, overview};
 use synchealth_schema::{unix_ms, ErrorKind, Network, ProjectName, StoredEvent, SyncEvent};
 use synchealth_store::metrics::DEFAULT_QUEUE_THRESHOLD;
 use synchealth_store::{
-    ClickHouseConfig, ClickHouseStore, Filters, Grouping, Query, SharedStore, SqliteStore, Store,
+    ClickHouseConfig, ClickHouseStore, Database, Events, Filters, Grouping, Query, SharedStore, SqliteStore,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;

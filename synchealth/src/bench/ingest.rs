@@ -33,7 +33,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
 use synchealth_schema::{Network, ProjectName, StoredEvent, SyncEvent};
-use synchealth_store::{ClickHouseConfig, ClickHouseStore, Store};
+use synchealth_store::{ClickHouseConfig, ClickHouseStore, Database};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;

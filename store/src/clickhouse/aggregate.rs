@@ -1,4 +1,4 @@
-//! [`crate::Store::aggregate`] for ClickHouse, from the pre-aggregates where
+//! [`crate::Aggregates`] for ClickHouse: the read side. [`crate::Aggregates::aggregate`] comes from the pre-aggregates where
 //! they apply and from `events` for the rest of the window.
 //!
 //! Three rollups:
@@ -35,34 +35,32 @@
 //! that time. Formatting every event's text was most of the cost of a plain
 //! `max` over millions of rows.
 
+//!
+//! The device lists ([`crate::DeviceList`]). 18.16 has no
+//! window functions, so each device's attempts are gathered per device as an
+//! array sorted latest first (`(event_time_ms, event_id as text)` descending,
+//! the same order as SQLite's), and the failures in a row and the
+//! never-shrinking queue are read off that array with array functions.
+
 use std::collections::BTreeMap;
 
-use super::device_cache::add_durations;
-use super::dedup::{NOT_COMPENSATED_SQL, SHIFTED_HOURS_SQL, SUSPECT_HOURS_SQL};
+use async_trait::async_trait;
+use clickhouse::Row;
+use serde::Deserialize;
+use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
+use uuid::Uuid;
+
+use super::dedup::{events_filter, NOT_COMPENSATED_SQL, SHIFTED_HOURS_SQL, SUSPECT_HOURS_SQL};
 use super::device_state::{DECODED_SQL, LATEST_SQL};
-use super::{group_key, histogram, window_filter, Arg, ClickHouseStore, DevicesRow, TotalsRow};
+use super::sql::{
+    add_durations, group_key, histogram, optional_enum, optional_text, parse_project, raw_filter, time_from_ms,
+    window_filter, Arg, Sql,
+};
+use super::ClickHouseStore;
+use crate::devices::{DeviceList, DeviceSummary, MAX_DEVICE_LIST, STUCK_ATTEMPTS};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, split, Piece, HOUR_MS};
-use crate::Result;
-
-/// SQL text and its bound values, built side by side so that the `?` and
-/// the values stay in the same order.
-#[derive(Default)]
-pub(super) struct Sql {
-    pub(super) text: String,
-    pub(super) args: Vec<Arg>,
-}
-
-impl Sql {
-    fn push(&mut self, text: &str) {
-        self.text.push_str(text);
-    }
-
-    pub(super) fn push_with(&mut self, text: &str, args: Vec<Arg>) {
-        self.text.push_str(text);
-        self.args.extend(args);
-    }
-}
+use crate::{Error, Result};
 
 /// The group-key expressions over a table whose time column is `time` (a
 /// `DateTime`): a bucket start (0 when not grouping by time) and a segment
@@ -107,25 +105,6 @@ fn segment_filter(filters: &Filters) -> (String, Vec<Arg>) {
 
 fn seconds(ms: i64) -> Arg {
     Arg::Seconds(u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX))
-}
-
-/// `events` filtered to `[from_ms, to_ms)` and the query's segments.
-pub(super) fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
-    window_filter(&Query {
-        from_ms,
-        to_ms,
-        ..query.clone()
-    })
-}
-
-/// `events` filtered as [`raw_filter`] does, without the compensated copies
-/// that `events` keeps as rows of their own (`dedup.rs`): for the reads of a
-/// device's latest event.
-pub(super) fn events_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
-    let (mut filter, mut args) = raw_filter(query, from_ms, to_ms);
-    filter.push_str(&format!(" AND {NOT_COMPENSATED_SQL}"));
-    args.push(Arg::Text(query.project.as_str().to_string()));
-    (filter, args)
 }
 
 /// The hour (`DateTime`) of a `DateTime` column, in SQL: what the hour sets
@@ -304,10 +283,15 @@ enum Devices {
     Rows(Vec<DevicesRow>),
 }
 
-impl ClickHouseStore {
-    /// [`crate::Store::aggregate`] for ClickHouse: two queries at once, the
+#[async_trait]
+impl crate::Aggregates for ClickHouseStore {
+    /// [`crate::Aggregates::aggregate`] for ClickHouse: two queries at once, the
     /// per-event totals and the per-device latest values.
-    pub(super) async fn aggregate_impl(
+    #[tracing::instrument(
+        skip_all,
+        fields(project = %query.project, from_ms = query.from_ms, to_ms = query.to_ms, grouping = ?grouping)
+    )]
+    async fn aggregate(
         &self,
         query: &Query,
         grouping: Grouping,
@@ -385,12 +369,256 @@ impl ClickHouseStore {
         }
         Ok(groups.into_iter().filter(|(_, a)| a.events > 0).collect())
     }
+
+    #[tracing::instrument(skip_all, fields(project = %query.project, list = list.name(), limit))]
+    async fn devices(
+        &self,
+        query: &Query,
+        list: DeviceList,
+        limit: u32,
+    ) -> Result<Vec<DeviceSummary>> {
+        if query.from_ms >= query.to_ms || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (filter, args) = window_filter(query);
+        let (condition, order) = list_sql(list);
+        // `hist` holds (time, id text, success, queue depth) latest first.
+        // Failures in a row: the attempts before the first success in it.
+        // Stuck: the last STUCK_ATTEMPTS queue depths pairwise never smaller
+        // than the one before them (the slices are cut to the same length for
+        // devices with fewer attempts, which `arrayAll` requires even when
+        // `n` already rules them out). Both numbers are formatted constants.
+        let pairs = STUCK_ATTEMPTS.saturating_sub(1).max(1);
+        let sql = format!(
+            "SELECT device_id, tupleElement(latest, 1) AS last_seen_ms, tupleElement(latest, 2) AS app_version, \
+             tupleElement(latest, 3) AS os, tupleElement(latest, 4) AS network, \
+             tupleElement(latest, 5) AS queue_depth, tupleElement(latest, 6) AS staleness_ms, failures, \
+             tupleElement(latest, 7) AS last_success, tupleElement(latest, 8) AS error_kind, \
+             tupleElement(latest, 9) AS error_message, n \
+             FROM (SELECT device_id, n, latest, \
+                   if(first_ok = 0, toUInt64(length(hist)), toUInt64(first_ok - 1)) AS failures, \
+                   toUInt8(n >= {STUCK_ATTEMPTS} AND arrayAll((newer, older) -> newer.4 >= older.4, \
+                       arraySlice(hist, 1, least(length(hist) - 1, {pairs})), \
+                       arraySlice(hist, 2, least(length(hist) - 1, {pairs})))) AS stuck \
+                   FROM (SELECT device_id, toUInt64(count()) AS n, \
+                         argMax((event_time_ms, CAST(app_version AS String), CAST(os AS String), \
+                                 CAST(network AS String), queue_depth, \
+                                 if(isNull(staleness_ms), toInt64(-1), toInt64(assumeNotNull(staleness_ms))), \
+                                 success, CAST(error_kind AS String), error_message), \
+                                (event_time_ms, toString(event_id))) AS latest, \
+                         arrayReverseSort(groupArray((event_time_ms, toString(event_id), success, queue_depth))) AS hist, \
+                         arrayFirstIndex(x -> x.3 = 1, hist) AS first_ok \
+                         FROM events FINAL WHERE {filter} AND {NOT_COMPENSATED_SQL} GROUP BY device_id)) \
+             WHERE {condition} ORDER BY {order}, device_id LIMIT ?"
+        );
+        let mut q = args.iter().fold(self.reader.query(&sql), |q, a| q.bind(a)).bind(query.project.as_str());
+        let silent_for_ms = match list {
+            DeviceList::Quiet { silent_for_ms } => Some(silent_for_ms.max(0)),
+            _ => None,
+        };
+        if let Some(silent) = silent_for_ms {
+            q = q.bind(query.to_ms.saturating_sub(silent));
+        }
+        let rows = q
+            .bind(limit.min(MAX_DEVICE_LIST))
+            .fetch_all::<DeviceRow>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeviceSummary {
+                silent_for_ms: silent_for_ms.map(|_| query.to_ms - r.last_seen_ms),
+                device_id: r.device_id,
+                last_seen_ms: r.last_seen_ms,
+                app_version: r.app_version,
+                os: r.os,
+                network: r.network,
+                queue_depth: r.queue_depth,
+                staleness_ms: (r.staleness_ms >= 0).then_some(r.staleness_ms),
+                consecutive_failures: u32::try_from(r.failures).unwrap_or(u32::MAX),
+                last_success: r.last_success != 0,
+                last_error_kind: (!r.error_kind.is_empty()).then_some(r.error_kind),
+                last_error_message: (!r.error_message.is_empty()).then_some(r.error_message),
+                attempts_in_window: r.n,
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(project = %project, limit = limit))]
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        let rows = self
+            .reader
+            .query(&format!(
+                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? AND {} \
+                 ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
+                NOT_COMPENSATED_SQL
+            ))
+            .bind(project.as_str())
+            .bind(device_id)
+            .bind(project.as_str())
+            .bind(limit)
+            .fetch_all::<EventRow>()
+            .await?;
+        rows.into_iter().map(EventRow::into_stored).collect()
+    }
+}
+
+/// One listed device, in the query's column order.
+#[derive(Row, Deserialize)]
+struct DeviceRow {
+    device_id: String,
+    last_seen_ms: i64,
+    app_version: String,
+    os: String,
+    network: String,
+    queue_depth: u32,
+    /// -1 when the latest event said "never synced" (no Nullable in tuples).
+    staleness_ms: i64,
+    failures: u64,
+    last_success: u8,
+    error_kind: String,
+    error_message: String,
+    n: u64,
+}
+
+/// The condition and order of each list; constants only, values are binds.
+fn list_sql(list: DeviceList) -> (&'static str, &'static str) {
+    match list {
+        DeviceList::QueueDepth => ("queue_depth > 0", "queue_depth DESC"),
+        DeviceList::Staleness => ("staleness_ms >= 0", "staleness_ms DESC"),
+        DeviceList::ConsecutiveFailures => ("failures > 0", "failures DESC"),
+        DeviceList::Stuck => ("stuck = 1 AND queue_depth > 0", "queue_depth DESC"),
+        DeviceList::Quiet { .. } => ("last_seen_ms < ?", "last_seen_ms ASC"),
+    }
+}
+
+/// One `events` row as read back: the columns of `0001_events.sql`, in
+/// order and type (RowBinary without validation is positional).
+#[derive(Debug, Row, Deserialize)]
+pub(super) struct EventRow {
+    project: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    device_id: String,
+    // Read because the row is positional; the corrected time is in `event_time_ms`.
+    #[allow(dead_code)]
+    event_time: u32,
+    event_time_ms: i64,
+    occurred_at_ms: i64,
+    last_success_at_ms: Option<i64>,
+    sent_at_ms: i64,
+    received_at_ms: i64,
+    clock_skew_ms: i64,
+    success: u8,
+    duration_ms: u64,
+    duration_bucket: u16,
+    conflicts: u32,
+    queue_depth: u32,
+    queue_bucket: u16,
+    staleness_ms: Option<u64>,
+    staleness_bucket: u16,
+    app_version: String,
+    os: String,
+    os_version: String,
+    network: String,
+    device_model: String,
+    sync_type: String,
+    trigger: String,
+    error_kind: String,
+    error_message: String,
+    retries: u32,
+    records_up: u64,
+    records_down: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    sample_rate: f64,
+    weight: f64,
+}
+
+impl EventRow {
+    fn into_stored(self) -> Result<StoredEvent> {
+        let network =
+            Network::parse(&self.network).ok_or_else(|| Error::Corrupt(format!("network {:?}", self.network)))?;
+        let event = SyncEvent {
+            event_id: self.event_id,
+            device_id: self.device_id,
+            occurred_at: time_from_ms(self.occurred_at_ms)?,
+            success: self.success != 0,
+            duration_ms: self.duration_ms,
+            conflicts: self.conflicts,
+            queue_depth: self.queue_depth,
+            last_success_at: self.last_success_at_ms.map(time_from_ms).transpose()?,
+            app_version: self.app_version,
+            os: self.os,
+            os_version: optional_text(self.os_version),
+            network,
+            device_model: optional_text(self.device_model),
+            sync_type: optional_text(self.sync_type),
+            trigger: optional_enum(&self.trigger, Trigger::parse, "trigger")?,
+            error_kind: optional_enum(&self.error_kind, ErrorKind::parse, "error_kind")?,
+            error_message: optional_text(self.error_message),
+            retries: self.retries,
+            records_up: self.records_up,
+            records_down: self.records_down,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            sample_rate: self.sample_rate,
+        };
+        Ok(StoredEvent {
+            project: parse_project(&self.project)?,
+            event,
+            sent_at_ms: self.sent_at_ms,
+            received_at_ms: self.received_at_ms,
+            clock_skew_ms: self.clock_skew_ms,
+            event_time_ms: self.event_time_ms,
+            staleness_ms: self.staleness_ms,
+            weight: self.weight,
+            duration_bucket: self.duration_bucket,
+            queue_bucket: self.queue_bucket,
+            staleness_bucket: self.staleness_bucket,
+        })
+    }
+}
+
+/// The totals query's row, in its column order.
+#[derive(Row, Deserialize)]
+pub(super) struct TotalsRow {
+    gt: u64,
+    gs: String,
+    /// Signed: the compensations for duplicates subtract (`dedup.rs`).
+    events: i64,
+    attempts: f64,
+    successes: f64,
+    conflicted: f64,
+    duration: (Vec<u16>, Vec<f64>),
+    late: i64,
+}
+
+/// The per-device-latest query's row, in its column order.
+#[derive(Row, Deserialize)]
+pub(super) struct DevicesRow {
+    gt: u64,
+    gs: String,
+    devices: u64,
+    queue_sum: u64,
+    queue_max: u64,
+    queue_over_threshold: u64,
+    never_synced: u64,
+    queue_histogram: (Vec<u16>, Vec<u64>),
+    staleness_histogram: (Vec<u16>, Vec<u64>),
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_buckets_follow_the_step() {
+        let (time, segment) = group_expressions(Grouping::Time { step_seconds: 300 }, "event_time");
+        assert_eq!(time, "toUInt64(intDiv(toUInt32(event_time), 300) * 300)");
+        assert_eq!(segment, "''");
+        assert_eq!(group_key(Grouping::Time { step_seconds: 300 }, 600, String::new()), GroupKey::Time(600));
+    }
 
     #[test]
     fn every_placeholder_has_its_value_in_order() {
