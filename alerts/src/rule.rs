@@ -320,9 +320,7 @@ impl Rule {
     /// durations that make sense, at least one channel, no empty filter.
     /// Returns the first problem found.
     pub fn validate(&self) -> Result<(), RuleError> {
-        let fail = |field: &'static str, problem: String| {
-            Err(RuleError { rule: self.name.clone(), field, problem })
-        };
+        let fail = |field: &'static str, problem: String| Err(RuleError { rule: self.name.clone(), field, problem });
         if self.name.is_empty() {
             return fail("name", "must not be empty".into());
         }
@@ -342,10 +340,7 @@ impl Rule {
         if is_fraction(self.metric) && self.threshold > 1.0 {
             return fail(
                 "threshold",
-                format!(
-                    "{} is outside 0..=1; {metric} is a fraction (write 0.95 for 95%)",
-                    self.threshold
-                ),
+                format!("{} is outside 0..=1; {metric} is a fraction (write 0.95 for 95%)", self.threshold),
             );
         }
         if self.metric == Metric::Events
@@ -368,10 +363,7 @@ impl Rule {
             return fail("repeat_interval", "must be longer than 0s; leave it out to notify once".into());
         }
         if self.queue_threshold.is_some() && self.metric != Metric::QueueDepthOverThresholdShare {
-            return fail(
-                "queue_threshold",
-                format!("only applies to queue_depth_over_threshold_share, not {metric}"),
-            );
+            return fail("queue_threshold", format!("only applies to queue_depth_over_threshold_share, not {metric}"));
         }
         if self.channels.is_empty() {
             return fail("channels", "must name at least one channel".into());

@@ -213,11 +213,8 @@ pub fn step(previous: AlertState, observation: Observation, now: OffsetDateTime,
         (AlertState::Firing { since, last_notified, clear_since }, Verdict::Clear | Verdict::InsufficientData) => {
             let clear_since = clear_since.unwrap_or(now);
             if now - clear_since >= rule.keep_firing_for {
-                let reason = if verdict == Verdict::Clear {
-                    ResolveReason::Recovered
-                } else {
-                    ResolveReason::InsufficientData
-                };
+                let reason =
+                    if verdict == Verdict::Clear { ResolveReason::Recovered } else { ResolveReason::InsufficientData };
                 (AlertState::Resolved { at: now }, Some(Notification::Resolved { reason }))
             } else {
                 (AlertState::Firing { since, last_notified, clear_since: Some(clear_since) }, None)
@@ -316,7 +313,10 @@ mod tests {
     #[test]
     fn the_condition_holding_makes_an_ok_alert_pending_without_notifying() {
         let t = step(AlertState::Ok, bad(), T0, &rule());
-        assert_eq!(t, Transition { state: AlertState::Pending { since: T0 }, notification: None, verdict: Verdict::Holds });
+        assert_eq!(
+            t,
+            Transition { state: AlertState::Pending { since: T0 }, notification: None, verdict: Verdict::Holds }
+        );
     }
 
     #[test]
@@ -400,10 +400,7 @@ mod tests {
     fn keep_firing_for_holds_a_firing_alert_through_a_brief_recovery() {
         let rule = Rule { keep_firing_for: Duration::minutes(10), ..rule() };
         let t = step(firing(0, 5), good(), at(6), &rule);
-        assert_eq!(
-            t.state,
-            AlertState::Firing { since: at(0), last_notified: at(5), clear_since: Some(at(6)) }
-        );
+        assert_eq!(t.state, AlertState::Firing { since: at(0), last_notified: at(5), clear_since: Some(at(6)) });
         assert_eq!(t.notification, None);
         let t = step(t.state, good(), at(15), &rule);
         assert_eq!((t.state.name(), t.notification), ("firing", None));
@@ -450,11 +447,7 @@ mod tests {
 
     #[test]
     fn no_repeat_goes_out_while_a_firing_alert_is_recovering() {
-        let rule = Rule {
-            repeat_interval: Some(Duration::minutes(30)),
-            keep_firing_for: Duration::hours(1),
-            ..rule()
-        };
+        let rule = Rule { repeat_interval: Some(Duration::minutes(30)), keep_firing_for: Duration::hours(1), ..rule() };
         let (state, sent) = run(&rule, firing(0, 5), 6, &[good(); 50]);
         assert_eq!(sent, []);
         assert!(state.is_firing());
@@ -565,11 +558,8 @@ mod tests {
 
     #[test]
     fn a_whole_incident_reads_as_expected() {
-        let rule = Rule {
-            keep_firing_for: Duration::minutes(5),
-            repeat_interval: Some(Duration::minutes(20)),
-            ..rule()
-        };
+        let rule =
+            Rule { keep_firing_for: Duration::minutes(5), repeat_interval: Some(Duration::minutes(20)), ..rule() };
         let quiet = Observation { value: Some(0.5), events: 10 };
         let mut script = vec![good(); 3]; // 0..3 fine
         script.extend([quiet; 3]); // 3..6 night: too few events to judge

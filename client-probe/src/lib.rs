@@ -59,6 +59,6 @@ mod worker;
 
 pub use config::{BufferLimits, ProbeBuilder, UploadConditions, UploadPolicy, MAX_UPLOAD_BATCH};
 pub use probe::{Probe, ProbeStats};
-pub use shared::FlushReport;
 pub use record::{Attempt, Details};
+pub use shared::FlushReport;
 pub use synchealth_schema::{ErrorKind, Network, SyncEvent, Trigger};

@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::buffer::{Buffer, Removed};
 use crate::config::{BufferLimits, ProbeBuilder};
-use crate::shared::{lock, FlushReport, Shared};
 use crate::record::{Incoming, RawAttempt};
+use crate::shared::{lock, FlushReport, Shared};
 use crate::state::{self, ProbeState};
 use crate::upload::backoff::Backoff;
 use crate::upload::{gzip_body, Outcome, Uploader};

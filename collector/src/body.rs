@@ -61,7 +61,12 @@ const RETRY_AFTER_SECONDS: u64 = 1;
 /// declared `Content-Length` over `limit` is refused before a byte is read,
 /// every frame takes its bytes from `budget` or the request gets 503, and
 /// the result is decompressed (gzip or identity) within `limit` as well.
-pub(crate) async fn read(headers: &HeaderMap, body: Body, limit: usize, budget: &InFlightBudget) -> Result<ReadBody, AppError> {
+pub(crate) async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    budget: &InFlightBudget,
+) -> Result<ReadBody, AppError> {
     let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(AppError::PayloadTooLarge { limit });
@@ -117,7 +122,9 @@ pub(crate) fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<B
             }
             Ok(Bytes::from(out))
         }
-        Some(other) => Err(AppError::UnsupportedMediaType(format!("content-encoding {other:?}; send gzip or identity"))),
+        Some(other) => {
+            Err(AppError::UnsupportedMediaType(format!("content-encoding {other:?}; send gzip or identity")))
+        }
     }
 }
 
@@ -160,7 +167,10 @@ mod tests {
     #[test]
     fn a_gzip_bomb_stops_at_the_limit() {
         let bomb = gzip(&vec![b' '; 100_000]);
-        assert!(matches!(decode(&gzip_headers(), Bytes::from(bomb), 10_000), Err(AppError::PayloadTooLarge { limit: 10_000 })));
+        assert!(matches!(
+            decode(&gzip_headers(), Bytes::from(bomb), 10_000),
+            Err(AppError::PayloadTooLarge { limit: 10_000 })
+        ));
     }
 
     #[tokio::test]

@@ -55,7 +55,9 @@ pub enum AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            AppError::BadRequest(detail) => (StatusCode::BAD_REQUEST, json!({"error": "invalid batch", "detail": detail})),
+            AppError::BadRequest(detail) => {
+                (StatusCode::BAD_REQUEST, json!({"error": "invalid batch", "detail": detail}))
+            }
             AppError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized", "detail": why})),
             AppError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,

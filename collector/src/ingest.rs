@@ -47,7 +47,11 @@ pub(crate) async fn post_events(
     span.record("events", batch.events.len() + batch.rejected.len());
     let (events, out_of_range) = stamp(&project, batch.events, batch.sent_at, received_at);
     let mut rejected = batch.rejected;
-    rejected.extend(out_of_range.into_iter().map(|(index, field, reason)| Rejection { index, field: field.into(), reason }));
+    rejected.extend(out_of_range.into_iter().map(|(index, field, reason)| Rejection {
+        index,
+        field: field.into(),
+        reason,
+    }));
     rejected.sort_by_key(|r| r.index);
     let outcome = store_events(&state, &project, events).await?;
     if let Some(report) = &batch.telemetry_loss {

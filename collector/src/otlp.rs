@@ -905,7 +905,10 @@ mod tests {
             let path = entry.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
             let (first, body) = bytes.split_first().unwrap();
-            events.push((path.file_name().unwrap().to_string_lossy().into_owned(), decode_and_map_for_fuzzing(body, first % 2 == 0)));
+            events.push((
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                decode_and_map_for_fuzzing(body, first % 2 == 0),
+            ));
         }
         events.sort();
         assert!(events.len() >= 4, "the regression inputs are in {}", dir.display());

@@ -41,7 +41,8 @@ pub struct IngestRateLimiter {
 impl IngestRateLimiter {
     /// A limiter enforcing `limit` per key (`None`: lets everything through).
     pub fn new(limit: Option<RateLimit>) -> Self {
-        let limit = limit.map(|l| (l, DefaultKeyedRateLimiter::keyed(Quota::per_second(l.events_per_second).allow_burst(l.burst))));
+        let limit = limit
+            .map(|l| (l, DefaultKeyedRateLimiter::keyed(Quota::per_second(l.events_per_second).allow_burst(l.burst))));
         IngestRateLimiter { limit }
     }
 
@@ -49,7 +50,9 @@ impl IngestRateLimiter {
     /// how long to wait. A batch larger than the burst can never fit, so it
     /// takes the whole bucket instead (it is accepted when the bucket is full).
     pub fn check(&self, who: &Authenticated, events: usize) -> Result<(), AppError> {
-        let (Some((limit, limiter)), Some(n)) = (&self.limit, NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX))) else {
+        let (Some((limit, limiter)), Some(n)) =
+            (&self.limit, NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)))
+        else {
             return Ok(());
         };
         let n = n.min(limit.burst);

@@ -27,13 +27,8 @@ async fn app(limits: Limits) -> (Router, Pipeline, tempfile::TempDir) {
     store.migrate().await.unwrap();
     let project = ProjectName::parse("default").unwrap();
     store.ensure_project(&project).await.unwrap();
-    let key = IngestKey {
-        key_hash: hash_ingest_key(KEY),
-        project,
-        label: "test".into(),
-        created_at_ms: 0,
-        revoked: false,
-    };
+    let key =
+        IngestKey { key_hash: hash_ingest_key(KEY), project, label: "test".into(), created_at_ms: 0, revoked: false };
     store.put_ingest_key(&key).await.unwrap();
     let pipeline = Pipeline::start(store.clone(), PipelineConfig::new(dir.path().join("spool"))).await.unwrap();
     let router = synchealth_collector::router(CollectorState::new(store, limits, pipeline.handle()));

@@ -138,10 +138,8 @@ pub(crate) async fn timeseries(
 }
 
 fn parse_metric(name: &str) -> Result<Metric, AppError> {
-    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| AppError::BadParameter {
-        parameter: "metric",
-        reason: format!("unknown metric {name:?}"),
-    })
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| AppError::BadParameter { parameter: "metric", reason: format!("unknown metric {name:?}") })
 }
 
 /// Parameters of `/api/v1/breakdown`.
@@ -277,7 +275,11 @@ pub(crate) fn dimension(by: Option<&str>) -> Result<Dimension, AppError> {
 /// The breakdown over a checked query: what `/api/v1/breakdown` answers and
 /// the Breakdown page renders (which builds the query once, for its layout
 /// too).
-pub async fn breakdown_over(state: &DashboardState, query: &Query, by: Dimension) -> Result<BreakdownResponse, AppError> {
+pub async fn breakdown_over(
+    state: &DashboardState,
+    query: &Query,
+    by: Dimension,
+) -> Result<BreakdownResponse, AppError> {
     let groups = state.store.aggregate(query, Grouping::By(by)).await?;
     let segments = groups
         .into_iter()

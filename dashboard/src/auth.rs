@@ -107,7 +107,11 @@ impl PasswordVerifier {
     /// At most `max_concurrent` verifications at once (at least 1); a caller
     /// waits up to `wait` for a slot.
     pub fn new(max_concurrent: usize, wait: Duration) -> Self {
-        PasswordVerifier { slots: Arc::new(Semaphore::new(max_concurrent.max(1))), wait, verifications: AtomicU64::new(0) }
+        PasswordVerifier {
+            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            wait,
+            verifications: AtomicU64::new(0),
+        }
     }
 
     /// Whether `password` matches `phc`; with no `phc` (no such user), a
@@ -270,7 +274,8 @@ impl FromRequestParts<DashboardState> for CurrentUser {
         }
         // A logged-in browser reads the API with its session (the JSON
         // links on the pages); a GET changes nothing, so no CSRF token.
-        let token = crate::session::cookie(&parts.headers, crate::session::SESSION_COOKIE).ok_or(AppError::Unauthorized)?;
+        let token =
+            crate::session::cookie(&parts.headers, crate::session::SESSION_COOKIE).ok_or(AppError::Unauthorized)?;
         crate::session::user_of(state, &token).await?.map(CurrentUser).ok_or(AppError::Unauthorized)
     }
 }
@@ -344,8 +349,11 @@ mod tests {
             .unwrap()
             .to_string();
         let dir = tempfile::tempdir().unwrap();
-        let policy =
-            AuthPolicy { max_concurrent_verifications: 1, verification_wait: Duration::from_millis(100), ..AuthPolicy::default() };
+        let policy = AuthPolicy {
+            max_concurrent_verifications: 1,
+            verification_wait: Duration::from_millis(100),
+            ..AuthPolicy::default()
+        };
         let auth = Arc::new(AuthCache::with_policy(store_with_ana(&dir, slow).await, policy));
         let first = tokio::spawn({
             let auth = Arc::clone(&auth);

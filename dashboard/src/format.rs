@@ -104,9 +104,11 @@ impl Unit {
             | Metric::StalenessP50
             | Metric::StalenessP90
             | Metric::StalenessP99 => Unit::Millis,
-            Metric::Events | Metric::Attempts | Metric::Devices | Metric::NeverSyncedDevices | Metric::QueueDepthMax => {
-                Unit::Count
-            }
+            Metric::Events
+            | Metric::Attempts
+            | Metric::Devices
+            | Metric::NeverSyncedDevices
+            | Metric::QueueDepthMax => Unit::Count,
             _ => Unit::Plain,
         }
     }

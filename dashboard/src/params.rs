@@ -60,7 +60,10 @@ impl QueryParams {
             return Err(AppError::BadParameter { parameter: "from", reason: "must be before `to`".into() });
         }
         if to_ms - from_ms > MAX_WINDOW_MS {
-            return Err(AppError::BadParameter { parameter: "from", reason: "the window is longer than 90 days".into() });
+            return Err(AppError::BadParameter {
+                parameter: "from",
+                reason: "the window is longer than 90 days".into(),
+            });
         }
         let network = match non_empty(&self.network) {
             Some(n) => Some(Network::parse(n).ok_or_else(|| AppError::BadParameter {

@@ -56,10 +56,7 @@ pub fn wilson(p: f64, n: f64, z: f64) -> Option<Interval> {
     let denominator = 1.0 + z2 / n;
     let center = (p + z2 / (2.0 * n)) / denominator;
     let half = z / denominator * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    Some(Interval {
-        low: (center - half).max(0.0),
-        high: (center + half).min(1.0),
-    })
+    Some(Interval { low: (center - half).max(0.0), high: (center + half).min(1.0) })
 }
 
 /// Newcombe's hybrid score interval for `p_b - p_a` (method 10).
@@ -111,10 +108,7 @@ fn parse_version(text: &str) -> Option<(Vec<u64>, Option<String>)> {
         Some((core, pre)) => (core, Some(pre.to_string())),
         None => (text, None),
     };
-    let numbers: Option<Vec<u64>> = core
-        .split('.')
-        .map(|part| part.parse::<u64>().ok())
-        .collect();
+    let numbers: Option<Vec<u64>> = core.split('.').map(|part| part.parse::<u64>().ok()).collect();
     numbers.filter(|n| !n.is_empty()).map(|n| (n, pre))
 }
 
@@ -220,18 +214,13 @@ pub fn compare(a_name: &str, a: &Summary, b_name: &str, b: &Summary) -> Comparis
                 a: va,
                 b: vb,
                 difference,
-                relative_difference: va
-                    .zip(difference)
-                    .filter(|(x, _)| *x != 0.0)
-                    .map(|(x, d)| d / x),
+                relative_difference: va.zip(difference).filter(|(x, _)| *x != 0.0).map(|(x, d)| d / x),
                 higher_is_worse: higher_is_worse(metric),
                 rate,
             }
         })
         .collect();
-    let regression = metrics
-        .iter()
-        .any(|m| m.rate.as_ref().is_some_and(|r| r.regression));
+    let regression = metrics.iter().any(|m| m.rate.as_ref().is_some_and(|r| r.regression));
     Comparison {
         a: a_name.to_string(),
         b: b_name.to_string(),
@@ -254,13 +243,7 @@ fn rate_comparison(
     let (na, nb) = (na as f64, nb as f64);
     let difference_interval = pa.zip(pb).and_then(|(x, y)| newcombe(x, na, y, nb, Z_95));
     let significant = difference_interval.is_some_and(|i| i.low > 0.0 || i.high < 0.0);
-    let bad_direction = difference_interval.is_some_and(|i| {
-        if worse_is_lower {
-            i.high < 0.0
-        } else {
-            i.low > 0.0
-        }
-    });
+    let bad_direction = difference_interval.is_some_and(|i| if worse_is_lower { i.high < 0.0 } else { i.low > 0.0 });
     RateComparison {
         a_interval: pa.and_then(|p| wilson(p, na, Z_95)),
         b_interval: pb.and_then(|p| wilson(p, nb, Z_95)),
@@ -285,20 +268,11 @@ mod tests {
         // Newcombe (1998), Table II: 81/263 gives 0.2553 to 0.3662, 15/148
         // gives 0.0624 to 0.1605, 0/20 gives 0 to 0.1611.
         let i = wilson(81.0 / 263.0, 263.0, Z_95).unwrap();
-        assert!(
-            close(i.low, 0.2553, 5e-5) && close(i.high, 0.3662, 5e-5),
-            "{i:?}"
-        );
+        assert!(close(i.low, 0.2553, 5e-5) && close(i.high, 0.3662, 5e-5), "{i:?}");
         let i = wilson(15.0 / 148.0, 148.0, Z_95).unwrap();
-        assert!(
-            close(i.low, 0.0624, 5e-5) && close(i.high, 0.1605, 5e-5),
-            "{i:?}"
-        );
+        assert!(close(i.low, 0.0624, 5e-5) && close(i.high, 0.1605, 5e-5), "{i:?}");
         let i = wilson(0.0, 20.0, Z_95).unwrap();
-        assert!(
-            close(i.low, 0.0, 1e-12) && close(i.high, 0.1611, 5e-5),
-            "{i:?}"
-        );
+        assert!(close(i.low, 0.0, 1e-12) && close(i.high, 0.1611, 5e-5), "{i:?}");
         assert_eq!(wilson(0.5, 0.0, Z_95), None);
     }
 
@@ -307,15 +281,9 @@ mod tests {
         // Newcombe (1998), Table II, method 10: 56/70 - 48/80 is 0.0524 to
         // 0.3339, and 9/10 - 3/10 is 0.1705 to 0.8090.
         let i = newcombe(48.0 / 80.0, 80.0, 56.0 / 70.0, 70.0, Z_95).unwrap();
-        assert!(
-            close(i.low, 0.0524, 5e-5) && close(i.high, 0.3339, 5e-5),
-            "{i:?}"
-        );
+        assert!(close(i.low, 0.0524, 5e-5) && close(i.high, 0.3339, 5e-5), "{i:?}");
         let i = newcombe(3.0 / 10.0, 10.0, 9.0 / 10.0, 10.0, Z_95).unwrap();
-        assert!(
-            close(i.low, 0.1705, 5e-5) && close(i.high, 0.8090, 5e-5),
-            "{i:?}"
-        );
+        assert!(close(i.low, 0.1705, 5e-5) && close(i.high, 0.8090, 5e-5), "{i:?}");
     }
 
     #[test]
@@ -331,10 +299,7 @@ mod tests {
     fn versions_order_numerically_with_pre_releases_first() {
         let mut versions = vec!["2.10.0", "2.9.1", "v2.9.0", "2.10.0-rc.1", "1.0", "beta"];
         versions.sort_by(|a, b| compare_versions(a, b));
-        assert_eq!(
-            versions,
-            vec!["1.0", "v2.9.0", "2.9.1", "2.10.0-rc.1", "2.10.0", "beta"]
-        );
+        assert_eq!(versions, vec!["1.0", "v2.9.0", "2.9.1", "2.10.0-rc.1", "2.10.0", "beta"]);
     }
 
     fn summary(events: u64, success_rate: f64, conflict_rate: f64) -> Summary {
@@ -351,62 +316,30 @@ mod tests {
     fn a_significant_drop_in_success_is_a_regression_and_noise_is_not() {
         let old = summary(2000, 0.95, 0.02);
         let bad = compare("1.0.0", &old, "1.1.0", &summary(2000, 0.90, 0.02));
-        let success = bad
-            .metrics
-            .iter()
-            .find(|m| m.metric == Metric::SuccessRate)
-            .unwrap();
+        let success = bad.metrics.iter().find(|m| m.metric == Metric::SuccessRate).unwrap();
         assert!(close(success.difference.unwrap(), -0.05, 1e-12));
         let rate = success.rate.as_ref().unwrap();
         assert!(rate.significant && rate.regression, "{rate:?}");
         assert!(bad.regression);
         // The same drop over 20 events each: not significant, no flag.
-        let small = compare(
-            "1.0.0",
-            &summary(20, 0.95, 0.02),
-            "1.1.0",
-            &summary(20, 0.90, 0.02),
-        );
+        let small = compare("1.0.0", &summary(20, 0.95, 0.02), "1.1.0", &summary(20, 0.90, 0.02));
         assert!(!small.regression);
         // Better success is significant but no regression.
         let better = compare("1.0.0", &summary(2000, 0.90, 0.02), "1.1.0", &old);
-        let rate = better
-            .metrics
-            .iter()
-            .find(|m| m.metric == Metric::SuccessRate)
-            .unwrap()
-            .rate
-            .clone()
-            .unwrap();
+        let rate = better.metrics.iter().find(|m| m.metric == Metric::SuccessRate).unwrap().rate.clone().unwrap();
         assert!(rate.significant && !rate.regression);
         assert!(!better.regression);
     }
 
     #[test]
     fn more_conflicts_are_a_regression_only_with_enough_events() {
-        let worse = compare(
-            "a",
-            &summary(5000, 0.95, 0.02),
-            "b",
-            &summary(5000, 0.95, 0.04),
-        );
-        let conflicts = worse
-            .metrics
-            .iter()
-            .find(|m| m.metric == Metric::ConflictRate)
-            .unwrap();
+        let worse = compare("a", &summary(5000, 0.95, 0.02), "b", &summary(5000, 0.95, 0.04));
+        let conflicts = worse.metrics.iter().find(|m| m.metric == Metric::ConflictRate).unwrap();
         assert!(conflicts.rate.as_ref().unwrap().regression);
         assert_eq!(conflicts.higher_is_worse, Some(true));
         // Significant at 29 events a side cannot happen to be flagged.
         let few = compare("a", &summary(29, 1.0, 0.0), "b", &summary(29, 1.0, 0.9));
-        let rate = few
-            .metrics
-            .iter()
-            .find(|m| m.metric == Metric::ConflictRate)
-            .unwrap()
-            .rate
-            .clone()
-            .unwrap();
+        let rate = few.metrics.iter().find(|m| m.metric == Metric::ConflictRate).unwrap().rate.clone().unwrap();
         assert!(rate.significant && !rate.regression);
     }
 }

@@ -25,7 +25,8 @@ async fn app() -> (Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
     store.migrate().await.unwrap();
-    let user = User { username: "ana".into(), password_hash: hash_password(PASSWORD), admin: true, projects: Vec::new() };
+    let user =
+        User { username: "ana".into(), password_hash: hash_password(PASSWORD), admin: true, projects: Vec::new() };
     store.put_user(&user).await.unwrap();
     (synchealth_dashboard::router(DashboardState::new(store)), dir)
 }

@@ -276,7 +276,8 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
     }
     if let Ok(batch) = serde_json::from_slice::<Typed<'_>>(body) {
         if batch.events.len() <= max_events && batch.events.iter().all(SyncEvent::within_bounds) {
-            if let (Ok(sent_at), Some(telemetry_loss)) = (parse_time(batch.sent_at), loss_report(batch.telemetry_loss)) {
+            if let (Ok(sent_at), Some(telemetry_loss)) = (parse_time(batch.sent_at), loss_report(batch.telemetry_loss))
+            {
                 return Ok(ParsedBatch {
                     sent_at,
                     events: batch.events.into_iter().enumerate().collect(),
@@ -303,16 +304,16 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
             }
         }
     }
-    let raw: RawBatch<'_> =
-        serde_json::from_slice(body).map_err(|e| Error::NotABatch(format!("invalid JSON: {e}")))?;
+    let raw: RawBatch<'_> = serde_json::from_slice(body).map_err(|e| Error::NotABatch(format!("invalid JSON: {e}")))?;
     let sent_at = match raw.sent_at {
         Some(Value::String(s)) => parse_time(&s).map_err(|reason| Error::NotABatch(format!("sent_at: {reason}")))?,
         Some(_) => return Err(Error::NotABatch("sent_at: expected an RFC 3339 timestamp string".into())),
         None => return Err(Error::NotABatch("sent_at: missing".into())),
     };
     let events: Vec<&RawValue> = match raw.events {
-        Some(events) => serde_json::from_str(events.get())
-            .map_err(|_| Error::NotABatch("events: expected an array".into()))?,
+        Some(events) => {
+            serde_json::from_str(events.get()).map_err(|_| Error::NotABatch("events: expected an array".into()))?
+        }
         None => return Err(Error::NotABatch("events: missing".into())),
     };
     if events.len() > max_events {
@@ -322,7 +323,8 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
     let telemetry_loss = match raw.telemetry_loss {
         None | Some(Value::Null) => None,
         Some(value) => Some(
-            TelemetryLossReport::from_json(value).map_err(|reason| Error::NotABatch(format!("telemetry_loss: {reason}")))?,
+            TelemetryLossReport::from_json(value)
+                .map_err(|reason| Error::NotABatch(format!("telemetry_loss: {reason}")))?,
         ),
     };
     Ok(events_of(sent_at, &events, telemetry_loss))
@@ -330,7 +332,11 @@ pub fn parse_batch_with_limit(body: &[u8], max_events: usize) -> Result<ParsedBa
 
 /// The well-formed path's events and telemetry-loss report; `None` when
 /// the report is invalid (the slow path then names the error).
-fn validate_events(sent_at: OffsetDateTime, events: &[&RawValue], telemetry_loss: Option<Value>) -> Option<ParsedBatch> {
+fn validate_events(
+    sent_at: OffsetDateTime,
+    events: &[&RawValue],
+    telemetry_loss: Option<Value>,
+) -> Option<ParsedBatch> {
     Some(events_of(sent_at, events, loss_report(telemetry_loss)?))
 }
 
@@ -345,7 +351,11 @@ fn loss_report(telemetry_loss: Option<Value>) -> Option<Option<TelemetryLossRepo
 
 /// Each event validated on its own: a bad one is a [`Rejection`] and does
 /// not stop the others.
-fn events_of(sent_at: OffsetDateTime, events: &[&RawValue], telemetry_loss: Option<TelemetryLossReport>) -> ParsedBatch {
+fn events_of(
+    sent_at: OffsetDateTime,
+    events: &[&RawValue],
+    telemetry_loss: Option<TelemetryLossReport>,
+) -> ParsedBatch {
     let mut parsed =
         ParsedBatch { sent_at, events: Vec::with_capacity(events.len()), rejected: Vec::new(), telemetry_loss };
     for (index, raw_event) in events.iter().enumerate() {
@@ -379,9 +389,8 @@ impl SyncEvent {
     /// The bounds the typed read does not check by itself.
     fn within_bounds(&self) -> bool {
         let chars = |s: &str| s.chars().count();
-        let optional = |s: &Option<String>, min: usize, max: usize| {
-            s.as_deref().is_none_or(|s| (min..=max).contains(&chars(s)))
-        };
+        let optional =
+            |s: &Option<String>, min: usize, max: usize| s.as_deref().is_none_or(|s| (min..=max).contains(&chars(s)));
         (1..=MAX_DEVICE_ID_CHARS).contains(&chars(&self.device_id))
             && self.duration_ms <= MAX_DURATION_MS
             && (1..=MAX_LABEL_CHARS).contains(&chars(&self.app_version))
@@ -425,8 +434,7 @@ impl SyncEvent {
         let sync_type = optional(&mut obj, "sync_type", |v| bounded_string(v, 1, 32))?;
         let trigger = optional(&mut obj, "trigger", |v| parse_enum(v, Trigger::parse, Trigger::expected))?;
         let error_kind = optional(&mut obj, "error_kind", |v| parse_enum(v, ErrorKind::parse, ErrorKind::expected))?;
-        let error_message =
-            optional(&mut obj, "error_message", |v| bounded_string(v, 0, MAX_ERROR_MESSAGE_CHARS))?;
+        let error_message = optional(&mut obj, "error_message", |v| bounded_string(v, 0, MAX_ERROR_MESSAGE_CHARS))?;
         let retries = optional(&mut obj, "retries", |v| as_u32(&v))?.unwrap_or(0);
         let records_up = optional(&mut obj, "records_up", |v| as_u64(&v))?.unwrap_or(0);
         let records_down = optional(&mut obj, "records_down", |v| as_u64(&v))?.unwrap_or(0);
@@ -437,7 +445,9 @@ impl SyncEvent {
             if (MIN_SAMPLE_RATE..=1.0).contains(&r) {
                 Ok(r)
             } else {
-                Err(format!("must be at least {MIN_SAMPLE_RATE} (one event for at most 1000 attempts) and at most 1, got {r}"))
+                Err(format!(
+                    "must be at least {MIN_SAMPLE_RATE} (one event for at most 1000 attempts) and at most 1, got {r}"
+                ))
             }
         })?
         .unwrap_or(1.0);
@@ -535,7 +545,11 @@ fn as_u32(v: &Value) -> std::result::Result<u32, String> {
     u32::try_from(n).map_err(|_| format!("{n} is larger than {}", u32::MAX))
 }
 
-fn parse_enum<T>(v: Value, parse: fn(&str) -> Option<T>, expected_values: fn() -> String) -> std::result::Result<T, String> {
+fn parse_enum<T>(
+    v: Value,
+    parse: fn(&str) -> Option<T>,
+    expected_values: fn() -> String,
+) -> std::result::Result<T, String> {
     let s = as_str(v)?;
     parse(&s).ok_or_else(|| format!("unknown value {s:?}, expected {}", expected_values()))
 }
@@ -656,10 +670,13 @@ mod tests {
 
     #[test]
     fn a_telemetry_loss_report_is_parsed_with_unknown_reasons_and_a_bad_one_refuses_the_batch() {
-        let body = |loss: &str| format!("{{\"sent_at\": \"2026-11-21T10:00:00Z\", \"events\": [], \"telemetry_loss\": {loss}}}");
-        let parsed =
-            parse_batch(body(r#"{"device_id": "d1", "dropped": {"buffer_full": 3, "expired": 0, "disk_error_2": 7}}"#).as_bytes())
-                .unwrap();
+        let body = |loss: &str| {
+            format!("{{\"sent_at\": \"2026-11-21T10:00:00Z\", \"events\": [], \"telemetry_loss\": {loss}}}")
+        };
+        let parsed = parse_batch(
+            body(r#"{"device_id": "d1", "dropped": {"buffer_full": 3, "expired": 0, "disk_error_2": 7}}"#).as_bytes(),
+        )
+        .unwrap();
         let report = parsed.telemetry_loss.unwrap();
         assert_eq!(report.device_id, "d1");
         assert_eq!(report.dropped.get("buffer_full"), Some(&3));

@@ -43,11 +43,23 @@ impl Migration {
 /// ClickHouse migrations, in order.
 pub const CLICKHOUSE: &[Migration] = &[
     Migration { version: 1, name: "events", sql: include_str!("../migrations/clickhouse/0001_events.sql") },
-    Migration { version: 2, name: "control plane", sql: include_str!("../migrations/clickhouse/0002_control_plane.sql") },
+    Migration {
+        version: 2,
+        name: "control plane",
+        sql: include_str!("../migrations/clickhouse/0002_control_plane.sql"),
+    },
     Migration { version: 3, name: "alerting", sql: include_str!("../migrations/clickhouse/0003_alerting.sql") },
     Migration { version: 4, name: "sessions", sql: include_str!("../migrations/clickhouse/0004_sessions.sql") },
-    Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/clickhouse/0005_telemetry_loss.sql") },
-    Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/clickhouse/0006_dashboard_rollups.sql") },
+    Migration {
+        version: 5,
+        name: "telemetry loss",
+        sql: include_str!("../migrations/clickhouse/0005_telemetry_loss.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "dashboard rollups",
+        sql: include_str!("../migrations/clickhouse/0006_dashboard_rollups.sql"),
+    },
     Migration { version: 7, name: "device state", sql: include_str!("../migrations/clickhouse/0007_device_state.sql") },
     Migration { version: 8, name: "exactly once", sql: include_str!("../migrations/clickhouse/0008_exactly_once.sql") },
 ];
@@ -59,7 +71,11 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 3, name: "alerting", sql: include_str!("../migrations/sqlite/0003_alerting.sql") },
     Migration { version: 4, name: "sessions", sql: include_str!("../migrations/sqlite/0004_sessions.sql") },
     Migration { version: 5, name: "telemetry loss", sql: include_str!("../migrations/sqlite/0005_telemetry_loss.sql") },
-    Migration { version: 6, name: "dashboard rollups", sql: include_str!("../migrations/sqlite/0006_dashboard_rollups.sql") },
+    Migration {
+        version: 6,
+        name: "dashboard rollups",
+        sql: include_str!("../migrations/sqlite/0006_dashboard_rollups.sql"),
+    },
     Migration { version: 7, name: "rollups", sql: include_str!("../migrations/sqlite/0007_rollups.sql") },
     Migration { version: 8, name: "device lookup", sql: include_str!("../migrations/sqlite/0008_device_lookup.sql") },
 ];

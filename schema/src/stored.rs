@@ -109,8 +109,7 @@ impl StoredEvent {
         let clock_skew_ms = received_at_ms - sent_at_ms;
         let occurred_at_ms = unix_ms(event.occurred_at);
         let event_time_ms = occurred_at_ms + correction_ms(clock_skew_ms);
-        let staleness_ms =
-            event.last_success_at.map(|last| u64::try_from(occurred_at_ms - unix_ms(last)).unwrap_or(0));
+        let staleness_ms = event.last_success_at.map(|last| u64::try_from(occurred_at_ms - unix_ms(last)).unwrap_or(0));
         StoredEvent {
             weight: 1.0 / event.sample_rate,
             duration_bucket: bucket_of(event.duration_ms),
@@ -143,7 +142,10 @@ impl StoredEvent {
             let skew = if correction == 0 {
                 String::new()
             } else {
-                format!(" after correcting the device clock by {} s (sent_at against the collector's clock)", correction / 1000)
+                format!(
+                    " after correcting the device clock by {} s (sent_at against the collector's clock)",
+                    correction / 1000
+                )
             };
             Some((
                 field,
@@ -295,11 +297,17 @@ mod tests {
         assert_eq!(field, "occurred_at");
         assert!(reason.contains("after correcting the device clock"), "{reason}");
         // No skew: 1999 is refused, 2000-01-01 is kept.
-        assert_eq!(stored("1999-12-31T23:59:59Z", None, received, received).time_out_of_range().map(|r| r.0), Some("occurred_at"));
+        assert_eq!(
+            stored("1999-12-31T23:59:59Z", None, received, received).time_out_of_range().map(|r| r.0),
+            Some("occurred_at")
+        );
         assert_eq!(stored("2000-01-01T00:00:00Z", None, received, received).time_out_of_range(), None);
         // Up to a day after receipt is kept, later is refused.
         assert_eq!(stored("2026-11-22T12:00:00Z", None, received, received).time_out_of_range(), None);
-        assert_eq!(stored("2026-11-22T12:00:01Z", None, received, received).time_out_of_range().map(|r| r.0), Some("occurred_at"));
+        assert_eq!(
+            stored("2026-11-22T12:00:01Z", None, received, received).time_out_of_range().map(|r| r.0),
+            Some("occurred_at")
+        );
         // A device clock 30 days ahead, corrected, is kept.
         let ahead = stored("2026-12-21T10:00:00Z", None, datetime!(2026-12-21 12:00:00 UTC), received);
         assert_eq!(ahead.time_out_of_range(), None);

@@ -246,7 +246,10 @@ pub trait LossReports: Send + Sync {
 /// that needs fewer concerns may ask for just those.
 pub trait Store: Database + Events + Aggregates + Accounts + Sessions + Alerting + LossReports + Debug {}
 
-impl<T> Store for T where T: Database + Events + Aggregates + Accounts + Sessions + Alerting + LossReports + Debug + ?Sized {}
+impl<T> Store for T where
+    T: Database + Events + Aggregates + Accounts + Sessions + Alerting + LossReports + Debug + ?Sized
+{
+}
 
 /// A store shared by every role of one process.
 pub type SharedStore = Arc<dyn Store>;

@@ -380,7 +380,8 @@ mod tests {
 
     #[test]
     fn rates_are_weighted_and_absent_without_attempts() {
-        let a = Aggregate { events: 3, attempts: 6.0, successes: 4.5, conflicted: 1.5, devices: 2, ..Default::default() };
+        let a =
+            Aggregate { events: 3, attempts: 6.0, successes: 4.5, conflicted: 1.5, devices: 2, ..Default::default() };
         let s = Summary::from_aggregate(&a);
         assert_eq!(s.success_rate, Some(0.75));
         assert_eq!(s.conflict_rate, Some(0.25));

@@ -15,20 +15,12 @@ type Range = (i64, i64);
 /// `[from, to)` cut at multiples of `unit`: the whole units inside, if any,
 /// and the partial pieces around them.
 pub(crate) fn split(from_ms: i64, to_ms: i64, unit: i64) -> (Option<Range>, Vec<Range>) {
-    let start = from_ms.div_euclid(unit) * unit
-        + if from_ms.rem_euclid(unit) == 0 {
-            0
-        } else {
-            unit
-        };
+    let start = from_ms.div_euclid(unit) * unit + if from_ms.rem_euclid(unit) == 0 { 0 } else { unit };
     let end = to_ms.div_euclid(unit) * unit;
     if start >= end {
         return (None, vec![(from_ms, to_ms)]);
     }
-    let edges = [(from_ms, start), (end, to_ms)]
-        .into_iter()
-        .filter(|(a, b)| a < b)
-        .collect();
+    let edges = [(from_ms, start), (end, to_ms)].into_iter().filter(|(a, b)| a < b).collect();
     (Some((start, end)), edges)
 }
 
@@ -86,23 +78,11 @@ mod tests {
     fn a_window_splits_into_whole_units_and_edges() {
         assert_eq!(
             split(90_000, 250_000, 60_000),
-            (
-                Some((120_000, 240_000)),
-                vec![(90_000, 120_000), (240_000, 250_000)]
-            )
+            (Some((120_000, 240_000)), vec![(90_000, 120_000), (240_000, 250_000)])
         );
-        assert_eq!(
-            split(120_000, 240_000, 60_000),
-            (Some((120_000, 240_000)), vec![])
-        );
-        assert_eq!(
-            split(90_000, 110_000, 60_000),
-            (None, vec![(90_000, 110_000)])
-        );
-        assert_eq!(
-            split(90_000, 150_000, 60_000),
-            (None, vec![(90_000, 150_000)])
-        );
+        assert_eq!(split(120_000, 240_000, 60_000), (Some((120_000, 240_000)), vec![]));
+        assert_eq!(split(90_000, 110_000, 60_000), (None, vec![(90_000, 110_000)]));
+        assert_eq!(split(90_000, 150_000, 60_000), (None, vec![(90_000, 150_000)]));
     }
 
     #[test]
@@ -118,17 +98,9 @@ mod tests {
                 Piece::Raw(4 * h, 4 * h + 30_000),
             ]
         );
-        let quarter = super::pieces(
-            h + 90_000,
-            4 * h + 30_000,
-            Grouping::Time { step_seconds: 900 },
-        );
-        assert!(
-            quarter.iter().all(|p| !matches!(p, Piece::Hours(..))),
-            "{quarter:?}"
-        );
+        let quarter = super::pieces(h + 90_000, 4 * h + 30_000, Grouping::Time { step_seconds: 900 });
+        assert!(quarter.iter().all(|p| !matches!(p, Piece::Hours(..))), "{quarter:?}");
         let odd = super::pieces(h + 90_000, 4 * h, Grouping::Time { step_seconds: 90 });
         assert_eq!(odd, vec![Piece::Raw(h + 90_000, 4 * h)]);
     }
-
 }

@@ -60,7 +60,13 @@ pub async fn provision(store: &SharedStore, settings: &Settings) -> anyhow::Resu
                 }
                 Some(_) => {}
                 None => {
-                    let record = IngestKey { key_hash: hash, project: project.clone(), label: "from configuration".into(), created_at_ms: now_ms, revoked: false };
+                    let record = IngestKey {
+                        key_hash: hash,
+                        project: project.clone(),
+                        label: "from configuration".into(),
+                        created_at_ms: now_ms,
+                        revoked: false,
+                    };
                     store.put_ingest_key(&record).await.context("storing the configured ingest key")?;
                 }
             }
@@ -69,7 +75,13 @@ pub async fn provision(store: &SharedStore, settings: &Settings) -> anyhow::Resu
             let keys = store.ingest_keys(&project).await.context("listing ingest keys")?;
             if !keys.iter().any(|k| !k.revoked) {
                 let key = generate_ingest_key();
-                let record = IngestKey { key_hash: hash_ingest_key(&key), project: project.clone(), label: "generated at first start".into(), created_at_ms: now_ms, revoked: false };
+                let record = IngestKey {
+                    key_hash: hash_ingest_key(&key),
+                    project: project.clone(),
+                    label: "generated at first start".into(),
+                    created_at_ms: now_ms,
+                    revoked: false,
+                };
                 store.put_ingest_key(&record).await.context("storing the generated ingest key")?;
                 generated.ingest_key = Some(key);
             }
@@ -91,7 +103,9 @@ pub async fn provision(store: &SharedStore, settings: &Settings) -> anyhow::Resu
         (Some(_), _) => None,
     };
     if let Some(password) = password {
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password)).await.context("hashing the admin password")?;
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .context("hashing the admin password")?;
         let admin = User { username: "admin".into(), password_hash, admin: true, projects: vec![] };
         store.put_user(&admin).await.context("storing user admin")?;
     }

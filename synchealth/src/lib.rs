@@ -23,6 +23,6 @@ pub mod settings;
 pub mod startup;
 pub mod telemetry;
 
-pub use crate::settings::{Secret, Settings};
 pub use crate::roles::Roles;
+pub use crate::settings::{Secret, Settings};
 pub use crate::startup::{open_store, Application};

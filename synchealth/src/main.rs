@@ -9,12 +9,12 @@ use synchealth::{open_store, telemetry, Application, Roles, Settings};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Admin commands print their answers; their logs stay quiet unless RUST_LOG asks.
-    let quiet = matches!(cli.command, Command::Keys(_) | Command::Users(_)) || matches!(&cli.command, Command::Alerts(a) if a.command.is_some());
+    let quiet = matches!(cli.command, Command::Keys(_) | Command::Users(_))
+        || matches!(&cli.command, Command::Alerts(a) if a.command.is_some());
     // Dropped when main returns, early or not: flushes exported traces.
     let _telemetry = telemetry::init(if quiet { "warn" } else { "info" })?;
     let settings = Settings::load(&cli.common)?;
@@ -27,7 +27,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Ingest(args)) => return synchealth::bench::ingest::run(&settings, &args).await,
         Command::Bench(BenchCommand::Alerts(args)) => return synchealth::bench::alerts::run(&settings, &args).await,
-        Command::Bench(BenchCommand::Dashboard(args)) => return synchealth::bench::dashboard::run(&settings, &args).await,
+        Command::Bench(BenchCommand::Dashboard(args)) => {
+            return synchealth::bench::dashboard::run(&settings, &args).await
+        }
         Command::Keys(command) => return synchealth::commands::keys::run(&settings, command).await,
         Command::Users(command) => return synchealth::commands::users::run(&settings, command).await,
         Command::Up(up) => {

@@ -42,24 +42,104 @@ const ROWS: &[f64] = &[1.0, 10.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 50_0
 
 /// Every family, in the order `/metrics` documents them.
 pub const FAMILIES: &[Family] = &[
-    Family { name: "synchealth_build_info", kind: Kind::Gauge, labels: &["version"], help: "Always 1; the version of the running binary." },
-    Family { name: "synchealth_events_accepted_total", kind: Kind::Counter, labels: &["project"], help: "Events newly stored (or spooled) and acknowledged." },
-    Family { name: "synchealth_events_duplicate_total", kind: Kind::Counter, labels: &["project"], help: "Events answered as duplicates (stored before, or repeated in the request)." },
-    Family { name: "synchealth_events_rejected_total", kind: Kind::Counter, labels: &["project"], help: "Events refused by validation, each named in its answer." },
-    Family { name: "synchealth_rate_limited_total", kind: Kind::Counter, labels: &["project"], help: "Events refused with a 429 by the per-ingest-key rate limit." },
-    Family { name: "synchealth_events_duplicate_at_insert_total", kind: Kind::Counter, labels: &[], help: "Events the store found stored already when inserting an acknowledged batch." },
-    Family { name: "synchealth_spooled_events_total", kind: Kind::Counter, labels: &[], help: "Events written to the local spool." },
-    Family { name: "synchealth_spool_writes_total", kind: Kind::Counter, labels: &[], help: "Appends (each one fsync) to the local spool." },
-    Family { name: "synchealth_replayed_events_total", kind: Kind::Counter, labels: &[], help: "Events replayed from the spool into the store." },
+    Family {
+        name: "synchealth_build_info",
+        kind: Kind::Gauge,
+        labels: &["version"],
+        help: "Always 1; the version of the running binary.",
+    },
+    Family {
+        name: "synchealth_events_accepted_total",
+        kind: Kind::Counter,
+        labels: &["project"],
+        help: "Events newly stored (or spooled) and acknowledged.",
+    },
+    Family {
+        name: "synchealth_events_duplicate_total",
+        kind: Kind::Counter,
+        labels: &["project"],
+        help: "Events answered as duplicates (stored before, or repeated in the request).",
+    },
+    Family {
+        name: "synchealth_events_rejected_total",
+        kind: Kind::Counter,
+        labels: &["project"],
+        help: "Events refused by validation, each named in its answer.",
+    },
+    Family {
+        name: "synchealth_rate_limited_total",
+        kind: Kind::Counter,
+        labels: &["project"],
+        help: "Events refused with a 429 by the per-ingest-key rate limit.",
+    },
+    Family {
+        name: "synchealth_events_duplicate_at_insert_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Events the store found stored already when inserting an acknowledged batch.",
+    },
+    Family {
+        name: "synchealth_spooled_events_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Events written to the local spool.",
+    },
+    Family {
+        name: "synchealth_spool_writes_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Appends (each one fsync) to the local spool.",
+    },
+    Family {
+        name: "synchealth_replayed_events_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Events replayed from the spool into the store.",
+    },
     Family { name: "synchealth_spool_bytes", kind: Kind::Gauge, labels: &[], help: "Bytes in the local spool." },
-    Family { name: "synchealth_spool_oldest_age_seconds", kind: Kind::Gauge, labels: &[], help: "Age of the oldest spool segment not yet replayed." },
+    Family {
+        name: "synchealth_spool_oldest_age_seconds",
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Age of the oldest spool segment not yet replayed.",
+    },
     Family { name: "synchealth_batch_rows", kind: Kind::Histogram(ROWS), labels: &[], help: "Rows per store insert." },
-    Family { name: "synchealth_ack_batch_rows", kind: Kind::Histogram(ROWS), labels: &[], help: "Rows per acknowledged write (a stored batch or a spool append)." },
-    Family { name: "synchealth_insert_seconds", kind: Kind::Histogram(SECONDS), labels: &["source"], help: "Duration of store inserts, by source (batch or replay)." },
-    Family { name: "synchealth_alert_evaluations_total", kind: Kind::Counter, labels: &[], help: "Alert rule evaluation rounds run by this process." },
-    Family { name: "synchealth_alert_evaluation_errors_total", kind: Kind::Counter, labels: &[], help: "Alert evaluation rounds that failed (the store did not answer)." },
-    Family { name: "synchealth_alert_instances", kind: Kind::Gauge, labels: &["state"], help: "Alert instances by state, as of the last evaluation." },
-    Family { name: "synchealth_notifications_total", kind: Kind::Counter, labels: &["channel", "outcome"], help: "Notifications delivered (outcome sent) or given up (outcome failed), by channel." },
+    Family {
+        name: "synchealth_ack_batch_rows",
+        kind: Kind::Histogram(ROWS),
+        labels: &[],
+        help: "Rows per acknowledged write (a stored batch or a spool append).",
+    },
+    Family {
+        name: "synchealth_insert_seconds",
+        kind: Kind::Histogram(SECONDS),
+        labels: &["source"],
+        help: "Duration of store inserts, by source (batch or replay).",
+    },
+    Family {
+        name: "synchealth_alert_evaluations_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Alert rule evaluation rounds run by this process.",
+    },
+    Family {
+        name: "synchealth_alert_evaluation_errors_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Alert evaluation rounds that failed (the store did not answer).",
+    },
+    Family {
+        name: "synchealth_alert_instances",
+        kind: Kind::Gauge,
+        labels: &["state"],
+        help: "Alert instances by state, as of the last evaluation.",
+    },
+    Family {
+        name: "synchealth_notifications_total",
+        kind: Kind::Counter,
+        labels: &["channel", "outcome"],
+        help: "Notifications delivered (outcome sent) or given up (outcome failed), by channel.",
+    },
 ];
 
 /// The builder with every histogram's buckets, so each renders as a
@@ -107,7 +187,12 @@ mod tests {
         for f in FAMILIES {
             assert!(f.name.starts_with("synchealth_"), "{}", f.name);
             assert!(!f.help.is_empty(), "{}", f.name);
-            assert_eq!(f.kind == Kind::Counter, f.name.ends_with("_total"), "{}: counters and only counters end in _total", f.name);
+            assert_eq!(
+                f.kind == Kind::Counter,
+                f.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                f.name
+            );
         }
     }
 }

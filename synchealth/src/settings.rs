@@ -710,7 +710,11 @@ mod tests {
     fn flags_override_the_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("synchealth.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nretention_days = 7\n[clickhouse]\nurl = \"http://127.0.0.1:8123\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nretention_days = 7\n[clickhouse]\nurl = \"http://127.0.0.1:8123\"\n",
+        )
+        .unwrap();
         let args = CommonArgs { config: Some(file), retention_days: Some(3), ..Default::default() };
         let settings = Settings::load(&args).unwrap();
         assert_eq!(settings.listen.port(), 9000);
@@ -748,11 +752,13 @@ mod tests {
     fn the_rate_limit_comes_from_the_file_and_flags_override_it() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("synchealth.toml");
-        std::fs::write(&file, "max_events_per_batch = 100\n[rate_limit]\nevents_per_second = 50\nburst = 200\n").unwrap();
+        std::fs::write(&file, "max_events_per_batch = 100\n[rate_limit]\nevents_per_second = 50\nburst = 200\n")
+            .unwrap();
         let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
         assert_eq!(settings.max_events_per_batch, 100);
         assert_eq!(settings.rate_limit, RateLimitSettings { events_per_second: 50, burst: 200 });
-        let args = CommonArgs { config: Some(file.clone()), rate_limit_events_per_second: Some(0), ..Default::default() };
+        let args =
+            CommonArgs { config: Some(file.clone()), rate_limit_events_per_second: Some(0), ..Default::default() };
         let unlimited = Settings::load(&args).unwrap();
         assert_eq!(unlimited.rate_limit.limit(), None);
         assert_eq!(Settings::default().rate_limit, RateLimitSettings { events_per_second: 20_000, burst: 100_000 });
@@ -765,13 +771,21 @@ mod tests {
     fn the_ingest_section_overrides_its_defaults_key_by_key_and_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("synchealth.toml");
-        std::fs::write(&file, "data_dir = \"/var/lib/sh\"\n[ingest]\nmax_batch_age_ms = 50\nspool_max_bytes = 1048576\n").unwrap();
+        std::fs::write(
+            &file,
+            "data_dir = \"/var/lib/sh\"\n[ingest]\nmax_batch_age_ms = 50\nspool_max_bytes = 1048576\n",
+        )
+        .unwrap();
         let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
         assert_eq!(settings.ingest.max_batch_age_ms, 50);
         assert_eq!(settings.ingest.max_batch_rows, 100_000, "keys not in the file keep their defaults");
         let config = settings.ingest.pipeline_config(&settings.data_dir, false).unwrap();
         assert_eq!(config.spool_dir, PathBuf::from("/var/lib/sh/spool"));
-        assert_eq!(config.acknowledge, synchealth_collector::Acknowledge::Stored, "auto: stored for the embedded store");
+        assert_eq!(
+            config.acknowledge,
+            synchealth_collector::Acknowledge::Stored,
+            "auto: stored for the embedded store"
+        );
         let config = settings.ingest.pipeline_config(&settings.data_dir, true).unwrap();
         assert_eq!(config.acknowledge, synchealth_collector::Acknowledge::Spooled, "auto: spooled for ClickHouse");
         assert_eq!(config.spool_max_bytes, 1 << 20);
@@ -788,7 +802,8 @@ mod tests {
     fn the_login_throttle_comes_from_the_file_and_the_environment_overrides_it() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("synchealth.toml");
-        std::fs::write(&file, "[dashboard]\nlogin_max_failures = 5\nclient_address_header = \"x-forwarded-for\"\n").unwrap();
+        std::fs::write(&file, "[dashboard]\nlogin_max_failures = 5\nclient_address_header = \"x-forwarded-for\"\n")
+            .unwrap();
         let args = CommonArgs { config: Some(file.clone()), ..Default::default() };
         let settings = Settings::load(&args).unwrap();
         assert_eq!(settings.dashboard.login_max_failures, 5);

@@ -31,7 +31,8 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
                 database: settings.clickhouse.database.clone(),
             };
             let read = &settings.clickhouse_read;
-            let store = ClickHouseStore::connect(config).await.with_context(|| format!("connecting to ClickHouse at {url}"))?;
+            let store =
+                ClickHouseStore::connect(config).await.with_context(|| format!("connecting to ClickHouse at {url}"))?;
             Arc::new(store.with_reader(
                 read.user.clone(),
                 read.password.as_ref().map(|p| p.expose().to_string()),
@@ -42,7 +43,9 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
             std::fs::create_dir_all(&settings.data_dir)
                 .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
             let path = settings.data_dir.join("synchealth.db");
-            Arc::new(SqliteStore::open(&path).with_context(|| format!("opening the embedded store {}", path.display()))?)
+            Arc::new(
+                SqliteStore::open(&path).with_context(|| format!("opening the embedded store {}", path.display()))?,
+            )
         }
     };
     store.migrate().await.context("applying storage migrations")?;
@@ -78,8 +81,11 @@ impl Application {
         settings.alerts.public_url = settings.public_url_for(bound);
         let store = open_store(&settings).await?;
         let generated = provision(&store, &settings).await?;
-        let pipeline =
-            if roles.collector { Some(crate::roles::collector::pipeline(store.clone(), &settings).await?) } else { None };
+        let pipeline = if roles.collector {
+            Some(crate::roles::collector::pipeline(store.clone(), &settings).await?)
+        } else {
+            None
+        };
         let mut router = ops::router(store.clone(), pipeline.as_ref().map(Pipeline::handle));
         router = router.merge(crate::telemetry::metrics_router());
         crate::metrics_catalog::register(settings.metrics.per_project);
@@ -92,7 +98,10 @@ impl Application {
             let state = crate::roles::dashboard::state(store.clone(), &settings)?;
             router = router.merge(synchealth_dashboard::router(state));
         }
-        let router = router.layer((TraceLayer::new_for_http(), TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30))));
+        let router = router.layer((
+            TraceLayer::new_for_http(),
+            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)),
+        ));
         let mut background = Vec::new();
         if roles.collector {
             background.push(tokio::spawn(retention_loop(store.clone(), settings.retention_days)));
@@ -101,7 +110,16 @@ impl Application {
             let evaluator = crate::roles::alerts::evaluator(store.clone(), &settings.alerts)?;
             background.push(tokio::spawn(evaluator.run(settings.alerts.interval()?)));
         }
-        Ok(Application { listener, router, store, background, pipeline, generated, public_url: settings.alerts.public_url, limits })
+        Ok(Application {
+            listener,
+            router,
+            store,
+            background,
+            pipeline,
+            generated,
+            public_url: settings.alerts.public_url,
+            limits,
+        })
     }
 
     /// The bound port.

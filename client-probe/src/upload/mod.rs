@@ -132,7 +132,10 @@ fn closed_while_idle(error: &ureq::Error) -> bool {
     match error {
         ureq::Error::Io(e) => matches!(
             e.kind(),
-            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
         ),
         other => other.to_string().contains("disconnected"),
     }
@@ -250,8 +253,12 @@ mod tests {
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let answer = r#"{"accepted":1,"duplicates":0,"rejected":[]}"#;
-        write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len())
-            .unwrap();
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
     }
 
     /// The server closes the kept-alive connection just as the next upload

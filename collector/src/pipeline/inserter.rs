@@ -98,7 +98,12 @@ async fn insert(shared: &Arc<Shared>, block: Vec<Pending>) {
     metrics::histogram!("synchealth_insert_seconds", "source" => "batch").record(started.elapsed().as_secs_f64());
     let failure = match result {
         Ok(outcome) => {
-            tracing::debug!(rows, duplicates = outcome.duplicates.len(), elapsed_ms = started.elapsed().as_millis() as u64, "Inserted a block.");
+            tracing::debug!(
+                rows,
+                duplicates = outcome.duplicates.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Inserted a block."
+            );
             metrics::counter!("synchealth_events_duplicate_at_insert_total").increment(outcome.duplicates.len() as u64);
             shared.set_store_healthy(true);
             None
@@ -115,8 +120,12 @@ async fn insert(shared: &Arc<Shared>, block: Vec<Pending>) {
             .await;
             match confirmed {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "Cannot delete a stored spool segment; it will be replayed (idempotently)."),
-                Err(e) => tracing::error!(error = %e, "The spool confirm task failed; segments will be replayed (idempotently)."),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "Cannot delete a stored spool segment; it will be replayed (idempotently).")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "The spool confirm task failed; segments will be replayed (idempotently).")
+                }
             }
         }
         Some(why) => {

@@ -55,8 +55,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
-use uuid::Uuid;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// First bytes of every segment; the `1` is the format version.
 const MAGIC: &[u8; 8] = b"SHSPOOL1";
@@ -721,10 +721,7 @@ impl EventV2<String> {
             network: Network::parse(&self.network).ok_or_else(|| unknown("network", &self.network))?,
             device_model: self.device_model,
             sync_type: self.sync_type,
-            trigger: self
-                .trigger
-                .map(|t| Trigger::parse(&t).ok_or_else(|| unknown("trigger", &t)))
-                .transpose()?,
+            trigger: self.trigger.map(|t| Trigger::parse(&t).ok_or_else(|| unknown("trigger", &t))).transpose()?,
             error_kind: self
                 .error_kind
                 .map(|k| ErrorKind::parse(&k).ok_or_else(|| unknown("error kind", &k)))
@@ -784,8 +781,7 @@ fn encode_unit_v1(events: &[StoredEvent]) -> Result<Vec<u8>, SpoolError> {
 }
 
 fn frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), SpoolError> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| SpoolError::Io(io::Error::other("spool record over 4 GiB")))?;
+    let len = u32::try_from(payload.len()).map_err(|_| SpoolError::Io(io::Error::other("spool record over 4 GiB")))?;
     let len_bytes = len.to_le_bytes();
     out.extend_from_slice(&len_bytes);
     out.extend_from_slice(&checksum(&len_bytes, payload).to_le_bytes());
@@ -908,7 +904,10 @@ mod tests {
         spool.append(&[encode_unit_v1(&old).unwrap(), encode_unit(&new).unwrap()]).unwrap();
         let read = read_segment(&only_segment(&spool).path).unwrap();
         assert_eq!(read.events, [old, new].concat());
-        assert!(encode_unit(&events(50, "alpha", 1)).unwrap().len() < encode_unit_v1(&events(50, "alpha", 1)).unwrap().len());
+        assert!(
+            encode_unit(&events(50, "alpha", 1)).unwrap().len()
+                < encode_unit_v1(&events(50, "alpha", 1)).unwrap().len()
+        );
     }
 
     #[test]

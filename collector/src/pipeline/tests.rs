@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use synchealth_schema::{parse_batch, ProjectName, StoredEvent};
 use synchealth_store::metrics::{Aggregate, GroupKey, Grouping, Query};
 use synchealth_store::{
-    Accounts, Aggregates, AlertInstanceRecord, Alerting, Database, DeviceList, DeviceSummary, Error, Events,
-    IngestKey, InsertOutcome, LossReports, NotificationRecord, Result, Session, Sessions, Silence, SqliteStore,
-    TelemetryLoss, User,
+    Accounts, Aggregates, AlertInstanceRecord, Alerting, Database, DeviceList, DeviceSummary, Error, Events, IngestKey,
+    InsertOutcome, LossReports, NotificationRecord, Result, Session, Sessions, Silence, SqliteStore, TelemetryLoss,
+    User,
 };
 use time::OffsetDateTime;
 

@@ -43,28 +43,19 @@ impl Cell {
 }
 
 /// Writes `header` and `rows` as a CSV attachment named `filename`.
-pub(crate) fn csv_response(
-    filename: &str,
-    header: &[&str],
-    rows: Vec<Vec<Cell>>,
-) -> Result<Response, AppError> {
+pub(crate) fn csv_response(filename: &str, header: &[&str], rows: Vec<Vec<Cell>>) -> Result<Response, AppError> {
     let failed = |e: &dyn std::fmt::Display| AppError::Unavailable(format!("writing CSV: {e}"));
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(header).map_err(|e| failed(&e))?;
     for row in rows {
-        writer
-            .write_record(row.into_iter().map(Cell::into_field))
-            .map_err(|e| failed(&e))?;
+        writer.write_record(row.into_iter().map(Cell::into_field)).map_err(|e| failed(&e))?;
     }
     let body = writer.into_inner().map_err(|e| failed(&e))?;
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
     Ok((
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         body,
@@ -78,10 +69,9 @@ pub(crate) fn wants_csv(format: Option<&str>) -> Result<bool, AppError> {
     match format.map(str::trim).unwrap_or("") {
         "" | "json" => Ok(false),
         "csv" => Ok(true),
-        other => Err(AppError::BadParameter {
-            parameter: "format",
-            reason: format!("expected json or csv, got {other:?}"),
-        }),
+        other => {
+            Err(AppError::BadParameter { parameter: "format", reason: format!("expected json or csv, got {other:?}") })
+        }
     }
 }
 
@@ -92,16 +82,11 @@ mod tests {
 
     #[test]
     fn formulas_are_neutralised_and_quotes_escaped() {
-        assert_eq!(
-            Cell::Text("=HYPERLINK(\"x\")".into()).into_field(),
-            "'=HYPERLINK(\"x\")"
-        );
+        assert_eq!(Cell::Text("=HYPERLINK(\"x\")".into()).into_field(), "'=HYPERLINK(\"x\")");
         assert_eq!(Cell::Text("-1".into()).into_field(), "'-1");
         assert_eq!(Cell::Number("-1".into()).into_field(), "-1");
         let mut writer = csv::Writer::from_writer(Vec::new());
-        writer
-            .write_record(["a,b", "say \"hi\"", "line\nbreak"])
-            .unwrap();
+        writer.write_record(["a,b", "say \"hi\"", "line\nbreak"]).unwrap();
         let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
         assert_eq!(text, "\"a,b\",\"say \"\"hi\"\"\",\"line\nbreak\"\n");
     }
@@ -110,12 +95,6 @@ mod tests {
     fn only_json_and_csv_are_formats() {
         assert!(!wants_csv(None).unwrap());
         assert!(wants_csv(Some("csv")).unwrap());
-        assert!(matches!(
-            wants_csv(Some("xml")),
-            Err(AppError::BadParameter {
-                parameter: "format",
-                ..
-            })
-        ));
+        assert!(matches!(wants_csv(Some("xml")), Err(AppError::BadParameter { parameter: "format", .. })));
     }
 }

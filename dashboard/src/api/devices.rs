@@ -46,20 +46,13 @@ pub struct DevicesParams {
 impl DevicesParams {
     /// The list asked for, checked: a bad name or number is a 400 naming it.
     pub fn device_list(&self) -> Result<DeviceList, AppError> {
-        let silent_for_s = match self
-            .silent_for
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|s| *s >= 1 && *s <= 90 * 86_400)
-                .ok_or_else(|| AppError::BadParameter {
+        let silent_for_s = match self.silent_for.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(text) => text.parse::<i64>().ok().filter(|s| *s >= 1 && *s <= 90 * 86_400).ok_or_else(|| {
+                AppError::BadParameter {
                     parameter: "silent_for",
                     reason: format!("expected whole seconds between 1 and 7776000, got {text:?}"),
-                })?,
+                }
+            })?,
             None => DEFAULT_SILENT_FOR_SECONDS,
         };
         match self.list.as_deref().map(str::trim).unwrap_or("") {
@@ -85,14 +78,12 @@ impl DevicesParams {
 
 pub(crate) fn parse_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, AppError> {
     match text.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| AppError::BadParameter {
+        Some(text) => {
+            text.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| AppError::BadParameter {
                 parameter: "limit",
                 reason: format!("expected a number from 1 to {max}, got {text:?}"),
-            }),
+            })
+        }
         None => Ok(default),
     }
 }
@@ -212,11 +203,7 @@ fn devices_csv(response: &DevicesResponse) -> Result<Response, AppError> {
             ]
         })
         .collect();
-    csv_response(
-        &format!("devices-{}.csv", response.list.name()),
-        &header,
-        rows,
-    )
+    csv_response(&format!("devices-{}.csv", response.list.name()), &header, rows)
 }
 
 /// Parameters of `/api/v1/devices/{id}`.
@@ -313,20 +300,10 @@ pub async fn device_detail(
             reason: "expected a device id of 1 to 256 bytes".into(),
         });
     }
-    let limit = parse_limit(
-        params.limit.as_deref(),
-        DEFAULT_ATTEMPT_LIMIT,
-        MAX_ATTEMPT_LIMIT,
-    )?;
-    let events = state
-        .store
-        .device_events(&query.project, device_id, limit)
-        .await?;
+    let limit = parse_limit(params.limit.as_deref(), DEFAULT_ATTEMPT_LIMIT, MAX_ATTEMPT_LIMIT)?;
+    let events = state.store.device_events(&query.project, device_id, limit).await?;
     if events.is_empty() {
-        return Err(AppError::NotFound(format!(
-            "no events of device {device_id:?} in project {}",
-            query.project
-        )));
+        return Err(AppError::NotFound(format!("no events of device {device_id:?} in project {}", query.project)));
     }
     Ok(DeviceResponse {
         project: query.project.to_string(),
@@ -342,7 +319,5 @@ pub(crate) async fn device(
     Path(device_id): Path<String>,
     UrlQuery(params): UrlQuery<DeviceParams>,
 ) -> Result<Json<DeviceResponse>, AppError> {
-    Ok(Json(
-        device_detail(&state, &user, &device_id, &params).await?,
-    ))
+    Ok(Json(device_detail(&state, &user, &device_id, &params).await?))
 }

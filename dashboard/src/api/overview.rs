@@ -22,17 +22,7 @@ use crate::params::format_ms;
 use crate::{AppError, CurrentUser, DashboardState, QueryParams};
 
 /// Bucket widths the overview picks from, seconds.
-const NICE_STEPS: [u32; 9] = [
-    60,
-    300,
-    900,
-    1800,
-    3600,
-    3 * 3600,
-    6 * 3600,
-    12 * 3600,
-    86_400,
-];
+const NICE_STEPS: [u32; 9] = [60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400];
 /// Most buckets the default step gives.
 const TARGET_POINTS: i64 = 120;
 /// Recent buckets whose completeness the health strip shows.
@@ -47,10 +37,7 @@ const RECENT_BUCKETS: usize = 3;
 pub fn default_step_seconds(window_ms: i64) -> u32 {
     let window_s = (window_ms / 1000).max(1);
     let floor = if window_s > 12 * 3600 { 3600 } else { 1 };
-    NICE_STEPS
-        .into_iter()
-        .find(|s| *s >= floor && window_s / i64::from(*s) <= TARGET_POINTS)
-        .unwrap_or(86_400)
+    NICE_STEPS.into_iter().find(|s| *s >= floor && window_s / i64::from(*s) <= TARGET_POINTS).unwrap_or(86_400)
 }
 
 /// One bucket of the series.
@@ -149,29 +136,17 @@ impl OverviewParams {
     /// The checked step for a query's window.
     pub fn step_seconds(&self, query: &Query) -> Result<u32, AppError> {
         let window_ms = query.to_ms - query.from_ms;
-        let step = match self
-            .step
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|s| *s >= 1)
-                .ok_or_else(|| AppError::BadParameter {
-                    parameter: "step",
-                    reason: format!("expected a whole number of seconds, got {text:?}"),
-                })?,
+        let step = match self.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(text) => text.parse::<u32>().ok().filter(|s| *s >= 1).ok_or_else(|| AppError::BadParameter {
+                parameter: "step",
+                reason: format!("expected a whole number of seconds, got {text:?}"),
+            })?,
             None => default_step_seconds(window_ms),
         };
         if window_ms / 1000 / i64::from(step) > super::MAX_POINTS {
             return Err(AppError::BadParameter {
                 parameter: "step",
-                reason: format!(
-                    "{step} s gives more than {} buckets over this window",
-                    super::MAX_POINTS
-                ),
+                reason: format!("{step} s gives more than {} buckets over this window", super::MAX_POINTS),
             });
         }
         Ok(step)
@@ -181,17 +156,9 @@ impl OverviewParams {
 /// The overview of `query` in buckets of `step_seconds`: three aggregates,
 /// concurrently.
 #[tracing::instrument(skip_all, fields(project = %query.project, step_seconds))]
-pub async fn overview(
-    store: &dyn Store,
-    query: &Query,
-    step_seconds: u32,
-) -> Result<Overview, AppError> {
+pub async fn overview(store: &dyn Store, query: &Query, step_seconds: u32) -> Result<Overview, AppError> {
     let length = query.to_ms - query.from_ms;
-    let previous_query = Query {
-        from_ms: query.from_ms - length,
-        to_ms: query.from_ms,
-        ..query.clone()
-    };
+    let previous_query = Query { from_ms: query.from_ms - length, to_ms: query.from_ms, ..query.clone() };
     let (current, previous, buckets) = tokio::try_join!(
         store.aggregate(query, Grouping::Total),
         store.aggregate(&previous_query, Grouping::Total),
@@ -208,12 +175,7 @@ pub async fn overview(
         step_seconds,
         series,
         duration_histogram: bins(current.duration_histogram.iter().copied()),
-        staleness_histogram: bins(
-            current
-                .staleness_histogram
-                .iter()
-                .map(|(b, n)| (*b, *n as f64)),
-        ),
+        staleness_histogram: bins(current.staleness_histogram.iter().map(|(b, n)| (*b, *n as f64))),
         health,
         current: current_summary,
     })
@@ -230,20 +192,11 @@ pub async fn telemetry_health(
         store.aggregate(query, Grouping::Time { step_seconds })
     )?;
     let summary = Summary::from_aggregate(&total(current));
-    Ok(health(
-        query,
-        step_seconds,
-        &summary,
-        &series(query, step_seconds, &buckets),
-    ))
+    Ok(health(query, step_seconds, &summary, &series(query, step_seconds, &buckets)))
 }
 
 fn total(groups: Vec<(GroupKey, Aggregate)>) -> Aggregate {
-    groups
-        .into_iter()
-        .next()
-        .map(|(_, a)| a)
-        .unwrap_or_default()
+    groups.into_iter().next().map(|(_, a)| a).unwrap_or_default()
 }
 
 /// Every bucket start of the window (aligned to multiples of the step since
@@ -272,22 +225,13 @@ fn series(query: &Query, step_seconds: u32, groups: &[(GroupKey, Aggregate)]) ->
                 }
             }
         }
-        points.push(SeriesPoint {
-            start_ms: start,
-            t: format_ms(start),
-            summary,
-        });
+        points.push(SeriesPoint { start_ms: start, t: format_ms(start), summary });
         start += step_ms;
     }
     points
 }
 
-fn health(
-    query: &Query,
-    step_seconds: u32,
-    summary: &Summary,
-    series: &[SeriesPoint],
-) -> TelemetryHealth {
+fn health(query: &Query, step_seconds: u32, summary: &Summary, series: &[SeriesPoint]) -> TelemetryHealth {
     let step_ms = i64::from(step_seconds) * 1000;
     // Share of a bucket inside the window: the first and last may be cut.
     let inside = |start: i64| {
@@ -317,9 +261,7 @@ fn health(
                 t: p.t.clone(),
                 events,
                 expected_events,
-                completeness: expected_events
-                    .filter(|e| *e > 0.0)
-                    .map(|e| events as f64 / e),
+                completeness: expected_events.filter(|e| *e > 0.0).map(|e| events as f64 / e),
                 partial: p.start_ms + step_ms > query.to_ms,
             }
         })
@@ -353,20 +295,8 @@ pub fn bins(histogram: impl Iterator<Item = (u16, f64)>) -> Vec<Bin> {
         }
         weights[i] += weight;
     }
-    let first = weights
-        .iter()
-        .position(|w| *w > 0.0)
-        .unwrap_or(weights.len());
-    weights
-        .iter()
-        .enumerate()
-        .skip(first)
-        .map(|(i, w)| Bin {
-            low: edge(i),
-            high: edge(i + 1),
-            weight: *w,
-        })
-        .collect()
+    let first = weights.iter().position(|w| *w > 0.0).unwrap_or(weights.len());
+    weights.iter().enumerate().skip(first).map(|(i, w)| Bin { low: edge(i), high: edge(i + 1), weight: *w }).collect()
 }
 
 /// `GET /api/v1/overview`.
@@ -401,11 +331,7 @@ pub(crate) async fn health_route(
     let query = params.common.to_query(&user, OffsetDateTime::now_utc())?;
     let step_seconds = params.step_seconds(&query)?;
     let health = telemetry_health(state.store.as_ref(), &query, step_seconds).await?;
-    Ok(Json(HealthResponse {
-        window: Window::of(&query),
-        step_seconds,
-        health,
-    }))
+    Ok(Json(HealthResponse { window: Window::of(&query), step_seconds, health }))
 }
 
 #[cfg(test)]
@@ -427,14 +353,7 @@ mod tests {
 
     #[test]
     fn bins_follow_one_two_five() {
-        let b = bins(
-            [
-                (bucket_of(3), 2.0),
-                (bucket_of(30), 1.0),
-                (bucket_of(700), 4.0),
-            ]
-            .into_iter(),
-        );
+        let b = bins([(bucket_of(3), 2.0), (bucket_of(30), 1.0), (bucket_of(700), 4.0)].into_iter());
         let bounds: Vec<(f64, f64, f64)> = b.iter().map(|x| (x.low, x.high, x.weight)).collect();
         assert_eq!(
             bounds,
@@ -467,53 +386,23 @@ mod tests {
         // Window 00:00:30 to 00:10:30 in 1-minute buckets: the first bucket
         // is cut (not in the baseline), the last is half inside.
         let q = query(30_000, 630_000);
-        let counts = [
-            (0, 100),
-            (60, 10),
-            (120, 12),
-            (180, 14),
-            (300, 16),
-            (360, 18),
-            (420, 11),
-            (540, 9),
-            (600, 5),
-        ];
+        let counts = [(0, 100), (60, 10), (120, 12), (180, 14), (300, 16), (360, 18), (420, 11), (540, 9), (600, 5)];
         let groups: Vec<(GroupKey, Aggregate)> = counts
             .iter()
-            .map(|(s, n)| {
-                (
-                    GroupKey::Time(*s),
-                    Aggregate {
-                        events: *n,
-                        attempts: *n as f64,
-                        ..Default::default()
-                    },
-                )
-            })
+            .map(|(s, n)| (GroupKey::Time(*s), Aggregate { events: *n, attempts: *n as f64, ..Default::default() }))
             .collect();
         let s = series(&q, 60, &groups);
         assert_eq!(s.len(), 11);
         assert!(s[4].summary.is_none(), "240 s had no events");
-        let summary = Summary {
-            late_events: 3,
-            late_share: Some(0.1),
-            ..Summary::default()
-        };
+        let summary = Summary { late_events: 3, late_share: Some(0.1), ..Summary::default() };
         let h = health(&q, 60, &summary, &s);
         // Baseline: buckets 60..420 (full, before the last three) = 10, 12,
         // 14, 0, 16, 18, 11 -> median 12.
-        let recent: Vec<(i64, u64, Option<f64>, bool)> = h
-            .recent_buckets
-            .iter()
-            .map(|b| (b.start_ms, b.events, b.expected_events, b.partial))
-            .collect();
+        let recent: Vec<(i64, u64, Option<f64>, bool)> =
+            h.recent_buckets.iter().map(|b| (b.start_ms, b.events, b.expected_events, b.partial)).collect();
         assert_eq!(
             recent,
-            vec![
-                (480_000, 0, Some(12.0), false),
-                (540_000, 9, Some(12.0), false),
-                (600_000, 5, Some(6.0), true)
-            ]
+            vec![(480_000, 0, Some(12.0), false), (540_000, 9, Some(12.0), false), (600_000, 5, Some(6.0), true)]
         );
         assert_eq!(h.recent_buckets[2].completeness, Some(5.0 / 6.0));
         assert_eq!(h.recent_buckets[0].completeness, Some(0.0));

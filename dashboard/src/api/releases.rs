@@ -48,10 +48,7 @@ pub async fn release_comparison(
 ) -> Result<ReleasesResponse, AppError> {
     let mut query = params.common.to_query(user, OffsetDateTime::now_utc())?;
     query.filters.app_version = None;
-    let groups = state
-        .store
-        .aggregate(&query, Grouping::By(Dimension::AppVersion))
-        .await?;
+    let groups = state.store.aggregate(&query, Grouping::By(Dimension::AppVersion)).await?;
     let summaries: BTreeMap<String, Summary> = groups
         .into_iter()
         .filter_map(|(key, a)| match key {
@@ -61,29 +58,25 @@ pub async fn release_comparison(
         .collect();
     let mut versions: Vec<String> = summaries.keys().cloned().collect();
     versions.sort_by(|x, y| compare_versions(y, x));
-    let named =
-        |value: &Option<String>, parameter: &'static str| -> Result<Option<String>, AppError> {
-            match non_empty(value) {
-                Some(v) if summaries.contains_key(v) => Ok(Some(v.to_string())),
-                Some(v) => Err(AppError::BadParameter {
-                    parameter,
-                    reason: format!(
-                        "no events of app version {v:?} in this window; versions with events: {}",
-                        versions.join(", ")
-                    ),
-                }),
-                None => Ok(None),
-            }
-        };
+    let named = |value: &Option<String>, parameter: &'static str| -> Result<Option<String>, AppError> {
+        match non_empty(value) {
+            Some(v) if summaries.contains_key(v) => Ok(Some(v.to_string())),
+            Some(v) => Err(AppError::BadParameter {
+                parameter,
+                reason: format!(
+                    "no events of app version {v:?} in this window; versions with events: {}",
+                    versions.join(", ")
+                ),
+            }),
+            None => Ok(None),
+        }
+    };
     let (a, b) = (named(&params.a, "a")?, named(&params.b, "b")?);
     let b = b.or_else(|| versions.first().cloned());
     // The default baseline is the version just older than `b`.
     let a = a.or_else(|| {
         let b = b.as_deref()?;
-        versions
-            .iter()
-            .find(|v| compare_versions(v, b).is_lt())
-            .cloned()
+        versions.iter().find(|v| compare_versions(v, b).is_lt()).cloned()
     });
     let comparison = match (a, b) {
         (Some(a), Some(b)) => {
@@ -92,11 +85,7 @@ pub async fn release_comparison(
         }
         _ => None,
     };
-    Ok(ReleasesResponse {
-        window: Window::of(&query),
-        versions,
-        comparison,
-    })
+    Ok(ReleasesResponse { window: Window::of(&query), versions, comparison })
 }
 
 /// `GET /api/v1/releases`.

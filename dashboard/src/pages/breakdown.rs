@@ -10,8 +10,8 @@ use synchealth_store::metrics::Metric;
 use synchealth_store::{Dimension, Grouping, Summary};
 
 use super::overview::tile_level;
-use crate::api::{breakdown_over, dimension};
 use super::{query_of, render, Choice, Layout, PageError, PageParams};
+use crate::api::{breakdown_over, dimension};
 use crate::format::{count, ms, num, pct};
 use crate::params::non_empty;
 use crate::session::Viewer;

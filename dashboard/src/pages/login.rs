@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{render_with, PageError, STYLE};
+use crate::auth::ClientAddress;
 use crate::session::{
     self, constant_time_eq, cookie, safe_next, set_cookie, Viewer, LOGIN_CSRF_COOKIE, SESSION_COOKIE,
 };
-use crate::auth::ClientAddress;
 use crate::{AppError, DashboardState};
 
 #[derive(Template)]

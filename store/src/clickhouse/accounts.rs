@@ -69,9 +69,7 @@ impl crate::Accounts for ClickHouseStore {
     async fn ingest_keys(&self, project: &ProjectName) -> Result<Vec<IngestKey>> {
         let rows = self
             .client
-            .query(&format!(
-                "SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys FINAL WHERE project = ? ORDER BY key_hash"
-            ))
+            .query(&format!("SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys FINAL WHERE project = ? ORDER BY key_hash"))
             .bind(project.as_str())
             .fetch_all::<IngestKeyRead>()
             .await?;

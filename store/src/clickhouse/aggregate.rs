@@ -73,15 +73,9 @@ pub(super) fn group_expressions(grouping: Grouping, time: &str) -> (String, Stri
         Grouping::Total => ("toUInt64(0)".into(), "''".into()),
         Grouping::Time { step_seconds } => {
             let step = step_seconds.max(1);
-            (
-                format!("toUInt64(intDiv(toUInt32({time}), {step}) * {step})"),
-                "''".into(),
-            )
+            (format!("toUInt64(intDiv(toUInt32({time}), {step}) * {step})"), "''".into())
         }
-        Grouping::By(dimension) => (
-            "toUInt64(0)".into(),
-            format!("toString({})", dimension.column()),
-        ),
+        Grouping::By(dimension) => ("toUInt64(0)".into(), format!("toString({})", dimension.column())),
     }
 }
 
@@ -204,14 +198,9 @@ fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Sql {
 /// them is its latest in the group, and its values are decoded only then.
 fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
     let (gt_raw, gs_raw) = group_expressions(grouping, "event_time");
-    let hourly = aligned(grouping, 3600)
-        && !matches!(grouping, Grouping::By(_))
-        && query.filters == Filters::default();
-    let (whole, edges) = if hourly {
-        split(query.from_ms, query.to_ms, HOUR_MS)
-    } else {
-        (None, vec![(query.from_ms, query.to_ms)])
-    };
+    let hourly = aligned(grouping, 3600) && !matches!(grouping, Grouping::By(_)) && query.filters == Filters::default();
+    let (whole, edges) =
+        if hourly { split(query.from_ms, query.to_ms, HOUR_MS) } else { (None, vec![(query.from_ms, query.to_ms)]) };
     // `FINAL` gives one row per (hour, device), merged in key order, which
     // is about twice as fast as grouping the rows by hash. Hourly buckets
     // never share a (bucket, device) between the pieces (a partial hour at
@@ -268,11 +257,7 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
         first = false;
         from_events(&mut sql, events_filter(query, from, to));
     }
-    sql.push(if disjoint {
-        ")) GROUP BY gt, gs"
-    } else {
-        ") GROUP BY gt, gs, device_id)) GROUP BY gt, gs"
-    });
+    sql.push(if disjoint { ")) GROUP BY gt, gs" } else { ") GROUP BY gt, gs, device_id)) GROUP BY gt, gs" });
     sql
 }
 
@@ -291,11 +276,7 @@ impl crate::Aggregates for ClickHouseStore {
         skip_all,
         fields(project = %query.project, from_ms = query.from_ms, to_ms = query.to_ms, grouping = ?grouping)
     )]
-    async fn aggregate(
-        &self,
-        query: &Query,
-        grouping: Grouping,
-    ) -> Result<Vec<(GroupKey, Aggregate)>> {
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         if query.from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
@@ -342,9 +323,7 @@ impl crate::Aggregates for ClickHouseStore {
             }
             Devices::Rows(rows) => {
                 for row in rows {
-                    let a = groups
-                        .entry(group_key(grouping, row.gt, row.gs))
-                        .or_default();
+                    let a = groups.entry(group_key(grouping, row.gt, row.gs)).or_default();
                     a.devices = row.devices;
                     a.queue_sum = row.queue_sum;
                     a.queue_max = row.queue_max;
@@ -357,9 +336,7 @@ impl crate::Aggregates for ClickHouseStore {
         }
         // After the cached sums: the SQL part may subtract from them.
         for row in totals {
-            let a = groups
-                .entry(group_key(grouping, row.gt, row.gs))
-                .or_default();
+            let a = groups.entry(group_key(grouping, row.gt, row.gs)).or_default();
             a.events = a.events.saturating_add_signed(row.events);
             a.attempts += row.attempts;
             a.successes += row.successes;
@@ -371,12 +348,7 @@ impl crate::Aggregates for ClickHouseStore {
     }
 
     #[tracing::instrument(skip_all, fields(project = %query.project, list = list.name(), limit))]
-    async fn devices(
-        &self,
-        query: &Query,
-        list: DeviceList,
-        limit: u32,
-    ) -> Result<Vec<DeviceSummary>> {
+    async fn devices(&self, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
         if query.from_ms >= query.to_ms || limit == 0 {
             return Ok(Vec::new());
         }
@@ -419,10 +391,7 @@ impl crate::Aggregates for ClickHouseStore {
         if let Some(silent) = silent_for_ms {
             q = q.bind(query.to_ms.saturating_sub(silent));
         }
-        let rows = q
-            .bind(limit.min(MAX_DEVICE_LIST))
-            .fetch_all::<DeviceRow>()
-            .await?;
+        let rows = q.bind(limit.min(MAX_DEVICE_LIST)).fetch_all::<DeviceRow>().await?;
         Ok(rows
             .into_iter()
             .map(|r| DeviceSummary {
@@ -629,28 +598,13 @@ mod tests {
             filters: Filters::default(),
             queue_threshold: 10,
         };
-        for grouping in [
-            Grouping::Total,
-            Grouping::Time { step_seconds: 3600 },
-            Grouping::Time { step_seconds: 90 },
-        ] {
+        for grouping in [Grouping::Total, Grouping::Time { step_seconds: 3600 }, Grouping::Time { step_seconds: 90 }] {
             for sql in [totals_sql(&query, grouping, true), devices_sql(&query, grouping)] {
-                assert_eq!(
-                    sql.text.matches('?').count(),
-                    sql.args.len(),
-                    "{}",
-                    sql.text
-                );
+                assert_eq!(sql.text.matches('?').count(), sql.args.len(), "{}", sql.text);
             }
         }
-        assert!(devices_sql(&query, Grouping::Total)
-            .text
-            .contains("FROM device_hour_latest"));
-        assert!(!devices_sql(&query, Grouping::Time { step_seconds: 900 })
-            .text
-            .contains("FROM device_hour_latest"));
-        assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 }, true)
-            .text
-            .contains("FROM rollup_minute"));
+        assert!(devices_sql(&query, Grouping::Total).text.contains("FROM device_hour_latest"));
+        assert!(!devices_sql(&query, Grouping::Time { step_seconds: 900 }).text.contains("FROM device_hour_latest"));
+        assert!(totals_sql(&query, Grouping::Time { step_seconds: 900 }, true).text.contains("FROM rollup_minute"));
     }
 }

@@ -219,11 +219,7 @@ impl crate::Alerting for ClickHouseStore {
     }
 
     #[tracing::instrument(skip_all, fields(limit))]
-    async fn notifications(
-        &self,
-        project: Option<&ProjectName>,
-        limit: u32,
-    ) -> Result<Vec<NotificationRecord>> {
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<NotificationRecord>> {
         // Filtering on `project` and ordering on `created_at_ms` in SQL is
         // safe although they are outside the sorting key: every version of a
         // notification row carries the same project and creation time.

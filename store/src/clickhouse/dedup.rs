@@ -241,7 +241,12 @@ pub(super) fn events_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String,
 impl ClickHouseStore {
     /// Every complete copy of the `indexes` events of `events` (all of one
     /// project): the rows of `event_ids`, found through its sorting key.
-    pub(super) async fn copies(&self, project: &str, events: &[StoredEvent], indexes: &[usize]) -> Result<Vec<StoredCopy>> {
+    pub(super) async fn copies(
+        &self,
+        project: &str,
+        events: &[StoredEvent],
+        indexes: &[usize],
+    ) -> Result<Vec<StoredCopy>> {
         self.lookup_in(Ledger::Ids, project, events, indexes).await
     }
 
@@ -328,14 +333,25 @@ impl ClickHouseStore {
             }
         }
         ids.end().await?;
-        tracing::warn!(project, copies = partial.len(), hours = hours.len(), "Completed events an interrupted write left in part of the tables.");
+        tracing::warn!(
+            project,
+            copies = partial.len(),
+            hours = hours.len(),
+            "Completed events an interrupted write left in part of the tables."
+        );
         complete.extend(partial);
         Ok(complete)
     }
 
     /// One look-up request: `ids` and `seconds` travel as RowBinary
     /// external tables, the answer is RowBinary `(UUID, UInt64, UInt32)` rows.
-    async fn lookup(&self, table: Ledger, project: &str, ids: &[Uuid], seconds: &BTreeSet<u32>) -> Result<Vec<StoredCopy>> {
+    async fn lookup(
+        &self,
+        table: Ledger,
+        project: &str,
+        ids: &[Uuid],
+        seconds: &BTreeSet<u32>,
+    ) -> Result<Vec<StoredCopy>> {
         let failed = |what: String| Error::ClickHouseRequest(format!("event id look-up: {what}"));
         let mut id_bytes = Vec::with_capacity(ids.len() * 16);
         for id in ids {
@@ -548,10 +564,14 @@ mod tests {
     fn answers_decode_as_uuid_halves_then_the_insert_id_and_time() {
         let id = Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
         // As ClickHouse 18.16 writes this UUID in RowBinary.
-        let mut body = vec![0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00, 0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88];
+        let mut body =
+            vec![0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00, 0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88];
         body.extend_from_slice(&7u64.to_le_bytes());
         body.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        assert_eq!(decode_copies(&body), Some(vec![StoredCopy { event_id: id, insert_id: 7, event_time: 1_700_000_000 }]));
+        assert_eq!(
+            decode_copies(&body),
+            Some(vec![StoredCopy { event_id: id, insert_id: 7, event_time: 1_700_000_000 }])
+        );
         assert_eq!(decode_copies(&body[..27]), None);
     }
 

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::device_state::{LATEST_SQL, TOP_BIT};
 use super::dedup::events_filter;
+use super::device_state::{LATEST_SQL, TOP_BIT};
 use super::sql::{add_durations, group_key, Sql};
 use super::ClickHouseStore;
 use crate::metrics::{Aggregate, DeviceTally, GroupKey, Grouping, Query};
@@ -108,7 +108,10 @@ impl HourTotals {
         a.successes += self.successes;
         a.conflicted += self.conflicted;
         a.late_events += self.late;
-        add_durations(&mut a.duration_histogram, self.durations.0.iter().copied().zip(self.durations.1.iter().copied()));
+        add_durations(
+            &mut a.duration_histogram,
+            self.durations.0.iter().copied().zip(self.durations.1.iter().copied()),
+        );
     }
 }
 
@@ -224,10 +227,8 @@ impl ClickHouseStore {
             }
         }
         let edge_group = bucket(grouping, hour_s(whole_to));
-        let edge: Vec<(u32, Latest)> = edge
-            .into_iter()
-            .filter_map(|row| Some((cache.id(row.device_id), Latest::parse(&row.latest)?)))
-            .collect();
+        let edge: Vec<(u32, Latest)> =
+            edge.into_iter().filter_map(|row| Some((cache.id(row.device_id), Latest::parse(&row.latest)?))).collect();
         let devices = cache.ids.len();
         drop(projects);
 
@@ -235,7 +236,8 @@ impl ClickHouseStore {
         // group is its latest there. A group of one hour holds each device
         // once already.
         let threshold = u64::from(query.queue_threshold);
-        let pieces = held.iter().map(|(group, entries)| (*group, entries.as_slice())).chain([(edge_group, edge.as_slice())]);
+        let pieces =
+            held.iter().map(|(group, entries)| (*group, entries.as_slice())).chain([(edge_group, edge.as_slice())]);
         let mut groups: BTreeMap<u64, DeviceTally> = BTreeMap::new();
         if grouping == (Grouping::Time { step_seconds: 3600 }) {
             for (group, entries) in pieces {

@@ -77,7 +77,12 @@ pub(super) fn device_hours<'a>(events: impl Iterator<Item = &'a StoredEvent>) ->
     }
     latest
         .into_iter()
-        .map(|((project, hour, device_id), event)| DeviceHourRow { project, hour, device_id, latest: latest_key(event) })
+        .map(|((project, hour, device_id), event)| DeviceHourRow {
+            project,
+            hour,
+            device_id,
+            latest: latest_key(event),
+        })
         .collect()
 }
 

@@ -30,7 +30,6 @@
 //! `device_cache.rs`; `accounts.rs`, `sessions.rs`, `alerting.rs` and
 //! `telemetry_loss.rs` one trait each.
 
-
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 

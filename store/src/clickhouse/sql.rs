@@ -101,10 +101,7 @@ pub(super) fn unix_seconds_u32(seconds: u64) -> u32 {
 }
 
 pub(super) fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// A `sumMap` result as `(bucket, value)` pairs, without empty buckets.
@@ -154,11 +151,7 @@ impl Sql {
 
 /// `events` filtered to `[from_ms, to_ms)` and the query's segments.
 pub(super) fn raw_filter(query: &Query, from_ms: i64, to_ms: i64) -> (String, Vec<Arg>) {
-    window_filter(&Query {
-        from_ms,
-        to_ms,
-        ..query.clone()
-    })
+    window_filter(&Query { from_ms, to_ms, ..query.clone() })
 }
 
 /// Adds `(bucket, weight)` pairs into a histogram.

@@ -60,12 +60,7 @@ impl crate::LossReports for ClickHouseStore {
         Ok(())
     }
 
-    async fn telemetry_loss(
-        &self,
-        project: &ProjectName,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<TelemetryLoss> {
+    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<TelemetryLoss> {
         let rows = self
             .client
             .query(

@@ -148,11 +148,7 @@ impl crate::Alerting for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", limit))]
-    async fn notifications(
-        &self,
-        project: Option<&ProjectName>,
-        limit: u32,
-    ) -> Result<Vec<NotificationRecord>> {
+    async fn notifications(&self, project: Option<&ProjectName>, limit: u32) -> Result<Vec<NotificationRecord>> {
         let project = project.map(|p| p.as_str().to_string());
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(

@@ -72,9 +72,8 @@ fn run(conn: &Connection, signal: &(Mutex<bool>, Condvar)) {
         // to set it.
         drop(guard);
         // (busy, frames in the WAL, frames copied); busy is normal under load.
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        });
+        let result = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)));
         match result {
             Ok((frames, copied)) => tracing::trace!(frames, copied, "Checkpointed the WAL."),
             Err(error) => tracing::warn!(%error, "Background WAL checkpoint failed; the writer's backstop covers it."),

@@ -145,8 +145,7 @@ impl DeviceCache {
         }
         state.rows += added;
         while state.rows > CAPACITY {
-            let Some(oldest) = state.hours.iter().min_by_key(|(_, (_, used))| *used).map(|(key, _)| key.clone())
-            else {
+            let Some(oldest) = state.hours.iter().min_by_key(|(_, (_, used))| *used).map(|(key, _)| key.clone()) else {
                 break;
             };
             if let Some((old, _)) = state.hours.remove(&oldest) {

@@ -15,18 +15,12 @@ use crate::Result;
 impl SqliteStore {
     /// [`crate::Store::devices`] for SQLite.
     #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, list = list.name(), limit))]
-    pub(super) async fn devices_impl(
-        &self,
-        query: &Query,
-        list: DeviceList,
-        limit: u32,
-    ) -> Result<Vec<DeviceSummary>> {
+    pub(super) async fn devices_impl(&self, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
         if query.from_ms >= query.to_ms || limit == 0 {
             return Ok(Vec::new());
         }
         let query = query.clone();
-        self.read(move |conn| devices_query(conn, &query, list, limit))
-            .await
+        self.read(move |conn| devices_query(conn, &query, list, limit)).await
     }
 }
 
@@ -37,20 +31,12 @@ fn list_sql(list: DeviceList) -> (&'static str, &'static str) {
         DeviceList::QueueDepth => ("r.queue_depth > 0", "r.queue_depth DESC"),
         DeviceList::Staleness => ("r.staleness_ms IS NOT NULL", "r.staleness_ms DESC"),
         DeviceList::ConsecutiveFailures => ("d.failures > 0", "d.failures DESC"),
-        DeviceList::Stuck => (
-            "d.n >= :stuck AND d.shrinks = 0 AND r.queue_depth > 0",
-            "r.queue_depth DESC",
-        ),
+        DeviceList::Stuck => ("d.n >= :stuck AND d.shrinks = 0 AND r.queue_depth > 0", "r.queue_depth DESC"),
         DeviceList::Quiet { .. } => ("r.event_time_ms < :quiet_before", "r.event_time_ms ASC"),
     }
 }
 
-fn devices_query(
-    conn: &Connection,
-    query: &Query,
-    list: DeviceList,
-    limit: u32,
-) -> Result<Vec<DeviceSummary>> {
+fn devices_query(conn: &Connection, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
     let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
     let silent_for_ms = match list {
         DeviceList::Quiet { silent_for_ms } => silent_for_ms.max(0),
@@ -62,22 +48,10 @@ fn devices_query(
         (":to_ms", Value::Integer(query.to_ms)),
         (":app_version", text(&query.filters.app_version)),
         (":os", text(&query.filters.os)),
-        (
-            ":network",
-            query
-                .filters
-                .network
-                .map_or(Value::Null, |n| Value::Text(n.as_str().to_string())),
-        ),
+        (":network", query.filters.network.map_or(Value::Null, |n| Value::Text(n.as_str().to_string()))),
         (":stuck", Value::Integer(i64::from(STUCK_ATTEMPTS))),
-        (
-            ":quiet_before",
-            Value::Integer(query.to_ms.saturating_sub(silent_for_ms)),
-        ),
-        (
-            ":limit",
-            Value::Integer(i64::from(limit.min(MAX_DEVICE_LIST))),
-        ),
+        (":quiet_before", Value::Integer(query.to_ms.saturating_sub(silent_for_ms))),
+        (":limit", Value::Integer(i64::from(limit.min(MAX_DEVICE_LIST)))),
     ];
     let (condition, order) = list_sql(list);
     // `older_queue` is the queue depth of the attempt before each one; an
@@ -133,8 +107,7 @@ fn devices_query(
             last_error_kind: (!error_kind.is_empty()).then_some(error_kind),
             last_error_message: (!error_message.is_empty()).then_some(error_message),
             attempts_in_window: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
-            silent_for_ms: matches!(list, DeviceList::Quiet { .. })
-                .then(|| query.to_ms - last_seen_ms),
+            silent_for_ms: matches!(list, DeviceList::Quiet { .. }).then(|| query.to_ms - last_seen_ms),
         });
     }
     Ok(devices)

@@ -33,10 +33,10 @@ use crate::{Error, IngestKey, InsertOutcome, Result, User};
 
 mod alerting;
 mod checkpoint;
-mod sessions;
 mod device_cache;
 mod devices;
 mod rollup;
+mod sessions;
 mod sql;
 mod telemetry_loss;
 
@@ -471,7 +471,8 @@ impl crate::Events for SqliteStore {
     async fn apply_retention(&self, days: u32) -> Result<()> {
         // Cut at a whole hour, so that every rollup row covers either only
         // deleted events or only kept ones, and the two stay equal.
-        let cutoff = (now_ms() - i64::from(days) * 86_400_000).div_euclid(crate::pieces::HOUR_MS) * crate::pieces::HOUR_MS;
+        let cutoff =
+            (now_ms() - i64::from(days) * 86_400_000).div_euclid(crate::pieces::HOUR_MS) * crate::pieces::HOUR_MS;
         let projects: Vec<String> = self
             .read(|conn| {
                 let mut stmt = conn.prepare("SELECT DISTINCT project FROM events")?;
@@ -487,9 +488,7 @@ impl crate::Events for SqliteStore {
         for project in projects {
             loop {
                 let project = project.clone();
-                let n = self
-                    .write(move |conn| rollup::delete_before(conn, &project, cutoff, RETENTION_CHUNK))
-                    .await?;
+                let n = self.write(move |conn| rollup::delete_before(conn, &project, cutoff, RETENTION_CHUNK)).await?;
                 if n == 0 {
                     break;
                 }
@@ -692,4 +691,3 @@ impl crate::Accounts for SqliteStore {
         .await
     }
 }
-

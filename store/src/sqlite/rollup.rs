@@ -589,14 +589,13 @@ impl Answer {
             }
         };
         let time_ms: i64 = row.get(first)?;
-        let latest = self.devices.entry((group, id)).or_insert_with(|| DeviceLatest {
-            time_ms: i64::MIN,
-            ..DeviceLatest::default()
-        });
+        let latest = self
+            .devices
+            .entry((group, id))
+            .or_insert_with(|| DeviceLatest { time_ms: i64::MIN, ..DeviceLatest::default() });
         // The id only breaks ties, so it is read only then; its buffer is
         // reused.
-        if time_ms > latest.time_ms || (time_ms == latest.time_ms && text(row, first + 1)? > latest.event_id.as_str())
-        {
+        if time_ms > latest.time_ms || (time_ms == latest.time_ms && text(row, first + 1)? > latest.event_id.as_str()) {
             latest.time_ms = time_ms;
             latest.event_id.clear();
             latest.event_id.push_str(text(row, first + 1)?);
@@ -675,7 +674,13 @@ impl Answer {
     /// buckets) every row is its own device and bucket and is counted at
     /// once. The hours' rows come from `cache` while their event counts are
     /// unchanged.
-    fn add_device_hours(&mut self, conn: &Connection, cache: &DeviceCache, query: &Query, disjoint: bool) -> Result<()> {
+    fn add_device_hours(
+        &mut self,
+        conn: &Connection,
+        cache: &DeviceCache,
+        query: &Query,
+        disjoint: bool,
+    ) -> Result<()> {
         let (from, to) = (query.from_ms, query.to_ms);
         let project = query.project.as_str();
         let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
@@ -895,8 +900,7 @@ fn aggregate_with(
             Piece::Raw(from, to) => raw_totals.push((from, to)),
         }
     }
-    let hourly =
-        aligned(grouping, 3600) && !matches!(grouping, Grouping::By(_)) && query.filters == Filters::default();
+    let hourly = aligned(grouping, 3600) && !matches!(grouping, Grouping::By(_)) && query.filters == Filters::default();
     if hourly {
         // Hourly buckets never share a (bucket, device) between hours.
         let disjoint = grouping == Grouping::Time { step_seconds: 3600 };
@@ -1003,11 +1007,10 @@ mod tests {
         ];
         let cache = DeviceCache::default();
         for (from_ms, to_ms) in windows {
-            let query = Query { project: project.clone(), from_ms, to_ms, filters: Filters::default(), queue_threshold: 1000 };
-            let everything = Query {
-                filters: Filters { app_version: Some("2.0.0".into()), ..Filters::default() },
-                ..query.clone()
-            };
+            let query =
+                Query { project: project.clone(), from_ms, to_ms, filters: Filters::default(), queue_threshold: 1000 };
+            let everything =
+                Query { filters: Filters { app_version: Some("2.0.0".into()), ..Filters::default() }, ..query.clone() };
             for grouping in
                 [Grouping::Total, Grouping::Time { step_seconds: 3600 }, Grouping::Time { step_seconds: 7200 }]
             {

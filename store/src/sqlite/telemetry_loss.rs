@@ -48,12 +48,7 @@ impl crate::LossReports for SqliteStore {
         .await
     }
 
-    async fn telemetry_loss(
-        &self,
-        project: &ProjectName,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<TelemetryLoss> {
+    async fn telemetry_loss(&self, project: &ProjectName, from_ms: i64, to_ms: i64) -> Result<TelemetryLoss> {
         let project = project.as_str().to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(

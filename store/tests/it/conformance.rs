@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use synchealth_schema::{Network, StoredEvent};
-use synchealth_store::{Accounts, Aggregates, Database, Dimension, Events, Filters, GroupKey, Grouping, IngestKey, InsertOutcome, SharedStore, SqliteStore, Store, User};
+use synchealth_store::{
+    Accounts, Aggregates, Database, Dimension, Events, Filters, GroupKey, Grouping, IngestKey, InsertOutcome,
+    SharedStore, SqliteStore, Store, User,
+};
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -505,7 +508,9 @@ async fn a_late_event_in_an_hour_already_read_changes_the_next_answer(store: Sha
     let mut events: Vec<StoredEvent> = (0..6)
         .flat_map(|h| {
             let p = p.clone();
-            (0..4).map(move |d| simple_event(&p, &format!("dev-{d}"), base + h * HOUR_MS + 60_000 * (d + 1), 10 + d as u32))
+            (0..4).map(move |d| {
+                simple_event(&p, &format!("dev-{d}"), base + h * HOUR_MS + 60_000 * (d + 1), 10 + d as u32)
+            })
         })
         .collect();
     insert_all(store.as_ref(), &events).await;
@@ -516,7 +521,13 @@ async fn a_late_event_in_an_hour_already_read_changes_the_next_answer(store: Sha
             let q = query(&p, window);
             for grouping in groupings {
                 let answer = store.aggregate(&q, grouping).await.expect("aggregate");
-                assert_answer_matches(&answer, &events, &q, grouping, &format!("round {round}, {window:?}, {grouping:?}"));
+                assert_answer_matches(
+                    &answer,
+                    &events,
+                    &q,
+                    grouping,
+                    &format!("round {round}, {window:?}, {grouping:?}"),
+                );
             }
         }
         if round == 0 {

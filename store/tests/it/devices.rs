@@ -12,8 +12,8 @@ use synchealth_store::{Aggregates, DeviceList, DeviceSummary, Filters, GroupKey,
 use uuid::Uuid;
 
 use crate::helpers::{
-    assert_answer_matches, expected_groups, fixture, fixture_base_ms, fixture_window, insert_all,
-    project, query, rfc3339, stamp, HOUR_MS,
+    assert_answer_matches, expected_groups, fixture, fixture_base_ms, fixture_window, insert_all, project, query,
+    rfc3339, stamp, HOUR_MS,
 };
 
 on_both_stores!(
@@ -59,14 +59,7 @@ fn events(project: &ProjectName, base_ms: i64) -> Vec<StoredEvent> {
     let mut events = fixture(project, 11, base_ms);
     let minute = 60_000;
     let mut at = |device: &str, minutes: i64, success: bool, queue: u32| {
-        events.push(attempt(
-            project,
-            device,
-            from + minutes * minute,
-            success,
-            queue,
-            1_000,
-        ));
+        events.push(attempt(project, device, from + minutes * minute, success, queue, 1_000));
     };
     // Never shrinks over the last three (an older, larger value first).
     for (m, q) in [(10, 90), (20, 5), (30, 5), (40, 7)] {
@@ -81,14 +74,7 @@ fn events(project: &ProjectName, base_ms: i64) -> Vec<StoredEvent> {
         at("x-two", m, false, q);
     }
     // A success, then four failures in a row.
-    for (m, ok) in [
-        (5, false),
-        (10, true),
-        (20, false),
-        (30, false),
-        (40, false),
-        (50, false),
-    ] {
+    for (m, ok) in [(5, false), (10, true), (20, false), (30, false), (40, false), (50, false)] {
         at("x-failing", m, ok, 0);
     }
     // Seen early in the window only.
@@ -97,58 +83,29 @@ fn events(project: &ProjectName, base_ms: i64) -> Vec<StoredEvent> {
     // at the threshold (not late).
     for i in 0..7 {
         let t = from + (i * 37 + 3) * minute;
-        events.push(attempt(
-            project,
-            &format!("x-late-{i}"),
-            t,
-            true,
-            0,
-            LATE_ARRIVAL_MS * 2,
-        ));
-        events.push(attempt(
-            project,
-            &format!("x-edge-{i}"),
-            t,
-            true,
-            0,
-            LATE_ARRIVAL_MS - 40,
-        ));
+        events.push(attempt(project, &format!("x-late-{i}"), t, true, 0, LATE_ARRIVAL_MS * 2));
+        events.push(attempt(project, &format!("x-edge-{i}"), t, true, 0, LATE_ARRIVAL_MS - 40));
     }
     events
 }
 
 /// The lists by brute force: each device's rows latest first, then the
 /// definitions of `synchealth_store::devices` applied literally.
-fn expected(
-    events: &[StoredEvent],
-    query: &Query,
-    list: DeviceList,
-    limit: usize,
-) -> Vec<DeviceSummary> {
-    let selected = expected_groups(events, query, Grouping::Total)
-        .remove(&GroupKey::Total)
-        .unwrap_or_default();
+fn expected(events: &[StoredEvent], query: &Query, list: DeviceList, limit: usize) -> Vec<DeviceSummary> {
+    let selected = expected_groups(events, query, Grouping::Total).remove(&GroupKey::Total).unwrap_or_default();
     let mut by_device: BTreeMap<String, Vec<&StoredEvent>> = BTreeMap::new();
     for e in selected {
-        by_device
-            .entry(e.event.device_id.clone())
-            .or_default()
-            .push(e);
+        by_device.entry(e.event.device_id.clone()).or_default().push(e);
     }
     let mut rows: Vec<(DeviceSummary, bool)> = Vec::new();
     for (device, mut attempts) in by_device {
         let key = |e: &StoredEvent| (e.event_time_ms, e.event.event_id.hyphenated().to_string());
         attempts.sort_by_key(|e| std::cmp::Reverse(key(e)));
         let latest = attempts[0];
-        let failures = attempts
-            .iter()
-            .position(|e| e.event.success)
-            .unwrap_or(attempts.len());
+        let failures = attempts.iter().position(|e| e.event.success).unwrap_or(attempts.len());
         let n = STUCK_ATTEMPTS as usize;
         let stuck = attempts.len() >= n
-            && attempts[..n]
-                .windows(2)
-                .all(|w| w[0].event.queue_depth >= w[1].event.queue_depth)
+            && attempts[..n].windows(2).all(|w| w[0].event.queue_depth >= w[1].event.queue_depth)
             && latest.event.queue_depth > 0;
         let summary = DeviceSummary {
             device_id: device,
@@ -168,30 +125,17 @@ fn expected(
         rows.push((summary, stuck));
     }
     let mut list_rows: Vec<DeviceSummary> = match list {
-        DeviceList::QueueDepth => rows
-            .into_iter()
-            .map(|r| r.0)
-            .filter(|d| d.queue_depth > 0)
-            .collect(),
-        DeviceList::Staleness => rows
-            .into_iter()
-            .map(|r| r.0)
-            .filter(|d| d.staleness_ms.is_some())
-            .collect(),
-        DeviceList::ConsecutiveFailures => rows
-            .into_iter()
-            .map(|r| r.0)
-            .filter(|d| d.consecutive_failures > 0)
-            .collect(),
+        DeviceList::QueueDepth => rows.into_iter().map(|r| r.0).filter(|d| d.queue_depth > 0).collect(),
+        DeviceList::Staleness => rows.into_iter().map(|r| r.0).filter(|d| d.staleness_ms.is_some()).collect(),
+        DeviceList::ConsecutiveFailures => {
+            rows.into_iter().map(|r| r.0).filter(|d| d.consecutive_failures > 0).collect()
+        }
         DeviceList::Stuck => rows.into_iter().filter(|r| r.1).map(|r| r.0).collect(),
         DeviceList::Quiet { silent_for_ms } => rows
             .into_iter()
             .map(|r| r.0)
             .filter(|d| d.last_seen_ms < query.to_ms - silent_for_ms)
-            .map(|d| DeviceSummary {
-                silent_for_ms: Some(query.to_ms - d.last_seen_ms),
-                ..d
-            })
+            .map(|d| DeviceSummary { silent_for_ms: Some(query.to_ms - d.last_seen_ms), ..d })
             .collect(),
     };
     // Rank descending (quiet: oldest first), ties on the device id.
@@ -204,9 +148,7 @@ fn expected(
                 DeviceList::Quiet { .. } => d.last_seen_ms,
             }
         };
-        rank(a)
-            .cmp(&rank(b))
-            .then_with(|| a.device_id.cmp(&b.device_id))
+        rank(a).cmp(&rank(b)).then_with(|| a.device_id.cmp(&b.device_id))
     });
     list_rows.truncate(limit);
     list_rows
@@ -217,9 +159,7 @@ const LISTS: [DeviceList; 5] = [
     DeviceList::Staleness,
     DeviceList::ConsecutiveFailures,
     DeviceList::Stuck,
-    DeviceList::Quiet {
-        silent_for_ms: 2 * HOUR_MS,
-    },
+    DeviceList::Quiet { silent_for_ms: 2 * HOUR_MS },
 ];
 
 async fn every_device_list_matches_a_brute_force_ranking(store: SharedStore) {
@@ -235,36 +175,16 @@ async fn every_device_list_matches_a_brute_force_ranking(store: SharedStore) {
         assert_eq!(got, want, "{list:?}");
     }
     // The hand-made devices land where their definitions put them.
-    let names = |list| {
-        expected(&events, &q, list, 1000)
-            .into_iter()
-            .map(|d| d.device_id)
-            .collect::<Vec<_>>()
-    };
+    let names = |list| expected(&events, &q, list, 1000).into_iter().map(|d| d.device_id).collect::<Vec<_>>();
     let stuck = names(DeviceList::Stuck);
     assert!(stuck.contains(&"x-stuck".to_string()), "{stuck:?}");
     assert!(!stuck.contains(&"x-shrinking".to_string()) && !stuck.contains(&"x-two".to_string()));
-    let failing = store
-        .devices(&q, DeviceList::ConsecutiveFailures, 1000)
-        .await
-        .expect("devices");
-    let x = failing
-        .iter()
-        .find(|d| d.device_id == "x-failing")
-        .expect("x-failing is listed");
-    assert_eq!(
-        (x.consecutive_failures, x.last_success, x.attempts_in_window),
-        (4, false, 6)
-    );
-    assert_eq!(
-        x.last_error_message.as_deref(),
-        Some("503, \"upstream\" down")
-    );
+    let failing = store.devices(&q, DeviceList::ConsecutiveFailures, 1000).await.expect("devices");
+    let x = failing.iter().find(|d| d.device_id == "x-failing").expect("x-failing is listed");
+    assert_eq!((x.consecutive_failures, x.last_success, x.attempts_in_window), (4, false, 6));
+    assert_eq!(x.last_error_message.as_deref(), Some("503, \"upstream\" down"));
     let quiet = store.devices(&q, LISTS[4], 1000).await.expect("devices");
-    let x = quiet
-        .iter()
-        .find(|d| d.device_id == "x-quiet")
-        .expect("x-quiet is listed");
+    let x = quiet.iter().find(|d| d.device_id == "x-quiet").expect("x-quiet is listed");
     assert_eq!(x.silent_for_ms, Some(q.to_ms - (q.from_ms + 30 * 60_000)));
 }
 
@@ -278,10 +198,7 @@ async fn device_lists_honour_filters_and_limits(store: SharedStore) {
         let got = store.devices(&q, list, 3).await.expect("devices");
         assert_eq!(got, expected(&events, &q, list, 3), "{list:?}, limit 3");
     }
-    q.filters = Filters {
-        os: Some("ios".into()),
-        ..Filters::default()
-    };
+    q.filters = Filters { os: Some("ios".into()), ..Filters::default() };
     for list in LISTS {
         let got = store.devices(&q, list, 1000).await.expect("devices");
         assert!(got.iter().all(|d| d.os == "ios"));
@@ -289,11 +206,7 @@ async fn device_lists_honour_filters_and_limits(store: SharedStore) {
     }
     // Another project's window holds nothing.
     let other = query(&project("elsewhere"), fixture_window(base));
-    assert!(store
-        .devices(&other, DeviceList::QueueDepth, 10)
-        .await
-        .expect("devices")
-        .is_empty());
+    assert!(store.devices(&other, DeviceList::QueueDepth, 10).await.expect("devices").is_empty());
 }
 
 async fn late_arrivals_are_counted_per_group(store: SharedStore) {
@@ -306,10 +219,7 @@ async fn late_arrivals_are_counted_per_group(store: SharedStore) {
         let got = store.aggregate(&q, grouping).await.expect("aggregate");
         let want = expected_groups(&events, &q, grouping);
         for (key, aggregate) in &got {
-            let late = want[key]
-                .iter()
-                .filter(|e| e.received_at_ms - e.event_time_ms > LATE_ARRIVAL_MS)
-                .count();
+            let late = want[key].iter().filter(|e| e.received_at_ms - e.event_time_ms > LATE_ARRIVAL_MS).count();
             assert_eq!(aggregate.late_events, late as u64, "{grouping:?} {key:?}");
         }
         let total: u64 = got.iter().map(|(_, a)| a.late_events).sum();
@@ -324,80 +234,39 @@ async fn late_arrivals_are_counted_per_group(store: SharedStore) {
 #[tokio::test]
 async fn clickhouse_reads_go_through_the_read_user_with_its_limits() {
     use synchealth_store::{ClickHouseConfig, ClickHouseStore, QueryLimits};
-    let Some(fresh) =
-        crate::helpers::fresh_store(crate::helpers::Backend::ClickHouse, "reader").await
-    else {
+    let Some(fresh) = crate::helpers::fresh_store(crate::helpers::Backend::ClickHouse, "reader").await else {
         return;
     };
     let (url, database) = fresh.clickhouse.clone().expect("a ClickHouse store");
-    let config = ClickHouseConfig {
-        url,
-        user: "default".into(),
-        password: None,
-        database,
-    };
+    let config = ClickHouseConfig { url, user: "default".into(), password: None, database };
     let p = project("reader");
     let base = fixture_base_ms();
     let events = fixture(&p, 5, base);
     let q = query(&p, fixture_window(base));
 
-    let stranger = ClickHouseStore::connect(config.clone())
-        .await
-        .expect("connects")
-        .with_reader(
-            Some("synchealth_no_such_user".into()),
-            None,
-            &QueryLimits::default(),
-        );
+    let stranger = ClickHouseStore::connect(config.clone()).await.expect("connects").with_reader(
+        Some("synchealth_no_such_user".into()),
+        None,
+        &QueryLimits::default(),
+    );
     insert_all(&stranger, &events).await;
-    assert!(
-        stranger.aggregate(&q, Grouping::Total).await.is_err(),
-        "reads use the read user"
-    );
-    assert!(stranger
-        .devices(&q, DeviceList::QueueDepth, 5)
-        .await
-        .is_err());
+    assert!(stranger.aggregate(&q, Grouping::Total).await.is_err(), "reads use the read user");
+    assert!(stranger.devices(&q, DeviceList::QueueDepth, 5).await.is_err());
 
-    let limited = ClickHouseStore::connect(config.clone())
-        .await
-        .expect("connects")
-        .with_reader(
-            None,
-            None,
-            &QueryLimits {
-                max_rows_to_read: 1,
-                ..QueryLimits::default()
-            },
-        );
-    let error = limited
-        .aggregate(&q, Grouping::Total)
-        .await
-        .expect_err("the row limit stops it")
-        .to_string();
-    assert!(
-        error.contains("Limit for rows")
-            || error.contains("TOO_MANY_ROWS")
-            || error.contains("158"),
-        "{error}"
+    let limited = ClickHouseStore::connect(config.clone()).await.expect("connects").with_reader(
+        None,
+        None,
+        &QueryLimits { max_rows_to_read: 1, ..QueryLimits::default() },
     );
+    let error = limited.aggregate(&q, Grouping::Total).await.expect_err("the row limit stops it").to_string();
+    assert!(error.contains("Limit for rows") || error.contains("TOO_MANY_ROWS") || error.contains("158"), "{error}");
 
-    let generous = ClickHouseStore::connect(config)
-        .await
-        .expect("connects")
-        .with_reader(
-            None,
-            None,
-            &QueryLimits {
-                max_execution_seconds: 20,
-                max_rows_to_read: 10_000_000,
-                max_memory_bytes: 1 << 30,
-            },
-        );
-    let groups = generous
-        .aggregate(&q, Grouping::Total)
-        .await
-        .expect("within the limits");
+    let generous = ClickHouseStore::connect(config).await.expect("connects").with_reader(
+        None,
+        None,
+        &QueryLimits { max_execution_seconds: 20, max_rows_to_read: 10_000_000, max_memory_bytes: 1 << 30 },
+    );
+    let groups = generous.aggregate(&q, Grouping::Total).await.expect("within the limits");
     let want = expected_groups(&events, &q, Grouping::Total);
     assert_eq!(groups[0].1.events, want[&GroupKey::Total].len() as u64);
     fresh.cleanup().await;
@@ -411,10 +280,7 @@ async fn windows_cut_mid_hour_and_mid_minute_still_match_brute_force(store: Shar
     let base = fixture_base_ms();
     let events = events(&p, base);
     insert_all(store.as_ref(), &events).await;
-    let window = (
-        base + 2 * HOUR_MS + 17 * 60_000 + 13_500,
-        base + 21 * HOUR_MS + 3 * 60_000 + 1,
-    );
+    let window = (base + 2 * HOUR_MS + 17 * 60_000 + 13_500, base + 21 * HOUR_MS + 3 * 60_000 + 1);
     let mut q = query(&p, window);
     for grouping in [
         Grouping::Total,
@@ -427,25 +293,13 @@ async fn windows_cut_mid_hour_and_mid_minute_still_match_brute_force(store: Shar
         let got = store.aggregate(&q, grouping).await.expect("aggregate");
         assert_answer_matches(&got, &events, &q, grouping, &format!("{grouping:?}"));
     }
-    q.filters = Filters {
-        app_version: Some("2.0.0".into()),
-        ..Filters::default()
-    };
-    let got = store
-        .aggregate(&q, Grouping::Total)
-        .await
-        .expect("aggregate");
+    q.filters = Filters { app_version: Some("2.0.0".into()), ..Filters::default() };
+    let got = store.aggregate(&q, Grouping::Total).await.expect("aggregate");
     assert_answer_matches(&got, &events, &q, Grouping::Total, "filtered");
     // Shorter than an hour, and than a minute.
-    for (from, to) in [
-        (window.0, window.0 + 40 * 60_000),
-        (window.0, window.0 + 20_000),
-    ] {
+    for (from, to) in [(window.0, window.0 + 40 * 60_000), (window.0, window.0 + 20_000)] {
         let q = query(&p, (from, to));
-        let got = store
-            .aggregate(&q, Grouping::Total)
-            .await
-            .expect("aggregate");
+        let got = store.aggregate(&q, Grouping::Total).await.expect("aggregate");
         assert_answer_matches(&got, &events, &q, Grouping::Total, "short window");
     }
 }

@@ -21,8 +21,12 @@ use crate::helpers::{
 
 /// Another process's store on the test database.
 async fn another_store(url: &str, database: &str) -> ClickHouseStore {
-    let config =
-        ClickHouseConfig { url: url.to_string(), user: "default".into(), password: None, database: database.to_string() };
+    let config = ClickHouseConfig {
+        url: url.to_string(),
+        user: "default".into(),
+        password: None,
+        database: database.to_string(),
+    };
     ClickHouseStore::connect(config).await.expect("a second connection")
 }
 
@@ -78,7 +82,8 @@ fn resent(events: &[StoredEvent], later_ms: i64, skew_ms: i64) -> Vec<StoredEven
 async fn assert_counted_once(store: &dyn Store, distinct: &[StoredEvent], context: &str) {
     let p = project("default");
     let now = now_ms();
-    let windows = [(now - 7 * DAY_MS, now + 60_000), (now - DAY_MS + 13_000, now + 7_000), (now - 2 * HOUR_MS - 4_500, now)];
+    let windows =
+        [(now - 7 * DAY_MS, now + 60_000), (now - DAY_MS + 13_000, now + 7_000), (now - 2 * HOUR_MS - 4_500, now)];
     for window in windows {
         let q = query(&p, window);
         for grouping in [
@@ -128,9 +133,11 @@ async fn a_second_collector_finds_every_stored_event_however_old_and_stores_none
     // hour of skew, and its corrected times move by an hour.
     let stale = resent(&first, HOUR_MS, HOUR_MS);
     assert!(stale.iter().zip(&first).all(|(m, f)| m.event_time_ms == f.event_time_ms + HOUR_MS));
-    for (again, what) in
-        [(resent(&first, 4_000, 0), "resent"), (moved, "skew moved a minute"), (stale, "resent unchanged an hour later")]
-    {
+    for (again, what) in [
+        (resent(&first, 4_000, 0), "resent"),
+        (moved, "skew moved a minute"),
+        (stale, "resent unchanged an hour later"),
+    ] {
         let outcome = second.insert(&again).await.unwrap();
         assert_eq!(outcome.inserted, 0, "{what}");
         assert_eq!(outcome.duplicates, (0..again.len()).collect::<Vec<_>>(), "{what}");

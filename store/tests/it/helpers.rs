@@ -15,7 +15,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use synchealth_schema::{unix_ms, ProjectName, StoredEvent, SyncEvent};
 use synchealth_store::metrics::DEFAULT_QUEUE_THRESHOLD;
-use synchealth_store::{Aggregate, ClickHouseConfig, ClickHouseStore, Database, Filters, GroupKey, Grouping, Query, SharedStore, SqliteStore, Store, Summary};
+use synchealth_store::{
+    Aggregate, ClickHouseConfig, ClickHouseStore, Database, Filters, GroupKey, Grouping, Query, SharedStore,
+    SqliteStore, Store, Summary,
+};
 use tempfile::TempDir;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;

@@ -58,7 +58,9 @@ async fn an_older_event_arriving_later_does_not_replace_a_devices_latest(store: 
     for (i, batch) in batches.iter().enumerate() {
         insert_all(store.as_ref(), batch).await;
         events.extend(batch.iter().cloned());
-        for window in [(hour, hour + HOUR_MS), (hour - 2 * HOUR_MS, hour + 3 * HOUR_MS), (hour + 60_000, hour + 2 * HOUR_MS)] {
+        for window in
+            [(hour, hour + HOUR_MS), (hour - 2 * HOUR_MS, hour + 3 * HOUR_MS), (hour + 60_000, hour + 2 * HOUR_MS)]
+        {
             let q = query(&p, window);
             for grouping in [
                 Grouping::Total,
@@ -80,7 +82,11 @@ async fn whole_hour_windows_with_filters_match_brute_force(store: SharedStore) {
     insert_all(store.as_ref(), &events).await;
     let filters = [
         Filters { os: Some("ios".into()), ..Default::default() },
-        Filters { app_version: Some("2.1.0".into()), network: Some(synchealth_schema::Network::Wifi), ..Default::default() },
+        Filters {
+            app_version: Some("2.1.0".into()),
+            network: Some(synchealth_schema::Network::Wifi),
+            ..Default::default()
+        },
     ];
     for filters in filters {
         let q = synchealth_store::Query { filters, ..query(&p, fixture_window(base)) };
@@ -161,17 +167,19 @@ async fn upgrading_an_sqlite_file_fills_the_rollups_from_its_events() {
     let (from, to) = fixture_window(base);
     for window in [(from, to), (from + 17 * 60_000 + 13_500, to - 3 * 60_000 - 1)] {
         let q = query(&p, window);
-        for grouping in
-            [Grouping::Total, Grouping::Time { step_seconds: 3600 }, Grouping::Time { step_seconds: 300 }, Grouping::By(Dimension::Os)]
-        {
+        for grouping in [
+            Grouping::Total,
+            Grouping::Time { step_seconds: 3600 },
+            Grouping::Time { step_seconds: 300 },
+            Grouping::By(Dimension::Os),
+        ] {
             let answer = upgraded.aggregate(&q, grouping).await.expect("aggregate");
             assert_answer_matches(&answer, &events, &q, grouping, &format!("upgraded, {window:?}, {grouping:?}"));
         }
     }
     let conn = rusqlite::Connection::open(&path).expect("inspecting the file");
-    let index: Option<String> = conn
-        .query_row("SELECT name FROM sqlite_master WHERE name = 'events_dashboard'", [], |r| r.get(0))
-        .ok();
+    let index: Option<String> =
+        conn.query_row("SELECT name FROM sqlite_master WHERE name = 'events_dashboard'", [], |r| r.get(0)).ok();
     assert_eq!(index, None, "the covering index is gone");
     drop(dir);
 }

@@ -98,36 +98,19 @@ pub struct DashboardFigures {
 /// Loads (or reuses) each store's data, times the overview, prints a
 /// Markdown table.
 pub async fn run(settings: &Settings, args: &DashboardBenchArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let mut figures = Vec::new();
     if args.stores != BenchStores::Sqlite {
-        let url = settings
-            .clickhouse
-            .url
-            .clone()
-            .context("bench dashboard needs --clickhouse-url (or --stores sqlite)")?;
-        let database = if args.reuse {
-            "bench_dashboard".to_string()
-        } else {
-            format!("bench_dashboard_{}", std::process::id())
-        };
-        let config = ClickHouseConfig {
-            url,
-            user: "default".into(),
-            password: None,
-            database: database.clone(),
-        };
-        let store = ClickHouseStore::connect(config.clone())
-            .await
-            .context("connecting to ClickHouse")?;
+        let url =
+            settings.clickhouse.url.clone().context("bench dashboard needs --clickhouse-url (or --stores sqlite)")?;
+        let database =
+            if args.reuse { "bench_dashboard".to_string() } else { format!("bench_dashboard_{}", std::process::id()) };
+        let config = ClickHouseConfig { url, user: "default".into(), password: None, database: database.clone() };
+        let store = ClickHouseStore::connect(config.clone()).await.context("connecting to ClickHouse")?;
         if !args.reuse {
             drop_database(&config).await?;
         }
-        store
-            .migrate()
-            .await
-            .context("migrating the bench database")?;
+        store.migrate().await.context("migrating the bench database")?;
         let store = Arc::new(store);
         let shared: SharedStore = store.clone();
         let record = args.dir.join(format!("clickhouse-{database}.end_ms"));
@@ -137,48 +120,25 @@ pub async fn run(settings: &Settings, args: &DashboardBenchArgs) -> anyhow::Resu
             args.events,
             |events| {
                 let store = store.clone();
-                async move {
-                    store
-                        .insert_unchecked(&events)
-                        .await
-                        .context("inserting into ClickHouse")
-                }
+                async move { store.insert_unchecked(&events).await.context("inserting into ClickHouse") }
             },
             100_000,
         )
         .await?;
         eprintln!("bench: timing the overview on ClickHouse ...");
-        figures.push(
-            measure(
-                "clickhouse",
-                &shared,
-                end_ms,
-                args,
-                args.events,
-                load_seconds,
-            )
-            .await?,
-        );
+        figures.push(measure("clickhouse", &shared, end_ms, args, args.events, load_seconds).await?);
         if !args.reuse {
             drop_database(&config).await?;
         }
     }
     if args.stores != BenchStores::Clickhouse {
-        let path = args.dir.join(if args.reuse {
-            "bench.db".to_string()
-        } else {
-            format!("bench-{}.db", std::process::id())
-        });
+        let path =
+            args.dir.join(if args.reuse { "bench.db".to_string() } else { format!("bench-{}.db", std::process::id()) });
         if !args.reuse {
             remove_sqlite(&path);
         }
-        let store = Arc::new(
-            SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?,
-        );
-        store
-            .migrate()
-            .await
-            .context("migrating the bench SQLite file")?;
+        let store = Arc::new(SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?);
+        store.migrate().await.context("migrating the bench SQLite file")?;
         let shared: SharedStore = store.clone();
         let record = path.with_extension("end_ms");
         let (end_ms, load_seconds) = load_once(
@@ -187,29 +147,13 @@ pub async fn run(settings: &Settings, args: &DashboardBenchArgs) -> anyhow::Resu
             args.sqlite_events,
             |events| {
                 let store = store.clone();
-                async move {
-                    store
-                        .insert(&events)
-                        .await
-                        .map(|_| ())
-                        .context("inserting into SQLite")
-                }
+                async move { store.insert(&events).await.map(|_| ()).context("inserting into SQLite") }
             },
             5_000,
         )
         .await?;
         eprintln!("bench: timing the overview on SQLite ...");
-        figures.push(
-            measure(
-                "sqlite",
-                &shared,
-                end_ms,
-                args,
-                args.sqlite_events,
-                load_seconds,
-            )
-            .await?,
-        );
+        figures.push(measure("sqlite", &shared, end_ms, args, args.sqlite_events, load_seconds).await?);
         if !args.reuse {
             remove_sqlite(&path);
         }
@@ -227,18 +171,10 @@ fn remove_sqlite(path: &Path) {
 
 async fn drop_database(config: &ClickHouseConfig) -> anyhow::Result<()> {
     let sql = format!("DROP DATABASE IF EXISTS {}", config.database);
-    let response = reqwest::Client::new()
-        .post(&config.url)
-        .body(sql)
-        .send()
-        .await
-        .context("dropping the bench database")?;
+    let response =
+        reqwest::Client::new().post(&config.url).body(sql).send().await.context("dropping the bench database")?;
     if !response.status().is_success() {
-        bail!(
-            "ClickHouse refused to drop {}: {}",
-            config.database,
-            response.text().await.unwrap_or_default()
-        );
+        bail!("ClickHouse refused to drop {}: {}", config.database, response.text().await.unwrap_or_default());
     }
     Ok(())
 }
@@ -266,18 +202,12 @@ where
                     return Ok((end_ms, None));
                 }
             }
-            bail!(
-                "{} holds another load; remove it and the data, or drop --reuse",
-                record.display()
-            );
+            bail!("{} holds another load; remove it and the data, or drop --reuse", record.display());
         }
     }
     let end_ms = unix_ms(OffsetDateTime::now_utc());
     let total = per_day * u64::from(args.days);
-    eprintln!(
-        "bench: loading {total} events ({per_day} a day for {} days) ...",
-        args.days
-    );
+    eprintln!("bench: loading {total} events ({per_day} a day for {} days) ...", args.days);
     let generator = Generator::new(args.devices, total, end_ms, i64::from(args.days) * DAY_MS)?;
     let started = Instant::now();
     let mut written = 0u64;
@@ -297,8 +227,7 @@ where
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    std::fs::write(record, format!("{end_ms} {signature}"))
-        .with_context(|| format!("writing {}", record.display()))?;
+    std::fs::write(record, format!("{end_ms} {signature}")).with_context(|| format!("writing {}", record.display()))?;
     Ok((end_ms, Some(seconds)))
 }
 
@@ -322,9 +251,7 @@ async fn measure(
     let mut histogram = Histogram::<u64>::new(3).context("histogram")?;
     for run in 0..args.runs + 2 {
         let started = Instant::now();
-        let o = overview(store.as_ref(), &query, step)
-            .await
-            .map_err(|e| anyhow::anyhow!("overview failed: {e:?}"))?;
+        let o = overview(store.as_ref(), &query, step).await.map_err(|e| anyhow::anyhow!("overview failed: {e:?}"))?;
         let micros = started.elapsed().as_micros() as u64;
         if run == 0 {
             eprintln!(
@@ -339,19 +266,12 @@ async fn measure(
         }
     }
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    let previous = Query {
-        from_ms: query.from_ms - DAY_MS,
-        to_ms: query.from_ms,
-        ..query.clone()
-    };
+    let previous = Query { from_ms: query.from_ms - DAY_MS, to_ms: query.from_ms, ..query.clone() };
     let mut parts = [0.0; 3];
-    for (i, (q, grouping)) in [
-        (&query, Grouping::Total),
-        (&previous, Grouping::Total),
-        (&query, Grouping::Time { step_seconds: step }),
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, (q, grouping)) in
+        [(&query, Grouping::Total), (&previous, Grouping::Total), (&query, Grouping::Time { step_seconds: step })]
+            .into_iter()
+            .enumerate()
     {
         let mut times = Vec::new();
         for _ in 0..5 {
@@ -366,12 +286,7 @@ async fn measure(
         store: name,
         events_per_day: per_day,
         load_seconds,
-        overview_ms: [
-            ms(0.50),
-            ms(0.95),
-            ms(0.99),
-            histogram.max() as f64 / 1000.0,
-        ],
+        overview_ms: [ms(0.50), ms(0.95), ms(0.99), histogram.max() as f64 / 1000.0],
         parts_ms: parts,
     })
 }
@@ -391,8 +306,7 @@ fn print_report(figures: &[DashboardFigures], args: &DashboardBenchArgs) {
             "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             f.store,
             f.events_per_day,
-            f.load_seconds
-                .map_or("reused".to_string(), |s| format!("{s:.1}")),
+            f.load_seconds.map_or("reused".to_string(), |s| format!("{s:.1}")),
             f.overview_ms[0],
             f.overview_ms[1],
             f.overview_ms[2],
@@ -417,13 +331,8 @@ struct Generator {
 
 const VERSIONS: [&str; 5] = ["2.8.3", "2.9.0", "2.9.1", "2.10.0", "2.10.1"];
 const OSES: [&str; 3] = ["android", "ios", "windows"];
-const NETWORKS: [Network; 5] = [
-    Network::Wifi,
-    Network::Cellular,
-    Network::Ethernet,
-    Network::Offline,
-    Network::Unknown,
-];
+const NETWORKS: [Network; 5] =
+    [Network::Wifi, Network::Cellular, Network::Ethernet, Network::Offline, Network::Unknown];
 
 impl Generator {
     fn new(devices: u32, total: u64, end_ms: i64, span_ms: i64) -> anyhow::Result<Self> {
@@ -445,10 +354,8 @@ impl Generator {
         let device = ((u * u) * f64::from(self.devices)) as u32;
         // In arrival order, as a collector writes them: time grows with the
         // sequence number, with a few minutes of jitter.
-        let along =
-            (i128::from(self.span_ms) * i128::from(seq) / i128::from(self.total.max(1))) as i64;
-        let event_ms =
-            (self.end_ms - self.span_ms + along - rng.gen_range(0..180_000)).min(self.end_ms - 1);
+        let along = (i128::from(self.span_ms) * i128::from(seq) / i128::from(self.total.max(1))) as i64;
+        let event_ms = (self.end_ms - self.span_ms + along - rng.gen_range(0..180_000)).min(self.end_ms - 1);
         // A device keeps its app version and mostly its network; a fifth of
         // the devices upgraded to the newest version half-way.
         let mut device_rng = StdRng::seed_from_u64(u64::from(device));
@@ -457,11 +364,7 @@ impl Generator {
             version = VERSIONS.len() - 1;
         }
         let home = NETWORKS[self.networks.sample(&mut device_rng)];
-        let network = if rng.gen_bool(0.8) {
-            home
-        } else {
-            NETWORKS[self.networks.sample(&mut rng)]
-        };
+        let network = if rng.gen_bool(0.8) { home } else { NETWORKS[self.networks.sample(&mut rng)] };
         let success = rng.gen_bool(0.95);
         let duration_ms = (rng.gen_range(4.0f64..9.0).exp() * rng.gen_range(0.5..1.5)) as u64;
         let backed_up = device.is_multiple_of(97);
@@ -473,19 +376,13 @@ impl Generator {
             rng.gen_range(1..50)
         };
         let never_synced = device.is_multiple_of(211);
-        let last_success_ms =
-            (!never_synced).then(|| event_ms - (rng.gen_range(3.0f64..14.0).exp() as i64));
+        let last_success_ms = (!never_synced).then(|| event_ms - (rng.gen_range(3.0f64..14.0).exp() as i64));
         // A device offline for a while sends late, with a correct clock:
         // sent just before it is received, long after it happened.
         let late = rng.gen_bool(0.02);
-        let delay_ms = if late {
-            rng.gen_range(600_000..3_600_000)
-        } else {
-            rng.gen_range(50..20_000)
-        };
+        let delay_ms = if late { rng.gen_range(600_000..3_600_000) } else { rng.gen_range(50..20_000) };
         let time = |ms: i64| {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
         };
         let event = SyncEvent {
             event_id: Uuid::from_u64_pair(0x5eed_0000_0000_0000 | u64::from(device), seq),
@@ -493,11 +390,7 @@ impl Generator {
             occurred_at: time(event_ms),
             success,
             duration_ms,
-            conflicts: if rng.gen_bool(0.05) {
-                rng.gen_range(1..10)
-            } else {
-                0
-            },
+            conflicts: if rng.gen_bool(0.05) { rng.gen_range(1..10) } else { 0 },
             queue_depth,
             last_success_at: last_success_ms.map(time),
             app_version: VERSIONS[version].to_string(),
@@ -516,11 +409,6 @@ impl Generator {
             bytes_down: rng.gen_range(0..100_000),
             sample_rate: if device.is_multiple_of(10) { 0.5 } else { 1.0 },
         };
-        StoredEvent::new(
-            self.project.clone(),
-            event,
-            time(event_ms + delay_ms - 30),
-            time(event_ms + delay_ms),
-        )
+        StoredEvent::new(self.project.clone(), event, time(event_ms + delay_ms - 30), time(event_ms + delay_ms))
     }
 }

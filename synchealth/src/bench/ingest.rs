@@ -150,16 +150,24 @@ async fn drop_database(url: &str, database: &str) {
 /// The collector with the embedded store, acknowledging as `acknowledge`
 /// says (`ingest.acknowledge`), until SQLite holds every event.
 async fn embedded(tmp: &Path, args: &IngestBenchArgs, acknowledge: &str) -> anyhow::Result<Phase> {
-    eprintln!("bench: {} clients posting to the collector (embedded store, acknowledge = {acknowledge}) ...", args.clients);
+    eprintln!(
+        "bench: {} clients posting to the collector (embedded store, acknowledge = {acknowledge}) ...",
+        args.clients
+    );
     let dir = tmp.join(format!("sqlite-{acknowledge}"));
     std::fs::create_dir_all(&dir).context("creating the embedded phase's data dir")?;
     let config = dir.join("bench.toml");
-    std::fs::write(&config, format!("[ingest]\nacknowledge = \"{acknowledge}\"\n")).context("writing the bench config")?;
+    std::fs::write(&config, format!("[ingest]\nacknowledge = \"{acknowledge}\"\n"))
+        .context("writing the bench config")?;
     let config = config.to_str().context("a non-UTF-8 temp path")?;
     let mut collector = Collector::spawn(&dir, &["--config", config])?;
     let counter = Counter::Sqlite(dir.join("synchealth.db"));
     let result = post_all(&collector.base, args, args.small_events, 0, Some(&counter)).await?;
-    let name = if acknowledge == "spooled" { "collector → embedded SQLite (spooled)" } else { "collector → embedded SQLite" };
+    let name = if acknowledge == "spooled" {
+        "collector → embedded SQLite (spooled)"
+    } else {
+        "collector → embedded SQLite"
+    };
     let cpu_us_per_event = collector.cpu_seconds().map(|cpu| cpu * 1e6 / result.events as f64);
     let phase = Phase { name, peak_rss_mib: collector.peak_rss_mib(), cpu_us_per_event, ..result };
     collector.stop();
@@ -167,7 +175,13 @@ async fn embedded(tmp: &Path, args: &IngestBenchArgs, acknowledge: &str) -> anyh
 }
 
 /// The collector with ClickHouse behind it: all-out, then at half that rate.
-async fn collector_phases(url: &str, database: &str, tmp: &Path, args: &IngestBenchArgs, phases: &mut Vec<Phase>) -> anyhow::Result<()> {
+async fn collector_phases(
+    url: &str,
+    database: &str,
+    tmp: &Path,
+    args: &IngestBenchArgs,
+    phases: &mut Vec<Phase>,
+) -> anyhow::Result<()> {
     eprintln!("bench: {} clients posting to the collector (ClickHouse) ...", args.clients);
     let extra = ["--clickhouse-url", url, "--clickhouse-database", database];
     let mut collector = Collector::spawn(&tmp.join("ch"), &extra)?;
@@ -176,7 +190,9 @@ async fn collector_phases(url: &str, database: &str, tmp: &Path, args: &IngestBe
     let cpu_sustained = collector.cpu_seconds();
     let cpu_us_per_event = cpu_sustained.map(|cpu| cpu * 1e6 / sustained.events as f64);
     let mut sustained =
-        Phase { name: "collector → ClickHouse", peak_rss_mib: collector.peak_rss_mib(), cpu_us_per_event, ..sustained };
+        Phase {
+            name: "collector → ClickHouse", peak_rss_mib: collector.peak_rss_mib(), cpu_us_per_event, ..sustained
+        };
     let half_rate = sustained.rate() / 2.0;
     eprintln!("bench: half rate ({half_rate:.0} events/s) for {} s ...", args.half_rate_seconds);
     let mut paced = paced(&collector.base, args, half_rate, args.events).await?;
@@ -193,7 +209,9 @@ async fn collector_phases(url: &str, database: &str, tmp: &Path, args: &IngestBe
 }
 
 fn print_report(phases: &[Phase], args: &IngestBenchArgs) {
-    println!("| phase | events | seconds | events/s | ack p50 ms | ack p99 ms | peak RSS MiB | collector CPU µs/event |");
+    println!(
+        "| phase | events | seconds | events/s | ack p50 ms | ack p99 ms | peak RSS MiB | collector CPU µs/event |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for p in phases {
         let (p50, p99) = p.latency_ms.map_or(("".into(), "".into()), |(a, b)| (format!("{a:.1}"), format!("{b:.1}")));
@@ -458,7 +476,8 @@ impl Counter {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
                     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-                    let conn = rusqlite::Connection::open_with_flags(&path, flags).context("opening the bench database")?;
+                    let conn =
+                        rusqlite::Connection::open_with_flags(&path, flags).context("opening the bench database")?;
                     let count: i64 = conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
                     Ok(u64::try_from(count).unwrap_or(0))
                 })
@@ -550,13 +569,8 @@ async fn post_batch(
     latencies: &mut Histogram<u64>,
 ) -> anyhow::Result<()> {
     let sent = Instant::now();
-    let response = client
-        .post(url)
-        .bearer_auth(INGEST_KEY)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
+    let response =
+        client.post(url).bearer_auth(INGEST_KEY).header("content-type", "application/json").body(body).send().await?;
     if !response.status().is_success() {
         bail!("the collector answered {}: {}", response.status(), response.text().await?);
     }
@@ -675,7 +689,10 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 500);
-        assert_ne!(event(1, OffsetDateTime::now_utc()).event_id, event(1 << 48 | 1, OffsetDateTime::now_utc()).event_id);
+        assert_ne!(
+            event(1, OffsetDateTime::now_utc()).event_id,
+            event(1 << 48 | 1, OffsetDateTime::now_utc()).event_id
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Result<()
                     synchealth_collector::KEY_CACHE_TTL.as_secs()
                 ),
                 Revoked::Already(record) => {
-                    println!("synchealth: ingest key {} of project \"{project}\" was already revoked", short(&record.key_hash))
+                    println!(
+                        "synchealth: ingest key {} of project \"{project}\" was already revoked",
+                        short(&record.key_hash)
+                    )
                 }
             }
         }
@@ -82,7 +85,8 @@ pub async fn create(store: &SharedStore, project: &ProjectName, label: &str) -> 
 /// Every key record of an existing project, oldest first.
 pub async fn list(store: &SharedStore, project: &ProjectName) -> anyhow::Result<Vec<IngestKey>> {
     ensure_exists(store, project).await?;
-    let mut keys = store.ingest_keys(project).await.with_context(|| format!("listing the keys of project \"{project}\""))?;
+    let mut keys =
+        store.ingest_keys(project).await.with_context(|| format!("listing the keys of project \"{project}\""))?;
     keys.sort_by(|a, b| (a.created_at_ms, &a.key_hash).cmp(&(b.created_at_ms, &b.key_hash)));
     Ok(keys)
 }

@@ -34,7 +34,8 @@ async fn form_login(app: &TestApp, username: &str, password: &str) -> (u16, Opti
         .unwrap();
     let status = response.status().as_u16();
     let retry_after = response.headers().get(RETRY_AFTER).map(|v| v.to_str().unwrap().parse().unwrap());
-    let session = response.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("sh_session="));
+    let session =
+        response.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("sh_session="));
     (status, retry_after, session, response.text().await.unwrap())
 }
 
@@ -53,9 +54,8 @@ async fn basic_get(app: &TestApp, username: &str, password: &str) -> (u16, Optio
 
 #[tokio::test]
 async fn the_eleventh_wrong_password_on_the_form_is_refused_with_retry_after_until_the_pause_ends() {
-    let (app, store) = spawn_app_with(Backend::Sqlite, "auth_form_throttle", |s| s.dashboard.login_lockout_seconds = 1)
-        .await
-        .unwrap();
+    let (app, store) =
+        spawn_app_with(Backend::Sqlite, "auth_form_throttle", |s| s.dashboard.login_lockout_seconds = 1).await.unwrap();
     add_user(&store, "ana", synchealth_dashboard::hash_password("ana-password")).await;
     for _ in 0..9 {
         assert_eq!(form_login(&app, "ana", "wrong").await.0, 401);
@@ -79,9 +79,10 @@ async fn the_eleventh_wrong_password_on_the_form_is_refused_with_retry_after_unt
 
 #[tokio::test]
 async fn the_eleventh_wrong_basic_password_is_refused_with_a_retry_after_that_grows_until_a_success() {
-    let (app, store) = spawn_app_with(Backend::Sqlite, "auth_basic_throttle", |s| s.dashboard.login_lockout_seconds = 1)
-        .await
-        .unwrap();
+    let (app, store) =
+        spawn_app_with(Backend::Sqlite, "auth_basic_throttle", |s| s.dashboard.login_lockout_seconds = 1)
+            .await
+            .unwrap();
     add_user(&store, "bo", synchealth_dashboard::hash_password("bo-password")).await;
     let lock = |expected_retry_after: u64, verified_before: bool| {
         let app = &app;
@@ -116,7 +117,8 @@ async fn basic_access_ends_at_once_when_the_user_goes_or_the_password_changes_on
     let store = first.store();
     let first = serve(first, tempfile::tempdir().unwrap());
     // Another process on the same store: all replicas share.
-    let second = Application::build(settings, Roles { collector: false, dashboard: true, alerts: false }).await.unwrap();
+    let second =
+        Application::build(settings, Roles { collector: false, dashboard: true, alerts: false }).await.unwrap();
     let second = serve(second, tempfile::tempdir().unwrap());
     add_user(&store, "cy", synchealth_dashboard::hash_password("cy-password")).await;
     for app in [&first, &second] {

@@ -110,7 +110,8 @@ async fn a_key_over_its_rate_limit_gets_a_429_with_retry_after_and_is_accepted_a
 #[tokio::test]
 async fn a_batch_of_6000_events_is_a_413_naming_the_count_and_the_limit() {
     let app = spawn_app(Backend::Sqlite, "too_many").await.unwrap();
-    let response = app.post_batch(&batch((0..6000).map(|i| event(&format!("d{}", i % 50), 1, true, 10)).collect())).await;
+    let response =
+        app.post_batch(&batch((0..6000).map(|i| event(&format!("d{}", i % 50), 1, true, 10)).collect())).await;
     assert_eq!(response.status(), 413);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -130,7 +131,10 @@ async fn the_batch_limit_is_configurable() {
     let four = app.post_batch(&batch((0..4).map(|i| event(&format!("d{i}"), 1, true, 10)).collect())).await;
     assert_eq!(four.status(), 413);
     let body: Value = four.json().await.unwrap();
-    assert_eq!((body["error"].clone(), body["count"].clone(), body["max_events"].clone()), (json!("too many events"), json!(4), json!(3)));
+    assert_eq!(
+        (body["error"].clone(), body["count"].clone(), body["max_events"].clone()),
+        (json!("too many events"), json!(4), json!(3))
+    );
     let three = app.post_batch(&batch((0..3).map(|i| event(&format!("d{i}"), 1, true, 10)).collect())).await;
     assert_eq!(three.status(), 200);
     assert_eq!(three.json::<Value>().await.unwrap()["accepted"], 3);
@@ -166,7 +170,12 @@ async fn events_posted_with_one_projects_key_never_appear_in_another_projects_su
     add_key(&store, "alpha", "shk_alpha_key").await;
     add_key(&store, "beta", "shk_beta_key").await;
     let password_hash = synchealth_dashboard::hash_password("alice-password");
-    let alice = User { username: "alice".into(), password_hash, admin: false, projects: vec![ProjectName::parse("alpha").unwrap()] };
+    let alice = User {
+        username: "alice".into(),
+        password_hash,
+        admin: false,
+        projects: vec![ProjectName::parse("alpha").unwrap()],
+    };
     store.put_user(&alice).await.unwrap();
 
     // The same event ids in two projects are two sets of events, not duplicates.
@@ -236,7 +245,12 @@ async fn keys_created_listed_and_revoked_through_the_binary_work_for_ingest(back
     let dir = tempfile::tempdir().unwrap();
     let Some(settings) = test_settings(backend, "keys_cli", dir.path()) else { return };
     let store_args: Vec<String> = match &settings.clickhouse.url {
-        Some(url) => vec!["--clickhouse-url".into(), url.clone(), "--clickhouse-database".into(), settings.clickhouse.database.clone()],
+        Some(url) => vec![
+            "--clickhouse-url".into(),
+            url.clone(),
+            "--clickhouse-database".into(),
+            settings.clickhouse.database.clone(),
+        ],
         None => vec!["--data-dir".into(), settings.data_dir.display().to_string()],
     };
     let app = serve(Application::build(settings, Roles::ALL).await.unwrap(), dir);
@@ -263,7 +277,8 @@ async fn keys_created_listed_and_revoked_through_the_binary_work_for_ingest(back
     assert!(listed.lines().any(|l| l.starts_with(prefix) && l.contains("revoked")), "{listed}");
     assert!(!listed.contains(&key));
 
-    let (status, answer) = post_until_refused(&app, &key, &batch(vec![event("m3", 1, true, 10)]), KEY_CACHE_TTL * 3).await;
+    let (status, answer) =
+        post_until_refused(&app, &key, &batch(vec![event("m3", 1, true, 10)]), KEY_CACHE_TTL * 3).await;
     assert_eq!(status, 401);
     assert_eq!(answer, unauthorized_key());
 }
@@ -293,7 +308,9 @@ async fn metrics_count_accepted_and_rate_limited_events_per_project_in_prometheu
     .unwrap();
     // A project of its own: the recorder is shared by every test of this process.
     add_key(&store, "metrics-probe", "shk_metrics_probe").await;
-    let two = app.post_batch_with_key("shk_metrics_probe", &batch(vec![event("p1", 1, true, 10), event("p2", 1, true, 10)])).await;
+    let two = app
+        .post_batch_with_key("shk_metrics_probe", &batch(vec![event("p1", 1, true, 10), event("p2", 1, true, 10)]))
+        .await;
     assert_eq!(two.status(), 200);
     assert_eq!(two.json::<Value>().await.unwrap(), json!({"accepted": 2, "duplicates": 0, "rejected": []}));
     let three = batch((0..3).map(|i| event(&format!("q{i}"), 1, true, 10)).collect());
@@ -372,7 +389,11 @@ async fn the_binary_exports_traces_over_otlp_when_the_endpoint_is_set_and_flushe
     let (mut child, base) = start_binary(
         dir.path(),
         // A long export delay: what arrives was flushed by the shutdown.
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "600000"), ("RUST_LOG", "info")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+            ("RUST_LOG", "info"),
+        ],
     );
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/events"))
@@ -417,12 +438,17 @@ async fn metrics_pass_promtool_with_counters_at_zero_histograms_and_no_project_n
         FAMILIES.iter().filter(|f| f.kind == Kind::Counter && (f.labels.is_empty() || f.labels == ["project"]));
     for family in unlabeled_counters {
         assert!(fresh.contains(&format!("# HELP {} ", family.name)), "{} has no HELP at start: {fresh}", family.name);
-        assert!(fresh.lines().any(|l| l == format!("{} 0", family.name)), "{} is not at 0 at start: {fresh}", family.name);
+        assert!(
+            fresh.lines().any(|l| l == format!("{} 0", family.name)),
+            "{} is not at 0 at start: {fresh}",
+            family.name
+        );
     }
     assert!(fresh.contains("synchealth_build_info{version=\""), "{fresh}");
 
     let body = batch(vec![event("m1", 1, true, 10), event("m2", 1, false, 20)]);
-    let posted = client.post(format!("{}/v1/events", binary.base)).bearer_auth(INGEST_KEY).json(&body).send().await.unwrap();
+    let posted =
+        client.post(format!("{}/v1/events", binary.base)).bearer_auth(INGEST_KEY).json(&body).send().await.unwrap();
     assert_eq!(posted.status(), 200);
     let text = client.get(format!("{}/metrics", binary.base)).send().await.unwrap().text().await.unwrap();
     assert!(text.lines().any(|l| l == "synchealth_events_accepted_total 2"), "{text}");

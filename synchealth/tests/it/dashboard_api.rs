@@ -45,20 +45,11 @@ fn attempt(device: &str, minutes_ago: i64, success: bool, queue_depth: u32) -> V
 
 async fn post(app: &TestApp, events: Vec<Value>) {
     let response = app.post_batch(&batch(events)).await;
-    assert!(
-        response.status().is_success(),
-        "batch accepted: {}",
-        response.status()
-    );
+    assert!(response.status().is_success(), "batch accepted: {}", response.status());
 }
 
 fn ids(list: &Value) -> Vec<String> {
-    list["devices"]
-        .as_array()
-        .expect("devices")
-        .iter()
-        .map(|d| d["device_id"].as_str().unwrap().to_string())
-        .collect()
+    list["devices"].as_array().expect("devices").iter().map(|d| d["device_id"].as_str().unwrap().to_string()).collect()
 }
 
 async fn device_lists_rank_devices_and_the_device_page_shows_their_attempts(backend: Backend) {
@@ -85,11 +76,7 @@ async fn device_lists_rank_devices_and_the_device_page_shows_their_attempts(back
     .await;
     let queue = get_json(&app, "/api/v1/devices?list=queue_depth").await;
     assert_eq!(queue["list"], "queue_depth");
-    assert_eq!(
-        ids(&queue),
-        ["d-stuck", "d-drain", "d-quiet"],
-        "deepest latest queue first, empty queues left out"
-    );
+    assert_eq!(ids(&queue), ["d-stuck", "d-drain", "d-quiet"], "deepest latest queue first, empty queues left out");
     assert_eq!(queue["devices"][0]["queue_depth"], 30);
     assert_eq!(queue["devices"][0]["attempts_in_window"], 3);
     assert_eq!(queue["devices"][0]["last_error_kind"], "timeout");
@@ -106,18 +93,12 @@ async fn device_lists_rank_devices_and_the_device_page_shows_their_attempts(back
     let quiet = get_json(&app, "/api/v1/devices?list=quiet&silent_for=1800").await;
     assert_eq!(ids(&quiet), ["d-quiet"]);
     let silent_ms = quiet["devices"][0]["silent_for_ms"].as_i64().unwrap();
-    assert!(
-        (50 * 60_000 - 5_000..=50 * 60_000 + 60_000).contains(&silent_ms),
-        "{silent_ms}"
-    );
+    assert!((50 * 60_000 - 5_000..=50 * 60_000 + 60_000).contains(&silent_ms), "{silent_ms}");
     assert_eq!(quiet["silent_for_ms"], 1_800_000);
 
     let page = get_json(&app, "/api/v1/devices/d-stuck").await;
     let attempts = page["attempts"].as_array().unwrap();
-    let queues: Vec<i64> = attempts
-        .iter()
-        .map(|a| a["queue_depth"].as_i64().unwrap())
-        .collect();
+    let queues: Vec<i64> = attempts.iter().map(|a| a["queue_depth"].as_i64().unwrap()).collect();
     assert_eq!(queues, [30, 20, 10], "newest first");
     assert_eq!(attempts[0]["success"], false);
     assert_eq!(attempts[0]["conflicts"], 2);
@@ -136,28 +117,15 @@ async fn csv_exports_escape_what_devices_send_and_match_the_json(backend: Backen
     let Some(app) = spawn_app(backend, "dash_csv").await else {
         return;
     };
-    post(
-        &app,
-        vec![attempt("d,1", 10, false, 7), attempt("d2", 5, true, 3)],
-    )
-    .await;
+    post(&app, vec![attempt("d,1", 10, false, 7), attempt("d2", 5, true, 3)]).await;
     for path in ["/api/v1/devices.csv", "/api/v1/devices?format=csv"] {
         let response = get(&app, path).await;
         assert_eq!(response.status(), 200, "{path}");
-        assert!(response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/csv"));
-        assert!(response.headers()["content-disposition"]
-            .to_str()
-            .unwrap()
-            .contains("devices-queue_depth.csv"));
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        assert!(response.headers()["content-disposition"].to_str().unwrap().contains("devices-queue_depth.csv"));
         let text = response.text().await.unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines[0].starts_with("device_id,last_seen,app_version,os,network,queue_depth"),
-            "{text}"
-        );
+        assert!(lines[0].starts_with("device_id,last_seen,app_version,os,network,queue_depth"), "{text}");
         assert_eq!(lines.len(), 3, "{text}");
         // A comma quotes the field; a leading `=` is defused; quotes double.
         assert!(lines[1].starts_with("\"d,1\","), "{text}");
@@ -169,17 +137,10 @@ async fn csv_exports_escape_what_devices_send_and_match_the_json(backend: Backen
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(
-        lines[0].starts_with("os,events,attempts,devices,success_rate"),
-        "{text}"
-    );
+    assert!(lines[0].starts_with("os,events,attempts,devices,success_rate"), "{text}");
     assert_eq!(lines.len() - 1, json["segments"].as_array().unwrap().len());
     assert!(lines[1].starts_with("android,2,2,2,0.5,"), "{text}");
-    let same = get(&app, "/api/v1/breakdown?by=os&format=csv")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let same = get(&app, "/api/v1/breakdown?by=os&format=csv").await.text().await.unwrap();
     assert_eq!(same, text);
 }
 
@@ -206,36 +167,18 @@ async fn releases_compare_the_newest_version_with_the_one_before_it(backend: Bac
     let body = get_json(&app, "/api/v1/releases").await;
     assert_eq!(body["versions"], json!(["2.10.0", "2.9.0", "1.0.0"]));
     let c = &body["comparison"];
-    assert_eq!(
-        (c["a"].as_str(), c["b"].as_str()),
-        (Some("2.9.0"), Some("2.10.0"))
-    );
-    assert_eq!(
-        (c["a_events"].as_u64(), c["b_events"].as_u64()),
-        (Some(40), Some(40))
-    );
-    let success = c["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "success_rate")
-        .unwrap();
+    assert_eq!((c["a"].as_str(), c["b"].as_str()), (Some("2.9.0"), Some("2.10.0")));
+    assert_eq!((c["a_events"].as_u64(), c["b_events"].as_u64()), (Some(40), Some(40)));
+    let success = c["metrics"].as_array().unwrap().iter().find(|m| m["metric"] == "success_rate").unwrap();
     assert_eq!(success["a"], 1.0);
     assert_eq!(success["b"], 0.5);
     assert_eq!(success["difference"], -0.5);
     // Newcombe's interval for 20/40 - 40/40, from the Wilson intervals
     // 0.3520..0.6480 (b) and 0.9124..1 (a): low = -0.5 - sqrt(0.1480^2 + 0^2)
     // = -0.6480, high = -0.5 + sqrt(0.1480^2 + 0.0876^2) = -0.3280.
-    let low = success["rate"]["difference_interval"]["low"]
-        .as_f64()
-        .unwrap();
-    let high = success["rate"]["difference_interval"]["high"]
-        .as_f64()
-        .unwrap();
-    assert!(
-        (low + 0.6480).abs() < 0.0005 && (high + 0.3280).abs() < 0.0005,
-        "{low} {high}"
-    );
+    let low = success["rate"]["difference_interval"]["low"].as_f64().unwrap();
+    let high = success["rate"]["difference_interval"]["high"].as_f64().unwrap();
+    assert!((low + 0.6480).abs() < 0.0005 && (high + 0.3280).abs() < 0.0005, "{low} {high}");
     assert_eq!(success["rate"]["regression"], true);
     assert_eq!(c["regression"], true);
     // Named versions: 1.0.0 against 2.9.0 is no regression (both all fine).
@@ -260,10 +203,7 @@ async fn bad_device_release_and_overview_parameters_are_400s_that_name_them(back
         ("/api/v1/breakdown?format=pdf", "format"),
         ("/api/v1/releases?a=9.9.9", "a"),
         ("/api/v1/overview?step=0", "step"),
-        (
-            "/api/v1/overview?step=1&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
-            "step",
-        ),
+        ("/api/v1/overview?step=1&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z", "step"),
         ("/api/v1/health?from=yesterday", "from"),
     ] {
         let response = get(&app, path).await;
@@ -272,12 +212,7 @@ async fn bad_device_release_and_overview_parameters_are_400s_that_name_them(back
         assert_eq!(body["parameter"], parameter, "{path}");
         assert!(!body["detail"].as_str().unwrap().is_empty(), "{path}");
     }
-    let anonymous = app
-        .client
-        .get(format!("{}/api/v1/devices", app.address))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = app.client.get(format!("{}/api/v1/devices", app.address)).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
 
@@ -299,11 +234,7 @@ async fn the_overview_and_health_count_late_events_and_both_windows(backend: Bac
     )
     .await;
     let now = OffsetDateTime::now_utc();
-    let window = format!(
-        "from={}&to={}",
-        rfc3339(now - time::Duration::hours(1)),
-        rfc3339(now)
-    );
+    let window = format!("from={}&to={}", rfc3339(now - time::Duration::hours(1)), rfc3339(now));
     let summary = get_json(&app, &format!("/api/v1/summary?{window}")).await;
     assert_eq!(summary["events"], 4);
     assert_eq!(summary["late_events"], 2);
@@ -315,22 +246,11 @@ async fn the_overview_and_health_count_late_events_and_both_windows(backend: Bac
     assert_eq!(overview["previous"]["events"], 1);
     assert_eq!(overview["step_seconds"], 60);
     let series = overview["series"].as_array().unwrap();
-    assert!(
-        (60..=61).contains(&series.len()),
-        "one bucket a minute: {}",
-        series.len()
-    );
-    let with_data: u64 = series
-        .iter()
-        .filter_map(|p| p["summary"]["events"].as_u64())
-        .sum();
+    assert!((60..=61).contains(&series.len()), "one bucket a minute: {}", series.len());
+    let with_data: u64 = series.iter().filter_map(|p| p["summary"]["events"].as_u64()).sum();
     assert_eq!(with_data, 4);
-    let durations: f64 = overview["duration_histogram"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["weight"].as_f64().unwrap())
-        .sum();
+    let durations: f64 =
+        overview["duration_histogram"].as_array().unwrap().iter().map(|b| b["weight"].as_f64().unwrap()).sum();
     assert_eq!(durations, 4.0);
     assert_eq!(overview["health"]["late_events"], 2);
 

@@ -29,7 +29,8 @@ use synchealth_schema::ProjectName;
 use synchealth_store::{IngestKey, SharedStore};
 
 use crate::helpers::{
-    batch, clickhouse_url, event, test_settings, up_args, wait_until_drained, Backend, Binary, ADMIN_PASSWORD, INGEST_KEY,
+    batch, clickhouse_url, event, test_settings, up_args, wait_until_drained, Backend, Binary, ADMIN_PASSWORD,
+    INGEST_KEY,
 };
 
 /// A second key of the default project, first used right before an outage.

@@ -33,7 +33,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufR
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{
-    batch, clickhouse_url, rfc3339, test_settings, up_args, wait_until_drained, Backend, Binary, ADMIN_PASSWORD, INGEST_KEY,
+    batch, clickhouse_url, rfc3339, test_settings, up_args, wait_until_drained, Backend, Binary, ADMIN_PASSWORD,
+    INGEST_KEY,
 };
 
 /// Events per batch: a multiple of the three ages, three versions and three
@@ -315,7 +316,6 @@ fn binary_args(dir: &Path, url: &str, database: &str) -> Vec<String> {
     std::fs::write(&config, "[ingest]\nacknowledge = \"stored\"\n").unwrap();
     up_args(url, database, &config)
 }
-
 
 /// How a test stops the first collector before the resend.
 #[derive(Debug, Clone, Copy)]

@@ -36,7 +36,9 @@ pub fn clickhouse_url() -> Option<String> {
             Some(url)
         }
         _ if std::env::var("SYNCHEALTH_TEST_SKIP_CLICKHOUSE").as_deref() == Ok("1") => None,
-        _ => panic!("no test ClickHouse: run scripts/test, or set SYNCHEALTH_TEST_CLICKHOUSE_URL=http://127.0.0.1:PORT"),
+        _ => {
+            panic!("no test ClickHouse: run scripts/test, or set SYNCHEALTH_TEST_CLICKHOUSE_URL=http://127.0.0.1:PORT")
+        }
     }
 }
 

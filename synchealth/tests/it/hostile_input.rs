@@ -66,7 +66,8 @@ async fn an_event_with_a_tiny_sample_rate_is_rejected_and_the_project_keeps_fini
 
 async fn a_sent_at_in_year_9999_rejects_each_event_naming_occurred_at_and_stores_none(backend: Backend) {
     let Some(app) = spawn_app(backend, "sent_at_9999").await else { return };
-    let body = json!({"sent_at": "9999-12-31T23:59:59Z", "events": [event("d1", 5, true, 10), event("d2", 5, false, 10)]});
+    let body =
+        json!({"sent_at": "9999-12-31T23:59:59Z", "events": [event("d1", 5, true, 10), event("d2", 5, false, 10)]});
     let answer: Value = app.post_batch(&body).await.json().await.unwrap();
     assert_eq!(answer["accepted"], 0, "{answer}");
     let rejected = answer["rejected"].as_array().unwrap();
@@ -90,8 +91,13 @@ async fn a_sent_at_in_year_9999_rejects_each_event_naming_occurred_at_and_stores
 async fn skewed_clocks_move_events_by_whole_minutes_ahead_behind_and_at_the_rounding_boundary(backend: Backend) {
     let Some(app) = spawn_app(backend, "skewed_clocks").await else { return };
     // (device clock minus true time, in seconds; the expected correction in minutes)
-    let cases: [(i64, i64, &str); 5] =
-        [(-3 * 3600, 180, "behind3h"), (2 * 3600 + 5, -120, "ahead2h"), (-151, 3, "behind2m31s"), (149, -2, "ahead2m29s"), (-50, 0, "behind50s")];
+    let cases: [(i64, i64, &str); 5] = [
+        (-3 * 3600, 180, "behind3h"),
+        (2 * 3600 + 5, -120, "ahead2h"),
+        (-151, 3, "behind2m31s"),
+        (149, -2, "ahead2m29s"),
+        (-50, 0, "behind50s"),
+    ];
     let true_occurred = OffsetDateTime::now_utc() - time::Duration::minutes(30);
     let true_occurred = true_occurred.replace_nanosecond(0).unwrap();
     for (offset_s, correction_min, device) in cases {
@@ -106,7 +112,11 @@ async fn skewed_clocks_move_events_by_whole_minutes_ahead_behind_and_at_the_roun
         let stored = page["attempts"][0]["time"].as_str().expect("the event's time");
         let expected = true_occurred + offset + time::Duration::minutes(correction_min);
         let stored = OffsetDateTime::parse(stored, &time::format_description::well_known::Rfc3339).unwrap();
-        assert_eq!(stored.unix_timestamp(), expected.unix_timestamp(), "{device}: stored at {stored}, expected {expected}");
+        assert_eq!(
+            stored.unix_timestamp(),
+            expected.unix_timestamp(),
+            "{device}: stored at {stored}, expected {expected}"
+        );
     }
 }
 

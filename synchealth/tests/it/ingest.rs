@@ -89,7 +89,8 @@ async fn a_malformed_event_is_rejected_precisely_while_its_neighbours_are_stored
 async fn a_gzip_batch_is_accepted(backend: Backend) {
     let Some(app) = spawn_app(backend, "gzip").await else { return };
     let body = serde_json::to_vec(&batch(vec![event("d1", 1, true, 10)])).unwrap();
-    let response = app.post_raw(&[("content-type", "application/json"), ("content-encoding", "gzip")], gzip(&body)).await;
+    let response =
+        app.post_raw(&[("content-type", "application/json"), ("content-encoding", "gzip")], gzip(&body)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["accepted"], 1);
 }

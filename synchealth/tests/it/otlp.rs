@@ -339,7 +339,12 @@ async fn a_body_that_is_not_otlp_is_a_400_and_another_content_type_a_415() {
     assert_eq!(text.json::<Value>().await.unwrap()["error"], "unsupported media type");
 
     // No Content-Type reads as JSON, as on /v1/events.
-    let bare = post_logs(&app, &[], serde_json::to_vec(&sdk_json(vec![sdk_record("d1", 1, true, json!({"intValue": "40"}))])).unwrap()).await;
+    let bare = post_logs(
+        &app,
+        &[],
+        serde_json::to_vec(&sdk_json(vec![sdk_record("d1", 1, true, json!({"intValue": "40"}))])).unwrap(),
+    )
+    .await;
     assert_eq!(bare.status(), 200, "{:?}", bare.text().await);
     assert_eq!(app.summary("").await["events"], 1);
 }

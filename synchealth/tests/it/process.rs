@@ -51,7 +51,8 @@ fn printed_after(lines: &[String], marker: &str) -> Option<String> {
 }
 
 async fn post(base: &str, key: &str, body: &Value) -> Value {
-    let response = reqwest::Client::new().post(format!("{base}/v1/events")).bearer_auth(key).json(body).send().await.unwrap();
+    let response =
+        reqwest::Client::new().post(format!("{base}/v1/events")).bearer_auth(key).json(body).send().await.unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
