@@ -1,23 +1,28 @@
 //! The JSON API: every number the dashboard shows, for scripts and incident
-//! bots. All endpoints take the parameters of [`QueryParams`]. The pages
-//! call the same functions the handlers do ([`overview::overview`],
-//! [`devices::device_list_over`], [`devices::device_detail`],
-//! [`releases::release_comparison`], [`breakdown_over`]), so a page and its
-//! JSON never disagree.
+//! bots. All endpoints take the parameters of [`QueryParams`], each with its
+//! own typed parameters beside them, read by the `Params` extractor (a bad
+//! one is a JSON 400 naming it; see `crate::params`). A handler builds the
+//! store query and calls one function per view, over that checked query;
+//! the pages call the same functions ([`overview::overview`],
+//! [`devices::device_list_over`], [`devices::device_detail_over`],
+//! [`releases::release_comparison_over`], [`breakdown_over`]), so a page and
+//! its JSON never disagree.
 
 pub mod csv_export;
 pub mod devices;
 pub mod overview;
 pub mod releases;
 
-use axum::extract::{Query as UrlQuery, State};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use synchealth_store::metrics::Metric;
 use synchealth_store::{Dimension, Filters, GroupKey, Grouping, Query, Summary};
 use time::OffsetDateTime;
 
-use crate::params::format_ms;
+use self::csv_export::Format;
+use crate::params::{format_ms, param, Params, Step};
 use crate::{AppError, CurrentUser, DashboardState, QueryParams};
 
 /// Most points one time series may have.
@@ -59,22 +64,24 @@ pub(crate) struct SummaryResponse {
 pub(crate) async fn summary(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<QueryParams>,
+    Params(window): Params<QueryParams>,
 ) -> Result<Json<SummaryResponse>, AppError> {
-    let query = params.to_query(&user, OffsetDateTime::now_utc())?;
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
     let groups = state.store.aggregate(&query, Grouping::Total).await?;
     let summary = groups.first().map(|(_, a)| Summary::from_aggregate(a)).unwrap_or_default();
     Ok(Json(SummaryResponse { window: Window::of(&query), summary }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Parameters of `/api/v1/timeseries` besides the window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct TimeseriesParams {
-    #[serde(flatten)]
-    common: QueryParams,
     /// Bucket width in seconds (default: the window split in about 60 buckets).
-    step: Option<String>,
+    #[serde(deserialize_with = "param")]
+    step: Option<Step>,
     /// Only this metric's value per point (default: every metric).
-    metric: Option<String>,
+    #[serde(deserialize_with = "param")]
+    metric: Option<Metric>,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,15 +108,13 @@ pub(crate) struct TimeseriesResponse {
 pub(crate) async fn timeseries(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<TimeseriesParams>,
+    Params(window): Params<QueryParams>,
+    Params(params): Params<TimeseriesParams>,
 ) -> Result<Json<TimeseriesResponse>, AppError> {
-    let query = params.common.to_query(&user, OffsetDateTime::now_utc())?;
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
     let window_s = (query.to_ms - query.from_ms) / 1000;
-    let step_seconds = match params.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(text) => text.parse::<u32>().ok().filter(|s| *s >= 1).ok_or_else(|| AppError::BadParameter {
-            parameter: "step",
-            reason: format!("expected a whole number of seconds, got {text:?}"),
-        })?,
+    let step_seconds = match params.step {
+        Some(Step(step)) => step,
         None => u32::try_from((window_s / 60).max(1)).unwrap_or(u32::MAX),
     };
     if window_s / i64::from(step_seconds) > MAX_POINTS {
@@ -118,10 +123,7 @@ pub(crate) async fn timeseries(
             reason: format!("{step_seconds} s gives more than {MAX_POINTS} points over this window"),
         });
     }
-    let metric = match params.metric.as_deref().filter(|m| !m.is_empty()) {
-        Some(name) => Some(parse_metric(name)?),
-        None => None,
-    };
+    let metric = params.metric;
     let groups = state.store.aggregate(&query, Grouping::Time { step_seconds }).await?;
     let points = groups
         .into_iter()
@@ -137,21 +139,16 @@ pub(crate) async fn timeseries(
     Ok(Json(TimeseriesResponse { window: Window::of(&query), step_seconds, metric, points }))
 }
 
-fn parse_metric(name: &str) -> Result<Metric, AppError> {
-    serde_json::from_value(serde_json::Value::String(name.to_string()))
-        .map_err(|_| AppError::BadParameter { parameter: "metric", reason: format!("unknown metric {name:?}") })
-}
-
-/// Parameters of `/api/v1/breakdown`.
+/// Parameters of `/api/v1/breakdown` besides the window.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct BreakdownParams {
-    /// Project, window and filters.
-    #[serde(flatten)]
-    pub common: QueryParams,
-    /// `app_version`, `os` or `network`.
-    pub by: Option<String>,
+    /// `app_version` (default), `os` or `network`.
+    #[serde(deserialize_with = "param")]
+    pub by: Option<Dimension>,
     /// `json` (default) or `csv`.
-    pub format: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub format: Option<Format>,
 }
 
 /// One segment of a breakdown.
@@ -179,15 +176,14 @@ pub struct BreakdownResponse {
 pub(crate) async fn breakdown(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<BreakdownParams>,
-) -> Result<axum::response::Response, AppError> {
-    use axum::response::IntoResponse;
-    let csv = csv_export::wants_csv(params.format.as_deref())?;
-    let response = breakdown_data(&state, &user, &params).await?;
-    if csv {
-        breakdown_csv(&response)
-    } else {
-        Ok(Json(response).into_response())
+    Params(window): Params<QueryParams>,
+    Params(params): Params<BreakdownParams>,
+) -> Result<Response, AppError> {
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
+    let response = breakdown_over(&state, &query, params.by.unwrap_or(Dimension::AppVersion)).await?;
+    match params.format.unwrap_or_default() {
+        Format::Csv => breakdown_csv(&response),
+        Format::Json => Ok(Json(response).into_response()),
     }
 }
 
@@ -195,12 +191,14 @@ pub(crate) async fn breakdown(
 pub(crate) async fn breakdown_csv_route(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<BreakdownParams>,
-) -> Result<axum::response::Response, AppError> {
-    breakdown_csv(&breakdown_data(&state, &user, &params).await?)
+    Params(window): Params<QueryParams>,
+    Params(params): Params<BreakdownParams>,
+) -> Result<Response, AppError> {
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
+    breakdown_csv(&breakdown_over(&state, &query, params.by.unwrap_or(Dimension::AppVersion)).await?)
 }
 
-fn breakdown_csv(response: &BreakdownResponse) -> Result<axum::response::Response, AppError> {
+fn breakdown_csv(response: &BreakdownResponse) -> Result<Response, AppError> {
     use csv_export::Cell;
     let header = [
         response.by.column(),
@@ -252,29 +250,8 @@ fn breakdown_csv(response: &BreakdownResponse) -> Result<axum::response::Respons
     csv_export::csv_response(&format!("breakdown-{}.csv", response.by.column()), &header, rows)
 }
 
-/// A breakdown for a request (the query and the dimension checked first).
-pub async fn breakdown_data(
-    state: &DashboardState,
-    user: &CurrentUser,
-    params: &BreakdownParams,
-) -> Result<BreakdownResponse, AppError> {
-    let query = params.common.to_query(user, OffsetDateTime::now_utc())?;
-    let by = dimension(params.by.as_deref())?;
-    breakdown_over(state, &query, by).await
-}
-
-/// The `by` parameter: `app_version` when absent.
-pub(crate) fn dimension(by: Option<&str>) -> Result<Dimension, AppError> {
-    let by_name = by.unwrap_or("app_version");
-    Dimension::parse(by_name).ok_or_else(|| AppError::BadParameter {
-        parameter: "by",
-        reason: format!("expected app_version, os or network, got {by_name:?}"),
-    })
-}
-
 /// The breakdown over a checked query: what `/api/v1/breakdown` answers and
-/// the Breakdown page renders (which builds the query once, for its layout
-/// too).
+/// the Breakdown page renders.
 pub async fn breakdown_over(
     state: &DashboardState,
     query: &Query,

@@ -1,11 +1,13 @@
 //! CSV export of the dashboard tables (breakdown, devices): RFC 4180 quoting
 //! by the `csv` crate, and text cells that a spreadsheet would run as a
 //! formula (`=`, `+`, `-`, `@`, tab, carriage return first) prefixed with `'`,
-//! because error messages and labels come from devices, not from us.
+//! because error messages and labels come from devices, not from us. The
+//! `format` parameter ([`Format`]) picks JSON or CSV where both are served.
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use crate::params::ParamValue;
 use crate::AppError;
 
 /// One cell: text from outside (neutralised) or a number we formatted.
@@ -63,14 +65,23 @@ pub(crate) fn csv_response(filename: &str, header: &[&str], rows: Vec<Vec<Cell>>
         .into_response())
 }
 
-/// Whether `format` asks for CSV (`csv`), JSON (absent, empty or `json`), or
-/// something else (400).
-pub(crate) fn wants_csv(format: Option<&str>) -> Result<bool, AppError> {
-    match format.map(str::trim).unwrap_or("") {
-        "" | "json" => Ok(false),
-        "csv" => Ok(true),
-        other => {
-            Err(AppError::BadParameter { parameter: "format", reason: format!("expected json or csv, got {other:?}") })
+/// `format`: JSON (the default) or CSV.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `json`.
+    #[default]
+    Json,
+    /// `csv`.
+    Csv,
+}
+
+impl ParamValue for Format {
+    const NAME: &'static str = "format";
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            other => Err(format!("expected json or csv, got {other:?}")),
         }
     }
 }
@@ -93,8 +104,9 @@ mod tests {
 
     #[test]
     fn only_json_and_csv_are_formats() {
-        assert!(!wants_csv(None).unwrap());
-        assert!(wants_csv(Some("csv")).unwrap());
-        assert!(matches!(wants_csv(Some("xml")), Err(AppError::BadParameter { parameter: "format", .. })));
+        use crate::params::read;
+        assert_eq!(read::<Format>(" ").unwrap(), None);
+        assert_eq!(read::<Format>("csv").unwrap(), Some(Format::Csv));
+        assert!(matches!(read::<Format>("xml"), Err(AppError::BadParameter { parameter: "format", .. })));
     }
 }

@@ -1,7 +1,9 @@
 //! `GET /api/v1/devices` (the device lists, JSON or CSV) and
-//! `GET /api/v1/devices/{id}` (one device's recent attempts).
+//! `GET /api/v1/devices/{id}` (one device's recent attempts), with their
+//! typed parameters ([`DeviceListParams`], [`AttemptParams`]), which the
+//! Devices and device pages take too.
 
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,9 +12,9 @@ use synchealth_store::devices::MAX_DEVICE_LIST;
 use synchealth_store::{DeviceList, DeviceSummary, Query};
 use time::OffsetDateTime;
 
-use super::csv_export::{csv_response, wants_csv, Cell};
+use super::csv_export::{csv_response, Cell, Format};
 use super::Window;
-use crate::params::format_ms;
+use crate::params::{format_ms, param, parse_limit, ParamValue, Params};
 use crate::{AppError, CurrentUser, DashboardState, QueryParams};
 
 /// Devices a list shows unless `limit` says otherwise.
@@ -25,67 +27,120 @@ pub const DEFAULT_ATTEMPT_LIMIT: u32 = 50;
 /// Most attempts the device page may ask for.
 pub const MAX_ATTEMPT_LIMIT: u32 = 500;
 
-/// Parameters of `/api/v1/devices`.
+/// The device list asked for, without its silence threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListName {
+    /// `queue_depth` (the default).
+    #[default]
+    QueueDepth,
+    /// `staleness`.
+    Staleness,
+    /// `consecutive_failures`.
+    ConsecutiveFailures,
+    /// `stuck`.
+    Stuck,
+    /// `quiet`.
+    Quiet,
+}
+
+impl ParamValue for ListName {
+    const NAME: &'static str = "list";
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "queue_depth" => Ok(ListName::QueueDepth),
+            "staleness" => Ok(ListName::Staleness),
+            "consecutive_failures" => Ok(ListName::ConsecutiveFailures),
+            "stuck" => Ok(ListName::Stuck),
+            "quiet" => Ok(ListName::Quiet),
+            other => Err(format!(
+                "unknown list {other:?}, expected queue_depth, staleness, consecutive_failures, stuck or quiet"
+            )),
+        }
+    }
+}
+
+/// `silent_for`: whole seconds, 1 to 90 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SilentFor(pub i64);
+
+impl ParamValue for SilentFor {
+    const NAME: &'static str = "silent_for";
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse::<i64>()
+            .ok()
+            .filter(|s| *s >= 1 && *s <= 90 * 86_400)
+            .map(SilentFor)
+            .ok_or_else(|| format!("expected whole seconds between 1 and 7776000, got {text:?}"))
+    }
+}
+
+/// `limit` of a device list: 1 to [`MAX_DEVICE_LIST`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimit(pub u32);
+
+impl ParamValue for DeviceLimit {
+    const NAME: &'static str = "limit";
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_limit(text, MAX_DEVICE_LIST).map(DeviceLimit)
+    }
+}
+
+/// `limit` of a device's attempts: 1 to [`MAX_ATTEMPT_LIMIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLimit(pub u32);
+
+impl ParamValue for AttemptLimit {
+    const NAME: &'static str = "limit";
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_limit(text, MAX_ATTEMPT_LIMIT).map(AttemptLimit)
+    }
+}
+
+/// Which device list, and how long: the parameters of `/api/v1/devices`
+/// (besides the window and `format`) and of the Devices page.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct DevicesParams {
-    /// Project, window and filters.
-    #[serde(flatten)]
-    pub common: QueryParams,
+#[serde(default)]
+pub struct DeviceListParams {
     /// `queue_depth` (default), `staleness`, `consecutive_failures`, `stuck`
     /// or `quiet`.
-    pub list: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub list: Option<ListName>,
     /// How many devices (1..=1000, default 50).
-    pub limit: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub limit: Option<DeviceLimit>,
     /// Quiet list only: seconds without a report that make a device quiet
     /// (default 1800).
-    pub silent_for: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub silent_for: Option<SilentFor>,
+}
+
+impl DeviceListParams {
+    /// The list asked for.
+    pub fn device_list(&self) -> DeviceList {
+        match self.list.unwrap_or_default() {
+            ListName::QueueDepth => DeviceList::QueueDepth,
+            ListName::Staleness => DeviceList::Staleness,
+            ListName::ConsecutiveFailures => DeviceList::ConsecutiveFailures,
+            ListName::Stuck => DeviceList::Stuck,
+            ListName::Quiet => {
+                DeviceList::Quiet { silent_for_ms: self.silent_for.map_or(DEFAULT_SILENT_FOR_SECONDS, |s| s.0) * 1000 }
+            }
+        }
+    }
+
+    /// The limit asked for.
+    pub fn limit(&self) -> u32 {
+        self.limit.map_or(DEFAULT_DEVICE_LIMIT, |l| l.0)
+    }
+}
+
+/// `format` of `/api/v1/devices`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct FormatParam {
     /// `json` (default) or `csv`.
-    pub format: Option<String>,
-}
-
-impl DevicesParams {
-    /// The list asked for, checked: a bad name or number is a 400 naming it.
-    pub fn device_list(&self) -> Result<DeviceList, AppError> {
-        let silent_for_s = match self.silent_for.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(text) => text.parse::<i64>().ok().filter(|s| *s >= 1 && *s <= 90 * 86_400).ok_or_else(|| {
-                AppError::BadParameter {
-                    parameter: "silent_for",
-                    reason: format!("expected whole seconds between 1 and 7776000, got {text:?}"),
-                }
-            })?,
-            None => DEFAULT_SILENT_FOR_SECONDS,
-        };
-        match self.list.as_deref().map(str::trim).unwrap_or("") {
-            "" | "queue_depth" => Ok(DeviceList::QueueDepth),
-            "staleness" => Ok(DeviceList::Staleness),
-            "consecutive_failures" => Ok(DeviceList::ConsecutiveFailures),
-            "stuck" => Ok(DeviceList::Stuck),
-            "quiet" => Ok(DeviceList::Quiet { silent_for_ms: silent_for_s * 1000 }),
-            other => Err(AppError::BadParameter {
-                parameter: "list",
-                reason: format!(
-                    "unknown list {other:?}, expected queue_depth, staleness, consecutive_failures, stuck or quiet"
-                ),
-            }),
-        }
-    }
-
-    /// The limit asked for, checked.
-    pub fn limit(&self) -> Result<u32, AppError> {
-        parse_limit(self.limit.as_deref(), DEFAULT_DEVICE_LIMIT, MAX_DEVICE_LIST)
-    }
-}
-
-pub(crate) fn parse_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, AppError> {
-    match text.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(text) => {
-            text.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| AppError::BadParameter {
-                parameter: "limit",
-                reason: format!("expected a number from 1 to {max}, got {text:?}"),
-            })
-        }
-        None => Ok(default),
-    }
+    #[serde(deserialize_with = "param")]
+    format: Option<Format>,
 }
 
 /// One listed device: the store's summary, and its last report's time as
@@ -113,21 +168,8 @@ pub struct DevicesResponse {
     pub devices: Vec<DeviceEntry>,
 }
 
-/// Runs the list for a request (the query and the list checked first).
-pub async fn device_list(
-    state: &DashboardState,
-    user: &CurrentUser,
-    params: &DevicesParams,
-) -> Result<(Query, DevicesResponse), AppError> {
-    let query = params.common.to_query(user, OffsetDateTime::now_utc())?;
-    let list = params.device_list()?;
-    let limit = params.limit()?;
-    let response = device_list_over(state, &query, list, limit).await?;
-    Ok((query, response))
-}
-
 /// The device list over a checked query: what `/api/v1/devices` answers and
-/// the Devices page renders (which builds the query once, for its layout too).
+/// the Devices page renders.
 pub async fn device_list_over(
     state: &DashboardState,
     query: &Query,
@@ -144,14 +186,15 @@ pub async fn device_list_over(
 pub(crate) async fn devices(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<DevicesParams>,
+    Params(window): Params<QueryParams>,
+    Params(params): Params<DeviceListParams>,
+    Params(FormatParam { format }): Params<FormatParam>,
 ) -> Result<Response, AppError> {
-    let csv = wants_csv(params.format.as_deref())?;
-    let (_, response) = device_list(&state, &user, &params).await?;
-    if csv {
-        devices_csv(&response)
-    } else {
-        Ok(Json(response).into_response())
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
+    let response = device_list_over(&state, &query, params.device_list(), params.limit()).await?;
+    match format.unwrap_or_default() {
+        Format::Csv => devices_csv(&response),
+        Format::Json => Ok(Json(response).into_response()),
     }
 }
 
@@ -159,10 +202,11 @@ pub(crate) async fn devices(
 pub(crate) async fn devices_csv_route(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<DevicesParams>,
+    Params(window): Params<QueryParams>,
+    Params(params): Params<DeviceListParams>,
 ) -> Result<Response, AppError> {
-    let (_, response) = device_list(&state, &user, &params).await?;
-    devices_csv(&response)
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
+    devices_csv(&device_list_over(&state, &query, params.device_list(), params.limit()).await?)
 }
 
 fn devices_csv(response: &DevicesResponse) -> Result<Response, AppError> {
@@ -206,15 +250,15 @@ fn devices_csv(response: &DevicesResponse) -> Result<Response, AppError> {
     csv_response(&format!("devices-{}.csv", response.list.name()), &header, rows)
 }
 
-/// Parameters of `/api/v1/devices/{id}`.
+/// Parameters of `/api/v1/devices/{id}` and the device page besides the
+/// project (the window and filters are not used: the latest attempts are
+/// shown whenever they were).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct DeviceParams {
-    /// The project (the window and filters are not used: the latest
-    /// attempts are shown whenever they were).
-    #[serde(flatten)]
-    pub common: QueryParams,
+#[serde(default)]
+pub struct AttemptParams {
     /// How many attempts (1..=500, default 50).
-    pub limit: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub limit: Option<AttemptLimit>,
 }
 
 /// One attempt of a device, as its page shows it.
@@ -285,22 +329,22 @@ pub struct DeviceResponse {
     pub attempts: Vec<Attempt>,
 }
 
-/// A device's recent attempts: what the device page renders. 404 when the
+/// A device's recent attempts in the project of a checked query: what
+/// `/api/v1/devices/{id}` answers and the device page renders. 404 when the
 /// project has no event of that device.
-pub async fn device_detail(
+pub async fn device_detail_over(
     state: &DashboardState,
-    user: &CurrentUser,
+    query: &Query,
     device_id: &str,
-    params: &DeviceParams,
+    params: &AttemptParams,
 ) -> Result<DeviceResponse, AppError> {
-    let query = params.common.to_query(user, OffsetDateTime::now_utc())?;
     if device_id.is_empty() || device_id.len() > 256 {
         return Err(AppError::BadParameter {
             parameter: "id",
             reason: "expected a device id of 1 to 256 bytes".into(),
         });
     }
-    let limit = parse_limit(params.limit.as_deref(), DEFAULT_ATTEMPT_LIMIT, MAX_ATTEMPT_LIMIT)?;
+    let limit = params.limit.map_or(DEFAULT_ATTEMPT_LIMIT, |l| l.0);
     let events = state.store.device_events(&query.project, device_id, limit).await?;
     if events.is_empty() {
         return Err(AppError::NotFound(format!("no events of device {device_id:?} in project {}", query.project)));
@@ -317,7 +361,9 @@ pub(crate) async fn device(
     State(state): State<DashboardState>,
     user: CurrentUser,
     Path(device_id): Path<String>,
-    UrlQuery(params): UrlQuery<DeviceParams>,
+    Params(window): Params<QueryParams>,
+    Params(params): Params<AttemptParams>,
 ) -> Result<Json<DeviceResponse>, AppError> {
-    Ok(Json(device_detail(&state, &user, &device_id, &params).await?))
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
+    Ok(Json(device_detail_over(&state, &query, &device_id, &params).await?))
 }

@@ -9,7 +9,7 @@
 //! recent buckets are. `synchealth bench dashboard` times exactly this
 //! function, so the benchmark measures what the page costs.
 
-use axum::extract::{Query as UrlQuery, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use synchealth_schema::bucket_value;
@@ -18,7 +18,7 @@ use synchealth_store::{Aggregate, GroupKey, Grouping, Query, Store, Summary};
 use time::OffsetDateTime;
 
 use super::Window;
-use crate::params::format_ms;
+use crate::params::{format_ms, param, Params, Step};
 use crate::{AppError, CurrentUser, DashboardState, QueryParams};
 
 /// Bucket widths the overview picks from, seconds.
@@ -122,27 +122,20 @@ pub struct Overview {
     pub health: TelemetryHealth,
 }
 
-/// Parameters of `/api/v1/overview` and `/api/v1/health`.
+/// Parameters of `/api/v1/overview` and `/api/v1/health` besides the window.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct OverviewParams {
-    /// Project, window and filters.
-    #[serde(flatten)]
-    pub common: QueryParams,
     /// Bucket width in seconds (default: [`default_step_seconds`]).
-    pub step: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub step: Option<Step>,
 }
 
 impl OverviewParams {
     /// The checked step for a query's window.
     pub fn step_seconds(&self, query: &Query) -> Result<u32, AppError> {
         let window_ms = query.to_ms - query.from_ms;
-        let step = match self.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(text) => text.parse::<u32>().ok().filter(|s| *s >= 1).ok_or_else(|| AppError::BadParameter {
-                parameter: "step",
-                reason: format!("expected a whole number of seconds, got {text:?}"),
-            })?,
-            None => default_step_seconds(window_ms),
-        };
+        let step = self.step.map_or_else(|| default_step_seconds(window_ms), |s| s.0);
         if window_ms / 1000 / i64::from(step) > super::MAX_POINTS {
             return Err(AppError::BadParameter {
                 parameter: "step",
@@ -303,9 +296,10 @@ pub fn bins(histogram: impl Iterator<Item = (u16, f64)>) -> Vec<Bin> {
 pub(crate) async fn overview_route(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<OverviewParams>,
+    Params(window): Params<QueryParams>,
+    Params(params): Params<OverviewParams>,
 ) -> Result<Json<Overview>, AppError> {
-    let query = params.common.to_query(&user, OffsetDateTime::now_utc())?;
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
     let step = params.step_seconds(&query)?;
     Ok(Json(overview(state.store.as_ref(), &query, step).await?))
 }
@@ -326,9 +320,10 @@ pub struct HealthResponse {
 pub(crate) async fn health_route(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<OverviewParams>,
+    Params(window): Params<QueryParams>,
+    Params(params): Params<OverviewParams>,
 ) -> Result<Json<HealthResponse>, AppError> {
-    let query = params.common.to_query(&user, OffsetDateTime::now_utc())?;
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
     let step_seconds = params.step_seconds(&query)?;
     let health = telemetry_health(state.store.as_ref(), &query, step_seconds).await?;
     Ok(Json(HealthResponse { window: Window::of(&query), step_seconds, health }))

@@ -4,27 +4,51 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query as UrlQuery, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use synchealth_store::{Dimension, GroupKey, Grouping, Summary};
+use synchealth_store::{Dimension, Filters, GroupKey, Grouping, Query, Summary};
 use time::OffsetDateTime;
 
 use super::Window;
-use crate::params::non_empty;
+use crate::params::{param, ParamValue, Params};
 use crate::stats::{compare, compare_versions, Comparison};
 use crate::{AppError, CurrentUser, DashboardState, QueryParams};
 
-/// Parameters of `/api/v1/releases`.
+/// `a`: the baseline app version (checked against the versions with events
+/// in the window when compared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Baseline(pub String);
+
+/// `b`: the app version under test (checked like [`Baseline`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate(pub String);
+
+impl ParamValue for Baseline {
+    const NAME: &'static str = "a";
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(Baseline(text.to_string()))
+    }
+}
+
+impl ParamValue for Candidate {
+    const NAME: &'static str = "b";
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(Candidate(text.to_string()))
+    }
+}
+
+/// Parameters of `/api/v1/releases` and the Releases page besides the
+/// window (whose `app_version` is ignored).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct ReleasesParams {
-    /// Project, window and filters (`app_version` is ignored).
-    #[serde(flatten)]
-    pub common: QueryParams,
     /// Baseline version (default: the one before `b`).
-    pub a: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub a: Option<Baseline>,
     /// Version under test (default: the newest in the window).
-    pub b: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub b: Option<Candidate>,
 }
 
 /// The body of `/api/v1/releases`.
@@ -40,14 +64,14 @@ pub struct ReleasesResponse {
     pub comparison: Option<Comparison>,
 }
 
-/// Compares two versions for a request: what the Breakdown page renders.
-pub async fn release_comparison(
+/// Compares two versions over a checked query (its `app_version` filter
+/// left out): what `/api/v1/releases` answers and the Releases page renders.
+pub async fn release_comparison_over(
     state: &DashboardState,
-    user: &CurrentUser,
+    query: &Query,
     params: &ReleasesParams,
 ) -> Result<ReleasesResponse, AppError> {
-    let mut query = params.common.to_query(user, OffsetDateTime::now_utc())?;
-    query.filters.app_version = None;
+    let query = Query { filters: Filters { app_version: None, ..query.filters.clone() }, ..query.clone() };
     let groups = state.store.aggregate(&query, Grouping::By(Dimension::AppVersion)).await?;
     let summaries: BTreeMap<String, Summary> = groups
         .into_iter()
@@ -58,8 +82,8 @@ pub async fn release_comparison(
         .collect();
     let mut versions: Vec<String> = summaries.keys().cloned().collect();
     versions.sort_by(|x, y| compare_versions(y, x));
-    let named = |value: &Option<String>, parameter: &'static str| -> Result<Option<String>, AppError> {
-        match non_empty(value) {
+    let named = |value: Option<&str>, parameter: &'static str| -> Result<Option<String>, AppError> {
+        match value {
             Some(v) if summaries.contains_key(v) => Ok(Some(v.to_string())),
             Some(v) => Err(AppError::BadParameter {
                 parameter,
@@ -71,7 +95,8 @@ pub async fn release_comparison(
             None => Ok(None),
         }
     };
-    let (a, b) = (named(&params.a, "a")?, named(&params.b, "b")?);
+    let a = named(params.a.as_ref().map(|v| v.0.as_str()), "a")?;
+    let b = named(params.b.as_ref().map(|v| v.0.as_str()), "b")?;
     let b = b.or_else(|| versions.first().cloned());
     // The default baseline is the version just older than `b`.
     let a = a.or_else(|| {
@@ -92,7 +117,9 @@ pub async fn release_comparison(
 pub(crate) async fn releases(
     State(state): State<DashboardState>,
     user: CurrentUser,
-    UrlQuery(params): UrlQuery<ReleasesParams>,
+    Params(window): Params<QueryParams>,
+    Params(params): Params<ReleasesParams>,
 ) -> Result<Json<ReleasesResponse>, AppError> {
-    Ok(Json(release_comparison(&state, &user, &params).await?))
+    let query = window.to_query(&user, OffsetDateTime::now_utc())?;
+    Ok(Json(release_comparison_over(&state, &query, &params).await?))
 }

@@ -5,7 +5,7 @@
 //! /alerts/silences/remove`, both CSRF-protected).
 
 use askama::Template;
-use axum::extract::{Form, RawQuery, State};
+use axum::extract::{Form, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -14,8 +14,9 @@ use synchealth_schema::{unix_ms, ProjectName};
 use synchealth_store::{AlertInstanceRecord, Dimension, Silence};
 use time::OffsetDateTime;
 
-use super::{query_of, render, Layout, PageError, PageParams};
+use super::{render, Layout, Page, PageError, PageView};
 use crate::format::{count, ms, time_utc, Unit};
+use crate::params::read;
 use crate::session::{random_token, Viewer};
 use crate::{AppError, DashboardState, QueryParams};
 
@@ -94,15 +95,20 @@ fn shown_state(instance: &AlertInstanceRecord, silences: &[Silence], now_ms: i64
     }
 }
 
+/// The Alerts page takes only the shared parameters.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AlertsView {}
+
+impl PageView for AlertsView {
+    const PATH: &'static str = "/alerts";
+    const TITLE: &'static str = "Alerts";
+}
+
 /// `GET /alerts`.
 pub(crate) async fn page(
     State(state): State<DashboardState>,
-    viewer: Viewer,
-    RawQuery(raw): RawQuery,
+    Page { query, layout, .. }: Page<AlertsView>,
 ) -> Result<Response, PageError> {
-    let params = PageParams::parse(raw.as_deref())?;
-    let query = query_of(&viewer, &params)?;
-    let layout = Layout::new(&state, &viewer, &params, &query, "/alerts", "Alerts").await?;
     let now_ms = unix_ms(OffsetDateTime::now_utc());
     let (instances, notifications, silences) = tokio::join!(
         state.store.alert_instances(),
@@ -210,7 +216,7 @@ fn bad(parameter: &'static str, reason: impl Into<String>) -> PageError {
 
 /// The project a form acts on, checked against the user's grants.
 fn form_project(viewer: &Viewer, name: &str) -> Result<ProjectName, PageError> {
-    let params = QueryParams { project: Some(name.to_string()), ..Default::default() };
+    let params = QueryParams { project: read(name)?, ..Default::default() };
     Ok(params.to_query(&viewer.user, OffsetDateTime::now_utc())?.project)
 }
 

@@ -4,18 +4,18 @@
 //! network hides in the fleet average; this table is where it shows.
 
 use askama::Template;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::Response;
+use serde::Deserialize;
 use synchealth_store::metrics::Metric;
 use synchealth_store::{Dimension, Grouping, Summary};
 
 use super::overview::tile_level;
-use super::{query_of, render, Choice, Layout, PageError, PageParams};
-use crate::api::{breakdown_over, dimension};
+use super::{render, Choice, Layout, Page, PageError, PageView};
+use crate::api::breakdown_over;
 use crate::format::{count, ms, num, pct};
-use crate::params::non_empty;
-use crate::session::Viewer;
-use crate::{AppError, DashboardState};
+use crate::params::{param, ParamValue};
+use crate::DashboardState;
 
 /// The table's columns: URL name, header, metric (`None`: the segment name).
 const COLUMNS: [(&str, &str, Option<Metric>); 14] = [
@@ -78,36 +78,71 @@ fn cell(metric: Metric, summary: &Summary) -> String {
     }
 }
 
+/// `sort`: one of [`COLUMNS`], by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SortColumn(usize);
+
+impl ParamValue for SortColumn {
+    const NAME: &'static str = "sort";
+    fn parse(text: &str) -> Result<Self, String> {
+        COLUMNS.iter().position(|(name, _, _)| *name == text).map(SortColumn).ok_or_else(|| {
+            format!(
+                "unknown column {text:?}, expected one of {}",
+                COLUMNS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+/// `dir`: `asc` or `desc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Direction(&'static str);
+
+impl ParamValue for Direction {
+    const NAME: &'static str = "dir";
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "asc" => Ok(Direction("asc")),
+            "desc" => Ok(Direction("desc")),
+            other => Err(format!("expected asc or desc, got {other:?}")),
+        }
+    }
+}
+
+/// The Breakdown page's own parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct BreakdownView {
+    /// The dimension (default `app_version`).
+    #[serde(deserialize_with = "param")]
+    by: Option<Dimension>,
+    /// The column to sort by (default `success_rate`).
+    #[serde(deserialize_with = "param")]
+    sort: Option<SortColumn>,
+    /// The order (default: worst first).
+    #[serde(deserialize_with = "param")]
+    dir: Option<Direction>,
+}
+
+impl PageView for BreakdownView {
+    const PATH: &'static str = "/breakdown";
+    const TITLE: &'static str = "Breakdown";
+}
+
+/// The default sort column.
+const DEFAULT_SORT: usize = 3;
+
 /// `GET /breakdown`.
 pub(crate) async fn page(
     State(state): State<DashboardState>,
-    viewer: Viewer,
-    RawQuery(raw): RawQuery,
+    Page { params, query, layout, .. }: Page<BreakdownView>,
 ) -> Result<Response, PageError> {
-    let params = PageParams::parse(raw.as_deref())?;
-    let query = query_of(&viewer, &params)?;
-    let by = dimension(non_empty(&params.by))?;
-    let sort = non_empty(&params.sort).unwrap_or("success_rate");
-    let column = COLUMNS.iter().position(|(name, _, _)| *name == sort).ok_or_else(|| AppError::BadParameter {
-        parameter: "sort",
-        reason: format!(
-            "unknown column {sort:?}, expected one of {}",
-            COLUMNS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
-        ),
-    })?;
+    let by = params.by.unwrap_or(Dimension::AppVersion);
+    let column = params.sort.map_or(DEFAULT_SORT, |s| s.0);
+    let sort = COLUMNS[column].0;
     // Worst first by default: lowest success rate, highest everything else.
     let default_dir = if matches!(COLUMNS[column].2, Some(Metric::SuccessRate) | None) { "asc" } else { "desc" };
-    let dir = match non_empty(&params.dir).unwrap_or(default_dir) {
-        d @ ("asc" | "desc") => d,
-        other => {
-            return Err(AppError::BadParameter {
-                parameter: "dir",
-                reason: format!("expected asc or desc, got {other:?}"),
-            }
-            .into())
-        }
-    };
-    let layout = Layout::new(&state, &viewer, &params, &query, "/breakdown", "Breakdown").await?;
+    let dir = params.dir.map_or(default_dir, |d| d.0);
     // The segments as the API computes them; the page adds the total row.
     let (breakdown, total) =
         tokio::join!(breakdown_over(&state, &query, by), state.store.aggregate(&query, Grouping::Total));

@@ -4,15 +4,24 @@
 //! `/api/v1/devices`.
 
 use askama::Template;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use synchealth_store::DeviceList;
 
-use super::{query_of, render, Choice, Layout, PageError, PageParams};
-use crate::api::devices::{device_detail, device_list_over, DeviceParams, DevicesParams};
+use super::{render, Choice, Layout, Page, PageError, PageView};
+use crate::api::devices::{device_detail_over, device_list_over, AttemptParams, DeviceListParams};
 use crate::format::{count, ms, time_utc};
-use crate::session::Viewer;
 use crate::DashboardState;
+
+impl PageView for DeviceListParams {
+    const PATH: &'static str = "/devices";
+    const TITLE: &'static str = "Devices";
+}
+
+impl PageView for AttemptParams {
+    const PATH: &'static str = "/devices";
+    const TITLE: &'static str = "Device";
+}
 
 const LISTS: [(&str, &str, &str); 5] = [
     ("queue_depth", "Highest queue depth", "Devices by the upload queue of their latest report, deepest first."),
@@ -52,22 +61,10 @@ struct DevicesPage {
 /// `GET /devices`.
 pub(crate) async fn page(
     State(state): State<DashboardState>,
-    viewer: Viewer,
-    RawQuery(raw): RawQuery,
+    Page { params, query, layout, .. }: Page<DeviceListParams>,
 ) -> Result<Response, PageError> {
-    let params = PageParams::parse(raw.as_deref())?;
-    let query = query_of(&viewer, &params)?;
-    let request = DevicesParams {
-        common: params.common.clone(),
-        list: params.list.clone(),
-        limit: params.limit.clone(),
-        silent_for: params.silent_for.clone(),
-        format: None,
-    };
-    let list = request.device_list()?;
-    let limit = request.limit()?;
-    let layout = Layout::new(&state, &viewer, &params, &query, "/devices", "Devices").await?;
-    let response = device_list_over(&state, &query, list, limit).await?;
+    let list = params.device_list();
+    let response = device_list_over(&state, &query, list, params.limit()).await?;
     let link = &layout.link;
     let tabs = LISTS
         .iter()
@@ -107,12 +104,11 @@ pub(crate) async fn page(
         })
         .collect();
     let list_name = Some(list.name());
-    let csv_href = link.to(
-        "/api/v1/devices",
-        &[("list", list_name), keep("silent_for", &params.silent_for), ("format", Some("csv")), ("refresh", None)],
-    );
-    let json_href =
-        link.to("/api/v1/devices", &[("list", list_name), keep("silent_for", &params.silent_for), ("refresh", None)]);
+    let silent_for = params.silent_for.map(|s| s.0.to_string());
+    let silent_for = ("silent_for", silent_for.as_deref());
+    let csv_href =
+        link.to("/api/v1/devices", &[("list", list_name), silent_for, ("format", Some("csv")), ("refresh", None)]);
+    let json_href = link.to("/api/v1/devices", &[("list", list_name), silent_for, ("refresh", None)]);
     render(&DevicesPage {
         tabs,
         description,
@@ -122,10 +118,6 @@ pub(crate) async fn page(
         json_href,
         layout,
     })
-}
-
-fn keep<'a>(k: &'static str, v: &'a Option<String>) -> (&'static str, Option<&'a str>) {
-    (k, v.as_deref().filter(|s| !s.is_empty()))
 }
 
 /// A device id as one URL path segment.
@@ -165,15 +157,10 @@ struct DevicePage {
 /// `GET /devices/{id}`.
 pub(crate) async fn device(
     State(state): State<DashboardState>,
-    viewer: Viewer,
     Path(device_id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Page { params, query, layout, .. }: Page<AttemptParams>,
 ) -> Result<Response, PageError> {
-    let params = PageParams::parse(raw.as_deref())?;
-    let query = query_of(&viewer, &params)?;
-    let layout = Layout::new(&state, &viewer, &params, &query, "/devices", "Device").await?;
-    let request = DeviceParams { common: params.common.clone(), limit: params.limit.clone() };
-    let response = device_detail(&state, &viewer.user, &device_id, &request).await?;
+    let response = device_detail_over(&state, &query, &device_id, &params).await?;
     let attempts = response
         .attempts
         .iter()

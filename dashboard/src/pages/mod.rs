@@ -5,9 +5,17 @@
 //! filters, sort...), so a link pasted into an incident channel shows the
 //! next person the same thing. Pages work without JavaScript; the CSS is
 //! compiled into the binary and inlined, so nothing is fetched from
-//! elsewhere. Each handler reads the store through the same
-//! [`QueryParams::to_query`] and [`synchealth_store::Summary`] as the JSON
-//! API, so a number on a page and in the API is the same number.
+//! elsewhere.
+//!
+//! Every page starts with the same preamble, the [`Page`] extractor: the
+//! logged-in viewer, the shared parameters ([`PageParams`]: project, window,
+//! filters, refresh) checked into a store [`Query`] by the same
+//! [`QueryParams::to_query`] as the JSON API, the page's own typed
+//! parameters (a [`PageView`], often the very struct its JSON endpoint
+//! takes), and the [`Layout`]. A bad parameter is the HTML 400 page
+//! ([`PageError`]); a missing login, the login redirect. The handler then
+//! calls the same function as the JSON endpoint over that query and only
+//! renders, so a number on a page and in the API is the same number.
 
 pub(crate) mod alerts;
 pub(crate) mod breakdown;
@@ -17,65 +25,86 @@ pub(crate) mod overview;
 pub(crate) mod releases;
 
 use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use synchealth_schema::{Network, ProjectName};
 use synchealth_store::Query;
 use time::OffsetDateTime;
 
 use crate::format::{input_utc, time_utc};
-use crate::params::{non_empty, RANGE_PRESETS};
+use crate::params::{from_query_string, param, ParamValue, RANGE_PRESETS};
 use crate::session::{NoViewer, Viewer};
 use crate::{AppError, DashboardState, QueryParams};
 
 /// The stylesheet, inlined in every page.
 pub(crate) const STYLE: &str = include_str!("../../static/style.css");
 
-/// Every parameter any page takes. Unknown ones are ignored.
+/// The parameters every page takes; each page adds its own ([`PageView`]).
+/// Unknown ones are ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct PageParams {
     #[serde(flatten)]
     pub(crate) common: QueryParams,
     /// Seconds between automatic reloads (`<meta refresh>`), off when absent.
-    pub(crate) refresh: Option<String>,
-    /// Breakdown: the dimension.
-    pub(crate) by: Option<String>,
-    /// Breakdown: the column to sort by.
-    pub(crate) sort: Option<String>,
-    /// Breakdown: `asc` or `desc`.
-    pub(crate) dir: Option<String>,
-    /// Releases: the baseline version.
-    pub(crate) a: Option<String>,
-    /// Releases: the version under test.
-    pub(crate) b: Option<String>,
-    /// Devices: which list.
-    pub(crate) list: Option<String>,
-    /// Devices: how many.
-    pub(crate) limit: Option<String>,
-    /// Devices: seconds without a report that make a device quiet.
-    pub(crate) silent_for: Option<String>,
+    #[serde(deserialize_with = "param")]
+    pub(crate) refresh: Option<Refresh>,
 }
 
-impl PageParams {
-    /// Parses a raw query string; a malformed one is a 400 like any bad parameter.
-    pub(crate) fn parse(raw: Option<&str>) -> Result<PageParams, PageError> {
-        serde_urlencoded::from_str(raw.unwrap_or_default()).map_err(|e| {
-            PageError(AppError::BadParameter { parameter: "query", reason: format!("unreadable query string: {e}") })
-        })
-    }
+/// `refresh`: seconds between reloads, at least 10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refresh(pub(crate) u32);
 
-    /// Seconds between reloads, if asked for (at least 10).
-    pub(crate) fn refresh_seconds(&self) -> Result<Option<u32>, PageError> {
-        match non_empty(&self.refresh) {
-            None => Ok(None),
-            Some(text) => text.parse::<u32>().ok().filter(|s| *s >= 10).map(Some).ok_or_else(|| {
-                PageError(AppError::BadParameter {
-                    parameter: "refresh",
-                    reason: format!("expected a number of seconds, at least 10, got {text:?}"),
-                })
-            }),
-        }
+impl ParamValue for Refresh {
+    const NAME: &'static str = "refresh";
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse::<u32>()
+            .ok()
+            .filter(|s| *s >= 10)
+            .map(Refresh)
+            .ok_or_else(|| format!("expected a number of seconds, at least 10, got {text:?}"))
+    }
+}
+
+/// A page's own parameters, and where it sits in the navigation.
+pub(crate) trait PageView: DeserializeOwned + Send {
+    /// The path its navigation entry and links point to.
+    const PATH: &'static str;
+    /// The page title.
+    const TITLE: &'static str;
+}
+
+/// The preamble of every page: the checked query of the logged-in viewer,
+/// the page's own parameters and the layout around it.
+#[derive(Debug)]
+pub(crate) struct Page<P> {
+    /// The page's own parameters.
+    pub(crate) params: P,
+    /// The store query of the shared parameters.
+    pub(crate) query: Query,
+    pub(crate) layout: Layout,
+}
+
+impl<P: PageView> FromRequestParts<DashboardState> for Page<P> {
+    /// The login redirect, or the error page.
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &DashboardState) -> Result<Self, Self::Rejection> {
+        let viewer = Viewer::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let raw = parts.uri.query().unwrap_or_default();
+        let preamble = async {
+            let shared: PageParams = from_query_string(raw)?;
+            let params: P = from_query_string(raw)?;
+            let query = shared.common.to_query(&viewer.user, OffsetDateTime::now_utc())?;
+            let layout = Layout::new(state, &viewer, &shared, &query, P::PATH, P::TITLE).await?;
+            Ok::<_, PageError>((params, query, layout))
+        };
+        let (params, query, layout) = preamble.await.map_err(IntoResponse::into_response)?;
+        Ok(Page { params, query, layout })
     }
 }
 
@@ -90,17 +119,17 @@ impl Link {
     fn of(params: &PageParams) -> Link {
         let c = &params.common;
         let pairs = [
-            ("project", &c.project),
-            ("range", &c.range),
-            ("from", &c.from),
-            ("to", &c.to),
-            ("app_version", &c.app_version),
-            ("os", &c.os),
-            ("network", &c.network),
-            ("refresh", &params.refresh),
+            ("project", c.project.as_ref().map(|p| p.to_string())),
+            ("range", c.range.map(|r| r.name.to_string())),
+            ("from", c.from.as_ref().map(|t| t.0.text.clone())),
+            ("to", c.to.as_ref().map(|t| t.0.text.clone())),
+            ("app_version", c.app_version.as_ref().map(|v| v.0.clone())),
+            ("os", c.os.as_ref().map(|v| v.0.clone())),
+            ("network", c.network.map(|n| n.as_str().to_string())),
+            ("refresh", params.refresh.map(|r| r.0.to_string())),
         ]
         .into_iter()
-        .filter_map(|(k, v)| non_empty(v).map(|v| (k, v.to_string())))
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
         Link { pairs }
     }
@@ -200,8 +229,8 @@ impl Layout {
         } else {
             user.projects.iter().map(ProjectName::to_string).collect()
         };
-        let custom = non_empty(&params.common.from).is_some();
-        let active_range = non_empty(&params.common.range).unwrap_or("1h");
+        let custom = params.common.from.is_some();
+        let active_range = params.common.range.map_or("1h", |r| r.name);
         let presets = RANGE_PRESETS
             .iter()
             .map(|(name, _)| Choice {
@@ -219,16 +248,17 @@ impl Layout {
             })
             .collect();
         let mut chips = Vec::new();
-        for (name, value) in [
-            ("app_version", &params.common.app_version),
-            ("os", &params.common.os),
-            ("network", &params.common.network),
-        ] {
-            if let Some(v) = non_empty(value) {
-                chips.push(Chip { name, value: v.to_string(), remove: link.to(path, &[(name, None)]) });
+        let (app_version, os, network) = (
+            params.common.app_version.as_ref().map(|v| v.0.clone()),
+            params.common.os.as_ref().map(|v| v.0.clone()),
+            params.common.network.map(|n| n.as_str().to_string()),
+        );
+        for (name, value) in [("app_version", &app_version), ("os", &os), ("network", &network)] {
+            if let Some(v) = value {
+                chips.push(Chip { name, value: v.clone(), remove: link.to(path, &[(name, None)]) });
             }
         }
-        let refresh = params.refresh_seconds()?;
+        let refresh = params.refresh.map(|r| r.0);
         let refresh_toggle = match refresh {
             Some(_) => link.to(path, &[("refresh", None)]),
             None => link.to(path, &[("refresh", Some("60"))]),
@@ -250,9 +280,9 @@ impl Layout {
             ),
             from_input: input_utc(query.from_ms),
             to_input: input_utc(query.to_ms),
-            app_version: params.common.app_version.clone().unwrap_or_default(),
-            os: params.common.os.clone().unwrap_or_default(),
-            network: params.common.network.clone().unwrap_or_default(),
+            app_version: app_version.unwrap_or_default(),
+            os: os.unwrap_or_default(),
+            network: network.unwrap_or_default(),
             networks: Network::ALL.iter().map(|n| n.as_str()).collect(),
             chips,
             refresh,
@@ -265,11 +295,6 @@ impl Layout {
             api_json,
         })
     }
-}
-
-/// The query of a page: the user's access and the parameters checked.
-pub(crate) fn query_of(viewer: &Viewer, params: &PageParams) -> Result<Query, PageError> {
-    params.common.to_query(&viewer.user, OffsetDateTime::now_utc()).map_err(PageError)
 }
 
 /// Where the probes should send events, as this request reached us.

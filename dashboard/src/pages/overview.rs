@@ -5,18 +5,19 @@
 //! mistaken for good news.
 
 use askama::Template;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use synchealth_alerts::{Rule, Severity};
 use synchealth_store::metrics::Metric;
 use synchealth_store::{Query, Summary, TelemetryLoss};
 
-use super::{collector_url, query_of, render, Layout, PageError, PageParams};
+use serde::Deserialize;
+
+use super::{collector_url, render, Layout, Page, PageError, PageView};
 use crate::api::overview::{default_step_seconds, overview, Bin, Overview};
 use crate::charts::{BarChart, LineChart, Series};
 use crate::format::{count, Unit};
-use crate::session::Viewer;
 use crate::DashboardState;
 
 /// Fewest events in the previous window for a change to be shown.
@@ -318,16 +319,22 @@ fn health(loss: &TelemetryLoss, overview: &Overview) -> Vec<HealthItem> {
     items
 }
 
+/// The Overview takes only the shared parameters (its step is the default
+/// one for the window).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct OverviewView {}
+
+impl PageView for OverviewView {
+    const PATH: &'static str = "/";
+    const TITLE: &'static str = "Overview";
+}
+
 /// `GET /`.
 pub(crate) async fn page(
     State(state): State<DashboardState>,
-    viewer: Viewer,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    Page { query, layout, .. }: Page<OverviewView>,
 ) -> Result<Response, PageError> {
-    let params = PageParams::parse(raw.as_deref())?;
-    let query = query_of(&viewer, &params)?;
-    let layout = Layout::new(&state, &viewer, &params, &query, "/", "Overview").await?;
     let step = default_step_seconds(query.to_ms - query.from_ms);
     // The same function as `/api/v1/overview` (and the benchmark), plus the
     // probes' loss reports.

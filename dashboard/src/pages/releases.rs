@@ -5,16 +5,20 @@
 //! in [`crate::stats`]), so a release manager is not scared off by noise.
 
 use askama::Template;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::Response;
 use synchealth_store::metrics::Metric;
 
-use super::{query_of, render, Layout, PageError, PageParams};
-use crate::api::releases::{release_comparison, ReleasesParams};
+use super::{render, Layout, Page, PageError, PageView};
+use crate::api::releases::{release_comparison_over, ReleasesParams};
 use crate::format::{count, ms, num, pct};
-use crate::session::Viewer;
 use crate::stats::{Interval, MetricComparison};
 use crate::DashboardState;
+
+impl PageView for ReleasesParams {
+    const PATH: &'static str = "/releases";
+    const TITLE: &'static str = "Releases";
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct CompareRow {
@@ -155,14 +159,9 @@ fn show_signed(metric: Metric, d: f64) -> String {
 /// `GET /releases`.
 pub(crate) async fn page(
     State(state): State<DashboardState>,
-    viewer: Viewer,
-    RawQuery(raw): RawQuery,
+    Page { params, query, layout, .. }: Page<ReleasesParams>,
 ) -> Result<Response, PageError> {
-    let params = PageParams::parse(raw.as_deref())?;
-    let query = query_of(&viewer, &params)?;
-    let layout = Layout::new(&state, &viewer, &params, &query, "/releases", "Releases").await?;
-    let request = ReleasesParams { common: params.common.clone(), a: params.a.clone(), b: params.b.clone() };
-    let response = release_comparison(&state, &viewer.user, &request).await?;
+    let response = release_comparison_over(&state, &query, &params).await?;
     let (a, b, a_events, b_events, min_events, rows, regression) = match &response.comparison {
         Some(c) => (
             c.a.clone(),
