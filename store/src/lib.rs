@@ -9,7 +9,7 @@
 //! concern in a file of its own (`migrate.rs`, `events.rs`, `aggregate.rs`,
 //! `accounts.rs`, `sessions.rs`, `alerting.rs`, `telemetry_loss.rs`), and
 //! `sqlite/` is moving to the same names (its alerting, sessions and
-//! telemetry loss are there; the rest is still in `mod.rs` and `rollup.rs`),
+//! telemetry loss are there; the rest is still in `mod.rs` and `aggregate.rs`),
 //! so the two backends compare file by file; a role may ask for only the
 //! concerns it uses. One trait per file rather than three
 //! broad ones (events, accounts, alerting) because a trait `impl` cannot span

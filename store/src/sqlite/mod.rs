@@ -15,7 +15,7 @@
 //! the async runtime's worker threads.
 //!
 //! The dashboard's aggregates read per-minute, per-hour and per-device-hour
-//! rollups that every insert keeps in its own transaction (`rollup.rs`),
+//! rollups that every insert keeps in its own transaction (`aggregate.rs`),
 //! rather than every event of the window.
 
 use std::path::{Path, PathBuf};
@@ -31,11 +31,11 @@ use uuid::Uuid;
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
 use crate::{Error, IngestKey, InsertOutcome, Result, User};
 
+mod aggregate;
 mod alerting;
 mod checkpoint;
 mod device_cache;
 mod devices;
-mod rollup;
 mod sessions;
 mod sql;
 mod telemetry_loss;
@@ -238,7 +238,7 @@ fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Result<Insert
     let mut outcome = InsertOutcome::default();
     // Outside the loop so that the rollups can borrow them.
     let event_ids: Vec<String> = events.iter().map(|e| e.event.event_id.hyphenated().to_string()).collect();
-    let mut rollups = rollup::Rollups::default();
+    let mut rollups = aggregate::Rollups::default();
     {
         let mut stmt = tx.prepare_cached(INSERT_EVENT)?;
         for (index, (stored, event_id)) in events.iter().zip(&event_ids).enumerate() {
@@ -284,7 +284,7 @@ fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Result<Insert
                 outcome.duplicates.push(index);
             } else {
                 outcome.inserted += 1;
-                rollups.add(rollup::Fact::of(stored, event_id));
+                rollups.add(aggregate::Fact::of(stored, event_id));
             }
         }
     }
@@ -421,8 +421,8 @@ fn migrate_all(conn: &mut Connection) -> Result<()> {
         for statement in migration.statements() {
             tx.execute_batch(&statement).map_err(failed)?;
         }
-        if migration.version == rollup::MIGRATION {
-            rollup::backfill(&tx).map_err(|e| Error::Migration {
+        if migration.version == aggregate::MIGRATION {
+            aggregate::backfill(&tx).map_err(|e| Error::Migration {
                 version: migration.version,
                 name: migration.name,
                 reason: e.to_string(),
@@ -488,7 +488,8 @@ impl crate::Events for SqliteStore {
         for project in projects {
             loop {
                 let project = project.clone();
-                let n = self.write(move |conn| rollup::delete_before(conn, &project, cutoff, RETENTION_CHUNK)).await?;
+                let n =
+                    self.write(move |conn| aggregate::delete_before(conn, &project, cutoff, RETENTION_CHUNK)).await?;
                 if n == 0 {
                     break;
                 }
@@ -522,7 +523,7 @@ impl crate::Aggregates for SqliteStore {
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         let query = query.clone();
         let inner = Arc::clone(&self.inner);
-        self.read(move |conn| rollup::aggregate(conn, &inner.device_hours, &query, grouping)).await
+        self.read(move |conn| aggregate::aggregate(conn, &inner.device_hours, &query, grouping)).await
     }
 
     async fn devices(&self, query: &Query, list: crate::DeviceList, limit: u32) -> Result<Vec<crate::DeviceSummary>> {
