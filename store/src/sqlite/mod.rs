@@ -15,8 +15,8 @@
 //! the async runtime's worker threads.
 //!
 //! The dashboard's aggregates read per-minute, per-hour and per-device-hour
-//! rollups that every insert keeps in its own transaction (`aggregate.rs`),
-//! rather than every event of the window.
+//! rollups that every insert keeps in its own transaction (`events.rs`),
+//! rather than every event of the window (`aggregate.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,13 +29,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::metrics::{Aggregate, GroupKey, Grouping, Query};
-use crate::{Error, IngestKey, InsertOutcome, Result, User};
+use crate::{Error, IngestKey, Result, User};
 
 mod aggregate;
 mod alerting;
 mod checkpoint;
 mod device_cache;
+mod device_state;
 mod devices;
+mod events;
 mod sessions;
 mod sql;
 mod telemetry_loss;
@@ -49,27 +51,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// when more reads run at once, and closed afterwards.
 const IDLE_READERS: usize = 4;
 
-/// Rows deleted per retention transaction: the writer lock is released
-/// between chunks so that a large purge does not stall ingest.
-const RETENTION_CHUNK: i64 = 5_000;
-
-/// Every column of `events`, in the order of [`INSERT_EVENT`]'s placeholders
+/// Every column of `events`, in the order of `events.rs`'s `INSERT_EVENT` placeholders
 /// and of [`event_from_row`]'s indexes.
 const EVENT_COLUMNS: &str = "project, event_id, device_id, event_time_ms, occurred_at_ms, \
     last_success_at_ms, sent_at_ms, received_at_ms, clock_skew_ms, success, duration_ms, \
     duration_bucket, conflicts, queue_depth, queue_bucket, staleness_ms, staleness_bucket, \
     app_version, os, os_version, network, device_model, sync_type, trigger, error_kind, \
     error_message, retries, records_up, records_down, bytes_up, bytes_down, sample_rate, weight";
-
-/// `OR IGNORE` on the `(project, event_id)` primary key is the idempotency:
-/// a retried event changes no row, and that is how it is told apart.
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (project, event_id, device_id, \
-    event_time_ms, occurred_at_ms, last_success_at_ms, sent_at_ms, received_at_ms, clock_skew_ms, \
-    success, duration_ms, duration_bucket, conflicts, queue_depth, queue_bucket, staleness_ms, \
-    staleness_bucket, app_version, os, os_version, network, device_model, sync_type, trigger, \
-    error_kind, error_message, retries, records_up, records_down, bytes_up, bytes_down, \
-    sample_rate, weight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-    ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
 
 /// The SQLite implementation of [`Store`].
 #[derive(Clone)]
@@ -231,69 +219,6 @@ fn project_of(name: &str) -> Result<ProjectName> {
     ProjectName::parse(name).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
-fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Result<InsertOutcome> {
-    // IMMEDIATE takes the write lock up front: a batch either goes in whole
-    // or not at all, and never fails half-way on a lock upgrade.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcome = InsertOutcome::default();
-    // Outside the loop so that the rollups can borrow them.
-    let event_ids: Vec<String> = events.iter().map(|e| e.event.event_id.hyphenated().to_string()).collect();
-    let mut rollups = aggregate::Rollups::default();
-    {
-        let mut stmt = tx.prepare_cached(INSERT_EVENT)?;
-        for (index, (stored, event_id)) in events.iter().zip(&event_ids).enumerate() {
-            let e = &stored.event;
-            let changed = stmt.execute(params![
-                stored.project.as_str(),
-                event_id,
-                e.device_id,
-                stored.event_time_ms,
-                stored.occurred_at_ms(),
-                stored.last_success_at_ms(),
-                stored.sent_at_ms,
-                stored.received_at_ms,
-                stored.clock_skew_ms,
-                e.success,
-                e.duration_ms,
-                stored.duration_bucket,
-                e.conflicts,
-                e.queue_depth,
-                stored.queue_bucket,
-                stored.staleness_ms,
-                stored.staleness_bucket,
-                e.app_version,
-                e.os,
-                opt_str(e.os_version.as_deref()),
-                e.network.as_str(),
-                opt_str(e.device_model.as_deref()),
-                opt_str(e.sync_type.as_deref()),
-                opt_str(e.trigger.map(Trigger::as_str)),
-                opt_str(e.error_kind.map(ErrorKind::as_str)),
-                opt_str(e.error_message.as_deref()),
-                e.retries,
-                u64_bits(e.records_up),
-                u64_bits(e.records_down),
-                u64_bits(e.bytes_up),
-                u64_bits(e.bytes_down),
-                e.sample_rate,
-                stored.weight,
-            ])?;
-            // A repeat inside this same batch hits the row its first copy
-            // just inserted, so one check covers both kinds of duplicate.
-            if changed == 0 {
-                outcome.duplicates.push(index);
-            } else {
-                outcome.inserted += 1;
-                rollups.add(aggregate::Fact::of(stored, event_id));
-            }
-        }
-    }
-    // In the same transaction: the rollups hold exactly the stored events.
-    rollups.write(&tx)?;
-    tx.commit()?;
-    Ok(outcome)
-}
-
 /// A device's latest events, newest first: `device_hour` names the hours the
 /// device has events in, and each is read through `events_by_time` until
 /// `limit` are found (there is no per-device index on `events`: migration
@@ -421,8 +346,8 @@ fn migrate_all(conn: &mut Connection) -> Result<()> {
         for statement in migration.statements() {
             tx.execute_batch(&statement).map_err(failed)?;
         }
-        if migration.version == aggregate::MIGRATION {
-            aggregate::backfill(&tx).map_err(|e| Error::Migration {
+        if migration.version == events::MIGRATION {
+            events::backfill(&tx).map_err(|e| Error::Migration {
                 version: migration.version,
                 name: migration.name,
                 reason: e.to_string(),
@@ -453,67 +378,6 @@ impl crate::Database for SqliteStore {
     #[tracing::instrument(skip_all, fields(store = "sqlite"))]
     async fn ping(&self) -> Result<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
-    }
-}
-
-#[async_trait]
-impl crate::Events for SqliteStore {
-    #[tracing::instrument(skip_all, fields(store = "sqlite", events = events.len()))]
-    async fn insert(&self, events: &[StoredEvent]) -> Result<InsertOutcome> {
-        if events.is_empty() {
-            return Ok(InsertOutcome::default());
-        }
-        let events = events.to_vec();
-        self.write(move |conn| insert_events(conn, &events)).await
-    }
-
-    #[tracing::instrument(skip_all, fields(store = "sqlite", days))]
-    async fn apply_retention(&self, days: u32) -> Result<()> {
-        // Cut at a whole hour, so that every rollup row covers either only
-        // deleted events or only kept ones, and the two stay equal.
-        let cutoff =
-            (now_ms() - i64::from(days) * 86_400_000).div_euclid(crate::pieces::HOUR_MS) * crate::pieces::HOUR_MS;
-        let projects: Vec<String> = self
-            .read(|conn| {
-                let mut stmt = conn.prepare("SELECT DISTINCT project FROM events")?;
-                let names = stmt.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
-                Ok(names)
-            })
-            .await?;
-        let mut deleted = 0usize;
-        // Per project so each chunk walks the (project, event_time_ms) index
-        // instead of scanning the table; one chunk per writer turn so ingest
-        // gets the lock in between. The rollups go first: a run cut short
-        // leaves events that the next run still finds, by their project.
-        for project in projects {
-            loop {
-                let project = project.clone();
-                let n =
-                    self.write(move |conn| aggregate::delete_before(conn, &project, cutoff, RETENTION_CHUNK)).await?;
-                if n == 0 {
-                    break;
-                }
-            }
-            loop {
-                let project = project.clone();
-                let n = self
-                    .write(move |conn| {
-                        let mut stmt = conn.prepare_cached(
-                            "DELETE FROM events WHERE rowid IN (
-                                SELECT rowid FROM events WHERE project = ?1 AND event_time_ms < ?2 LIMIT ?3
-                            )",
-                        )?;
-                        Ok(stmt.execute(params![project, cutoff, RETENTION_CHUNK])?)
-                    })
-                    .await?;
-                deleted += n;
-                if (n as i64) < RETENTION_CHUNK {
-                    break;
-                }
-            }
-        }
-        tracing::info!(deleted, cutoff_ms = cutoff, "applied retention");
-        Ok(())
     }
 }
 
