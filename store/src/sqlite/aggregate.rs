@@ -17,15 +17,25 @@
 //! latest event is the latest of its pieces'. The answer is the one
 //! `events` alone gives, up to the order in which float weights are summed;
 //! the conformance suite checks it against brute force.
+//!
+//! Also here: the device lists ([`crate::DeviceList`]), one statement per
+//! list over the window, with window functions giving each device's events in
+//! "latest first" order (`event_time_ms DESC, event_id DESC`, the text of the
+//! id as on every store), and a device's own latest events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
+use uuid::Uuid;
 
 use super::device_cache::{DeviceCache, HourDevices, Names};
 use super::sql::{bound_query, decode, DeviceValues, Unit};
+use super::{bits_u64, non_empty, project_of, time_of_ms, SqliteStore};
+use crate::devices::{DeviceList, DeviceSummary, MAX_DEVICE_LIST, STUCK_ATTEMPTS};
 use crate::metrics::{bump, entries, Aggregate, DeviceTally, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, Piece, HOUR_MS};
 use crate::{Error, Result};
@@ -486,11 +496,219 @@ fn aggregate_with(
     Ok(answer.finish())
 }
 
+/// Every column of `events`, in the order of `events.rs`'s `INSERT_EVENT`
+/// placeholders and of [`event_from_row`]'s indexes.
+const EVENT_COLUMNS: &str = "project, event_id, device_id, event_time_ms, occurred_at_ms, \
+    last_success_at_ms, sent_at_ms, received_at_ms, clock_skew_ms, success, duration_ms, \
+    duration_bucket, conflicts, queue_depth, queue_bucket, staleness_ms, staleness_bucket, \
+    app_version, os, os_version, network, device_model, sync_type, trigger, error_kind, \
+    error_message, retries, records_up, records_down, bytes_up, bytes_down, sample_rate, weight";
+
+#[async_trait]
+impl crate::Aggregates for SqliteStore {
+    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        let query = query.clone();
+        let inner = Arc::clone(&self.inner);
+        self.read(move |conn| aggregate(conn, &inner.device_hours, &query, grouping)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, list = list.name(), limit))]
+    async fn devices(&self, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
+        if query.from_ms >= query.to_ms || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = query.clone();
+        self.read(move |conn| devices_query(conn, &query, list, limit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", %project, limit))]
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        let project = project.as_str().to_string();
+        let device_id = device_id.to_string();
+        self.read(move |conn| device_events(conn, &project, &device_id, limit)).await
+    }
+}
+
+/// The condition and order of each list; constants only, the values are
+/// bound parameters.
+fn list_sql(list: DeviceList) -> (&'static str, &'static str) {
+    match list {
+        DeviceList::QueueDepth => ("r.queue_depth > 0", "r.queue_depth DESC"),
+        DeviceList::Staleness => ("r.staleness_ms IS NOT NULL", "r.staleness_ms DESC"),
+        DeviceList::ConsecutiveFailures => ("d.failures > 0", "d.failures DESC"),
+        DeviceList::Stuck => ("d.n >= :stuck AND d.shrinks = 0 AND r.queue_depth > 0", "r.queue_depth DESC"),
+        DeviceList::Quiet { .. } => ("r.event_time_ms < :quiet_before", "r.event_time_ms ASC"),
+    }
+}
+
+fn devices_query(conn: &Connection, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
+    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+    let silent_for_ms = match list {
+        DeviceList::Quiet { silent_for_ms } => silent_for_ms.max(0),
+        _ => 0,
+    };
+    let params: Vec<(&str, Value)> = vec![
+        (":project", Value::Text(query.project.as_str().to_string())),
+        (":from_ms", Value::Integer(query.from_ms)),
+        (":to_ms", Value::Integer(query.to_ms)),
+        (":app_version", text(&query.filters.app_version)),
+        (":os", text(&query.filters.os)),
+        (":network", query.filters.network.map_or(Value::Null, |n| Value::Text(n.as_str().to_string()))),
+        (":stuck", Value::Integer(i64::from(STUCK_ATTEMPTS))),
+        (":quiet_before", Value::Integer(query.to_ms.saturating_sub(silent_for_ms))),
+        (":limit", Value::Integer(i64::from(limit.min(MAX_DEVICE_LIST)))),
+    ];
+    let (condition, order) = list_sql(list);
+    // `older_queue` is the queue depth of the attempt before each one; an
+    // attempt among the last STUCK_ATTEMPTS whose queue is below the one
+    // before it "shrank". Failures in a row are the attempts newer than the
+    // newest success (all of them without one).
+    let sql = format!(
+        "WITH f AS (
+            SELECT device_id, event_id, event_time_ms, success, queue_depth, staleness_ms,
+                   app_version, os, network, error_kind, error_message
+            FROM events
+            WHERE project = :project
+              AND event_time_ms >= :from_ms AND event_time_ms < :to_ms
+              AND (:app_version IS NULL OR app_version = :app_version)
+              AND (:os IS NULL OR os = :os)
+              AND (:network IS NULL OR network = :network)
+        ),
+        r AS (
+            SELECT *, ROW_NUMBER() OVER w AS rn, LEAD(queue_depth) OVER w AS older_queue
+            FROM f
+            WINDOW w AS (PARTITION BY device_id ORDER BY event_time_ms DESC, event_id DESC)
+        ),
+        d AS (
+            SELECT device_id, COUNT(*) AS n,
+                   COALESCE(MIN(CASE WHEN success <> 0 THEN rn END) - 1, COUNT(*)) AS failures,
+                   SUM(CASE WHEN rn < :stuck AND queue_depth < older_queue THEN 1 ELSE 0 END) AS shrinks
+            FROM r GROUP BY device_id
+        )
+        SELECT r.device_id, r.event_time_ms, r.app_version, r.os, r.network, r.queue_depth,
+               r.staleness_ms, d.failures, r.success, r.error_kind, r.error_message, d.n
+        FROM r JOIN d ON d.device_id = r.device_id
+        WHERE r.rn = 1 AND {condition}
+        ORDER BY {order}, r.device_id
+        LIMIT :limit"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = bound_query(&mut stmt, &params)?;
+    let mut devices = Vec::new();
+    while let Some(row) = rows.next()? {
+        let last_seen_ms: i64 = row.get(1)?;
+        let error_kind: String = row.get(9)?;
+        let error_message: String = row.get(10)?;
+        devices.push(DeviceSummary {
+            device_id: row.get(0)?,
+            last_seen_ms,
+            app_version: row.get(2)?,
+            os: row.get(3)?,
+            network: row.get(4)?,
+            queue_depth: row.get(5)?,
+            staleness_ms: row.get(6)?,
+            consecutive_failures: u32::try_from(row.get::<_, i64>(7)?).unwrap_or(u32::MAX),
+            last_success: row.get(8)?,
+            last_error_kind: (!error_kind.is_empty()).then_some(error_kind),
+            last_error_message: (!error_message.is_empty()).then_some(error_message),
+            attempts_in_window: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
+            silent_for_ms: matches!(list, DeviceList::Quiet { .. }).then(|| query.to_ms - last_seen_ms),
+        });
+    }
+    Ok(devices)
+}
+
+/// A device's latest events, newest first: `device_hour` names the hours the
+/// device has events in, and each is read through `events_by_time` until
+/// `limit` are found (there is no per-device index on `events`: migration
+/// 0008). Hours are disjoint, so newest-first per hour is newest-first overall.
+fn device_events(conn: &Connection, project: &str, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let hours: Vec<i64> = conn
+        .prepare_cached("SELECT hour FROM device_hour WHERE project = ?1 AND device_id = ?2 ORDER BY hour DESC")?
+        .query_map(params![project, device_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE project = ?1 AND event_time_ms >= ?2 AND event_time_ms < ?3 AND device_id = ?4
+         ORDER BY event_time_ms DESC, event_id DESC LIMIT ?5"
+    ))?;
+    let mut events = Vec::new();
+    for hour in hours {
+        if events.len() >= limit {
+            break;
+        }
+        let from_ms = hour * 1000;
+        let left = i64::try_from(limit - events.len()).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![project, from_ms, from_ms + crate::pieces::HOUR_MS, device_id, left])?;
+        while let Some(row) = rows.next()? {
+            events.push(event_from_row(row)?);
+        }
+    }
+    Ok(events)
+}
+
+fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
+    let project: String = row.get(0)?;
+    let event_id: String = row.get(1)?;
+    let event_id = Uuid::parse_str(&event_id).map_err(|e| Error::Corrupt(format!("event_id {event_id:?}: {e}")))?;
+    let network: String = row.get(20)?;
+    let network = Network::parse(&network).ok_or_else(|| Error::Corrupt(format!("network {network:?}")))?;
+    let trigger: String = row.get(23)?;
+    let trigger = match trigger.as_str() {
+        "" => None,
+        text => Some(Trigger::parse(text).ok_or_else(|| Error::Corrupt(format!("trigger {text:?}")))?),
+    };
+    let error_kind: String = row.get(24)?;
+    let error_kind = match error_kind.as_str() {
+        "" => None,
+        text => Some(ErrorKind::parse(text).ok_or_else(|| Error::Corrupt(format!("error_kind {text:?}")))?),
+    };
+    let last_success_at = row.get::<_, Option<i64>>(5)?.map(time_of_ms).transpose()?;
+    let event = SyncEvent {
+        event_id,
+        device_id: row.get(2)?,
+        occurred_at: time_of_ms(row.get(4)?)?,
+        success: row.get(9)?,
+        duration_ms: row.get(10)?,
+        conflicts: row.get(12)?,
+        queue_depth: row.get(13)?,
+        last_success_at,
+        app_version: row.get(17)?,
+        os: row.get(18)?,
+        os_version: non_empty(row.get(19)?),
+        network,
+        device_model: non_empty(row.get(21)?),
+        sync_type: non_empty(row.get(22)?),
+        trigger,
+        error_kind,
+        error_message: non_empty(row.get(25)?),
+        retries: row.get(26)?,
+        records_up: bits_u64(row.get(27)?),
+        records_down: bits_u64(row.get(28)?),
+        bytes_up: bits_u64(row.get(29)?),
+        bytes_down: bits_u64(row.get(30)?),
+        sample_rate: row.get(31)?,
+    };
+    Ok(StoredEvent {
+        project: project_of(&project)?,
+        event,
+        sent_at_ms: row.get(6)?,
+        received_at_ms: row.get(7)?,
+        clock_skew_ms: row.get(8)?,
+        event_time_ms: row.get(3)?,
+        staleness_ms: row.get(15)?,
+        weight: row.get(32)?,
+        duration_bucket: row.get(11)?,
+        queue_bucket: row.get(14)?,
+        staleness_bucket: row.get(16)?,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use synchealth_schema::StoredEvent;
-
     use super::*;
     use crate::pieces::MINUTE_MS;
 
@@ -549,7 +767,7 @@ mod tests {
     fn device_hours_with_lookups_or_a_raw_last_hour_match_events_alone() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
-        super::super::migrate_all(&mut conn).unwrap();
+        super::super::migrate::migrate_all(&mut conn).unwrap();
         let project = synchealth_schema::ProjectName::parse("p").unwrap();
         let base = 480_000 * HOUR_MS;
         for batch in fleet(&project, base).chunks(100) {

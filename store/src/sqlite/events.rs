@@ -42,10 +42,6 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (project, event_id, dev
     sample_rate, weight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
     ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
 
-/// The migration that creates the rollups; the store backfills them right
-/// after its statements ([`backfill`]).
-pub(super) const MIGRATION: u32 = 7;
-
 /// One event, as the rollups see it. Borrowed, so that a batch is summed
 /// without copying a string per event.
 #[derive(Debug, Clone, Copy)]
