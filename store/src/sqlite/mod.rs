@@ -17,6 +17,17 @@
 //! The dashboard's aggregates read per-minute, per-hour and per-device-hour
 //! rollups that every insert keeps in its own transaction (`events.rs`),
 //! rather than every event of the window (`aggregate.rs`).
+//!
+//! Layout, one file per job and named as in `clickhouse/`: this file holds
+//! the store, its connections and the conversions every file uses;
+//! `migrate.rs` the [`crate::Database`] impl and migrations; `events.rs` the
+//! [`crate::Events`] impl (insert, the rollups written in its transaction,
+//! their backfill, retention), with `device_state.rs` writing `device_hour`;
+//! `aggregate.rs` the [`crate::Aggregates`] impl (aggregates, device lists,
+//! device pages), with `device_cache.rs` its copy of past hours;
+//! `accounts.rs`, `sessions.rs`, `alerting.rs` and `telemetry_loss.rs` their
+//! traits; `sql.rs` the helpers shared by several files; `checkpoint.rs` the
+//! WAL checkpoints. Files use this one and `sql.rs`, never each other back.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
