@@ -5,14 +5,13 @@
 //!
 //! [`Store`] is the union of one trait per concern ([`Database`], [`Events`],
 //! [`Aggregates`], [`Accounts`], [`Sessions`], [`Alerting`],
-//! [`LossReports`]), with a blanket impl. `clickhouse/` implements each
-//! concern in a file of its own (`migrate.rs`, `events.rs`, `aggregate.rs`,
-//! `accounts.rs`, `sessions.rs`, `alerting.rs`, `telemetry_loss.rs`), and
-//! `sqlite/` is moving to the same names (its alerting, sessions and
-//! telemetry loss are there; the rest is still in `mod.rs` and `rollup.rs`),
-//! so the two backends compare file by file; a role may ask for only the
-//! concerns it uses. One trait per file rather than three
-//! broad ones (events, accounts, alerting) because a trait `impl` cannot span
+//! [`LossReports`]), with a blanket impl. `clickhouse/` and `sqlite/` each
+//! implement each concern in a file of its own, with the same names
+//! (`migrate.rs`, `events.rs`, `aggregate.rs`, `accounts.rs`, `sessions.rs`,
+//! `alerting.rs`, `telemetry_loss.rs`, plus `device_state.rs`,
+//! `device_cache.rs` and `sql.rs`), so the two backends compare file by
+//! file; a role may ask for only the concerns it uses. One trait per file
+//! rather than three broad ones (events, accounts, alerting) because a trait `impl` cannot span
 //! files: a broader trait would bring back a layer of methods that only
 //! forward to the file doing the work.
 //!

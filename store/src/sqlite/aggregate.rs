@@ -1,16 +1,5 @@
-//! The embedded store's dashboard rollups (migration 0007) and
-//! [`crate::Store::aggregate`] over them.
-//!
-//! Three tables, written by [`Rollups`] in the transaction that inserts the
-//! events, from the rows that insert actually stored, so they never disagree
-//! with `events` (a duplicate adds nothing, a failed batch adds nothing):
-//! - `rollup_minute` and `rollup_hour`: per minute (per hour), in Unix
-//!   seconds, and segment (app version, OS, network): events, weighted
-//!   attempts, successes and conflicted attempts, late events, and the
-//!   duration histogram as one blob ([`encode`]);
-//! - `device_hour`: per hour and device, the device's latest event, the
-//!   greatest `(event_time_ms, event_id text)`; an upsert replaces it only
-//!   with a later one, so an old event arriving late changes nothing.
+//! The read side on SQLite ([`crate::Aggregates`]): [`crate::Store::aggregate`]
+//! over the dashboard rollups that `events.rs` writes.
 //!
 //! The per-event totals of a window are read the way ClickHouse reads them
 //! ([`crate::pieces`]): whole hours and whole minutes from the rollups, the
@@ -28,438 +17,28 @@
 //! latest event is the latest of its pieces'. The answer is the one
 //! `events` alone gives, up to the order in which float weights are summed;
 //! the conformance suite checks it against brute force.
+//!
+//! Also here: the device lists ([`crate::DeviceList`]), one statement per
+//! list over the window, with window functions giving each device's events in
+//! "latest first" order (`event_time_ms DESC, event_id DESC`, the text of the
+//! id as on every store), and a device's own latest events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::types::{Value, ValueRef};
+use async_trait::async_trait;
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use synchealth_schema::StoredEvent;
+use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
+use uuid::Uuid;
 
 use super::device_cache::{DeviceCache, HourDevices, Names};
-use super::sql::{bound_query, DeviceValues};
+use super::sql::{bound_query, decode, DeviceValues, Unit};
+use super::{bits_u64, non_empty, project_of, time_of_ms, SqliteStore};
+use crate::devices::{DeviceList, DeviceSummary, MAX_DEVICE_LIST, STUCK_ATTEMPTS};
 use crate::metrics::{bump, entries, Aggregate, DeviceTally, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
-use crate::pieces::{aligned, pieces, Piece, HOUR_MS, MINUTE_MS};
+use crate::pieces::{aligned, pieces, Piece, HOUR_MS};
 use crate::{Error, Result};
-
-/// The migration that creates the rollups; the store backfills them right
-/// after its statements ([`backfill`]).
-pub(super) const MIGRATION: u32 = 7;
-
-/// Bytes of one histogram entry: a `u16` bucket and an `f64` weight.
-const ENTRY: usize = 10;
-
-/// One event, as the rollups see it. Borrowed, so that a batch is summed
-/// without copying a string per event.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Fact<'a> {
-    pub(super) project: &'a str,
-    /// The hyphenated text, as stored in `events`: the tie-break.
-    pub(super) event_id: &'a str,
-    pub(super) device_id: &'a str,
-    pub(super) event_time_ms: i64,
-    pub(super) received_at_ms: i64,
-    pub(super) success: bool,
-    pub(super) conflicted: bool,
-    pub(super) weight: f64,
-    pub(super) duration_bucket: u16,
-    pub(super) queue_depth: i64,
-    pub(super) queue_bucket: u16,
-    pub(super) staleness_bucket: u16,
-    pub(super) never_synced: bool,
-    pub(super) app_version: &'a str,
-    pub(super) os: &'a str,
-    pub(super) network: &'a str,
-}
-
-impl<'a> Fact<'a> {
-    pub(super) fn of(stored: &'a StoredEvent, event_id: &'a str) -> Self {
-        let e = &stored.event;
-        Fact {
-            project: stored.project.as_str(),
-            event_id,
-            device_id: &e.device_id,
-            event_time_ms: stored.event_time_ms,
-            received_at_ms: stored.received_at_ms,
-            success: e.success,
-            conflicted: e.conflicts > 0,
-            weight: stored.weight,
-            duration_bucket: stored.duration_bucket,
-            queue_depth: i64::from(e.queue_depth),
-            queue_bucket: stored.queue_bucket,
-            staleness_bucket: stored.staleness_bucket,
-            never_synced: e.last_success_at.is_none(),
-            app_version: &e.app_version,
-            os: &e.os,
-            network: e.network.as_str(),
-        }
-    }
-}
-
-/// The per-event sums of one rollup row.
-#[derive(Debug, Default)]
-struct Sums {
-    events: i64,
-    attempts: f64,
-    successes: f64,
-    conflicted: f64,
-    late: i64,
-    durations: BTreeMap<u16, f64>,
-}
-
-impl Sums {
-    fn add(&mut self, f: &Fact<'_>) {
-        self.events += 1;
-        self.attempts += f.weight;
-        if f.success {
-            self.successes += f.weight;
-        }
-        if f.conflicted {
-            self.conflicted += f.weight;
-        }
-        if f.received_at_ms - f.event_time_ms > LATE_ARRIVAL_MS {
-            self.late += 1;
-        }
-        *self.durations.entry(f.duration_bucket).or_default() += f.weight;
-    }
-}
-
-/// `(project, unit start in Unix seconds, app_version, os, network)`.
-type SegmentKey<'a> = (&'a str, i64, &'a str, &'a str, &'a str);
-
-/// `(project, hour in Unix seconds, device_id)`.
-type DeviceKey<'a> = (&'a str, i64, &'a str);
-
-/// The rollup deltas of a set of events, written with [`Rollups::write`].
-#[derive(Debug, Default)]
-pub(super) struct Rollups<'a> {
-    minutes: HashMap<SegmentKey<'a>, Sums>,
-    hours: HashMap<SegmentKey<'a>, Sums>,
-    devices: HashMap<DeviceKey<'a>, Fact<'a>>,
-}
-
-impl<'a> Rollups<'a> {
-    pub(super) fn add(&mut self, f: Fact<'a>) {
-        let minute = f.event_time_ms.div_euclid(MINUTE_MS) * 60;
-        let hour = f.event_time_ms.div_euclid(HOUR_MS) * 3600;
-        self.minutes.entry((f.project, minute, f.app_version, f.os, f.network)).or_default().add(&f);
-        self.hours.entry((f.project, hour, f.app_version, f.os, f.network)).or_default().add(&f);
-        self.devices
-            .entry((f.project, hour, f.device_id))
-            .and_modify(|latest| {
-                // The metrics' "latest": time, then the id's text.
-                if (f.event_time_ms, f.event_id) > (latest.event_time_ms, latest.event_id) {
-                    *latest = f;
-                }
-            })
-            .or_insert(f);
-    }
-
-    /// Adds the deltas to the tables. Meant for the transaction that stored
-    /// the events: the histogram blobs are read, merged and written back,
-    /// which is exact only while no other writer runs.
-    pub(super) fn write(&self, conn: &Connection) -> Result<()> {
-        for (unit, sums) in [(Unit::Minute, &self.minutes), (Unit::Hour, &self.hours)] {
-            let mut select = conn.prepare_cached(&unit.select_durations())?;
-            let mut upsert = conn.prepare_cached(&unit.upsert())?;
-            // In key order, so that consecutive upserts land on the same pages.
-            let mut keys: Vec<&SegmentKey<'_>> = sums.keys().collect();
-            keys.sort_unstable();
-            for key in keys {
-                let s = &sums[key];
-                let (project, start, app_version, os, network) = *key;
-                let durations = select
-                    .query_row(params![project, start, app_version, os, network], |row| {
-                        Ok(match row.get_ref(0)? {
-                            ValueRef::Blob(blob) => merge(blob, &s.durations),
-                            _ => Err(Error::Corrupt(format!("{} durations is not a blob", unit.table()))),
-                        })
-                    })
-                    .optional()?
-                    .transpose()?
-                    .unwrap_or_else(|| encode(&s.durations));
-                upsert.execute(params![
-                    project,
-                    start,
-                    app_version,
-                    os,
-                    network,
-                    s.events,
-                    s.attempts,
-                    s.successes,
-                    s.conflicted,
-                    s.late,
-                    durations
-                ])?;
-            }
-        }
-        let mut upsert = conn.prepare_cached(UPSERT_DEVICE_HOUR)?;
-        let mut keys: Vec<&DeviceKey<'_>> = self.devices.keys().collect();
-        keys.sort_unstable();
-        for key in keys {
-            let f = &self.devices[key];
-            let (project, hour, device_id) = *key;
-            upsert.execute(params![
-                project,
-                hour,
-                device_id,
-                f.event_time_ms,
-                f.event_id,
-                f.queue_depth,
-                f.queue_bucket,
-                f.staleness_bucket,
-                f.never_synced
-            ])?;
-        }
-        Ok(())
-    }
-}
-
-/// The row-value comparison keeps the stored event when it is the later
-/// one: an upsert never moves a device's latest event back in time.
-const UPSERT_DEVICE_HOUR: &str = "INSERT INTO device_hour (project, hour, device_id, latest_time_ms, \
-    latest_event_id, queue_depth, queue_bucket, staleness_bucket, never_synced)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-    ON CONFLICT (project, hour, device_id) DO UPDATE SET latest_time_ms = excluded.latest_time_ms,
-        latest_event_id = excluded.latest_event_id, queue_depth = excluded.queue_depth,
-        queue_bucket = excluded.queue_bucket, staleness_bucket = excluded.staleness_bucket,
-        never_synced = excluded.never_synced
-    WHERE (excluded.latest_time_ms, excluded.latest_event_id)
-        > (device_hour.latest_time_ms, device_hour.latest_event_id)";
-
-/// The two per-segment rollups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unit {
-    Minute,
-    Hour,
-}
-
-impl Unit {
-    fn table(self) -> &'static str {
-        match self {
-            Unit::Minute => "rollup_minute",
-            Unit::Hour => "rollup_hour",
-        }
-    }
-
-    /// The time column, Unix seconds.
-    fn column(self) -> &'static str {
-        match self {
-            Unit::Minute => "minute",
-            Unit::Hour => "hour",
-        }
-    }
-
-    fn select_durations(self) -> String {
-        format!(
-            "SELECT durations FROM {} WHERE project = ?1 AND {} = ?2 AND app_version = ?3 AND os = ?4 AND network = ?5",
-            self.table(),
-            self.column()
-        )
-    }
-
-    fn upsert(self) -> String {
-        format!(
-            "INSERT INTO {table} (project, {unit}, app_version, os, network, events, attempts, successes,
-                conflicted, late, durations)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (project, {unit}, app_version, os, network) DO UPDATE SET
-                events = events + excluded.events, attempts = attempts + excluded.attempts,
-                successes = successes + excluded.successes, conflicted = conflicted + excluded.conflicted,
-                late = late + excluded.late, durations = excluded.durations",
-            table = self.table(),
-            unit = self.column()
-        )
-    }
-}
-
-/// A histogram as stored: `(bucket u16, weight f64)` little-endian pairs in
-/// increasing bucket order.
-fn encode(histogram: &BTreeMap<u16, f64>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(histogram.len() * ENTRY);
-    for (bucket, weight) in histogram {
-        out.extend_from_slice(&bucket.to_le_bytes());
-        out.extend_from_slice(&weight.to_le_bytes());
-    }
-    out
-}
-
-/// The entries of a stored histogram, in its order.
-fn decode(blob: &[u8]) -> Result<impl Iterator<Item = (u16, f64)> + '_> {
-    if !blob.len().is_multiple_of(ENTRY) {
-        return Err(Error::Corrupt(format!("a duration histogram of {} bytes", blob.len())));
-    }
-    Ok(blob.chunks_exact(ENTRY).map(|entry| {
-        let mut bucket = [0u8; 2];
-        let mut weight = [0u8; 8];
-        bucket.copy_from_slice(&entry[..2]);
-        weight.copy_from_slice(&entry[2..]);
-        (u16::from_le_bytes(bucket), f64::from_le_bytes(weight))
-    }))
-}
-
-/// A stored histogram plus `delta`, encoded: one pass over both, as both
-/// are in bucket order.
-fn merge(stored: &[u8], delta: &BTreeMap<u16, f64>) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(stored.len() + delta.len() * ENTRY);
-    let mut push = |bucket: u16, weight: f64| {
-        out.extend_from_slice(&bucket.to_le_bytes());
-        out.extend_from_slice(&weight.to_le_bytes());
-    };
-    let mut stored = decode(stored)?.peekable();
-    let mut delta = delta.iter().map(|(b, w)| (*b, *w)).peekable();
-    loop {
-        match (stored.peek().copied(), delta.peek().copied()) {
-            (Some((a, wa)), Some((b, wb))) if a == b => {
-                push(a, wa + wb);
-                stored.next();
-                delta.next();
-            }
-            (Some((a, wa)), Some((b, _))) if a < b => {
-                push(a, wa);
-                stored.next();
-            }
-            (_, Some((b, wb))) => {
-                push(b, wb);
-                delta.next();
-            }
-            (Some((a, wa)), None) => {
-                push(a, wa);
-                stored.next();
-            }
-            (None, None) => break,
-        }
-    }
-    Ok(out)
-}
-
-/// Fills the rollups from the events already stored, an hour of a project
-/// at a time so that memory stays bounded. Run once, by the migration that
-/// creates the tables, in its transaction; it empties them first, so running
-/// it again gives the same tables.
-pub(super) fn backfill(conn: &Connection) -> Result<()> {
-    for table in ["rollup_minute", "rollup_hour", "device_hour"] {
-        conn.execute(&format!("DELETE FROM {table}"), [])?;
-    }
-    let projects: Vec<String> = conn
-        .prepare("SELECT DISTINCT project FROM events")?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut next_time =
-        conn.prepare("SELECT MIN(event_time_ms) FROM events WHERE project = ?1 AND event_time_ms >= ?2")?;
-    let mut hour_rows = conn.prepare(
-        "SELECT event_id, device_id, event_time_ms, received_at_ms, success, conflicts > 0, weight,
-                duration_bucket, queue_depth, queue_bucket, staleness_bucket, last_success_at_ms IS NULL,
-                app_version, os, network
-         FROM events WHERE project = ?1 AND event_time_ms >= ?2 AND event_time_ms < ?3",
-    )?;
-    let mut events = 0usize;
-    for project in &projects {
-        let mut from = i64::MIN;
-        // Hour by hour through the hours that have events, skipping gaps.
-        while let Some(first) = next_time.query_row(params![project, from], |row| row.get::<_, Option<i64>>(0))? {
-            let hour = first.div_euclid(HOUR_MS) * HOUR_MS;
-            let rows: Vec<StoredRow> = hour_rows
-                .query_map(params![project, hour, hour + HOUR_MS], StoredRow::from_row)?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut rollups = Rollups::default();
-            for row in &rows {
-                rollups.add(row.fact(project));
-            }
-            rollups.write(conn)?;
-            events += rows.len();
-            from = hour + HOUR_MS;
-        }
-    }
-    tracing::info!(events, projects = projects.len(), "backfilled the rollups");
-    Ok(())
-}
-
-/// One event read back for [`backfill`].
-struct StoredRow {
-    event_id: String,
-    device_id: String,
-    event_time_ms: i64,
-    received_at_ms: i64,
-    success: bool,
-    conflicted: bool,
-    weight: f64,
-    duration_bucket: u16,
-    queue_depth: i64,
-    queue_bucket: u16,
-    staleness_bucket: u16,
-    never_synced: bool,
-    app_version: String,
-    os: String,
-    network: String,
-}
-
-impl StoredRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(StoredRow {
-            event_id: row.get(0)?,
-            device_id: row.get(1)?,
-            event_time_ms: row.get(2)?,
-            received_at_ms: row.get(3)?,
-            success: row.get(4)?,
-            conflicted: row.get(5)?,
-            weight: row.get(6)?,
-            duration_bucket: row.get(7)?,
-            queue_depth: row.get(8)?,
-            queue_bucket: row.get(9)?,
-            staleness_bucket: row.get(10)?,
-            never_synced: row.get(11)?,
-            app_version: row.get(12)?,
-            os: row.get(13)?,
-            network: row.get(14)?,
-        })
-    }
-
-    fn fact<'a>(&'a self, project: &'a str) -> Fact<'a> {
-        Fact {
-            project,
-            event_id: &self.event_id,
-            device_id: &self.device_id,
-            event_time_ms: self.event_time_ms,
-            received_at_ms: self.received_at_ms,
-            success: self.success,
-            conflicted: self.conflicted,
-            weight: self.weight,
-            duration_bucket: self.duration_bucket,
-            queue_depth: self.queue_depth,
-            queue_bucket: self.queue_bucket,
-            staleness_bucket: self.staleness_bucket,
-            never_synced: self.never_synced,
-            app_version: &self.app_version,
-            os: &self.os,
-            network: &self.network,
-        }
-    }
-}
-
-/// Deletes the rollup rows of `project` for units that start before
-/// `cutoff_ms`, at most `limit` rows per table; returns how many went. The
-/// cutoff is a whole hour, so no row straddles it.
-pub(super) fn delete_before(conn: &Connection, project: &str, cutoff_ms: i64, limit: i64) -> Result<usize> {
-    let cutoff_s = cutoff_ms.div_euclid(1000);
-    let mut deleted = 0;
-    // The row-value IN over the key: these tables have no rowid to chunk by.
-    for sql in [
-        "DELETE FROM rollup_minute WHERE (project, minute, app_version, os, network) IN (
-            SELECT project, minute, app_version, os, network FROM rollup_minute
-            WHERE project = ?1 AND minute < ?2 LIMIT ?3)",
-        "DELETE FROM rollup_hour WHERE (project, hour, app_version, os, network) IN (
-            SELECT project, hour, app_version, os, network FROM rollup_hour
-            WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
-        "DELETE FROM device_hour WHERE (project, hour, device_id) IN (
-            SELECT project, hour, device_id FROM device_hour WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
-    ] {
-        deleted += conn.prepare_cached(sql)?.execute(params![project, cutoff_s, limit])?;
-    }
-    Ok(deleted)
-}
-
-// ---- reading ---------------------------------------------------------------
 
 /// How many raw rows one device lookup in `events` is worth, deciding between
 /// the two for a window's last, partial hour. Since migration 0008 `events` has
@@ -917,26 +496,221 @@ fn aggregate_with(
     Ok(answer.finish())
 }
 
+/// Every column of `events`, in the order of `events.rs`'s `INSERT_EVENT`
+/// placeholders and of [`event_from_row`]'s indexes.
+const EVENT_COLUMNS: &str = "project, event_id, device_id, event_time_ms, occurred_at_ms, \
+    last_success_at_ms, sent_at_ms, received_at_ms, clock_skew_ms, success, duration_ms, \
+    duration_bucket, conflicts, queue_depth, queue_bucket, staleness_ms, staleness_bucket, \
+    app_version, os, os_version, network, device_model, sync_type, trigger, error_kind, \
+    error_message, retries, records_up, records_down, bytes_up, bytes_down, sample_rate, weight";
+
+#[async_trait]
+impl crate::Aggregates for SqliteStore {
+    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, ?grouping))]
+    async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        let query = query.clone();
+        let inner = Arc::clone(&self.inner);
+        self.read(move |conn| aggregate(conn, &inner.device_hours, &query, grouping)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, list = list.name(), limit))]
+    async fn devices(&self, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
+        if query.from_ms >= query.to_ms || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = query.clone();
+        self.read(move |conn| devices_query(conn, &query, list, limit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", %project, limit))]
+    async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+        let project = project.as_str().to_string();
+        let device_id = device_id.to_string();
+        self.read(move |conn| device_events(conn, &project, &device_id, limit)).await
+    }
+}
+
+/// The condition and order of each list; constants only, the values are
+/// bound parameters.
+fn list_sql(list: DeviceList) -> (&'static str, &'static str) {
+    match list {
+        DeviceList::QueueDepth => ("r.queue_depth > 0", "r.queue_depth DESC"),
+        DeviceList::Staleness => ("r.staleness_ms IS NOT NULL", "r.staleness_ms DESC"),
+        DeviceList::ConsecutiveFailures => ("d.failures > 0", "d.failures DESC"),
+        DeviceList::Stuck => ("d.n >= :stuck AND d.shrinks = 0 AND r.queue_depth > 0", "r.queue_depth DESC"),
+        DeviceList::Quiet { .. } => ("r.event_time_ms < :quiet_before", "r.event_time_ms ASC"),
+    }
+}
+
+fn devices_query(conn: &Connection, query: &Query, list: DeviceList, limit: u32) -> Result<Vec<DeviceSummary>> {
+    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+    let silent_for_ms = match list {
+        DeviceList::Quiet { silent_for_ms } => silent_for_ms.max(0),
+        _ => 0,
+    };
+    let params: Vec<(&str, Value)> = vec![
+        (":project", Value::Text(query.project.as_str().to_string())),
+        (":from_ms", Value::Integer(query.from_ms)),
+        (":to_ms", Value::Integer(query.to_ms)),
+        (":app_version", text(&query.filters.app_version)),
+        (":os", text(&query.filters.os)),
+        (":network", query.filters.network.map_or(Value::Null, |n| Value::Text(n.as_str().to_string()))),
+        (":stuck", Value::Integer(i64::from(STUCK_ATTEMPTS))),
+        (":quiet_before", Value::Integer(query.to_ms.saturating_sub(silent_for_ms))),
+        (":limit", Value::Integer(i64::from(limit.min(MAX_DEVICE_LIST)))),
+    ];
+    let (condition, order) = list_sql(list);
+    // `older_queue` is the queue depth of the attempt before each one; an
+    // attempt among the last STUCK_ATTEMPTS whose queue is below the one
+    // before it "shrank". Failures in a row are the attempts newer than the
+    // newest success (all of them without one).
+    let sql = format!(
+        "WITH f AS (
+            SELECT device_id, event_id, event_time_ms, success, queue_depth, staleness_ms,
+                   app_version, os, network, error_kind, error_message
+            FROM events
+            WHERE project = :project
+              AND event_time_ms >= :from_ms AND event_time_ms < :to_ms
+              AND (:app_version IS NULL OR app_version = :app_version)
+              AND (:os IS NULL OR os = :os)
+              AND (:network IS NULL OR network = :network)
+        ),
+        r AS (
+            SELECT *, ROW_NUMBER() OVER w AS rn, LEAD(queue_depth) OVER w AS older_queue
+            FROM f
+            WINDOW w AS (PARTITION BY device_id ORDER BY event_time_ms DESC, event_id DESC)
+        ),
+        d AS (
+            SELECT device_id, COUNT(*) AS n,
+                   COALESCE(MIN(CASE WHEN success <> 0 THEN rn END) - 1, COUNT(*)) AS failures,
+                   SUM(CASE WHEN rn < :stuck AND queue_depth < older_queue THEN 1 ELSE 0 END) AS shrinks
+            FROM r GROUP BY device_id
+        )
+        SELECT r.device_id, r.event_time_ms, r.app_version, r.os, r.network, r.queue_depth,
+               r.staleness_ms, d.failures, r.success, r.error_kind, r.error_message, d.n
+        FROM r JOIN d ON d.device_id = r.device_id
+        WHERE r.rn = 1 AND {condition}
+        ORDER BY {order}, r.device_id
+        LIMIT :limit"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = bound_query(&mut stmt, &params)?;
+    let mut devices = Vec::new();
+    while let Some(row) = rows.next()? {
+        let last_seen_ms: i64 = row.get(1)?;
+        let error_kind: String = row.get(9)?;
+        let error_message: String = row.get(10)?;
+        devices.push(DeviceSummary {
+            device_id: row.get(0)?,
+            last_seen_ms,
+            app_version: row.get(2)?,
+            os: row.get(3)?,
+            network: row.get(4)?,
+            queue_depth: row.get(5)?,
+            staleness_ms: row.get(6)?,
+            consecutive_failures: u32::try_from(row.get::<_, i64>(7)?).unwrap_or(u32::MAX),
+            last_success: row.get(8)?,
+            last_error_kind: (!error_kind.is_empty()).then_some(error_kind),
+            last_error_message: (!error_message.is_empty()).then_some(error_message),
+            attempts_in_window: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
+            silent_for_ms: matches!(list, DeviceList::Quiet { .. }).then(|| query.to_ms - last_seen_ms),
+        });
+    }
+    Ok(devices)
+}
+
+/// A device's latest events, newest first: `device_hour` names the hours the
+/// device has events in, and each is read through `events_by_time` until
+/// `limit` are found (there is no per-device index on `events`: migration
+/// 0008). Hours are disjoint, so newest-first per hour is newest-first overall.
+fn device_events(conn: &Connection, project: &str, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let hours: Vec<i64> = conn
+        .prepare_cached("SELECT hour FROM device_hour WHERE project = ?1 AND device_id = ?2 ORDER BY hour DESC")?
+        .query_map(params![project, device_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE project = ?1 AND event_time_ms >= ?2 AND event_time_ms < ?3 AND device_id = ?4
+         ORDER BY event_time_ms DESC, event_id DESC LIMIT ?5"
+    ))?;
+    let mut events = Vec::new();
+    for hour in hours {
+        if events.len() >= limit {
+            break;
+        }
+        let from_ms = hour * 1000;
+        let left = i64::try_from(limit - events.len()).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![project, from_ms, from_ms + crate::pieces::HOUR_MS, device_id, left])?;
+        while let Some(row) = rows.next()? {
+            events.push(event_from_row(row)?);
+        }
+    }
+    Ok(events)
+}
+
+fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
+    let project: String = row.get(0)?;
+    let event_id: String = row.get(1)?;
+    let event_id = Uuid::parse_str(&event_id).map_err(|e| Error::Corrupt(format!("event_id {event_id:?}: {e}")))?;
+    let network: String = row.get(20)?;
+    let network = Network::parse(&network).ok_or_else(|| Error::Corrupt(format!("network {network:?}")))?;
+    let trigger: String = row.get(23)?;
+    let trigger = match trigger.as_str() {
+        "" => None,
+        text => Some(Trigger::parse(text).ok_or_else(|| Error::Corrupt(format!("trigger {text:?}")))?),
+    };
+    let error_kind: String = row.get(24)?;
+    let error_kind = match error_kind.as_str() {
+        "" => None,
+        text => Some(ErrorKind::parse(text).ok_or_else(|| Error::Corrupt(format!("error_kind {text:?}")))?),
+    };
+    let last_success_at = row.get::<_, Option<i64>>(5)?.map(time_of_ms).transpose()?;
+    let event = SyncEvent {
+        event_id,
+        device_id: row.get(2)?,
+        occurred_at: time_of_ms(row.get(4)?)?,
+        success: row.get(9)?,
+        duration_ms: row.get(10)?,
+        conflicts: row.get(12)?,
+        queue_depth: row.get(13)?,
+        last_success_at,
+        app_version: row.get(17)?,
+        os: row.get(18)?,
+        os_version: non_empty(row.get(19)?),
+        network,
+        device_model: non_empty(row.get(21)?),
+        sync_type: non_empty(row.get(22)?),
+        trigger,
+        error_kind,
+        error_message: non_empty(row.get(25)?),
+        retries: row.get(26)?,
+        records_up: bits_u64(row.get(27)?),
+        records_down: bits_u64(row.get(28)?),
+        bytes_up: bits_u64(row.get(29)?),
+        bytes_down: bits_u64(row.get(30)?),
+        sample_rate: row.get(31)?,
+    };
+    Ok(StoredEvent {
+        project: project_of(&project)?,
+        event,
+        sent_at_ms: row.get(6)?,
+        received_at_ms: row.get(7)?,
+        clock_skew_ms: row.get(8)?,
+        event_time_ms: row.get(3)?,
+        staleness_ms: row.get(15)?,
+        weight: row.get(32)?,
+        duration_bucket: row.get(11)?,
+        queue_bucket: row.get(14)?,
+        staleness_bucket: row.get(16)?,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_histogram_round_trips_and_merges_bucket_by_bucket() {
-        let stored: BTreeMap<u16, f64> = [(3, 1.0), (200, 2.5), (2100, 4.0)].into();
-        let blob = encode(&stored);
-        assert_eq!(blob.len(), 3 * ENTRY);
-        assert_eq!(decode(&blob).unwrap().collect::<Vec<_>>(), vec![(3, 1.0), (200, 2.5), (2100, 4.0)]);
-        let delta: BTreeMap<u16, f64> = [(0, 1.0), (200, 0.5), (300, 2.0), (2100, 1.0)].into();
-        let merged = merge(&blob, &delta).unwrap();
-        assert_eq!(
-            decode(&merged).unwrap().collect::<Vec<_>>(),
-            vec![(0, 1.0), (3, 1.0), (200, 3.0), (300, 2.0), (2100, 5.0)]
-        );
-        assert_eq!(merge(&[], &delta).unwrap(), encode(&delta));
-        assert!(decode(&[1, 2, 3]).is_err());
-    }
+    use crate::pieces::MINUTE_MS;
 
     /// A small deterministic fleet over five hours: ties in time, sampled
     /// devices, events in every minute, inserted in batches out of order.
@@ -993,11 +767,11 @@ mod tests {
     fn device_hours_with_lookups_or_a_raw_last_hour_match_events_alone() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
-        super::super::migrate_all(&mut conn).unwrap();
+        super::super::migrate::migrate_all(&mut conn).unwrap();
         let project = synchealth_schema::ProjectName::parse("p").unwrap();
         let base = 480_000 * HOUR_MS;
         for batch in fleet(&project, base).chunks(100) {
-            super::super::insert_events(&mut conn, batch).unwrap();
+            super::super::events::insert_events(&mut conn, batch).unwrap();
         }
         let windows = [
             (base + 17 * MINUTE_MS + 13_500, base + 4 * HOUR_MS + 41 * MINUTE_MS),
