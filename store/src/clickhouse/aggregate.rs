@@ -53,8 +53,8 @@ use uuid::Uuid;
 use super::dedup::{events_filter, NOT_COMPENSATED_SQL, SHIFTED_HOURS_SQL, SUSPECT_HOURS_SQL};
 use super::device_state::{DECODED_SQL, LATEST_SQL};
 use super::sql::{
-    add_durations, group_key, histogram, optional_enum, optional_text, parse_project, raw_filter, time_from_ms,
-    window_filter, Arg, Sql,
+    add_durations, group_key, histogram, optional_enum, optional_text, parse_project, raw_filter, segment_filter,
+    time_from_ms, window_filter, Arg, Sql,
 };
 use super::ClickHouseStore;
 use crate::devices::{DeviceList, DeviceSummary, MAX_DEVICE_LIST, STUCK_ATTEMPTS};
@@ -77,24 +77,6 @@ pub(super) fn group_expressions(grouping: Grouping, time: &str) -> (String, Stri
         }
         Grouping::By(dimension) => ("toUInt64(0)".into(), format!("toString({})", dimension.column())),
     }
-}
-
-/// The segment filters on a rollup's columns.
-fn segment_filter(filters: &Filters) -> (String, Vec<Arg>) {
-    let mut sql = String::new();
-    let mut args = Vec::new();
-    let segments = [
-        ("app_version", filters.app_version.clone()),
-        ("os", filters.os.clone()),
-        ("network", filters.network.map(|n| n.as_str().to_string())),
-    ];
-    for (column, value) in segments {
-        if let Some(value) = value {
-            sql.push_str(&format!(" AND {column} = ?"));
-            args.push(Arg::Text(value));
-        }
-    }
-    (sql, args)
 }
 
 fn seconds(ms: i64) -> Arg {

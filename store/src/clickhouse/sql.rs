@@ -12,7 +12,7 @@ use serde::Serialize;
 use synchealth_schema::ProjectName;
 use time::OffsetDateTime;
 
-use crate::metrics::{GroupKey, Grouping, Query};
+use crate::metrics::{Filters, GroupKey, Grouping, Query};
 use crate::{Error, Result};
 
 /// A backquoted ClickHouse identifier.
@@ -67,7 +67,17 @@ pub(super) fn window_filter(query: &Query) -> (String, Vec<Arg>) {
         Arg::Int(query.from_ms),
         Arg::Int(query.to_ms),
     ];
-    let filters = &query.filters;
+    let (segments, segment_args) = segment_filter(&query.filters);
+    sql.push_str(&segments);
+    args.extend(segment_args);
+    (sql, args)
+}
+
+/// The segment filters (app version, OS, network), on `events` or a
+/// rollup's columns alike.
+pub(super) fn segment_filter(filters: &Filters) -> (String, Vec<Arg>) {
+    let mut sql = String::new();
+    let mut args = Vec::new();
     let segments = [
         ("app_version", filters.app_version.clone()),
         ("os", filters.os.clone()),
