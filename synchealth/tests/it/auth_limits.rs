@@ -150,8 +150,10 @@ async fn a_login_beyond_the_verification_slots_waits_briefly_then_gets_503_with_
     })
     .await
     .unwrap();
-    // Ten times the default time cost: this verification outlasts the wait.
-    let params = argon2::Params::new(argon2::Params::DEFAULT_M_COST, 20, 1, None).unwrap();
+    // A hundred times the default time cost (seconds, even optimized): this
+    // verification is surely running when the second request comes, however
+    // slowly a loaded machine gets the first one to it, and outlasts the wait.
+    let params = argon2::Params::new(argon2::Params::DEFAULT_M_COST, 200, 1, None).unwrap();
     let slow = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password(b"slow-password", &SaltString::generate(&mut OsRng))
         .unwrap()
@@ -164,7 +166,7 @@ async fn a_login_beyond_the_verification_slots_waits_briefly_then_gets_503_with_
             r.await.unwrap().status().as_u16()
         }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
     let started = Instant::now();
     let (status, retry_after, body) = basic_get(&app, "admin", "wrong").await;
     assert_eq!((status, retry_after), (503, Some(1)), "{body}");
