@@ -157,6 +157,21 @@ impl Aggregate {
     }
 }
 
+impl Aggregate {
+    /// Sets the per-device fields from `from`, which counted each device's
+    /// latest event; the per-event sums of `self` are left alone, because
+    /// device counts are not additive across the pieces of a window.
+    pub(crate) fn set_devices_from(&mut self, from: Aggregate) {
+        self.devices = from.devices;
+        self.queue_sum = from.queue_sum;
+        self.queue_max = from.queue_max;
+        self.queue_over_threshold = from.queue_over_threshold;
+        self.never_synced_devices = from.never_synced_devices;
+        self.queue_histogram = from.queue_histogram;
+        self.staleness_histogram = from.staleness_histogram;
+    }
+}
+
 /// The per-device half of an [`Aggregate`], counted device by device from
 /// each device's latest event in the group: one definition for every path
 /// of both stores that counts devices in Rust.
@@ -189,13 +204,16 @@ impl DeviceTally {
 
     /// Sets the per-device fields of `a`.
     pub(crate) fn write_into(self, a: &mut Aggregate) {
-        a.devices = self.devices;
-        a.queue_sum = self.queue_sum;
-        a.queue_max = self.queue_max;
-        a.queue_over_threshold = self.queue_over_threshold;
-        a.never_synced_devices = self.never_synced;
-        a.queue_histogram = entries(self.queue);
-        a.staleness_histogram = entries(self.staleness);
+        a.set_devices_from(Aggregate {
+            devices: self.devices,
+            queue_sum: self.queue_sum,
+            queue_max: self.queue_max,
+            queue_over_threshold: self.queue_over_threshold,
+            never_synced_devices: self.never_synced,
+            queue_histogram: entries(self.queue),
+            staleness_histogram: entries(self.staleness),
+            ..Aggregate::default()
+        });
     }
 }
 

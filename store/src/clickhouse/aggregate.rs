@@ -286,33 +286,21 @@ impl crate::Aggregates for ClickHouseStore {
         let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
         match devices {
             Devices::Cached(cached) => {
-                for (key, figures) in cached {
+                for (key, mut figures) in cached {
                     let a = groups.entry(key).or_default();
                     a.events += figures.events;
                     a.attempts += figures.attempts;
                     a.successes += figures.successes;
                     a.conflicted += figures.conflicted;
                     a.late_events += figures.late_events;
-                    add_durations(&mut a.duration_histogram, figures.duration_histogram.into_iter());
-                    a.devices = figures.devices;
-                    a.queue_sum = figures.queue_sum;
-                    a.queue_max = figures.queue_max;
-                    a.queue_over_threshold = figures.queue_over_threshold;
-                    a.never_synced_devices = figures.never_synced_devices;
-                    a.queue_histogram = figures.queue_histogram;
-                    a.staleness_histogram = figures.staleness_histogram;
+                    add_durations(&mut a.duration_histogram, std::mem::take(&mut figures.duration_histogram).into_iter());
+                    a.set_devices_from(figures);
                 }
             }
             Devices::Rows(rows) => {
-                for row in rows {
-                    let a = groups.entry(group_key(grouping, row.gt, row.gs)).or_default();
-                    a.devices = row.devices;
-                    a.queue_sum = row.queue_sum;
-                    a.queue_max = row.queue_max;
-                    a.queue_over_threshold = row.queue_over_threshold;
-                    a.never_synced_devices = row.never_synced;
-                    a.queue_histogram = histogram(row.queue_histogram);
-                    a.staleness_histogram = histogram(row.staleness_histogram);
+                for mut row in rows {
+                    let key = group_key(grouping, row.gt, std::mem::take(&mut row.gs));
+                    groups.entry(key).or_default().set_devices_from(row.into_devices());
                 }
             }
         }
@@ -556,6 +544,22 @@ pub(super) struct DevicesRow {
     never_synced: u64,
     queue_histogram: (Vec<u16>, Vec<u64>),
     staleness_histogram: (Vec<u16>, Vec<u64>),
+}
+
+impl DevicesRow {
+    /// The row's per-device figures, as an [`Aggregate`] with no per-event sums.
+    fn into_devices(self) -> Aggregate {
+        Aggregate {
+            devices: self.devices,
+            queue_sum: self.queue_sum,
+            queue_max: self.queue_max,
+            queue_over_threshold: self.queue_over_threshold,
+            never_synced_devices: self.never_synced,
+            queue_histogram: histogram(self.queue_histogram),
+            staleness_histogram: histogram(self.staleness_histogram),
+            ..Aggregate::default()
+        }
+    }
 }
 
 #[cfg(test)]

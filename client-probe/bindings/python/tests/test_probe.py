@@ -17,8 +17,13 @@ import urllib.request
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import synchealth_probe as sp  # noqa: E402
+# The installed wheel when there is one (the test command installs it, so
+# what is tested is what ships); otherwise the tree build.sh filled.
+try:
+    import synchealth_probe as sp
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    import synchealth_probe as sp  # noqa: E402
 
 KEY = "shk_python_binding_test_0123456789"
 PASSWORD = "python-binding-password"
