@@ -293,7 +293,10 @@ impl crate::Aggregates for ClickHouseStore {
                     a.successes += figures.successes;
                     a.conflicted += figures.conflicted;
                     a.late_events += figures.late_events;
-                    add_durations(&mut a.duration_histogram, std::mem::take(&mut figures.duration_histogram).into_iter());
+                    add_durations(
+                        &mut a.duration_histogram,
+                        std::mem::take(&mut figures.duration_histogram).into_iter(),
+                    );
                     a.set_devices_from(figures);
                 }
             }
