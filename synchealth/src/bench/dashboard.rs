@@ -35,6 +35,7 @@ use synchealth_store::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::views::{self, Ingest, ViewFigures};
 use crate::Settings;
 
 const DAY_MS: i64 = 86_400_000;
@@ -77,6 +78,20 @@ pub struct DashboardBenchArgs {
     /// Where the SQLite file and the load records live.
     #[arg(long, default_value = "/tmp/synchealth-bench-dashboard")]
     pub dir: PathBuf,
+    /// Dashboard views to time as requests through the real router, after
+    /// the overview: `all` (the list in `bench/views.rs`), or paths with
+    /// their query strings, comma-separated (`/api/v1/summary?range=24h&os=ios`).
+    /// Windows given as `range=` end now: load afresh (no `--reuse`) so
+    /// that now is where the data ends.
+    #[arg(long, value_delimiter = ',')]
+    pub views: Vec<String>,
+    /// Timed runs of each view (after two warm-ups), round-robin.
+    #[arg(long, default_value_t = 7)]
+    pub view_runs: u32,
+    /// Events a second written into the same store beside the reads, at the
+    /// current time, through the store's normal insert (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub ingest_rate: u32,
 }
 
 /// One store's figures.
@@ -93,6 +108,10 @@ pub struct DashboardFigures {
     /// Each of the overview's aggregates alone, median ms:
     /// window, previous window, time buckets.
     pub parts_ms: [f64; 3],
+    /// The `--views`, timed.
+    pub views: Vec<ViewFigures>,
+    /// Events written beside the reads, and their rate per second.
+    pub ingested: Option<(u64, f64)>,
 }
 
 /// Loads (or reuses) each store's data, times the overview, prints a
@@ -126,7 +145,7 @@ pub async fn run(settings: &Settings, args: &DashboardBenchArgs) -> anyhow::Resu
         )
         .await?;
         eprintln!("bench: timing the overview on ClickHouse ...");
-        figures.push(measure("clickhouse", &shared, end_ms, args, args.events, load_seconds).await?);
+        figures.push(measure("clickhouse", &shared, settings, end_ms, args, args.events, load_seconds).await?);
         if !args.reuse {
             drop_database(&config).await?;
         }
@@ -153,7 +172,7 @@ pub async fn run(settings: &Settings, args: &DashboardBenchArgs) -> anyhow::Resu
         )
         .await?;
         eprintln!("bench: timing the overview on SQLite ...");
-        figures.push(measure("sqlite", &shared, end_ms, args, args.sqlite_events, load_seconds).await?);
+        figures.push(measure("sqlite", &shared, settings, end_ms, args, args.sqlite_events, load_seconds).await?);
         if !args.reuse {
             remove_sqlite(&path);
         }
@@ -231,8 +250,38 @@ where
     Ok((end_ms, Some(seconds)))
 }
 
-/// Times the overview of the last day before `end_ms`.
+/// Times the overview of the last day before `end_ms`, then the views,
+/// with the ingest beside them when asked for.
 async fn measure(
+    name: &'static str,
+    store: &SharedStore,
+    settings: &Settings,
+    end_ms: i64,
+    args: &DashboardBenchArgs,
+    per_day: u64,
+    load_seconds: Option<f64>,
+) -> anyhow::Result<DashboardFigures> {
+    let started = Instant::now();
+    let ingest = (args.ingest_rate > 0).then(|| {
+        let generator = Generator::new(args.devices, per_day, end_ms, DAY_MS).map(Arc::new);
+        generator.map(|g| Ingest::start(store.clone(), args.ingest_rate, move |seq, now_ms| g.event_at(seq, now_ms)))
+    });
+    let ingest = ingest.transpose()?;
+    let mut figures = time_overview(name, store, end_ms, args, per_day, load_seconds).await?;
+    let views = views::views(&args.views);
+    if !views.is_empty() {
+        eprintln!("bench: timing {} views on {name} ...", views.len());
+        let state = crate::roles::dashboard::state(store.clone(), settings)?;
+        figures.views = views::time_views(store, state, "bench", &views, args.view_runs).await?;
+    }
+    if let Some(ingest) = ingest {
+        figures.ingested = Some(ingest.stop(started).await?);
+    }
+    Ok(figures)
+}
+
+/// Times the overview function itself and its three aggregates alone.
+async fn time_overview(
     name: &'static str,
     store: &SharedStore,
     end_ms: i64,
@@ -288,6 +337,8 @@ async fn measure(
         load_seconds,
         overview_ms: [ms(0.50), ms(0.95), ms(0.99), histogram.max() as f64 / 1000.0],
         parts_ms: parts,
+        views: Vec::new(),
+        ingested: None,
     })
 }
 
@@ -315,6 +366,17 @@ fn print_report(figures: &[DashboardFigures], args: &DashboardBenchArgs) {
             f.parts_ms[1],
             f.parts_ms[2],
         );
+    }
+    for f in figures.iter().filter(|f| !f.views.is_empty()) {
+        println!("\nViews on {} ({} runs each after 2 warm-ups{}):\n", f.store, args.view_runs, match f.ingested {
+            Some((n, rate)) => format!("; {n} events ingested beside them, {rate:.0}/s"),
+            None => String::new(),
+        });
+        println!("| view | median ms | p95 ms | max ms | bytes |");
+        println!("|---|---:|---:|---:|---:|");
+        for v in &f.views {
+            println!("| `{}` | {:.1} | {:.1} | {:.1} | {} |", v.view, v.ms[0], v.ms[1], v.ms[2], v.bytes);
+        }
     }
 }
 
@@ -347,15 +409,26 @@ impl Generator {
         })
     }
 
+    /// The `seq`th event of the load: in arrival order, as a collector
+    /// writes them, time growing with the sequence number.
     fn event(&self, seq: u64) -> StoredEvent {
+        let along = (i128::from(self.span_ms) * i128::from(seq) / i128::from(self.total.max(1))) as i64;
+        self.make(seq, |rng| (self.end_ms - self.span_ms + along - rng.gen_range(0..180_000)).min(self.end_ms - 1))
+    }
+
+    /// An event received about `now_ms`, for the ingest beside the reads.
+    fn event_at(&self, seq: u64, now_ms: i64) -> StoredEvent {
+        self.make(seq, |rng| now_ms - rng.gen_range(0..180_000))
+    }
+
+    /// An event of a random device at the time `at` picks (with a few
+    /// minutes of jitter).
+    fn make(&self, seq: u64, at: impl FnOnce(&mut StdRng) -> i64) -> StoredEvent {
         let mut rng = StdRng::seed_from_u64(seq);
         // Skewed activity: a few devices report far more than most.
         let u: f64 = rng.gen();
         let device = ((u * u) * f64::from(self.devices)) as u32;
-        // In arrival order, as a collector writes them: time grows with the
-        // sequence number, with a few minutes of jitter.
-        let along = (i128::from(self.span_ms) * i128::from(seq) / i128::from(self.total.max(1))) as i64;
-        let event_ms = (self.end_ms - self.span_ms + along - rng.gen_range(0..180_000)).min(self.end_ms - 1);
+        let event_ms = at(&mut rng);
         // A device keeps its app version and mostly its network; a fifth of
         // the devices upgraded to the newest version half-way.
         let mut device_rng = StdRng::seed_from_u64(u64::from(device));

@@ -6,3 +6,4 @@
 pub mod alerts;
 pub mod dashboard;
 pub mod ingest;
+pub mod views;
