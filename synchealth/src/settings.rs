@@ -527,6 +527,15 @@ pub struct ClickHouseSettings {
     pub password: Option<Secret>,
     /// Database (created by `migrate` if missing).
     pub database: String,
+    /// Cluster mode: the cluster's name in the servers' `remote_servers`;
+    /// `migrate` then creates every table `ON CLUSTER` (README, "Cluster
+    /// mode"). Unset = one server.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Cluster mode: an insert returns once this many replicas of its shard
+    /// have it (`insert_quorum`); 0 = once one has.
+    #[serde(default)]
+    pub insert_quorum: u64,
 }
 
 impl Default for Settings {
@@ -539,6 +548,8 @@ impl Default for Settings {
                 user: "default".into(),
                 password: None,
                 database: "synchealth".into(),
+                cluster: None,
+                insert_quorum: 0,
             },
             ingest_key: None,
             admin_password: None,
@@ -596,6 +607,14 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_CLICKHOUSE_DATABASE", global = true)]
     #[serde(skip)]
     pub clickhouse_database: Option<String>,
+    /// ClickHouse cluster name: sharded, replicated tables `ON CLUSTER` (README, "Cluster mode").
+    #[arg(long, env = "SYNCHEALTH_CLICKHOUSE_CLUSTER", global = true)]
+    #[serde(skip)]
+    pub clickhouse_cluster: Option<String>,
+    /// Replicas of a shard an insert waits for, on a cluster [default: 0, one].
+    #[arg(long, env = "SYNCHEALTH_CLICKHOUSE_INSERT_QUORUM", global = true)]
+    #[serde(skip)]
+    pub clickhouse_insert_quorum: Option<u64>,
     /// The default project's ingest key (generated and printed once if not given).
     #[arg(long, env = "SYNCHEALTH_INGEST_KEY", global = true, hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -671,11 +690,15 @@ impl Settings {
             ("clickhouse.user", &args.clickhouse_user),
             ("clickhouse.password", &args.clickhouse_password),
             ("clickhouse.database", &args.clickhouse_database),
+            ("clickhouse.cluster", &args.clickhouse_cluster),
         ];
         for (key, value) in clickhouse {
             if let Some(value) = value {
                 figment = figment.merge(Serialized::default(key, value));
             }
+        }
+        if let Some(quorum) = args.clickhouse_insert_quorum {
+            figment = figment.merge(Serialized::default("clickhouse.insert_quorum", quorum));
         }
         let rate_limit = [
             ("rate_limit.events_per_second", args.rate_limit_events_per_second),

@@ -36,9 +36,12 @@
 //! Writes go with `insert_distributed_sync = 1`, so an insert into a
 //! Distributed table returns once every shard it touched has the rows (an
 //! acknowledged batch is not sitting in a node's queue), and
-//! `load_balancing = 'in_order'`, so the event id look-ups read the replica
-//! the writes went to while it is alive (replication lag cannot hide a
-//! copy just written). Subqueries over Distributed tables run once on the
+//! `load_balancing = 'in_order'` with `prefer_localhost_replica = 0`, so
+//! every process writes and reads the same replica of a shard (the first
+//! live one in `remote_servers`) and the event id look-ups see a copy
+//! another collector has just written, whatever the replication lag
+//! (measured: with 18.16's default, a node's own replica, two collectors on
+//! two replicas of a shard stored copies neither look-up saw). Subqueries over Distributed tables run once on the
 //! node asked (`distributed_product_mode = 'global'`).
 
 use std::collections::HashMap;
@@ -62,8 +65,8 @@ pub struct ClusterConfig {
 }
 
 /// The settings of every query in cluster mode (the module doc says why).
-pub(super) fn read_settings() -> [(&'static str, &'static str); 2] {
-    [("load_balancing", "in_order"), ("distributed_product_mode", "global")]
+pub(super) fn read_settings() -> [(&'static str, &'static str); 3] {
+    [("load_balancing", "in_order"), ("prefer_localhost_replica", "0"), ("distributed_product_mode", "global")]
 }
 
 /// Where a table of the single-node schema lives on a cluster.
@@ -81,8 +84,8 @@ const BY_DEVICE: &str = "cityHash64(project, device_id)";
 /// Rows the store writes to these directly (compensations, repairs): any
 /// shard is correct, as every look-up reads through the Distributed table,
 /// but the same row always to the same one, so `FINAL` collapses a
-/// compensation written twice.
-const BY_EVENT: &str = "cityHash64(project, event_id)";
+/// compensation written twice. (18.16's `cityHash64` takes no `UUID`.)
+const BY_EVENT: &str = "cityHash64(project, toString(event_id))";
 
 fn placement(table: &str) -> Placement {
     match table {
