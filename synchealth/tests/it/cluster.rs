@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use synchealth::settings::{AcknowledgeSetting, ClickHouseSettings};
-use synchealth::{Application, Roles};
+use synchealth::{Application, Roles, Settings};
 use tokio::sync::Mutex;
 
 use crate::exactly_once::{events_of, fresh_batch, quick_ingest, stored_rows, Api, Expected, Findings, BATCH};
 use crate::helpers::{tally, test_settings, wait_until_drained, Backend};
 
 /// One cluster test at a time: they stop and start its nodes.
-static CLUSTER_LOCK: Mutex<()> = Mutex::const_new(());
+pub(crate) static CLUSTER_LOCK: Mutex<()> = Mutex::const_new(());
 
 /// The cluster `scripts/clickhouse-cluster.sh` starts.
 const CLUSTER: &str = "synchealth_cluster";
@@ -30,13 +30,13 @@ const CLUSTER: &str = "synchealth_cluster";
 /// The test cluster: its four node URLs (s1r1, s1r2, s2r1, s2r2) and the
 /// directory the script runs it from, or `None` when skipped on purpose.
 #[derive(Clone)]
-struct TestCluster {
-    urls: Vec<String>,
+pub(crate) struct TestCluster {
+    pub(crate) urls: Vec<String>,
     dir: String,
 }
 
 impl TestCluster {
-    fn get() -> Option<TestCluster> {
+    pub(crate) fn get() -> Option<TestCluster> {
         match std::env::var("SYNCHEALTH_TEST_CLICKHOUSE_CLUSTER_URLS") {
             Ok(urls) if !urls.trim().is_empty() => {
                 let dir = std::env::var("SYNCHEALTH_TEST_CLICKHOUSE_CLUSTER_DIR").expect(
@@ -116,9 +116,8 @@ struct Collector {
     _dir: tempfile::TempDir,
 }
 
-async fn collector(name: &str, url: &str, database: &str) -> Collector {
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = test_settings(Backend::Sqlite, name, dir.path()).expect("settings");
+/// Cluster mode on database `database` through the node at `url`.
+pub(crate) fn on_cluster(settings: &mut Settings, url: &str, database: &str) {
     settings.clickhouse = ClickHouseSettings {
         url: Some(url.to_string()),
         user: "default".into(),
@@ -127,6 +126,12 @@ async fn collector(name: &str, url: &str, database: &str) -> Collector {
         cluster: Some(CLUSTER.into()),
         insert_quorum: 0,
     };
+}
+
+async fn collector(name: &str, url: &str, database: &str) -> Collector {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(Backend::Sqlite, name, dir.path()).expect("settings");
+    on_cluster(&mut settings, url, database);
     settings.ingest = quick_ingest(AcknowledgeSetting::Spooled);
     let app = Application::build(settings, Roles::ALL).await.expect("application builds on the cluster");
     let api = Api::new(name, &format!("http://127.0.0.1:{}", app.port()));
@@ -135,7 +140,7 @@ async fn collector(name: &str, url: &str, database: &str) -> Collector {
 }
 
 /// A database name for one test.
-fn database_for(name: &str) -> String {
+pub(crate) fn database_for(name: &str) -> String {
     format!("it_{}_{name}", std::process::id())
 }
 
