@@ -748,6 +748,27 @@ mod tests {
     }
 
     #[test]
+    fn cluster_mode_comes_from_the_file_and_the_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("synchealth.toml");
+        std::fs::write(&file, "[clickhouse]\ncluster = \"from_file\"\ninsert_quorum = 2\n").unwrap();
+        let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!((settings.clickhouse.cluster.as_deref(), settings.clickhouse.insert_quorum), (Some("from_file"), 2));
+        let args = CommonArgs {
+            config: Some(file.clone()),
+            clickhouse_cluster: Some("from_flag".into()),
+            clickhouse_insert_quorum: Some(0),
+            ..Default::default()
+        };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!((settings.clickhouse.cluster.as_deref(), settings.clickhouse.insert_quorum), (Some("from_flag"), 0));
+        assert_eq!(Settings::default().clickhouse.cluster, None, "one server unless asked");
+        // deny_unknown_fields still holds in the section.
+        std::fs::write(&file, "[clickhouse]\nclustr = \"typo\"\n").unwrap();
+        assert!(Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).is_err());
+    }
+
+    #[test]
     fn rules_in_the_file_replace_the_defaults_and_are_validated() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("synchealth.toml");
