@@ -60,7 +60,8 @@ pub struct ClusterConfig {
     pub name: String,
     /// `insert_quorum`: an insert returns once this many replicas of its
     /// shard have it (0 or 1: once one has). On 18.16 only one quorum insert
-    /// per table and shard may be in flight (README, "Cluster mode").
+    /// per table and shard may be in flight, by its documentation (README,
+    /// "Cluster mode"; not measured here).
     pub insert_quorum: u64,
 }
 
