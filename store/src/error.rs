@@ -28,6 +28,28 @@ pub enum Error {
     /// Stored data that does not parse back (a bug, or a hand-edited table).
     #[error("corrupt stored row: {0}")]
     Corrupt(String),
+    /// Cluster mode names a cluster the server's `remote_servers` lacks.
+    #[error("cluster {cluster} is not in system.clusters of the server (its remote_servers)")]
+    ClusterNotFound {
+        /// The configured cluster name.
+        cluster: String,
+    },
+    /// Cluster mode needs a macro the server does not define.
+    #[error("cluster {cluster}: the server has no `{name}` macro in system.macros (its <macros> section)")]
+    MacroMissing {
+        /// The configured cluster name.
+        cluster: String,
+        /// The missing macro: `shard` or `replica`.
+        name: &'static str,
+    },
+    /// Shards of the cluster without any replica answering.
+    #[error("cluster {cluster}: no live replica in shard(s) {shards:?}")]
+    ShardsDown {
+        /// The configured cluster name.
+        cluster: String,
+        /// The shard numbers (`system.clusters.shard_num`).
+        shards: Vec<u32>,
+    },
     /// A migration failed.
     #[error("migration {version} ({name}) failed: {reason}")]
     Migration {

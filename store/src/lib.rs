@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use synchealth_schema::{ProjectName, StoredEvent};
 
 pub use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence};
-pub use crate::clickhouse::{ClickHouseConfig, ClickHouseStore, QueryLimits};
+pub use crate::clickhouse::{ClickHouseConfig, ClickHouseStore, ClusterConfig, QueryLimits};
 pub use crate::devices::{DeviceList, DeviceSummary};
 pub use crate::error::{Error, Result};
 pub use crate::metrics::{Aggregate, Dimension, Filters, GroupKey, Grouping, Query, Summary};

@@ -40,8 +40,16 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<Value>) {
     let store = &state.store;
+    // In cluster mode the ping also asks every shard for a live replica
+    // (store/src/clickhouse/cluster.rs): a shard with none is named here.
+    let mut shards_down = None;
     let reachable = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => true,
+        Ok(Err(synchealth_store::Error::ShardsDown { cluster, shards })) => {
+            tracing::warn!(cluster, ?shards, "Cluster shards without a live replica.");
+            shards_down = Some(shards);
+            false
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, store = store.kind(), "Store unreachable.");
             false
@@ -57,7 +65,10 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<Value>) {
     };
     let mut body = json!({"status": "ready", "store": store.kind()});
     let mut problems = Vec::new();
-    if !reachable {
+    if let Some(shards) = shards_down {
+        problems.push("a cluster shard has no live replica");
+        body["shards_down"] = json!(shards);
+    } else if !reachable {
         problems.push("store unreachable");
     }
     if let Some(pipeline) = &state.pipeline {

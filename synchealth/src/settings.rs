@@ -527,6 +527,15 @@ pub struct ClickHouseSettings {
     pub password: Option<Secret>,
     /// Database (created by `migrate` if missing).
     pub database: String,
+    /// Cluster mode: the cluster's name in the servers' `remote_servers`;
+    /// `migrate` then creates every table `ON CLUSTER` (README, "Cluster
+    /// mode"). Unset = one server.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Cluster mode: an insert returns once this many replicas of its shard
+    /// have it (`insert_quorum`); 0 = once one has.
+    #[serde(default)]
+    pub insert_quorum: u64,
 }
 
 impl Default for Settings {
@@ -539,6 +548,8 @@ impl Default for Settings {
                 user: "default".into(),
                 password: None,
                 database: "synchealth".into(),
+                cluster: None,
+                insert_quorum: 0,
             },
             ingest_key: None,
             admin_password: None,
@@ -596,6 +607,14 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_CLICKHOUSE_DATABASE", global = true)]
     #[serde(skip)]
     pub clickhouse_database: Option<String>,
+    /// ClickHouse cluster name: sharded, replicated tables `ON CLUSTER` (README, "Cluster mode").
+    #[arg(long, env = "SYNCHEALTH_CLICKHOUSE_CLUSTER", global = true)]
+    #[serde(skip)]
+    pub clickhouse_cluster: Option<String>,
+    /// Replicas of a shard an insert waits for, on a cluster [default: 0, one].
+    #[arg(long, env = "SYNCHEALTH_CLICKHOUSE_INSERT_QUORUM", global = true)]
+    #[serde(skip)]
+    pub clickhouse_insert_quorum: Option<u64>,
     /// The default project's ingest key (generated and printed once if not given).
     #[arg(long, env = "SYNCHEALTH_INGEST_KEY", global = true, hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -671,11 +690,15 @@ impl Settings {
             ("clickhouse.user", &args.clickhouse_user),
             ("clickhouse.password", &args.clickhouse_password),
             ("clickhouse.database", &args.clickhouse_database),
+            ("clickhouse.cluster", &args.clickhouse_cluster),
         ];
         for (key, value) in clickhouse {
             if let Some(value) = value {
                 figment = figment.merge(Serialized::default(key, value));
             }
+        }
+        if let Some(quorum) = args.clickhouse_insert_quorum {
+            figment = figment.merge(Serialized::default("clickhouse.insert_quorum", quorum));
         }
         let rate_limit = [
             ("rate_limit.events_per_second", args.rate_limit_events_per_second),
@@ -722,6 +745,27 @@ mod tests {
         assert_eq!(settings.clickhouse.url.as_deref(), Some("http://127.0.0.1:8123"));
         assert_eq!(settings.clickhouse.database, "synchealth");
         assert_eq!(settings.alerts.rules.len(), 3, "the shipped default rules stay when the file names none");
+    }
+
+    #[test]
+    fn cluster_mode_comes_from_the_file_and_the_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("synchealth.toml");
+        std::fs::write(&file, "[clickhouse]\ncluster = \"from_file\"\ninsert_quorum = 2\n").unwrap();
+        let settings = Settings::load(&CommonArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!((settings.clickhouse.cluster.as_deref(), settings.clickhouse.insert_quorum), (Some("from_file"), 2));
+        let args = CommonArgs {
+            config: Some(file.clone()),
+            clickhouse_cluster: Some("from_flag".into()),
+            clickhouse_insert_quorum: Some(0),
+            ..Default::default()
+        };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!((settings.clickhouse.cluster.as_deref(), settings.clickhouse.insert_quorum), (Some("from_flag"), 0));
+        assert_eq!(Settings::default().clickhouse.cluster, None, "one server unless asked");
+        // deny_unknown_fields still holds in the section.
+        std::fs::write(&file, "[clickhouse]\nclustr = \"typo\"\n").unwrap();
+        assert!(Settings::load(&CommonArgs { config: Some(file), ..Default::default() }).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::Router;
 use synchealth_collector::Pipeline;
-use synchealth_store::{ClickHouseConfig, ClickHouseStore, SharedStore, SqliteStore};
+use synchealth_store::{ClickHouseConfig, ClickHouseStore, ClusterConfig, SharedStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_http::timeout::TimeoutLayer;
@@ -31,8 +31,14 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
                 database: settings.clickhouse.database.clone(),
             };
             let read = &settings.clickhouse_read;
-            let store =
+            let mut store =
                 ClickHouseStore::connect(config).await.with_context(|| format!("connecting to ClickHouse at {url}"))?;
+            if let Some(name) = &settings.clickhouse.cluster {
+                store = store.with_cluster(ClusterConfig {
+                    name: name.clone(),
+                    insert_quorum: settings.clickhouse.insert_quorum,
+                });
+            }
             Arc::new(store.with_reader(
                 read.user.clone(),
                 read.password.as_ref().map(|p| p.expose().to_string()),

@@ -67,15 +67,19 @@ use crate::{Error, Result};
 /// value ('' when not grouping by segment). Only constants, whitelisted
 /// column names and a formatted u32 reach the text. `toStartOfInterval` is
 /// missing on 18.16, and `intDiv` of Unix seconds is the same in every time
-/// zone.
+/// zone. The constants are `materialize`d: 18.16 refuses a constant
+/// column in a `Distributed` table's answer ("non constant in source stream
+/// but must be constant in result"), which cluster mode reads.
 pub(super) fn group_expressions(grouping: Grouping, time: &str) -> (String, String) {
+    const NO_TIME: &str = "materialize(toUInt64(0))";
+    const NO_SEGMENT: &str = "materialize('')";
     match grouping {
-        Grouping::Total => ("toUInt64(0)".into(), "''".into()),
+        Grouping::Total => (NO_TIME.into(), NO_SEGMENT.into()),
         Grouping::Time { step_seconds } => {
             let step = step_seconds.max(1);
-            (format!("toUInt64(intDiv(toUInt32({time}), {step}) * {step})"), "''".into())
+            (format!("toUInt64(intDiv(toUInt32({time}), {step}) * {step})"), NO_SEGMENT.into())
         }
-        Grouping::By(dimension) => ("toUInt64(0)".into(), format!("toString({})", dimension.column())),
+        Grouping::By(dimension) => (NO_TIME.into(), format!("toString({})", dimension.column())),
     }
 }
 
@@ -574,7 +578,7 @@ mod tests {
     fn time_buckets_follow_the_step() {
         let (time, segment) = group_expressions(Grouping::Time { step_seconds: 300 }, "event_time");
         assert_eq!(time, "toUInt64(intDiv(toUInt32(event_time), 300) * 300)");
-        assert_eq!(segment, "''");
+        assert_eq!(segment, "materialize('')");
         assert_eq!(group_key(Grouping::Time { step_seconds: 300 }, 600, String::new()), GroupKey::Time(600));
     }
 

@@ -388,6 +388,11 @@ impl ClickHouseStore {
                 ("lookup_seconds_format", "RowBinary"),
             ])
             .multipart(form);
+        if self.cluster.is_some() {
+            // The replica the writes went to (cluster.rs); external tables
+            // travel to every shard with the query.
+            request = request.query(&super::cluster::read_settings());
+        }
         request = request.basic_auth(&self.config.user, self.config.password.as_deref());
         let response = request.send().await.map_err(|e| failed(e.to_string()))?;
         let status = response.status();

@@ -148,10 +148,17 @@ impl crate::Events for ClickHouseStore {
             .bind(u32::try_from(cutoff_s).unwrap_or(u32::MAX))
             .fetch_one::<u32>()
             .await?;
+        // On a cluster, the local tables of the node this store talks to
+        // (a DROP PARTITION on one replica reaches its shard's others): run
+        // retention from one process per shard (README, "Cluster mode").
+        // 18.16's `ALTER ... ON CLUSTER` on replicated tables is broken.
+        let table =
+            |name: &str| if self.cluster.is_some() { super::cluster::local_name(name) } else { name.to_string() };
         let partitions = self
             .server
-            .query("SELECT DISTINCT partition FROM system.parts WHERE active AND database = ? AND table = 'events'")
+            .query("SELECT DISTINCT partition FROM system.parts WHERE active AND database = ? AND table = ?")
             .bind(self.config.database.as_str())
+            .bind(table("events"))
             .fetch_all::<String>()
             .await?;
         // A partition is dropped only when its whole day is before the cutoff
@@ -159,7 +166,7 @@ impl crate::Events for ClickHouseStore {
         let expired =
             partitions.iter().filter_map(|p| p.trim_matches('\'').parse::<u32>().ok()).filter(|&d| d < cutoff_day);
         for day in expired {
-            self.client.query("ALTER TABLE events DROP PARTITION ?").bind(day).execute().await?;
+            self.client.query(&format!("ALTER TABLE {} DROP PARTITION ?", table("events"))).bind(day).execute().await?;
             // The dashboard rollups and the copies ledger (migrations 0006-0008)
             // are partitioned by the same day, and must forget what events forgot.
             for rollup in [
@@ -171,7 +178,11 @@ impl crate::Events for ClickHouseStore {
                 "event_duplicates",
                 "suspect_hours",
             ] {
-                self.client.query(&format!("ALTER TABLE {rollup} DROP PARTITION ?")).bind(day).execute().await?;
+                self.client
+                    .query(&format!("ALTER TABLE {} DROP PARTITION ?", table(rollup)))
+                    .bind(day)
+                    .execute()
+                    .await?;
             }
             tracing::info!(day, "Dropped expired partition.");
         }

@@ -70,7 +70,7 @@ fn ttl_clause(_version: ServerVersion) -> &'static str {
 }
 
 /// Fills a migration statement's placeholders for this database and server.
-fn render(statement: &str, quoted_db: &str, version: ServerVersion) -> String {
+pub(super) fn render(statement: &str, quoted_db: &str, version: ServerVersion) -> String {
     statement.replace("{db}", quoted_db).replace("{label}", label_type(version)).replace("{ttl}", ttl_clause(version))
 }
 
@@ -78,7 +78,11 @@ impl ClickHouseStore {
     async fn apply_migration(&self, migration: &Migration) -> Result<()> {
         let failed = |reason: String| Error::Migration { version: migration.version, name: migration.name, reason };
         let db = quote_identifier(&self.config.database);
-        for statement in migration.statements() {
+        let statements = if self.cluster.is_some() { Vec::new() } else { migration.statements() };
+        if let Some(cluster) = &self.cluster {
+            self.apply_cluster_migration(cluster, migration).await?;
+        }
+        for statement in statements {
             let sql = render(&statement, &db, self.version);
             // query_raw: DDL text is sent verbatim, a `?` in it is no bind.
             match self.server.query_raw(&sql).execute().await {
@@ -112,14 +116,21 @@ impl crate::Database for ClickHouseStore {
     #[tracing::instrument(skip_all, fields(database = %self.config.database))]
     async fn migrate(&self) -> Result<()> {
         let db = quote_identifier(&self.config.database);
-        self.server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
-        self.server
-            .query_raw(&format!(
-                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
-                 (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
-            ))
-            .execute()
-            .await?;
+        if let Some(cluster) = &self.cluster {
+            // Before any DDL: a missing cluster or macro is a clear error
+            // here, not a distributed DDL that waits minutes for no one.
+            self.check_cluster(cluster).await?;
+            self.create_cluster_ledger(cluster).await?;
+        } else {
+            self.server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
+            self.server
+                .query_raw(&format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
+                     (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+                ))
+                .execute()
+                .await?;
+        }
         // A process migrating concurrently may record a version twice: harmless,
         // every statement is `IF NOT EXISTS`, and versions are read distinct.
         let applied: HashSet<u32> = self
@@ -138,6 +149,9 @@ impl crate::Database for ClickHouseStore {
     #[tracing::instrument(skip_all)]
     async fn ping(&self) -> Result<()> {
         self.server.query("SELECT 1").fetch_one::<u8>().await?;
+        if let Some(cluster) = &self.cluster {
+            self.check_cluster_health(cluster).await?;
+        }
         Ok(())
     }
 }

@@ -41,6 +41,7 @@ use crate::Result;
 mod accounts;
 mod aggregate;
 mod alerting;
+mod cluster;
 mod dedup;
 mod device_cache;
 mod device_state;
@@ -50,6 +51,7 @@ mod sessions;
 mod sql;
 mod telemetry_loss;
 
+pub use cluster::ClusterConfig;
 use migrate::ServerVersion;
 
 /// Where and as whom to reach ClickHouse.
@@ -125,6 +127,8 @@ pub struct ClickHouseStore {
     http: reqwest::Client,
     /// Whole hours of per-device latest values, for the dashboard's reads.
     device_cache: Arc<device_cache::DeviceCache>,
+    /// Cluster mode (`cluster.rs`): set by [`ClickHouseStore::with_cluster`].
+    cluster: Option<ClusterConfig>,
 }
 
 impl ClickHouseStore {
@@ -165,7 +169,26 @@ impl ClickHouseStore {
             last_row_version: Arc::new(AtomicU64::new(0)),
             http: reqwest::Client::new(),
             device_cache: Arc::default(),
+            cluster: None,
         })
+    }
+
+    /// Cluster mode (`cluster.rs`): `migrate` creates every table `ON
+    /// CLUSTER`, writes wait for the shards (and for `insert_quorum`
+    /// replicas), and `ping` checks every shard has a live replica. Call
+    /// before [`ClickHouseStore::with_reader`], which starts from the reader
+    /// this sets up.
+    pub fn with_cluster(mut self, cluster: ClusterConfig) -> Self {
+        for (name, value) in cluster::read_settings() {
+            self.client = self.client.with_setting(name, value);
+            self.reader = self.reader.with_setting(name, value);
+        }
+        self.client = self.client.with_setting("insert_distributed_sync", "1");
+        if cluster.insert_quorum > 1 {
+            self.client = self.client.with_setting("insert_quorum", cluster.insert_quorum.to_string());
+        }
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Runs the read queries of the dashboard and the alerts (aggregates,

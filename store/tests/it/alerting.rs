@@ -204,6 +204,12 @@ async fn second_handle(backend: Backend, fresh: &crate::helpers::TestStore) -> S
             let config = ClickHouseConfig { url, user: "default".into(), password: None, database };
             Arc::new(ClickHouseStore::connect(config).await.unwrap())
         }
+        Backend::Cluster => {
+            // Through another shard's node: the lease rows replicate.
+            let (_, database) = fresh.clickhouse.clone().unwrap();
+            let urls = crate::helpers::cluster_urls("second_handle").unwrap();
+            Arc::new(crate::helpers::cluster_store(&urls[2], &database).await)
+        }
     }
 }
 

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use synchealth_schema::{unix_ms, ProjectName, StoredEvent, SyncEvent};
 use synchealth_store::metrics::DEFAULT_QUEUE_THRESHOLD;
 use synchealth_store::{
-    Aggregate, ClickHouseConfig, ClickHouseStore, Database, Filters, GroupKey, Grouping, Query, SharedStore,
-    SqliteStore, Store, Summary,
+    Aggregate, ClickHouseConfig, ClickHouseStore, ClusterConfig, Database, Filters, GroupKey, Grouping, Query,
+    SharedStore, SqliteStore, Store, Summary,
 };
 use tempfile::TempDir;
 use time::format_description::well_known::Rfc3339;
@@ -32,6 +32,30 @@ pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
 pub(crate) enum Backend {
     Sqlite,
     ClickHouse,
+    /// The same ClickHouse store in cluster mode, on the 2 x 2 cluster of
+    /// `scripts/clickhouse-cluster.sh` (`SYNCHEALTH_TEST_CLICKHOUSE_CLUSTER_URLS`).
+    Cluster,
+}
+
+/// The cluster `scripts/clickhouse-cluster.sh` starts.
+pub(crate) const TEST_CLUSTER: &str = "synchealth_cluster";
+
+/// The four node URLs of the test cluster (shard 1 replicas 1 and 2, then
+/// shard 2's), or `None` when the cluster variants are skipped on purpose;
+/// without both it panics, as [`fresh_store`] does for ClickHouse.
+pub(crate) fn cluster_urls(test: &str) -> Option<Vec<String>> {
+    match std::env::var("SYNCHEALTH_TEST_CLICKHOUSE_CLUSTER_URLS") {
+        Ok(urls) if !urls.trim().is_empty() => Some(urls.split_whitespace().map(str::to_string).collect()),
+        _ if std::env::var("SYNCHEALTH_TEST_SKIP_CLICKHOUSE_CLUSTER").is_ok_and(|v| v == "1") => {
+            eprintln!("skipping the cluster variant of {test}: SYNCHEALTH_TEST_SKIP_CLICKHOUSE_CLUSTER=1");
+            None
+        }
+        _ => panic!(
+            "no ClickHouse cluster to test against: run scripts/test, or set \
+             SYNCHEALTH_TEST_CLICKHOUSE_CLUSTER_URLS to the URLs scripts/clickhouse-cluster.sh start prints \
+             (SYNCHEALTH_TEST_SKIP_CLICKHOUSE_CLUSTER=1 skips the cluster variants)"
+        ),
+    }
 }
 
 /// A fresh, migrated store, and what must live as long as it does.
@@ -41,6 +65,8 @@ pub(crate) struct TestStore {
     pub(crate) dir: Option<TempDir>,
     /// The ClickHouse URL and test database, dropped after a passing test.
     pub(crate) clickhouse: Option<(String, String)>,
+    /// Whether that database is on the test cluster (dropped `ON CLUSTER`).
+    pub(crate) on_cluster: bool,
 }
 
 impl TestStore {
@@ -49,7 +75,8 @@ impl TestStore {
     pub(crate) async fn cleanup(self) {
         if let Some((url, database)) = &self.clickhouse {
             let client = clickhouse::Client::default().with_url(url).with_user("default");
-            if let Err(e) = client.query(&format!("DROP DATABASE IF EXISTS {database}")).execute().await {
+            let on = if self.on_cluster { format!(" ON CLUSTER {TEST_CLUSTER}") } else { String::new() };
+            if let Err(e) = client.query(&format!("DROP DATABASE IF EXISTS {database}{on}")).execute().await {
                 eprintln!("could not drop the test database {database}: {e}");
             }
         }
@@ -71,7 +98,7 @@ pub(crate) async fn fresh_store(backend: Backend, test: &str) -> Option<TestStor
             let dir = tempfile::tempdir().expect("a temporary directory");
             let store = SqliteStore::open(&dir.path().join("synchealth.db")).expect("opening the SQLite store");
             store.migrate().await.expect("migrating the SQLite store");
-            Some(TestStore { store: Arc::new(store), dir: Some(dir), clickhouse: None })
+            Some(TestStore { store: Arc::new(store), dir: Some(dir), clickhouse: None, on_cluster: false })
         }
         Backend::ClickHouse => {
             // A URL wins over a skip: a ClickHouse that is there is used.
@@ -99,10 +126,42 @@ pub(crate) async fn fresh_store(backend: Backend, test: &str) -> Option<TestStor
                 .await
                 .unwrap_or_else(|e| panic!("connecting to the test ClickHouse at {url}: {e}"));
             store.migrate().await.unwrap_or_else(|e| panic!("migrating the test ClickHouse database: {e}"));
-            Some(TestStore { store: Arc::new(store), dir: None, clickhouse: Some((url, database)) })
+            Some(TestStore { store: Arc::new(store), dir: None, clickhouse: Some((url, database)), on_cluster: false })
+        }
+        Backend::Cluster => {
+            let urls = cluster_urls(test)?;
+            tally("cluster");
+            let database = format!("test_{test}_{:08x}", rand::random::<u32>());
+            let store = cluster_store(&urls[0], &database).await;
+            store.migrate().await.unwrap_or_else(|e| panic!("migrating the test database on the cluster: {e}"));
+            Some(TestStore {
+                store: Arc::new(store),
+                dir: None,
+                clickhouse: Some((urls[0].clone(), database)),
+                on_cluster: true,
+            })
         }
     }
 }
+
+/// A store in cluster mode through the node at `url` (not migrated).
+pub(crate) async fn cluster_store(url: &str, database: &str) -> ClickHouseStore {
+    let config = ClickHouseConfig {
+        url: url.to_string(),
+        user: "default".into(),
+        password: None,
+        database: database.to_string(),
+    };
+    let store = ClickHouseStore::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test cluster's node at {url}: {e}"));
+    store.with_cluster(ClusterConfig { name: TEST_CLUSTER.into(), insert_quorum: 0 })
+}
+
+/// Conformance tests that do not hold on a cluster, by design: retention
+/// drops the day partitions of the shard the store's node is in (18.16
+/// cannot `ALTER ... ON CLUSTER` a replicated table; README, "Cluster mode").
+const NOT_ON_CLUSTER: &[&str] = &["retention_deletes_only_events_older_than_the_limit"];
 
 /// Runs one conformance test on a fresh store of `backend`.
 pub(crate) async fn run<F, Fut>(backend: Backend, name: &str, test: F)
@@ -110,6 +169,10 @@ where
     F: FnOnce(SharedStore) -> Fut,
     Fut: Future<Output = ()>,
 {
+    if backend == Backend::Cluster && NOT_ON_CLUSTER.contains(&name) {
+        eprintln!("{name} does not run on the cluster: see NOT_ON_CLUSTER");
+        return;
+    }
     let Some(fresh) = fresh_store(backend, name).await else { return };
     test(Arc::clone(&fresh.store)).await;
     fresh.cleanup().await;
@@ -597,6 +660,14 @@ macro_rules! on_both_stores {
                 #[tokio::test]
                 async fn $test() {
                     crate::helpers::run(crate::helpers::Backend::ClickHouse, stringify!($test), super::$test).await;
+                }
+            )+
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::helpers::run(crate::helpers::Backend::Cluster, stringify!($test), super::$test).await;
                 }
             )+
         }

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod alerting;
+mod cluster;
 mod conformance;
 mod devices;
 mod exactly_once;

@@ -39,7 +39,7 @@ use crate::helpers::{
 
 /// Events per batch: a multiple of the three ages, three versions and three
 /// OSes below, so every segment holds events of every age.
-const BATCH: usize = 36;
+pub(crate) const BATCH: usize = 36;
 
 /// Minutes ago of the events: the last minutes (what a restarted collector
 /// reloads), an hour (whole-hour rollups) and three days (an old partition).
@@ -54,7 +54,7 @@ const SAMPLE_RATES: [Option<f64>; 4] = [None, Some(0.5), Some(1.0), Some(0.25)];
 const WINDOW: &str = "range=7d";
 
 /// A batch of `BATCH` fresh events of devices named after `tag`.
-fn fresh_batch(tag: &str) -> Value {
+pub(crate) fn fresh_batch(tag: &str) -> Value {
     let now = OffsetDateTime::now_utc();
     let events = (0..BATCH)
         .map(|i| {
@@ -83,7 +83,7 @@ fn fresh_batch(tag: &str) -> Value {
     batch(events)
 }
 
-fn events_of(body: &Value) -> Vec<Value> {
+pub(crate) fn events_of(body: &Value) -> Vec<Value> {
     body["events"].as_array().expect("events").clone()
 }
 
@@ -113,8 +113,8 @@ impl Counts {
 }
 
 #[derive(Debug, Default)]
-struct Expected {
-    ids: usize,
+pub(crate) struct Expected {
+    pub(crate) ids: usize,
     total: Counts,
     by_app_version: BTreeMap<String, Counts>,
     by_os: BTreeMap<String, Counts>,
@@ -122,7 +122,7 @@ struct Expected {
 
 impl Expected {
     /// Each event id once, however many times it was posted.
-    fn of(posted: &[Value]) -> Expected {
+    pub(crate) fn of(posted: &[Value]) -> Expected {
         let mut distinct: BTreeMap<&str, &Value> = BTreeMap::new();
         for event in posted {
             distinct.entry(event["event_id"].as_str().expect("event_id")).or_insert(event);
@@ -140,10 +140,10 @@ impl Expected {
 
 /// Mismatches found so far; [`Findings::finish`] fails with all of them.
 #[derive(Debug, Default)]
-struct Findings(Vec<String>);
+pub(crate) struct Findings(Vec<String>);
 
 impl Findings {
-    fn count(&mut self, what: &str, actual: &Value, expected: u64) {
+    pub(crate) fn count(&mut self, what: &str, actual: &Value, expected: u64) {
         if actual.as_u64() != Some(expected) {
             self.0.push(format!("{what}: {actual}, expected {expected}"));
         }
@@ -176,27 +176,27 @@ impl Findings {
         }
     }
 
-    fn finish(self, context: &str) {
+    pub(crate) fn finish(self, context: &str) {
         assert!(self.0.is_empty(), "{context}: counted wrong:\n  {}", self.0.join("\n  "));
     }
 }
 
 /// The dashboard API of a running collector.
-struct Api {
+pub(crate) struct Api {
     /// Names the collector in failure messages.
-    name: String,
-    base: String,
+    pub(crate) name: String,
+    pub(crate) base: String,
     client: reqwest::Client,
 }
 
 impl Api {
-    fn new(name: &str, base: &str) -> Api {
+    pub(crate) fn new(name: &str, base: &str) -> Api {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Api { name: name.to_string(), base: base.to_string(), client }
     }
 
     /// Posts a batch; asserts it was acknowledged and returns the answer.
-    async fn post(&self, body: &Value) -> Value {
+    pub(crate) async fn post(&self, body: &Value) -> Value {
         let response = self
             .client
             .post(format!("{}/v1/events", self.base))
@@ -223,13 +223,13 @@ impl Api {
         response
     }
 
-    async fn json(&self, path_and_query: &str) -> Value {
+    pub(crate) async fn json(&self, path_and_query: &str) -> Value {
         self.get(path_and_query).await.json().await.unwrap()
     }
 
     /// Checks the summary, the breakdown by app version and the CSV
     /// breakdown by OS against the distinct events of `posted`.
-    async fn check_counted_once(&self, posted: &[Value], findings: &mut Findings) {
+    pub(crate) async fn check_counted_once(&self, posted: &[Value], findings: &mut Findings) {
         let expected = Expected::of(posted);
         let name = &self.name;
         let summary = self.json(&format!("/api/v1/summary?{WINDOW}")).await;
@@ -276,7 +276,7 @@ fn csv_rows(csv: &str) -> BTreeMap<String, Value> {
 }
 
 /// Rows of `events` (no `FINAL`: every stored copy) and distinct ids in them.
-async fn stored_rows(url: &str, database: &str) -> (u64, u64) {
+pub(crate) async fn stored_rows(url: &str, database: &str) -> (u64, u64) {
     let sql = format!("SELECT count(), uniqExact(event_id) FROM `{database}`.events FORMAT TabSeparated");
     let response = reqwest::Client::new().post(url).body(sql).send().await.unwrap();
     assert!(response.status().is_success(), "counting rows: {}", response.text().await.unwrap());
@@ -455,7 +455,7 @@ async fn a_batch_posted_to_two_collectors_one_after_the_other_is_counted_once() 
 
 /// Quick batches, replays and spooled inserts, so the spool drains soon
 /// after the lost answer.
-fn quick_ingest(acknowledge: AcknowledgeSetting) -> IngestSettings {
+pub(crate) fn quick_ingest(acknowledge: AcknowledgeSetting) -> IngestSettings {
     IngestSettings {
         acknowledge,
         max_batch_age_ms: 20,

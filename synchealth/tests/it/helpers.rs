@@ -77,6 +77,8 @@ pub fn test_settings(backend: Backend, name: &str, dir: &std::path::Path) -> Opt
             user: "default".into(),
             password: None,
             database: format!("it_{}", unique.chars().take(60).collect::<String>()),
+            cluster: None,
+            insert_quorum: 0,
         };
     }
     Some(settings)

@@ -5,6 +5,7 @@ mod alerts;
 mod api;
 mod auth_limits;
 mod browser;
+mod cluster;
 mod collector_limits;
 mod connections;
 mod dashboard_api;
