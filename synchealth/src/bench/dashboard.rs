@@ -368,10 +368,15 @@ fn print_report(figures: &[DashboardFigures], args: &DashboardBenchArgs) {
         );
     }
     for f in figures.iter().filter(|f| !f.views.is_empty()) {
-        println!("\nViews on {} ({} runs each after 2 warm-ups{}):\n", f.store, args.view_runs, match f.ingested {
-            Some((n, rate)) => format!("; {n} events ingested beside them, {rate:.0}/s"),
-            None => String::new(),
-        });
+        println!(
+            "\nViews on {} ({} runs each after 2 warm-ups{}):\n",
+            f.store,
+            args.view_runs,
+            match f.ingested {
+                Some((n, rate)) => format!("; {n} events ingested beside them, {rate:.0}/s"),
+                None => String::new(),
+            }
+        );
         println!("| view | median ms | p95 ms | max ms | bytes |");
         println!("|---|---:|---:|---:|---:|");
         for v in &f.views {

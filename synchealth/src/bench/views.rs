@@ -103,7 +103,8 @@ pub async fn time_views(
     for run in 0..runs + 2 {
         for (i, view) in views.iter().enumerate() {
             let separator = if view.contains('?') { '&' } else { '?' };
-            let uri = if view.contains("project=") { view.clone() } else { format!("{view}{separator}project={project}") };
+            let uri =
+                if view.contains("project=") { view.clone() } else { format!("{view}{separator}project={project}") };
             let request = Request::get(uri.as_str())
                 .header(header::AUTHORIZATION, &authorization)
                 .header(header::COOKIE, &cookie)
