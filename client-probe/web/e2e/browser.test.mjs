@@ -207,3 +207,15 @@ test("a page closed before its next upload sends what it holds in a keepalive re
   await eventually(async () => (await w.server.events(app)) === 25);
   await context.close();
 });
+
+test("the example app reports its sync attempts as a browser device", async () => {
+  const context = await w.browser.newContext();
+  const app = w.app();
+  const page = await context.newPage();
+  const q = new URLSearchParams({ endpoint: w.server.url, key: "shk_web_e2e_key", version: app });
+  await page.goto(`${w.allowed}/example/index.html?${q}`);
+  await page.fill("#text", "buy milk");
+  await page.click("#add button");
+  await eventually(async () => (await w.server.events(app)) >= 2, 30_000);
+  await context.close();
+});
