@@ -208,6 +208,22 @@ test("a page closed before its next upload sends what it holds in a keepalive re
   await context.close();
 });
 
+test("attempts recorded just before the tab closes reach the collector once, now or at the next visit", async () => {
+  const context = await w.browser.newContext();
+  const app = w.app();
+  const page = await w.open(context, app);
+  await page.evaluate(() => window.makeProbe({ uploadInterval: 600_000 }));
+  // No wait: the buffer write and the page's end race; either the keepalive
+  // request or IndexedDB carries each event.
+  await record(page, 30);
+  await page.close({ runBeforeUnload: true });
+  const again = await w.open(context, app);
+  await again.evaluate(() => window.makeProbe({ uploadInterval: 600_000 }));
+  assert.equal(await flush(again), true);
+  await eventually(async () => (await w.server.events(app)) === 30);
+  await context.close();
+});
+
 test("the example app reports its sync attempts as a browser device", async () => {
   const context = await w.browser.newContext();
   const app = w.app();

@@ -62,6 +62,8 @@ export class Probe {
   private inbox: Raw[] = [];
   /** Events made but not yet in the buffer: what a closing page sends in its final request. */
   private unsaved: Rec[] = [];
+  /** Of those, the ones no write has taken yet. */
+  private made: Rec[] = [];
   private meta?: Meta;
   private ready: Promise<void>;
   private s: ProbeStats;
@@ -215,13 +217,15 @@ export class Probe {
       out.push({ k: ev.event_id, e: ev, b: JSON.stringify(ev).length });
     }
     this.unsaved.push(...out);
+    this.made.push(...out);
     return out;
   }
 
   private async save() {
     this.due = false;
     await this.ready;
-    const recs = this.make();
+    this.make();
+    const recs = this.made.splice(0);
     if (!recs.length) return;
     try {
       const added = await this.st.add(recs, this.o);
@@ -394,6 +398,7 @@ export class Probe {
       bump(this.s.dropped, "page_closed", pending.length - sent.length);
       mem.recs = [];
       this.unsaved = [];
+      this.made = [];
     } else this.save();
     if (!sent.length) return;
     const url = this.o.endpoint + "/v1/events?ingest_key=" + encodeURIComponent(this.o.ingestKey);
