@@ -13,6 +13,9 @@ pub enum AppError {
     BadRequest(String),
     /// No, malformed, unknown or revoked ingest key (401).
     Unauthorized(&'static str),
+    /// A browser's `Origin` is not on its key's allowed origins (403); the
+    /// answer carries no CORS allow header, so the browser refuses it too.
+    OriginNotAllowed(String),
     /// The body is larger than allowed, compressed or not (413).
     PayloadTooLarge {
         /// The limit in bytes.
@@ -59,6 +62,15 @@ impl IntoResponse for AppError {
                 (StatusCode::BAD_REQUEST, json!({"error": "invalid batch", "detail": detail}))
             }
             AppError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized", "detail": why})),
+            AppError::OriginNotAllowed(origin) => {
+                let detail = format!(
+                    "origin {origin:?} is not among this ingest key's allowed origins (synchealth keys create --allowed-origin)"
+                );
+                let body = json!({"error": "origin not allowed", "detail": detail});
+                let mut response = (StatusCode::FORBIDDEN, Json(body)).into_response();
+                response.extensions_mut().insert(crate::cors::OriginRefused);
+                return response;
+            }
             AppError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "payload too large", "detail": format!("the body exceeds {limit} bytes (compressed or decompressed)"), "limit_bytes": limit}),

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Uri};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use synchealth_schema::{
@@ -27,15 +27,17 @@ pub struct IngestResponse {
 #[tracing::instrument(skip_all, fields(project, events, accepted, duplicates, rejected))]
 pub(crate) async fn post_events(
     State(state): State<CollectorState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, AppError> {
     let received_at = OffsetDateTime::now_utc();
-    // Key and headers first: nothing of the body is read for a request
-    // that is refused anyway.
-    let who = state.keys.authenticate_key(header_str(&headers, header::AUTHORIZATION)).await?;
+    // Key, origin and headers first: nothing of the body is read for a
+    // request that is refused anyway.
+    let (who, source) = state.keys.authenticate_request(&headers, &uri).await?;
+    crate::cors::check_origin(&headers, &who)?;
     let project = who.project.clone();
-    check_content_type(&headers)?;
+    check_content_type(&headers, source)?;
     let body = crate::body::read(&headers, body, state.limits.max_body_bytes, &state.in_flight).await?;
     let batch =
         parse_batch_with_limit(&body.bytes, state.limits.max_events_per_batch).map_err(AppError::invalid_batch)?;
@@ -156,10 +158,15 @@ pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Optio
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
+/// JSON, or no type at all; a beacon (key in the query) may also say
+/// `text/plain`, the one type a browser sends without a preflight, which
+/// `sendBeacon` and a header-less `fetch(keepalive)` at page exit rely on.
+fn check_content_type(headers: &HeaderMap, source: crate::KeySource) -> Result<(), AppError> {
+    let media = |ct: &str, want: &str| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(want));
     match header_str(headers, header::CONTENT_TYPE) {
         None => Ok(()),
-        Some(ct) if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => Ok(()),
+        Some(ct) if media(ct, "application/json") => Ok(()),
+        Some(ct) if source == crate::KeySource::Query && media(ct, "text/plain") => Ok(()),
         Some(other) => Err(AppError::UnsupportedMediaType(format!("content-type {other:?}; send application/json"))),
     }
 }

@@ -9,9 +9,12 @@
 //! acknowledged event is never lost.
 //! `POST /v1/logs` takes the same events as OTLP/HTTP log records, from apps
 //! that already run an OpenTelemetry SDK (`otlp.rs` has the mapping).
+//! Both answer browsers (CORS, with origins allowed per key: `cors.rs`), and
+//! take the key from `?ingest_key=` when a beacon cannot send a header.
 
 mod auth;
 mod body;
+mod cors;
 mod error;
 mod ingest;
 mod metric_labels;
@@ -25,8 +28,9 @@ use axum::routing::post;
 use axum::Router;
 use synchealth_store::SharedStore;
 
-pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KEY_CACHE_TTL};
+pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KeySource, KEY_CACHE_TTL, QUERY_KEY_PARAMETER};
 pub use crate::body::InFlightBudget;
+pub use crate::cors::{origin_allowed, parse_allowed_origin, MAX_AGE_SECONDS};
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
 pub use crate::metric_labels::set_per_project_metrics;
@@ -95,8 +99,11 @@ impl CollectorState {
 pub fn router(state: CollectorState) -> Router {
     // The handlers read bodies themselves (`body.rs`), after the key check,
     // within `max_body_bytes` and the budget of bytes in flight.
+    // `route_layer`: the CORS headers go on these routes' answers only, not
+    // on the dashboard's or the 404 fallback.
     Router::new()
-        .route("/v1/events", post(ingest::post_events))
-        .route("/v1/logs", post(otlp::post_logs))
+        .route("/v1/events", post(ingest::post_events).options(cors::preflight))
+        .route("/v1/logs", post(otlp::post_logs).options(cors::preflight))
+        .route_layer(axum::middleware::from_fn(cors::headers))
         .with_state(state)
 }

@@ -246,11 +246,13 @@ struct Mapped {
 #[tracing::instrument(skip_all, fields(project, records, accepted, duplicates, rejected, skipped))]
 pub(crate) async fn post_logs(
     State(state): State<CollectorState>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
     let received_at = OffsetDateTime::now_utc();
-    let who = state.keys.authenticate_key(header_str(&headers, header::AUTHORIZATION)).await?;
+    let (who, _) = state.keys.authenticate_request(&headers, &uri).await?;
+    crate::cors::check_origin(&headers, &who)?;
     let project = who.project.clone();
     let encoding = Encoding::of(&headers)?;
     let body = crate::body::read(&headers, body, state.limits.max_body_bytes, &state.in_flight).await?;

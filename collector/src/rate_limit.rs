@@ -94,7 +94,11 @@ mod tests {
     use super::*;
 
     fn who(key: &str) -> Authenticated {
-        Authenticated { project: ProjectName::parse("p").unwrap(), key_hash: key.into() }
+        Authenticated {
+            project: ProjectName::parse("p").unwrap(),
+            key_hash: key.into(),
+            allowed_origins: Default::default(),
+        }
     }
 
     #[test]

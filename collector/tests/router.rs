@@ -22,13 +22,24 @@ const KEY: &str = "shk_router_test_key";
 /// `synchealth/src/roles/collector.rs` builds it (the guards keep the
 /// directory and the pipeline alive for the test).
 async fn app(limits: Limits) -> (Router, Pipeline, tempfile::TempDir) {
+    app_with_origins(limits, &[]).await
+}
+
+/// The same, with the key usable from the browser `origins`.
+async fn app_with_origins(limits: Limits, origins: &[&str]) -> (Router, Pipeline, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
     store.migrate().await.unwrap();
     let project = ProjectName::parse("default").unwrap();
     store.ensure_project(&project).await.unwrap();
-    let key =
-        IngestKey { key_hash: hash_ingest_key(KEY), project, label: "test".into(), created_at_ms: 0, revoked: false };
+    let key = IngestKey {
+        key_hash: hash_ingest_key(KEY),
+        project,
+        label: "test".into(),
+        created_at_ms: 0,
+        revoked: false,
+        allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+    };
     store.put_ingest_key(&key).await.unwrap();
     let pipeline = Pipeline::start(store.clone(), PipelineConfig::new(dir.path().join("spool"))).await.unwrap();
     let router = synchealth_collector::router(CollectorState::new(store, limits, pipeline.handle()));
@@ -98,4 +109,124 @@ async fn an_unknown_path_is_a_404() {
     let (router, _pipeline, _dir) = app(Limits::default()).await;
     let (status, _) = send(router, post("/v1/nothing").body(Body::from("{}")).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+const APP: &str = "https://app.example.com";
+
+fn batch() -> String {
+    let event = serde_json::json!({
+        "event_id": uuid::Uuid::now_v7().to_string(), "device_id": "browser-1",
+        "occurred_at": "2026-01-01T00:00:00Z", "success": true, "duration_ms": 12,
+        "app_version": "1.0.0", "os": "web",
+    });
+    serde_json::json!({"sent_at": "2026-01-01T00:00:01Z", "events": [event]}).to_string()
+}
+
+/// Status, headers and JSON body of one request.
+async fn send_full(router: Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = router.oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_preflight_is_answered_for_any_origin_with_the_probe_headers_and_a_max_age() {
+    let (router, _pipeline, _dir) = app_with_origins(Limits::default(), &[APP]).await;
+    for path in ["/v1/events", "/v1/logs"] {
+        // No key on a preflight, so it cannot be the key's origins that decide.
+        let request = Request::options(path)
+            .header(header::ORIGIN, "https://elsewhere.example.org")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization, content-type, content-encoding")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, _) = send_full(router.clone(), request).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://elsewhere.example.org");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_METHODS], "POST");
+        let allowed = headers[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap();
+        for h in ["authorization", "content-type", "content-encoding"] {
+            assert!(allowed.contains(h), "{allowed}");
+        }
+        assert_eq!(headers[header::ACCESS_CONTROL_MAX_AGE], "7200");
+        assert_eq!(headers[header::VARY], "origin");
+    }
+}
+
+#[tokio::test]
+async fn a_post_from_an_allowed_origin_is_stored_and_its_answer_readable_by_the_page() {
+    let (router, _pipeline, _dir) = app_with_origins(Limits::default(), &[APP]).await;
+    let request = post("/v1/events").header(header::ORIGIN, APP).body(Body::from(batch())).unwrap();
+    let (status, headers, body) = send_full(router, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP);
+    assert_eq!(headers[header::ACCESS_CONTROL_EXPOSE_HEADERS], "retry-after");
+}
+
+#[tokio::test]
+async fn a_post_from_an_origin_its_key_does_not_allow_is_a_403_without_the_allow_header() {
+    let (router, _pipeline, _dir) = app_with_origins(Limits::default(), &[APP]).await;
+    for path in ["/v1/events", "/v1/logs"] {
+        let request = post(path).header(header::ORIGIN, "https://evil.example.org").body(Body::from(batch())).unwrap();
+        let (status, headers, body) = send_full(router.clone(), request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["error"], "origin not allowed");
+        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(), "the browser must refuse it too");
+    }
+}
+
+#[tokio::test]
+async fn a_key_without_origins_refuses_every_browser_but_not_a_native_app() {
+    let (router, _pipeline, _dir) = app(Limits::default()).await;
+    let browser = post("/v1/events").header(header::ORIGIN, APP).body(Body::from(batch())).unwrap();
+    assert_eq!(send_full(router.clone(), browser).await.0, StatusCode::FORBIDDEN);
+    let native = post("/v1/events").body(Body::from(batch())).unwrap();
+    let (status, headers, _) = send_full(router, native).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+}
+
+#[tokio::test]
+async fn a_star_allows_any_origin() {
+    let (router, _pipeline, _dir) = app_with_origins(Limits::default(), &["*"]).await;
+    let request = post("/v1/events").header(header::ORIGIN, "http://localhost:5173").body(Body::from(batch())).unwrap();
+    let (status, headers, _) = send_full(router, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://localhost:5173");
+}
+
+#[tokio::test]
+async fn a_beacon_with_the_key_in_the_query_and_a_text_body_is_stored() {
+    let (router, _pipeline, _dir) = app_with_origins(Limits::default(), &[APP]).await;
+    let request = Request::post(format!("/v1/events?ingest_key={KEY}"))
+        .header(header::ORIGIN, APP)
+        .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+        .body(Body::from(batch()))
+        .unwrap();
+    let (status, _, body) = send_full(router.clone(), request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 1);
+    // The query key obeys the same origin rule.
+    let elsewhere = Request::post(format!("/v1/events?ingest_key={KEY}"))
+        .header(header::ORIGIN, "https://evil.example.org")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(batch()))
+        .unwrap();
+    assert_eq!(send_full(router, elsewhere).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_wrong_key_in_the_query_is_a_401_the_page_can_read() {
+    let (router, _pipeline, _dir) = app_with_origins(Limits::default(), &[APP]).await;
+    let request = Request::post("/v1/events?ingest_key=shk_wrong")
+        .header(header::ORIGIN, APP)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(batch()))
+        .unwrap();
+    let (status, headers, body) = send_full(router, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "unauthorized");
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP);
 }

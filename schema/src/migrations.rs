@@ -62,6 +62,7 @@ pub const CLICKHOUSE: &[Migration] = &[
     },
     Migration { version: 7, name: "device state", sql: include_str!("../migrations/clickhouse/0007_device_state.sql") },
     Migration { version: 8, name: "exactly once", sql: include_str!("../migrations/clickhouse/0008_exactly_once.sql") },
+    Migration { version: 9, name: "key origins", sql: include_str!("../migrations/clickhouse/0009_key_origins.sql") },
 ];
 
 /// SQLite migrations, in order.
@@ -78,6 +79,7 @@ pub const SQLITE: &[Migration] = &[
     },
     Migration { version: 7, name: "rollups", sql: include_str!("../migrations/sqlite/0007_rollups.sql") },
     Migration { version: 8, name: "device lookup", sql: include_str!("../migrations/sqlite/0008_device_lookup.sql") },
+    Migration { version: 9, name: "key origins", sql: include_str!("../migrations/sqlite/0009_key_origins.sql") },
 ];
 
 #[cfg(test)]

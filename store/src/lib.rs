@@ -71,6 +71,10 @@ pub struct IngestKey {
     pub created_at_ms: i64,
     /// A revoked key authenticates nothing.
     pub revoked: bool,
+    /// Browser origins (`https://app.example.com`, or `*` for any) the key
+    /// may be used from; empty = none, so browsers are refused (CORS).
+    /// Requests without an `Origin` header (native apps) are not affected.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A dashboard user.

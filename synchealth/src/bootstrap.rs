@@ -54,9 +54,17 @@ pub async fn provision(store: &SharedStore, settings: &Settings) -> anyhow::Resu
     match &settings.ingest_key {
         Some(key) => {
             let hash = hash_ingest_key(key.expose());
+            let origins = crate::commands::keys::parse_origins(&settings.ingest_key_allowed_origins)
+                .context("ingest_key_allowed_origins")?;
             match store.find_ingest_key(&hash).await.context("looking up the configured ingest key")? {
                 Some(existing) if existing.revoked => {
                     tracing::warn!(project = %existing.project, "The configured ingest key was revoked; it stays revoked.");
+                }
+                // The configured origins win over the stored ones, as the
+                // configured password does: restarting applies a change.
+                Some(existing) if existing.allowed_origins != origins => {
+                    let record = IngestKey { allowed_origins: origins, ..existing };
+                    store.put_ingest_key(&record).await.context("storing the configured ingest key's origins")?;
                 }
                 Some(_) => {}
                 None => {
@@ -66,6 +74,7 @@ pub async fn provision(store: &SharedStore, settings: &Settings) -> anyhow::Resu
                         label: "from configuration".into(),
                         created_at_ms: now_ms,
                         revoked: false,
+                        allowed_origins: origins,
                     };
                     store.put_ingest_key(&record).await.context("storing the configured ingest key")?;
                 }
@@ -81,6 +90,7 @@ pub async fn provision(store: &SharedStore, settings: &Settings) -> anyhow::Resu
                     label: "generated at first start".into(),
                     created_at_ms: now_ms,
                     revoked: false,
+                    allowed_origins: vec![],
                 };
                 store.put_ingest_key(&record).await.context("storing the generated ingest key")?;
                 generated.ingest_key = Some(key);

@@ -164,6 +164,11 @@ pub enum KeysCommand {
         /// A note to recognize the key by, e.g. "ios app 2.x".
         #[arg(long, default_value = "")]
         label: String,
+        /// A browser origin the key may be used from (CORS), e.g.
+        /// `https://app.example.com`; repeatable; `*` allows any origin.
+        /// Without one, browsers are refused (native apps are not affected).
+        #[arg(long = "allowed-origin")]
+        allowed_origins: Vec<String>,
     },
     /// List a project's keys: hash prefix, status, creation time and label (never the keys).
     List {

@@ -49,6 +49,10 @@ pub struct Settings {
     /// The default project's ingest key. If unset and the project has no key
     /// yet, one is generated and printed once at first start.
     pub ingest_key: Option<Secret>,
+    /// Browser origins (CORS) the configured `ingest_key` may be used from,
+    /// e.g. `["https://app.example.com"]`; `["*"]` for any. Applied to that
+    /// key at every start, so the configuration is the truth for it.
+    pub ingest_key_allowed_origins: Vec<String>,
     /// Password of the dashboard user `admin`. If unset and there is no admin
     /// yet, one is generated and printed once at first start.
     pub admin_password: Option<Secret>,
@@ -552,6 +556,7 @@ impl Default for Settings {
                 insert_quorum: 0,
             },
             ingest_key: None,
+            ingest_key_allowed_origins: Vec::new(),
             admin_password: None,
             retention_days: 30,
             max_body_bytes: 5 * 1024 * 1024,
@@ -619,6 +624,15 @@ pub struct CommonArgs {
     #[arg(long, env = "SYNCHEALTH_INGEST_KEY", global = true, hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest_key: Option<String>,
+    /// Browser origin the configured ingest key may be used from (CORS); repeatable, `*` for any.
+    #[arg(
+        long = "ingest-key-allowed-origin",
+        env = "SYNCHEALTH_INGEST_KEY_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    #[serde(rename = "ingest_key_allowed_origins", skip_serializing_if = "Vec::is_empty")]
+    pub ingest_key_allowed_origin: Vec<String>,
     /// Password of dashboard user `admin` (generated and printed once if not given).
     #[arg(long, env = "SYNCHEALTH_ADMIN_PASSWORD", global = true, hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

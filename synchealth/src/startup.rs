@@ -105,7 +105,11 @@ impl Application {
             router = router.merge(synchealth_dashboard::router(state));
         }
         let router = router.layer((
-            TraceLayer::new_for_http(),
+            // The path only, never the query: a beacon's `?ingest_key=`
+            // must not land in the logs (the default span records the URI).
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+            }),
             TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)),
         ));
         let mut background = Vec::new();

@@ -553,6 +553,7 @@ async fn a_key_known_before_the_store_went_down_still_authenticates_so_its_event
         label: "t".into(),
         created_at_ms: 0,
         revoked: false,
+        allowed_origins: vec![],
     };
     inner.put_ingest_key(&key).await.unwrap();
     let store = Arc::new(Switchable::new(inner));

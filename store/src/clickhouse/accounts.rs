@@ -50,6 +50,7 @@ impl crate::Accounts for ClickHouseStore {
             created_at_ms: key.created_at_ms,
             revoked: u8::from(key.revoked),
             version: self.next_row_version(),
+            allowed_origins: key.allowed_origins.clone(),
         };
         self.insert_control("ingest_keys", &row).await
     }
@@ -157,9 +158,10 @@ struct IngestKeyRow {
     created_at_ms: i64,
     revoked: u8,
     version: u64,
+    allowed_origins: Vec<String>,
 }
 
-const INGEST_KEY_COLUMNS: &str = "key_hash, project, label, created_at_ms, revoked";
+const INGEST_KEY_COLUMNS: &str = "key_hash, project, label, created_at_ms, revoked, allowed_origins";
 
 #[derive(Row, Deserialize)]
 struct IngestKeyRead {
@@ -168,6 +170,7 @@ struct IngestKeyRead {
     label: String,
     created_at_ms: i64,
     revoked: u8,
+    allowed_origins: Vec<String>,
 }
 
 impl IngestKeyRead {
@@ -178,6 +181,7 @@ impl IngestKeyRead {
             label: self.label,
             created_at_ms: self.created_at_ms,
             revoked: self.revoked != 0,
+            allowed_origins: self.allowed_origins,
         })
     }
 }

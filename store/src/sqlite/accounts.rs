@@ -11,12 +11,16 @@ use crate::{Error, IngestKey, Result, User};
 
 fn ingest_key_from_row(row: &Row<'_>) -> Result<IngestKey> {
     let project: String = row.get(1)?;
+    let origins: String = row.get(5)?;
+    let allowed_origins = serde_json::from_str(&origins)
+        .map_err(|e| Error::Corrupt(format!("ingest key allowed_origins {origins:?}: {e}")))?;
     Ok(IngestKey {
         key_hash: row.get(0)?,
         project: project_of(&project)?,
         label: row.get(2)?,
         created_at_ms: row.get(3)?,
         revoked: row.get(4)?,
+        allowed_origins,
     })
 }
 
@@ -54,17 +58,19 @@ impl crate::Accounts for SqliteStore {
             tx.prepare_cached("INSERT OR IGNORE INTO projects (name, created_at_ms) VALUES (?1, ?2)")?
                 .execute(params![key.project.as_str(), now_ms()])?;
             tx.prepare_cached(
-                "INSERT INTO ingest_keys (key_hash, project, label, created_at_ms, revoked)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO ingest_keys (key_hash, project, label, created_at_ms, revoked, allowed_origins)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (key_hash) DO UPDATE SET project = excluded.project, label = excluded.label,
-                     created_at_ms = excluded.created_at_ms, revoked = excluded.revoked",
+                     created_at_ms = excluded.created_at_ms, revoked = excluded.revoked,
+                     allowed_origins = excluded.allowed_origins",
             )?
             .execute(params![
                 key.key_hash,
                 key.project.as_str(),
                 key.label,
                 key.created_at_ms,
-                key.revoked
+                key.revoked,
+                serde_json::Value::from(key.allowed_origins.clone()).to_string()
             ])?;
             tx.commit()?;
             Ok(())
@@ -77,7 +83,7 @@ impl crate::Accounts for SqliteStore {
         let key_hash = key_hash.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT key_hash, project, label, created_at_ms, revoked FROM ingest_keys WHERE key_hash = ?1",
+                "SELECT key_hash, project, label, created_at_ms, revoked, allowed_origins FROM ingest_keys WHERE key_hash = ?1",
             )?;
             let mut rows = stmt.query([key_hash])?;
             rows.next()?.map(ingest_key_from_row).transpose()
@@ -90,7 +96,7 @@ impl crate::Accounts for SqliteStore {
         let project = project.as_str().to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT key_hash, project, label, created_at_ms, revoked FROM ingest_keys
+                "SELECT key_hash, project, label, created_at_ms, revoked, allowed_origins FROM ingest_keys
                  WHERE project = ?1 ORDER BY created_at_ms, key_hash",
             )?;
             let mut rows = stmt.query([project])?;

@@ -324,8 +324,13 @@ async fn the_control_plane_round_trips_projects_keys_and_users(store: SharedStor
         label: format!("label of {hash}"),
         created_at_ms: created,
         revoked,
+        allowed_origins: vec![],
     };
-    let k1 = key(&"a1".repeat(32), &alpha, false);
+    // Origins round-trip in order, and an empty list stays empty.
+    let k1 = IngestKey {
+        allowed_origins: vec!["https://app.example.com".into(), "http://localhost:5173".into()],
+        ..key(&"a1".repeat(32), &alpha, false)
+    };
     let k2 = key(&"b2".repeat(32), &alpha, false);
     let k3 = key(&"c3".repeat(32), &beta, false);
     for k in [&k1, &k2, &k3] {

@@ -24,9 +24,10 @@ pub const MIN_REVOKE_PREFIX_LEN: usize = 6;
 pub async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     match command {
-        KeysCommand::Create { project, label } => {
+        KeysCommand::Create { project, label, allowed_origins } => {
             let project = parse_project(&project)?;
-            let (key, record) = create(&store, &project, &label).await?;
+            let origins = parse_origins(&allowed_origins)?;
+            let (key, record) = create(&store, &project, &label, &origins).await?;
             eprintln!(
                 "synchealth: created ingest key {} of project \"{project}\"; it is shown only now (the store keeps its hash):",
                 short(&record.key_hash)
@@ -42,7 +43,12 @@ pub async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Result<()
             }
             println!("{:<14} {:<8} {:<21} LABEL", "HASH PREFIX", "STATUS", "CREATED (UTC)");
             for key in &keys {
-                println!("{:<14} {:<8} {:<21} {}", short(&key.key_hash), status(key), created(key), key.label);
+                let origins = if key.allowed_origins.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (browser origins: {})", key.allowed_origins.join(", "))
+                };
+                println!("{:<14} {:<8} {:<21} {}{origins}", short(&key.key_hash), status(key), created(key), key.label);
             }
         }
         KeysCommand::Revoke { project, key } => {
@@ -66,9 +72,32 @@ pub async fn run(settings: &Settings, command: KeysCommand) -> anyhow::Result<()
     Ok(())
 }
 
-/// Creates a key for `project` (and the project if it does not exist);
-/// returns the key, which is not stored, and its stored record.
-pub async fn create(store: &SharedStore, project: &ProjectName, label: &str) -> anyhow::Result<(String, IngestKey)> {
+/// Browser origins as an operator typed them, normalized
+/// ([`synchealth_collector::parse_allowed_origin`]); one that is not an
+/// origin is an error naming it.
+pub fn parse_origins(given: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut origins = Vec::with_capacity(given.len());
+    for origin in given {
+        match synchealth_collector::parse_allowed_origin(origin) {
+            Some(o) if !origins.contains(&o) => origins.push(o),
+            Some(_) => {}
+            None => bail!(
+                "{origin:?} is not a browser origin: give scheme://host[:port] (https://app.example.com), or * for any"
+            ),
+        }
+    }
+    Ok(origins)
+}
+
+/// Creates a key for `project` (and the project if it does not exist),
+/// usable from the browser `origins` (already parsed); returns the key,
+/// which is not stored, and its stored record.
+pub async fn create(
+    store: &SharedStore,
+    project: &ProjectName,
+    label: &str,
+    origins: &[String],
+) -> anyhow::Result<(String, IngestKey)> {
     store.ensure_project(project).await.with_context(|| format!("creating project \"{project}\""))?;
     let key = generate_ingest_key();
     let record = IngestKey {
@@ -77,6 +106,7 @@ pub async fn create(store: &SharedStore, project: &ProjectName, label: &str) -> 
         label: label.to_string(),
         created_at_ms: unix_ms(OffsetDateTime::now_utc()),
         revoked: false,
+        allowed_origins: origins.to_vec(),
     };
     store.put_ingest_key(&record).await.context("storing the new ingest key")?;
     Ok((key, record))
@@ -177,7 +207,7 @@ mod tests {
     async fn a_created_key_is_stored_only_as_its_hash_and_listed_by_it() {
         let (_dir, store) = store().await;
         let project = ProjectName::parse("ios").unwrap();
-        let (key, record) = create(&store, &project, "ios app").await.unwrap();
+        let (key, record) = create(&store, &project, "ios app", &[]).await.unwrap();
         assert!(key.starts_with("shk_"));
         assert_eq!(record.key_hash, hash_ingest_key(&key));
         assert!(store.projects().await.unwrap().contains(&project));
@@ -187,11 +217,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_keeps_its_browser_origins_normalized_and_a_non_origin_is_refused() {
+        let (_dir, store) = store().await;
+        let project = ProjectName::parse("web").unwrap();
+        let given = ["https://App.example.com/".to_string(), "https://app.example.com".into(), "*".into()];
+        let origins = parse_origins(&given).unwrap();
+        assert_eq!(origins, ["https://app.example.com", "*"]);
+        let (key, _) = create(&store, &project, "web app", &origins).await.unwrap();
+        let stored = store.find_ingest_key(&hash_ingest_key(&key)).await.unwrap().unwrap();
+        assert_eq!(stored.allowed_origins, origins);
+        let err = parse_origins(&["app.example.com".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("not a browser origin"), "{err}");
+    }
+
+    #[tokio::test]
     async fn revoke_takes_the_key_or_a_unique_hash_prefix_and_is_idempotent() {
         let (_dir, store) = store().await;
         let project = ProjectName::parse("web").unwrap();
-        let (first, _) = create(&store, &project, "one").await.unwrap();
-        let (_, second) = create(&store, &project, "two").await.unwrap();
+        let (first, _) = create(&store, &project, "one", &[]).await.unwrap();
+        let (_, second) = create(&store, &project, "two", &[]).await.unwrap();
         assert!(matches!(revoke(&store, &project, &first).await.unwrap(), Revoked::Now(k) if k.label == "one"));
         assert!(matches!(revoke(&store, &project, &first).await.unwrap(), Revoked::Already(_)));
         let prefix = &second.key_hash[..8];
@@ -209,8 +253,8 @@ mod tests {
         let (_dir, store) = store().await;
         let a = ProjectName::parse("a").unwrap();
         let b = ProjectName::parse("b").unwrap();
-        let (key_a, _) = create(&store, &a, "").await.unwrap();
-        create(&store, &b, "").await.unwrap();
+        let (key_a, _) = create(&store, &a, "", &[]).await.unwrap();
+        create(&store, &b, "", &[]).await.unwrap();
         assert!(revoke(&store, &b, &key_a).await.is_err());
         assert!(!store.find_ingest_key(&hash_ingest_key(&key_a)).await.unwrap().unwrap().revoked);
         let err = list(&store, &ProjectName::parse("nope").unwrap()).await.unwrap_err();

@@ -385,6 +385,7 @@ async fn demo_key(store: synchealth_store::SharedStore, dir: &std::path::Path) -
         label: "demo fleet".into(),
         created_at_ms: synchealth_schema::unix_ms(time::OffsetDateTime::now_utc()),
         revoked: false,
+        allowed_origins: vec![],
     };
     store.put_ingest_key(&record).await.context("storing the demo's ingest key")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

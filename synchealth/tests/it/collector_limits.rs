@@ -32,6 +32,7 @@ async fn add_key(store: &SharedStore, project: &str, key: &str) {
         label: "test".into(),
         created_at_ms: unix_ms(OffsetDateTime::now_utc()),
         revoked: false,
+        allowed_origins: vec![],
     };
     store.put_ingest_key(&record).await.unwrap();
 }

@@ -289,6 +289,7 @@ async fn add_keys(store: &SharedStore, keys: &[String]) {
             label: "durability test key".into(),
             created_at_ms: 0,
             revoked: false,
+            allowed_origins: vec![],
         };
         store.put_ingest_key(&key).await.expect("key stored");
     }
