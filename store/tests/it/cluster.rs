@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use synchealth_store::{
-    Aggregates, ClickHouseConfig, ClickHouseStore, ClusterConfig, Database, Dimension, Error, Events, Filters,
-    Grouping, SharedStore,
+    Aggregates, ClickHouseConfig, ClickHouseStore, ClusterConfig, Database, Error, Events, Grouping, SharedStore,
 };
 
+use crate::conformance::assert_stores_agree;
 use crate::helpers::{
     assert_same_answer, cluster_store, cluster_urls, fixture, fixture_base_ms, fixture_window, fresh_store, insert_all,
     project, query, tally, Backend,
@@ -34,30 +34,7 @@ async fn execute(url: &str, sql: &str) {
 async fn one_node_and_the_cluster_give_equal_answers_on_the_same_events() {
     let Some(single) = fresh_store(Backend::ClickHouse, "one_node").await else { return };
     let Some(cluster) = fresh_store(Backend::Cluster, "cluster_agrees").await else { return };
-    let p = project("conformance");
-    let base = fixture_base_ms();
-    let events = fixture(&p, 12, base);
-    for store in [&single.store, &cluster.store] {
-        insert_all(store.as_ref(), &events).await;
-    }
-    let mut groupings =
-        vec![Grouping::Total, Grouping::Time { step_seconds: 60 }, Grouping::Time { step_seconds: 3600 }];
-    groupings.extend(Dimension::ALL.into_iter().map(Grouping::By));
-    let filtered = Filters { os: Some("android".into()), ..Default::default() };
-    for filters in [Filters::default(), filtered] {
-        let q = synchealth_store::Query { filters, ..query(&p, fixture_window(base)) };
-        for &grouping in &groupings {
-            let a = single.store.aggregate(&q, grouping).await.expect("one node's aggregate");
-            let b = cluster.store.aggregate(&q, grouping).await.expect("the cluster's aggregate");
-            assert_same_answer(&a, &b, &format!("{grouping:?}, {:?}", q.filters));
-        }
-    }
-    let devices: BTreeSet<&str> = events.iter().map(|e| e.event.device_id.as_str()).collect();
-    for device in devices.into_iter().take(5) {
-        let a = single.store.device_events(&p, device, 50).await.expect("one node's device events");
-        let b = cluster.store.device_events(&p, device, 50).await.expect("the cluster's device events");
-        assert_eq!(a, b, "device events of {device}");
-    }
+    assert_stores_agree(("one node", &single.store), ("the cluster", &cluster.store)).await;
     single.cleanup().await;
     cluster.cleanup().await;
 }

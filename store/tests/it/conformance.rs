@@ -434,11 +434,18 @@ async fn data_survives_reopening_the_sqlite_file() {
 async fn both_stores_give_equal_aggregates_on_the_same_events() {
     let sqlite = fresh_store(Backend::Sqlite, "both").await.expect("SQLite is always available");
     let Some(clickhouse) = fresh_store(Backend::ClickHouse, "both_stores_agree").await else { return };
+    assert_stores_agree(("sqlite", &sqlite.store), ("clickhouse", &clickhouse.store)).await;
+    clickhouse.cleanup().await;
+}
+
+/// Loads the conformance fixture into both stores and checks that every
+/// grouping, with and without a filter, and a few devices' events answer
+/// the same on both.
+pub(crate) async fn assert_stores_agree(a: (&str, &Arc<dyn Store>), b: (&str, &Arc<dyn Store>)) {
     let p = project("conformance");
     let base = fixture_base_ms();
     let events = fixture(&p, 12, base);
-    let stores: [&Arc<dyn Store>; 2] = [&sqlite.store, &clickhouse.store];
-    for store in stores {
+    for store in [a.1, b.1] {
         insert_all(store.as_ref(), &events).await;
     }
     let mut groupings =
@@ -448,19 +455,17 @@ async fn both_stores_give_equal_aggregates_on_the_same_events() {
     for filters in [Filters::default(), filtered] {
         let q = synchealth_store::Query { filters, ..query(&p, fixture_window(base)) };
         for &grouping in &groupings {
-            let a = sqlite.store.aggregate(&q, grouping).await.expect("sqlite aggregate");
-            let b = clickhouse.store.aggregate(&q, grouping).await.expect("clickhouse aggregate");
-            let context = format!("{grouping:?}, {:?}", q.filters);
-            assert_same_answer(&a, &b, &context);
+            let x = a.1.aggregate(&q, grouping).await.unwrap_or_else(|e| panic!("{} aggregate: {e}", a.0));
+            let y = b.1.aggregate(&q, grouping).await.unwrap_or_else(|e| panic!("{} aggregate: {e}", b.0));
+            assert_same_answer(&x, &y, &format!("{} against {}, {grouping:?}, {:?}", a.0, b.0, q.filters));
         }
     }
     let devices: BTreeSet<&str> = events.iter().map(|e| e.event.device_id.as_str()).collect();
     for device in devices.into_iter().take(5) {
-        let a = sqlite.store.device_events(&p, device, 50).await.expect("sqlite device events");
-        let b = clickhouse.store.device_events(&p, device, 50).await.expect("clickhouse device events");
-        assert_eq!(a, b, "device events of {device}");
+        let x = a.1.device_events(&p, device, 50).await.unwrap_or_else(|e| panic!("{} device events: {e}", a.0));
+        let y = b.1.device_events(&p, device, 50).await.unwrap_or_else(|e| panic!("{} device events: {e}", b.0));
+        assert_eq!(x, y, "device events of {device}, {} against {}", a.0, b.0);
     }
-    clickhouse.cleanup().await;
 }
 
 async fn telemetry_loss_keeps_the_largest_cumulative_count_per_device_and_reason(store: SharedStore) {

@@ -260,6 +260,22 @@ fn webhook(url: String, secret: bool) -> WebhookChannelSettings {
     }
 }
 
+/// An email channel to the test SMTP server on `port`.
+fn email_channel(port: u16, security: SmtpSecurity, tls_ca_file: Option<PathBuf>) -> ChannelSettings {
+    ChannelSettings::Email(EmailChannelSettings {
+        smtp_host: "127.0.0.1".into(),
+        smtp_port: Some(port),
+        security,
+        username: None,
+        password: None,
+        from: "synchealth <alerts@example.com>".into(),
+        to: vec!["oncall@example.com".into()],
+        send_resolved: true,
+        timeout: "5s".into(),
+        tls_ca_file,
+    })
+}
+
 /// Channels `email` (SMTP on `smtp_port`), `hook` (generic, signed),
 /// `slack` and `am` (Alertmanager), the webhooks at `hooks_url/<name>`.
 fn configure(settings: &mut Settings, smtp_port: u16, hooks_url: &str, min_events: u64) {
@@ -269,21 +285,7 @@ fn configure(settings: &mut Settings, smtp_port: u16, hooks_url: &str, min_event
     settings.alerts.retry = RetrySettings { initial_delay_ms: 200, max_delay_ms: 500, max_attempts: 60 };
     settings.alerts.rules = vec![rule(&["email", "hook", "slack", "am"], min_events)];
     let mut channels = BTreeMap::new();
-    channels.insert(
-        "email".to_string(),
-        ChannelSettings::Email(EmailChannelSettings {
-            smtp_host: "127.0.0.1".into(),
-            smtp_port: Some(smtp_port),
-            security: SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "synchealth <alerts@example.com>".into(),
-            to: vec!["oncall@example.com".into()],
-            send_resolved: true,
-            timeout: "5s".into(),
-            tls_ca_file: None,
-        }),
-    );
+    channels.insert("email".to_string(), email_channel(smtp_port, SmtpSecurity::None, None));
     channels.insert("hook".to_string(), ChannelSettings::Webhook(webhook(format!("{hooks_url}/hook"), true)));
     channels.insert("slack".to_string(), ChannelSettings::Slack(webhook(format!("{hooks_url}/slack"), false)));
     channels.insert("am".to_string(), ChannelSettings::Alertmanager(webhook(format!("{hooks_url}/am"), false)));

@@ -167,20 +167,7 @@ async fn email_goes_out_over_starttls_and_implicit_tls_and_an_untrusted_certific
         let port = free_port();
         let mail = tempfile::tempdir().unwrap();
         let smtp = Smtp::start_with(port, mail.path(), &flags).await;
-        let channel = |trusted: bool| {
-            ChannelSettings::Email(EmailChannelSettings {
-                smtp_host: "127.0.0.1".into(),
-                smtp_port: Some(port),
-                security,
-                username: None,
-                password: None,
-                from: "synchealth <alerts@example.com>".into(),
-                to: vec!["oncall@example.com".into()],
-                send_resolved: true,
-                timeout: "5s".into(),
-                tls_ca_file: trusted.then(|| PathBuf::from(&ca)),
-            })
-        };
+        let channel = |trusted: bool| email_channel(port, security, trusted.then(|| PathBuf::from(&ca)));
         settings.channels.insert(name.to_string(), channel(true));
         let record = alerts_cmd::test(w.store.clone(), &settings, name).await.unwrap();
         assert_eq!((record.status.as_str(), record.attempts), ("delivered", 1), "{name}: {record:?}");
