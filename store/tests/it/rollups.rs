@@ -153,6 +153,7 @@ async fn upgrading_an_sqlite_file_fills_the_rollups_from_its_events() {
     let conn = rusqlite::Connection::open(&path).expect("opening the file");
     conn.execute_batch(
         "DROP TABLE rollup_minute; DROP TABLE rollup_hour; DROP TABLE device_hour;
+         ALTER TABLE ingest_keys DROP COLUMN allowed_origins;
          DELETE FROM schema_migrations WHERE version >= 7;",
     )
     .expect("dropping the rollups");
