@@ -48,7 +48,7 @@ use std::collections::HashMap;
 
 use synchealth_schema::migrations::{self, Migration};
 
-use super::migrate::render;
+use super::migrate::{ledger_sql, render};
 use super::sql::quote;
 use super::ClickHouseStore;
 use crate::{Error, Result};
@@ -263,15 +263,7 @@ impl ClickHouseStore {
         let quoted_db = quote(db, '`');
         let on = format!("ON CLUSTER {}", quote(&cluster.name, '`'));
         self.server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS {quoted_db} {on}")).execute().await?;
-        let ledger = cluster_statements(
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {quoted_db}.schema_migrations \
-                 (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
-            ),
-            &quoted_db,
-            db,
-            &cluster.name,
-        );
+        let ledger = cluster_statements(&ledger_sql(&quoted_db), &quoted_db, db, &cluster.name);
         for sql in ledger {
             self.server.query_raw(&sql).execute().await?;
         }

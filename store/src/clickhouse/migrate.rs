@@ -50,6 +50,16 @@ impl ServerVersion {
     }
 }
 
+/// The migration ledger of the database `quoted_db` (already quoted), as
+/// one node creates it; cluster mode rewrites the same statement
+/// (`cluster.rs`), so both have one definition.
+pub(super) fn ledger_sql(quoted_db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {quoted_db}.schema_migrations \
+         (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+    )
+}
+
 /// `{label}`: the type of short, repetitive text columns.
 fn label_type(version: ServerVersion) -> &'static str {
     if version.has_low_cardinality() {
@@ -123,13 +133,7 @@ impl crate::Database for ClickHouseStore {
             self.create_cluster_ledger(cluster).await?;
         } else {
             self.server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
-            self.server
-                .query_raw(&format!(
-                    "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
-                     (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
-                ))
-                .execute()
-                .await?;
+            self.server.query_raw(&ledger_sql(&db)).execute().await?;
         }
         // A process migrating concurrently may record a version twice: harmless,
         // every statement is `IF NOT EXISTS`, and versions are read distinct.
