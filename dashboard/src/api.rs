@@ -115,7 +115,9 @@ pub(crate) async fn timeseries(
     let window_s = (query.to_ms - query.from_ms) / 1000;
     let step_seconds = match params.step {
         Some(Step(step)) => step,
-        None => u32::try_from((window_s / 60).max(1)).unwrap_or(u32::MAX),
+        // The overview's default: whole hours over a day, which the stores
+        // serve from their per-device rollups rather than from every event.
+        None => overview::default_step_seconds(query.to_ms - query.from_ms),
     };
     if window_s / i64::from(step_seconds) > MAX_POINTS {
         return Err(AppError::BadParameter {

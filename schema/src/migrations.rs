@@ -63,6 +63,11 @@ pub const CLICKHOUSE: &[Migration] = &[
     Migration { version: 7, name: "device state", sql: include_str!("../migrations/clickhouse/0007_device_state.sql") },
     Migration { version: 8, name: "exactly once", sql: include_str!("../migrations/clickhouse/0008_exactly_once.sql") },
     Migration { version: 9, name: "key origins", sql: include_str!("../migrations/clickhouse/0009_key_origins.sql") },
+    Migration {
+        version: 10,
+        name: "device segment hour",
+        sql: include_str!("../migrations/clickhouse/0010_device_segment_hour.sql"),
+    },
 ];
 
 /// SQLite migrations, in order.

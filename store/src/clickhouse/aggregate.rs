@@ -1,7 +1,7 @@
 //! [`crate::Aggregates`] for ClickHouse: the read side. [`crate::Aggregates::aggregate`] comes from the pre-aggregates where
 //! they apply and from `events` for the rest of the window.
 //!
-//! Three rollups:
+//! The rollups:
 //! - `rollup_minute` and `rollup_hour` (migration 0006, fed by materialized
 //!   views on every insert into `events`): per minute (per hour) and segment
 //!   (app version, OS, network), the per-event sums and the duration
@@ -9,7 +9,8 @@
 //! - `device_hour_latest` (migration 0007, written by the store, see
 //!   `device_state.rs`): per hour and device, its latest event (greatest
 //!   `(event_time_ms, event_id as text)`) as one text whose `max` is the
-//!   latest.
+//!   latest; `device_segment_hour` (migration 0010) the same per hour,
+//!   device and segment, for filters and breakdowns (`segment_cache.rs`).
 //!
 //! A window is cut into whole units of the rollups (read from them: whole
 //! hours, then whole minutes around them) and the partial units at its edges
@@ -266,11 +267,21 @@ impl crate::Aggregates for ClickHouseStore {
         if query.from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
-        let cached = super::device_cache::serves(query, grouping).is_some() && !self.past_hours_unsafe(query).await?;
-        let totals = totals_sql(query, grouping, !cached);
+        // Unfiltered totals and buckets from `device_cache.rs` (with the whole
+        // hours' per-event sums), filtered and broken-down ones from
+        // `segment_cache.rs` (per-device figures only).
+        let plain = super::device_cache::serves(query, grouping).is_some();
+        let segmented = super::segment_cache::serves(query, grouping).is_some();
+        let cached = (plain || segmented) && !self.past_hours_unsafe(query).await?;
+        let totals = totals_sql(query, grouping, !(cached && plain));
         let totals_query = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
         let devices = async {
-            match if cached { self.cached_devices(query, grouping).await? } else { None } {
+            let from_memory = match (cached, plain) {
+                (true, true) => self.cached_devices(query, grouping).await?,
+                (true, false) => self.cached_segment_devices(query, grouping).await?,
+                (false, _) => None,
+            };
+            match from_memory {
                 Some(groups) => Ok::<_, crate::Error>(Devices::Cached(groups)),
                 None => {
                     let devices = devices_sql(query, grouping);
@@ -389,22 +400,46 @@ impl crate::Aggregates for ClickHouseStore {
             .collect())
     }
 
+    /// `device_hour_latest` names the hours the device has events in (a
+    /// scan of a few rows per device-hour, where `events` is ordered by time
+    /// and has no per-device index), and `events` is read in those hours
+    /// only, newest first, in growing chunks until `limit` are found. Hours
+    /// are disjoint, so newest-first per chunk is newest-first overall.
     #[tracing::instrument(skip_all, fields(project = %project, limit = limit))]
     async fn device_events(&self, project: &ProjectName, device_id: &str, limit: u32) -> Result<Vec<StoredEvent>> {
-        let rows = self
+        let hours = self
             .reader
-            .query(&format!(
-                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? AND {} \
-                 ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
-                NOT_COMPENSATED_SQL
-            ))
+            .query(
+                "SELECT DISTINCT toUInt32(hour) AS h FROM device_hour_latest \
+                 WHERE project = ? AND device_id = ? ORDER BY h DESC",
+            )
             .bind(project.as_str())
             .bind(device_id)
-            .bind(project.as_str())
-            .bind(limit)
-            .fetch_all::<EventRow>()
+            .fetch_all::<u32>()
             .await?;
-        rows.into_iter().map(EventRow::into_stored).collect()
+        let mut events = Vec::new();
+        let mut rest = hours.as_slice();
+        let mut chunk = 2;
+        while !rest.is_empty() && events.len() < limit as usize {
+            let (these, later) = rest.split_at(chunk.min(rest.len()));
+            rest = later;
+            chunk *= 4;
+            let ranges = vec!["(event_time >= toDateTime(?) AND event_time < toDateTime(?))"; these.len()].join(" OR ");
+            let q = self.reader.query(&format!(
+                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? AND ({ranges}) AND {} \
+                 ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
+                NOT_COMPENSATED_SQL
+            ));
+            let q = these
+                .iter()
+                .fold(q.bind(project.as_str()).bind(device_id), |q, h| q.bind(h).bind(h.saturating_add(3600)));
+            let left = limit - events.len() as u32;
+            let rows = q.bind(project.as_str()).bind(left).fetch_all::<EventRow>().await?;
+            for row in rows {
+                events.push(row.into_stored()?);
+            }
+        }
+        Ok(events)
     }
 }
 

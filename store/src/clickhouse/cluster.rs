@@ -90,9 +90,13 @@ const BY_EVENT: &str = "cityHash64(project, toString(event_id))";
 
 fn placement(table: &str) -> Placement {
     match table {
-        "events" | "device_hour" | "device_hour_latest" | "device_hour_input" | "telemetry_loss" => {
-            Placement::Sharded(BY_DEVICE)
-        }
+        "events"
+        | "device_hour"
+        | "device_hour_latest"
+        | "device_hour_input"
+        | "device_segment_hour"
+        | "device_segment_hour_input"
+        | "telemetry_loss" => Placement::Sharded(BY_DEVICE),
         "event_copies" | "event_ids" | "event_duplicates" => Placement::Sharded(BY_EVENT),
         "suspect_hours" => Placement::Sharded("cityHash64(project, hour)"),
         // Written only by the views on each node's local events.

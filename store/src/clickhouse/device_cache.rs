@@ -37,19 +37,19 @@ use crate::Result;
 /// device-id table): a week of 20,000 devices is 3.4 million.
 const MAX_ENTRIES: usize = 6_000_000;
 /// Longest window served from memory, in hours; longer ones use SQL.
-const MAX_HOURS: usize = 31 * 24;
+pub(super) const MAX_HOURS: usize = 31 * 24;
 
 /// A device's latest event in a piece of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Latest {
-    time_ms: i64,
+pub(super) struct Latest {
+    pub(super) time_ms: i64,
     /// The packed values of `device_state.rs`.
     packed: u64,
 }
 
 impl Latest {
     /// From a latest-event text; `None` if it is not one.
-    fn parse(text: &str) -> Option<Latest> {
+    pub(super) fn parse(text: &str) -> Option<Latest> {
         let time = u64::from_str_radix(text.get(0..16)?, 16).ok()? ^ TOP_BIT;
         let packed = u64::from_str_radix(text.get(52..68)?, 16).ok()?;
         Some(Latest { time_ms: time as i64, packed })
@@ -72,7 +72,7 @@ impl Latest {
     }
 
     /// Counts the device whose latest entry this is.
-    fn count_into(self, tally: &mut DeviceTally, threshold: u64) {
+    pub(super) fn count_into(self, tally: &mut DeviceTally, threshold: u64) {
         let staleness = (!self.never_synced()).then(|| self.staleness_bucket());
         tally.add(self.queue_depth(), self.queue_bucket(), staleness, threshold);
     }
@@ -179,7 +179,7 @@ pub(super) fn serves(query: &Query, grouping: Grouping) -> Option<(i64, i64)> {
 }
 
 /// The bucket start of an hour (or of a time in it) under `grouping`.
-fn bucket(grouping: Grouping, hour_s: u32) -> u64 {
+pub(super) fn bucket(grouping: Grouping, hour_s: u32) -> u64 {
     match grouping {
         Grouping::Time { step_seconds } => {
             let step = step_seconds.max(1);
@@ -189,7 +189,7 @@ fn bucket(grouping: Grouping, hour_s: u32) -> u64 {
     }
 }
 
-fn hour_s(ms: i64) -> u32 {
+pub(super) fn hour_s(ms: i64) -> u32 {
     u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX) / 3600 * 3600
 }
 
@@ -294,16 +294,11 @@ impl ClickHouseStore {
         Ok(sql.args.iter().fold(self.reader.query(&sql.text), |q, a| q.bind(a)).fetch_all::<EdgeRow>().await?)
     }
 
-    /// Brings `hours` of `project` up to date: loads those whose event count
-    /// in `rollup_hour` is not the one they were loaded at, forgets those
-    /// without events, and keeps the cache within [`MAX_ENTRIES`].
-    #[tracing::instrument(skip_all, fields(project, hours = hours.len()))]
-    async fn refresh(&self, project: &str, hours: &[u32]) -> Result<()> {
-        let (Some(&first), Some(&last)) = (hours.first(), hours.last()) else {
-            return Ok(());
-        };
-        let mut projects = self.device_cache.projects.lock().await;
-        let counts: HashMap<u32, u64> = self
+    /// Each hour's event count in `rollup_hour`, from `first` to `last`
+    /// (hour starts, Unix seconds, inclusive): what a cached hour is stamped
+    /// with, since every insert into an hour moves it.
+    pub(super) async fn hour_counts(&self, project: &str, first: u32, last: u32) -> Result<HashMap<u32, u64>> {
+        Ok(self
             .reader
             .query(
                 "SELECT toUInt32(hour) AS hour, toUInt64(sum(events)) AS events FROM rollup_hour \
@@ -316,7 +311,19 @@ impl ClickHouseStore {
             .await?
             .into_iter()
             .map(|r| (r.hour, r.events))
-            .collect();
+            .collect())
+    }
+
+    /// Brings `hours` of `project` up to date: loads those whose event count
+    /// in `rollup_hour` is not the one they were loaded at, forgets those
+    /// without events, and keeps the cache within [`MAX_ENTRIES`].
+    #[tracing::instrument(skip_all, fields(project, hours = hours.len()))]
+    async fn refresh(&self, project: &str, hours: &[u32]) -> Result<()> {
+        let (Some(&first), Some(&last)) = (hours.first(), hours.last()) else {
+            return Ok(());
+        };
+        let mut projects = self.device_cache.projects.lock().await;
+        let counts = self.hour_counts(project, first, last).await?;
         let cache = projects.entry(project.to_string()).or_default();
         let stale: Vec<u32> = hours
             .iter()

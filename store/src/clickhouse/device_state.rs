@@ -57,17 +57,32 @@ pub(super) struct DeviceHourRow<'a> {
     latest: String,
 }
 
-/// The latest event of each (project, hour, device) among `events`.
-pub(super) fn device_hours<'a>(events: impl Iterator<Item = &'a StoredEvent>) -> Vec<DeviceHourRow<'a>> {
+/// One row of `device_segment_hour_input` (migration 0010).
+#[derive(Row, Serialize)]
+pub(super) struct DeviceSegmentHourRow<'a> {
+    project: &'a str,
+    hour: u32,
+    device_id: &'a str,
+    app_version: &'a str,
+    os: &'a str,
+    network: &'a str,
+    latest: String,
+}
+
+/// The latest of `events` per key.
+fn latest_by<'a, K: std::hash::Hash + Eq>(
+    events: impl Iterator<Item = &'a StoredEvent>,
+    key: impl Fn(&'a StoredEvent, u32) -> K,
+) -> HashMap<K, &'a StoredEvent> {
     // The latest event is chosen on (time, id bytes): a UUID's bytes order as
     // its hyphenated lowercase text does, so this is the order of
     // `latest_key`, which is then formatted once per row rather than per event.
     let order = |e: &StoredEvent| (e.event_time_ms, *e.event.event_id.as_bytes());
-    let mut latest: HashMap<(&'a str, u32, &'a str), &'a StoredEvent> = HashMap::new();
+    let mut latest: HashMap<K, &'a StoredEvent> = HashMap::new();
     for event in events {
         let hour = event_time_s(event.event_time_ms) / 3600 * 3600;
         latest
-            .entry((event.project.as_str(), hour, event.event.device_id.as_str()))
+            .entry(key(event, hour))
             .and_modify(|held| {
                 if order(event) > order(held) {
                     *held = event;
@@ -76,11 +91,36 @@ pub(super) fn device_hours<'a>(events: impl Iterator<Item = &'a StoredEvent>) ->
             .or_insert(event);
     }
     latest
+}
+
+/// The latest event of each (project, hour, device) among `events`.
+pub(super) fn device_hours<'a>(events: impl Iterator<Item = &'a StoredEvent>) -> Vec<DeviceHourRow<'a>> {
+    latest_by(events, |e, hour| (e.project.as_str(), hour, e.event.device_id.as_str()))
         .into_iter()
         .map(|((project, hour, device_id), event)| DeviceHourRow {
             project,
             hour,
             device_id,
+            latest: latest_key(event),
+        })
+        .collect()
+}
+
+/// The latest event of each (project, hour, device, segment) among `events`.
+pub(super) fn device_segment_hours<'a>(events: impl Iterator<Item = &'a StoredEvent>) -> Vec<DeviceSegmentHourRow<'a>> {
+    let key = |e: &'a StoredEvent, hour| {
+        let sync = &e.event;
+        (e.project.as_str(), hour, sync.device_id.as_str(), sync.app_version.as_str(), sync.os.as_str(), sync.network)
+    };
+    latest_by(events, key)
+        .into_iter()
+        .map(|((project, hour, device_id, app_version, os, network), event)| DeviceSegmentHourRow {
+            project,
+            hour,
+            device_id,
+            app_version,
+            os,
+            network: network.as_str(),
             latest: latest_key(event),
         })
         .collect()
@@ -140,5 +180,19 @@ mod tests {
         assert_eq!(rows.len(), 2);
         let first = rows.iter().find(|r| r.hour == 1_764_410_400).unwrap();
         assert_eq!(first.latest, latest_key(&newer));
+    }
+
+    #[test]
+    fn a_block_keeps_one_row_per_device_hour_and_segment() {
+        let wifi = event(1_764_410_400_000, "00000000-0000-4000-8000-00000000000a", 7, true);
+        let wifi_later = event(1_764_410_500_000, "00000000-0000-4000-8000-000000000001", 3, true);
+        let mut cellular = event(1_764_410_450_000, "00000000-0000-4000-8000-000000000002", 5, true);
+        cellular.event.network = synchealth_schema::Network::Cellular;
+        let rows = device_segment_hours([&wifi, &cellular, &wifi_later].into_iter());
+        assert_eq!(rows.len(), 2);
+        let on = |network: &str| rows.iter().find(|r| r.network == network).unwrap();
+        assert_eq!(on("wifi").latest, latest_key(&wifi_later));
+        assert_eq!(on("cellular").latest, latest_key(&cellular));
+        assert_eq!((on("wifi").app_version, on("wifi").os), ("1.0", "ios"));
     }
 }

@@ -45,12 +45,24 @@ impl ClickHouseStore {
     async fn write_rows<'a>(&self, rows: impl Iterator<Item = &'a StoredEvent> + Clone, insert_id: u64) -> Result<()> {
         // Devices first: that write is idempotent, so an events insert that
         // fails after it, and is retried, leaves nothing wrong behind.
-        let mut devices = self.client.insert::<device_state::DeviceHourRow<'_>>("device_hour_input").await?;
-        for (i, row) in device_state::device_hours(rows.clone()).iter().enumerate() {
-            devices.write(row).await?;
-            yield_every(i).await;
-        }
-        devices.end().await?;
+        let devices = async {
+            let mut insert = self.client.insert::<device_state::DeviceHourRow<'_>>("device_hour_input").await?;
+            for (i, row) in device_state::device_hours(rows.clone()).iter().enumerate() {
+                insert.write(row).await?;
+                yield_every(i).await;
+            }
+            insert.end().await
+        };
+        let segments = async {
+            let mut insert =
+                self.client.insert::<device_state::DeviceSegmentHourRow<'_>>("device_segment_hour_input").await?;
+            for (i, row) in device_state::device_segment_hours(rows.clone()).iter().enumerate() {
+                insert.write(row).await?;
+                yield_every(i).await;
+            }
+            insert.end().await
+        };
+        tokio::try_join!(devices, segments)?;
         let mut insert = self.client.insert::<EventRowRef<'_>>("events").await?;
         for (i, event) in rows.enumerate() {
             insert.write(&EventRowRef::from_stored(event, insert_id)).await?;
@@ -173,6 +185,7 @@ impl crate::Events for ClickHouseStore {
                 "rollup_minute",
                 "rollup_hour",
                 "device_hour_latest",
+                "device_segment_hour",
                 "event_copies",
                 "event_ids",
                 "event_duplicates",

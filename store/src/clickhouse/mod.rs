@@ -27,7 +27,7 @@
 //! SQL helpers; `events.rs` insert and retention ([`crate::Events`]) with
 //! `dedup.rs` (the id look-ups) and `device_state.rs` (the device rows it
 //! writes); `aggregate.rs` the reads ([`crate::Aggregates`]) with
-//! `device_cache.rs`; `accounts.rs`, `sessions.rs`, `alerting.rs` and
+//! `device_cache.rs` and `segment_cache.rs`; `accounts.rs`, `sessions.rs`, `alerting.rs` and
 //! `telemetry_loss.rs` one trait each.
 
 use std::sync::atomic::AtomicU64;
@@ -47,6 +47,7 @@ mod device_cache;
 mod device_state;
 mod events;
 mod migrate;
+mod segment_cache;
 mod sessions;
 mod sql;
 mod telemetry_loss;
@@ -127,6 +128,7 @@ pub struct ClickHouseStore {
     http: reqwest::Client,
     /// Whole hours of per-device latest values, for the dashboard's reads.
     device_cache: Arc<device_cache::DeviceCache>,
+    segment_cache: Arc<segment_cache::SegmentCache>,
     /// Cluster mode (`cluster.rs`): set by [`ClickHouseStore::with_cluster`].
     cluster: Option<ClusterConfig>,
 }
@@ -169,6 +171,7 @@ impl ClickHouseStore {
             last_row_version: Arc::new(AtomicU64::new(0)),
             http: reqwest::Client::new(),
             device_cache: Arc::default(),
+            segment_cache: Arc::default(),
             cluster: None,
         })
     }

@@ -268,7 +268,7 @@ async fn device_events_come_newest_first_with_every_field_intact(store: SharedSt
     for device in ["dev-00", "dev-01", "dev-04", "dev-12", "dev-37", "dev-edge"] {
         let mut expected: Vec<&StoredEvent> = events.iter().filter(|e| e.event.device_id == device).collect();
         expected.sort_by_key(|e| std::cmp::Reverse(order_key(e)));
-        for limit in [1u32, 10, 10_000] {
+        for limit in [1u32, 10, 37, 10_000] {
             let got = store.device_events(&p, device, limit).await.expect("device events");
             let want: Vec<StoredEvent> = expected.iter().take(limit as usize).map(|e| (*e).clone()).collect();
             assert_eq!(got.len(), want.len(), "{device}, limit {limit}: count");

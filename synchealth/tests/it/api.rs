@@ -75,4 +75,10 @@ async fn breakdown_and_timeseries_split_the_same_events() {
     assert_eq!(points.len(), 2, "{series}");
     assert_eq!(points[0]["value"], 1.0);
     assert_eq!(points[1]["value"], 0.5);
+
+    // Without a step, the overview's buckets: whole hours over a day.
+    for (range, step) in [("1h", 60), ("6h", 300), ("24h", 3600), ("7d", 3 * 3600)] {
+        let series = get(format!("{}/api/v1/timeseries?range={range}", app.address)).await;
+        assert_eq!(series["step_seconds"], step, "range={range}");
+    }
 }
