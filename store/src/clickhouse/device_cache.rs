@@ -15,8 +15,10 @@
 //!
 //! A window's partial hour at its start is the end of an hour, so it comes
 //! from that hour's entries too (a device's latest in the whole hour is also
-//! its latest after any instant before it); only the partial hour at the end
-//! is read from `events`. Used for totals and hourly buckets without segment
+//! its latest after any instant before it). The partial hour at the end of a
+//! window ending now (the hour being written) comes from its entries as well,
+//! but for the devices with an event after the end, read from `events`
+//! ([`LastHour`]); that of a window ending earlier is read from `events`. Used for totals and hourly buckets without segment
 //! filters, like `device_hour_latest` itself.
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +29,7 @@ use serde::Deserialize;
 
 use super::dedup::events_filter;
 use super::device_state::{LATEST_SQL, TOP_BIT};
-use super::sql::{add_durations, group_key, Sql};
+use super::sql::{add_durations, group_key, only_devices, Sql};
 use super::ClickHouseStore;
 use crate::metrics::{Aggregate, DeviceTally, GroupKey, Grouping, Query};
 use crate::pieces::{split, HOUR_MS};
@@ -161,6 +163,54 @@ struct EdgeRow {
     latest: String,
 }
 
+/// Most devices whose latest event of the window's last hour is after the
+/// window's end for which that hour is still read from memory.
+pub(super) const MAX_OVERFLOW: usize = 2_000;
+/// How long before now a window may end and still read its last hour from
+/// memory: ending within it, few devices can have events after the end.
+pub(super) const RECENT_MS: i64 = 60_000;
+
+pub(super) fn unix_ms_now() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// How the window's last, partial hour is read. Its entries hold each
+/// device's latest event of the hour so far: the device's latest before the
+/// window's end too, unless it is at or after the end. A window ending now
+/// has next to none of those (an event stored while the answer is computed),
+/// so the hour still being written comes from memory like the others, and
+/// only those devices' latest before the end are read from `events`. (Its
+/// rows, written before their events, may hold a block whose events are
+/// being stored at that moment, as a refreshed past hour may.)
+enum LastHour {
+    /// No entry at or after the end: the entries are the piece.
+    Complete(Vec<(u32, Latest)>),
+    /// The entries before the end, and the devices to read from `events`.
+    Overflow(Vec<(u32, Latest)>, Vec<String>),
+    /// Too many entries after the end (a window ending in the past):
+    /// the whole piece from `events`.
+    FromEvents,
+}
+
+fn last_hour(cache: &ProjectCache, hour: u32, to_ms: i64) -> LastHour {
+    let Some(cached) = cache.hours.get(&hour) else {
+        return LastHour::Complete(Vec::new());
+    };
+    let (kept, after): (Vec<_>, Vec<_>) = cached.devices.iter().partition(|(_, latest)| latest.time_ms < to_ms);
+    if after.is_empty() {
+        return LastHour::Complete(kept);
+    }
+    if after.len() > MAX_OVERFLOW {
+        return LastHour::FromEvents;
+    }
+    let names: HashMap<u32, &String> = {
+        let wanted: std::collections::HashSet<u32> = after.iter().map(|(d, _)| *d).collect();
+        cache.ids.iter().filter(|(_, id)| wanted.contains(id)).map(|(name, id)| (*id, name)).collect()
+    };
+    let devices = after.iter().filter_map(|(d, _)| names.get(d).map(|n| (*n).clone())).collect();
+    LastHour::Overflow(kept, devices)
+}
+
 /// The whole hours of a window the cache serves: totals and hourly buckets
 /// without segment filters, with at least one whole hour and at most
 /// [`MAX_HOURS`].
@@ -206,29 +256,48 @@ impl ClickHouseStore {
         let Some((whole_from, whole_to)) = serves(query, grouping) else {
             return Ok(None);
         };
-        // The hour before the whole ones holds the window's first partial hour.
+        // The hour before the whole ones holds the window's first partial
+        // hour; a window ending now has its last one from memory too (see
+        // `LastHour`), one ending earlier from `events`, alongside the refresh.
         let first = if query.from_ms < whole_from { whole_from - HOUR_MS } else { whole_from };
-        let hours: Vec<u32> = (first..whole_to).step_by(HOUR_MS as usize).map(hour_s).collect();
+        let partial_end = query.to_ms > whole_to;
+        let recent = partial_end && query.to_ms >= unix_ms_now() - RECENT_MS;
+        let end = if recent { whole_to + HOUR_MS } else { whole_to };
+        let hours: Vec<u32> = (first..end).step_by(HOUR_MS as usize).map(hour_s).collect();
         let project = query.project.as_str();
-        let (edge, ()) = tokio::try_join!(self.end_edge(query, whole_to), self.refresh(project, &hours))?;
+        let past_edge = async {
+            if partial_end && !recent {
+                self.end_edge(query, whole_to, None).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (past_edge, ()) = tokio::try_join!(past_edge, self.refresh(project, &hours))?;
 
         // Under the lock only long enough to take the hours and number the
-        // edge's devices; three reads of one refresh run side by side.
+        // edge's devices (and, rarely, read the devices of the last hour that
+        // have events after the end); three reads of one refresh run side by side.
         let mut projects = self.device_cache.projects.lock().await;
         let cache = projects.entry(project.to_string()).or_default();
         let held: Vec<(u64, Entries)> = hours
             .iter()
+            .filter(|h| i64::from(**h) * 1000 < whole_to)
             .filter_map(|h| cache.hours.get(h).map(|cached| (bucket(grouping, *h), Arc::clone(&cached.devices))))
             .collect();
         let mut sums: BTreeMap<u64, Aggregate> = BTreeMap::new();
-        for hour in hours.iter().filter(|h| i64::from(**h) * 1000 >= whole_from) {
+        for hour in hours.iter().filter(|h| (whole_from..whole_to).contains(&(i64::from(**h) * 1000))) {
             if let Some(cached) = cache.hours.get(hour) {
                 cached.totals.add_to(sums.entry(bucket(grouping, *hour)).or_default());
             }
         }
+        let (mut edge, rows) = match recent.then(|| last_hour(cache, hour_s(whole_to), query.to_ms)) {
+            None => (Vec::new(), past_edge),
+            Some(LastHour::Complete(entries)) => (entries, Vec::new()),
+            Some(LastHour::Overflow(kept, devices)) => (kept, self.end_edge(query, whole_to, Some(&devices)).await?),
+            Some(LastHour::FromEvents) => (Vec::new(), self.end_edge(query, whole_to, None).await?),
+        };
+        edge.extend(rows.into_iter().filter_map(|row| Some((cache.id(row.device_id), Latest::parse(&row.latest)?))));
         let edge_group = bucket(grouping, hour_s(whole_to));
-        let edge: Vec<(u32, Latest)> =
-            edge.into_iter().filter_map(|row| Some((cache.id(row.device_id), Latest::parse(&row.latest)?))).collect();
         let devices = cache.ids.len();
         drop(projects);
 
@@ -277,12 +346,17 @@ impl ClickHouseStore {
     }
 
     /// Each device's latest event in `[from_ms, to)`, inside one hour, from
-    /// `events`.
-    async fn end_edge(&self, query: &Query, from_ms: i64) -> Result<Vec<EdgeRow>> {
+    /// `events`; only of `devices` if given.
+    async fn end_edge(&self, query: &Query, from_ms: i64, devices: Option<&[String]>) -> Result<Vec<EdgeRow>> {
         if from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
-        let (filter, args) = events_filter(query, from_ms, query.to_ms);
+        let (mut filter, mut args) = events_filter(query, from_ms, query.to_ms);
+        if let Some(devices) = devices {
+            let (only, names) = only_devices(devices);
+            filter.push_str(&only);
+            args.extend(names);
+        }
         let mut sql = Sql::default();
         sql.push_with(
             &format!(

@@ -21,11 +21,13 @@
 //! the start: a device's latest in that hour, if at or after an instant, is
 //! also its latest after it, and if before, the device has no event after
 //! it), the hours after it up to the hour holding the end, all from memory,
-//! then that last partial hour from `events`. The conformance suite checks
+//! then that last partial hour: from memory too for a window ending now, but
+//! for the devices with an event after the end (`LastHour`), from `events`
+//! for a window ending earlier. The conformance suite checks
 //! the answers against brute force with filters, breakdowns, ties and late
 //! events into an hour already read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use clickhouse::Row;
@@ -33,9 +35,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::dedup::events_filter;
-use super::device_cache::{bucket, hour_s, Latest, MAX_HOURS};
+use super::device_cache::{bucket, hour_s, unix_ms_now, Latest, MAX_HOURS, MAX_OVERFLOW, RECENT_MS};
 use super::device_state::LATEST_SQL;
-use super::sql::{group_key, Sql};
+use super::sql::{group_key, only_devices, Sql};
 use super::ClickHouseStore;
 use crate::metrics::{Aggregate, DeviceTally, Dimension, Filters, GroupKey, Grouping, Query};
 use crate::pieces::HOUR_MS;
@@ -162,6 +164,32 @@ pub(super) fn serves(query: &Query, grouping: Grouping) -> Option<(i64, i64)> {
     (to > first && (to - first) / HOUR_MS <= MAX_HOURS as i64).then_some((first, to))
 }
 
+/// How the window's last, partial hour is read (`device_cache.rs`'s
+/// `LastHour`, per device and segment): an entry at or after the end makes
+/// its device's entries of the hour unusable, and that device is read from
+/// `events`, all its segments.
+enum LastHour {
+    Complete(Vec<Entry>),
+    Overflow(Vec<Entry>, Vec<String>),
+    FromEvents,
+}
+
+fn last_hour(cache: &ProjectCache, hour: u32, to_ms: i64) -> LastHour {
+    let Some(cached) = cache.hours.get(&hour) else {
+        return LastHour::Complete(Vec::new());
+    };
+    let after: HashSet<u32> = cached.entries.iter().filter(|e| e.latest.time_ms >= to_ms).map(|e| e.device).collect();
+    let kept = cached.entries.iter().filter(|e| !after.contains(&e.device)).copied().collect();
+    if after.is_empty() {
+        return LastHour::Complete(kept);
+    }
+    if after.len() > MAX_OVERFLOW {
+        return LastHour::FromEvents;
+    }
+    let devices = cache.devices.iter().filter(|(_, d)| after.contains(d)).map(|(name, _)| name.clone()).collect();
+    LastHour::Overflow(kept, devices)
+}
+
 fn matches(segment: &Segment, filters: &Filters) -> bool {
     let is = |wanted: Option<&str>, value: &String| wanted.is_none_or(|w| w == value);
     is(filters.app_version.as_deref(), &segment[0])
@@ -209,18 +237,41 @@ impl ClickHouseStore {
         let Some((first, cached_to)) = serves(query, grouping) else {
             return Ok(None);
         };
-        let hours: Vec<u32> = (first..cached_to).step_by(HOUR_MS as usize).map(hour_s).collect();
+        // As in `device_cache.rs`: the last, partial hour of a window ending
+        // now from memory but for the devices with events after the end, of
+        // a window ending earlier from `events`, alongside the refresh.
+        let partial_end = query.to_ms > cached_to;
+        let recent = partial_end && query.to_ms >= unix_ms_now() - RECENT_MS;
+        let end = if recent { cached_to + HOUR_MS } else { cached_to };
+        let hours: Vec<u32> = (first..end).step_by(HOUR_MS as usize).map(hour_s).collect();
         let project = query.project.as_str();
-        let (edge, ()) = tokio::try_join!(self.segment_edge(query, cached_to), self.refresh_segments(project, &hours))?;
+        let past_edge = async {
+            if partial_end && !recent {
+                self.segment_edge(query, cached_to, None).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (past_edge, ()) = tokio::try_join!(past_edge, self.refresh_segments(project, &hours))?;
 
         let mut projects = self.segment_cache.projects.lock().await;
         let cache = projects.entry(project.to_string()).or_default();
-        let mut pieces: Vec<(u32, Entries)> =
-            hours.iter().filter_map(|h| cache.hours.get(h).map(|cached| (*h, Arc::clone(&cached.entries)))).collect();
-        let edge: Vec<Entry> = edge
-            .into_iter()
-            .filter_map(|r| cache.entry(r.device_id, [r.app_version, r.os, r.network], &r.latest))
+        let mut pieces: Vec<(u32, Entries)> = hours
+            .iter()
+            .filter(|h| i64::from(**h) * 1000 < cached_to)
+            .filter_map(|h| cache.hours.get(h).map(|cached| (*h, Arc::clone(&cached.entries))))
             .collect();
+        let (mut edge, rows) = match recent.then(|| last_hour(cache, hour_s(cached_to), query.to_ms)) {
+            None => (Vec::new(), past_edge),
+            Some(LastHour::Complete(entries)) => (entries, Vec::new()),
+            Some(LastHour::Overflow(kept, devices)) => {
+                (kept, self.segment_edge(query, cached_to, Some(&devices)).await?)
+            }
+            Some(LastHour::FromEvents) => (Vec::new(), self.segment_edge(query, cached_to, None).await?),
+        };
+        edge.extend(
+            rows.into_iter().filter_map(|r| cache.entry(r.device_id, [r.app_version, r.os, r.network], &r.latest)),
+        );
         pieces.push((hour_s(cached_to), Arc::new(edge)));
         let (group_of, labels) = groups(&cache.segments, &query.filters, grouping);
         let devices = cache.devices.len();
@@ -273,12 +324,17 @@ impl ClickHouseStore {
     }
 
     /// Each device's latest event per segment in `[from_ms, to)`, inside
-    /// one hour, from `events`.
-    async fn segment_edge(&self, query: &Query, from_ms: i64) -> Result<Vec<EdgeRow>> {
+    /// one hour, from `events`; only of `devices` if given.
+    async fn segment_edge(&self, query: &Query, from_ms: i64, devices: Option<&[String]>) -> Result<Vec<EdgeRow>> {
         if from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
-        let (filter, args) = events_filter(query, from_ms, query.to_ms);
+        let (mut filter, mut args) = events_filter(query, from_ms, query.to_ms);
+        if let Some(devices) = devices {
+            let (only, names) = only_devices(devices);
+            filter.push_str(&only);
+            args.extend(names);
+        }
         let mut sql = Sql::default();
         sql.push_with(
             &format!(

@@ -92,6 +92,12 @@ pub(super) fn segment_filter(filters: &Filters) -> (String, Vec<Arg>) {
     (sql, args)
 }
 
+/// ` AND device_id IN (...)` of `devices`, with their binds.
+pub(super) fn only_devices(devices: &[String]) -> (String, Vec<Arg>) {
+    let placeholders = vec!["?"; devices.len()].join(", ");
+    (format!(" AND device_id IN ({placeholders})"), devices.iter().map(|d| Arg::Text(d.clone())).collect())
+}
+
 /// `event_time` of a millisecond time: whole seconds, clamped to what
 /// `DateTime` holds (clamping is monotonic, so window bounds stay valid).
 pub(super) fn event_time_s(ms: i64) -> u32 {

@@ -8,6 +8,7 @@ mod helpers;
 mod alerting;
 mod cluster;
 mod conformance;
+mod current_hour;
 mod devices;
 mod exactly_once;
 mod extremes;
