@@ -425,23 +425,38 @@ impl crate::Aggregates for ClickHouseStore {
             rest = later;
             chunk *= 4;
             let ranges = vec!["(event_time >= toDateTime(?) AND event_time < toDateTime(?))"; these.len()].join(" OR ");
-            let q = self.reader.query(&format!(
-                "SELECT ?fields FROM events FINAL WHERE project = ? AND device_id = ? AND ({ranges}) AND {} \
-                 ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
-                NOT_COMPENSATED_SQL
-            ));
-            let q = these
-                .iter()
-                .fold(q.bind(project.as_str()).bind(device_id), |q, h| q.bind(h).bind(h.saturating_add(3600)));
             let left = limit - events.len() as u32;
-            let rows = q.bind(project.as_str()).bind(left).fetch_all::<EventRow>().await?;
-            for row in rows {
+            // Without `FINAL` first: the device filter then runs as a
+            // PREWHERE, reading one column of the hours' other devices rather
+            // than merging them all. Rows sharing the table's key are copies
+            // `FINAL` would collapse; only then is the chunk read with it.
+            let read = |final_: &str, limit: u32| {
+                let q = self.reader.query(&format!(
+                    "SELECT ?fields FROM events {final_} WHERE project = ? AND device_id = ? AND ({ranges}) AND {} \
+                     ORDER BY event_time_ms DESC, toString(event_id) DESC LIMIT ?",
+                    NOT_COMPENSATED_SQL
+                ));
+                let q = these
+                    .iter()
+                    .fold(q.bind(project.as_str()).bind(device_id), |q, h| q.bind(h).bind(h.saturating_add(3600)));
+                q.bind(project.as_str()).bind(limit).fetch_all::<EventRow>()
+            };
+            let mut rows = read("", MAX_DEVICE_CHUNK).await?;
+            let keys: std::collections::HashSet<(u32, Uuid)> =
+                rows.iter().map(|r| (r.event_time, r.event_id)).collect();
+            if keys.len() < rows.len() || rows.len() >= MAX_DEVICE_CHUNK as usize {
+                rows = read("FINAL", left).await?;
+            }
+            for row in rows.into_iter().take(left as usize) {
                 events.push(row.into_stored()?);
             }
         }
         Ok(events)
     }
 }
+
+/// Most rows of one device a chunk of hours is read with before `FINAL`.
+const MAX_DEVICE_CHUNK: u32 = 100_000;
 
 /// One listed device, in the query's column order.
 #[derive(Row, Deserialize)]
@@ -480,8 +495,8 @@ pub(super) struct EventRow {
     #[serde(with = "clickhouse::serde::uuid")]
     event_id: Uuid,
     device_id: String,
-    // Read because the row is positional; the corrected time is in `event_time_ms`.
-    #[allow(dead_code)]
+    /// Whole seconds, part of the table's key (copies that share it are
+    /// collapsed by `FINAL`).
     event_time: u32,
     event_time_ms: i64,
     occurred_at_ms: i64,
