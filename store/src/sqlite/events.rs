@@ -2,15 +2,16 @@
 //! dashboard rollups (migration 0007) it keeps in its own transaction, and
 //! retention.
 //!
-//! Three tables, written by [`Rollups`] in the transaction that inserts the
+//! Four tables, written by [`Rollups`] in the transaction that inserts the
 //! events, from the rows that insert actually stored, so they never disagree
 //! with `events` (a duplicate adds nothing, a failed batch adds nothing):
 //! - `rollup_minute` and `rollup_hour`: per minute (per hour), in Unix
 //!   seconds, and segment (app version, OS, network): events, weighted
 //!   attempts, successes and conflicted attempts, late events, and the
 //!   duration histogram as one blob ([`super::sql::encode`]);
-//! - `device_hour`: per hour and device, the device's latest event
-//!   (`device_state.rs`).
+//! - `device_hour`: per hour and device, the device's latest event, and
+//!   `device_segment_hour` (migration 0010): the same per hour, device and
+//!   segment (`device_state.rs`).
 //!
 //! `aggregate.rs` reads them back.
 
@@ -129,6 +130,12 @@ pub(super) struct Rollups<'a> {
 }
 
 impl<'a> Rollups<'a> {
+    /// For migration 0007's backfill, which runs before migration 0010
+    /// creates `device_segment_hour` (0010 fills it itself).
+    fn for_backfill() -> Self {
+        Rollups { devices: DeviceHours::without_segments(), ..Rollups::default() }
+    }
+
     pub(super) fn add(&mut self, f: Fact<'a>) {
         let minute = f.event_time_ms.div_euclid(MINUTE_MS) * 60;
         let hour = f.event_time_ms.div_euclid(HOUR_MS) * 3600;
@@ -140,7 +147,8 @@ impl<'a> Rollups<'a> {
             staleness_bucket: f.staleness_bucket,
             never_synced: f.never_synced,
         };
-        self.devices.add(f.project, f.device_id, f.event_time_ms, f.event_id, values);
+        let segment = (f.app_version, f.os, f.network);
+        self.devices.add(f.project, f.device_id, f.event_time_ms, f.event_id, segment, values);
     }
 
     /// Adds the deltas to the tables. Meant for the transaction that stored
@@ -278,7 +286,7 @@ pub(super) fn backfill(conn: &Connection) -> Result<()> {
             let rows: Vec<StoredRow> = hour_rows
                 .query_map(params![project, hour, hour + HOUR_MS], StoredRow::from_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut rollups = Rollups::default();
+            let mut rollups = Rollups::for_backfill();
             for row in &rows {
                 rollups.add(row.fact(project));
             }
@@ -369,6 +377,9 @@ pub(super) fn delete_before(conn: &Connection, project: &str, cutoff_ms: i64, li
             WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
         "DELETE FROM device_hour WHERE (project, hour, device_id) IN (
             SELECT project, hour, device_id FROM device_hour WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
+        "DELETE FROM device_segment_hour WHERE (project, hour, device_id, app_version, os, network) IN (
+            SELECT project, hour, device_id, app_version, os, network FROM device_segment_hour
+            WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
     ] {
         deleted += conn.prepare_cached(sql)?.execute(params![project, cutoff_s, limit])?;
     }
