@@ -12,4 +12,5 @@ mod devices;
 mod exactly_once;
 mod extremes;
 mod rollups;
+mod segments;
 mod versions;
