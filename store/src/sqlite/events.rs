@@ -445,3 +445,66 @@ impl crate::Events for SqliteStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use synchealth_schema::{Network, ProjectName, SyncEvent};
+    use time::OffsetDateTime;
+
+    /// Retention takes an hour's `device_segment_hour` rows with its other
+    /// rollup rows, a chunk at a time, and leaves the later hours whole.
+    #[test]
+    fn retention_deletes_the_segment_hours_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        super::super::migrate::migrate_all(&mut conn).unwrap();
+        let project = ProjectName::parse("p").unwrap();
+        let base = 480_000 * HOUR_MS;
+        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let events: Vec<StoredEvent> = (0..60i64)
+            .map(|i| {
+                let time_ms = base + (i % 4) * HOUR_MS + i * 1000;
+                let event = SyncEvent {
+                    event_id: uuid::Uuid::from_u128(i as u128 + 1),
+                    device_id: format!("d{}", i % 5),
+                    occurred_at: at(time_ms),
+                    success: true,
+                    duration_ms: 10,
+                    conflicts: 0,
+                    queue_depth: i as u32,
+                    last_success_at: None,
+                    app_version: ["1.0.0", "1.1.0", "2.0.0"][(i % 3) as usize].into(),
+                    os: "ios".into(),
+                    os_version: None,
+                    network: [Network::Wifi, Network::Cellular][(i % 2) as usize],
+                    device_model: None,
+                    sync_type: None,
+                    trigger: None,
+                    error_kind: None,
+                    error_message: None,
+                    retries: 0,
+                    records_up: 0,
+                    records_down: 0,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    sample_rate: 1.0,
+                };
+                StoredEvent::new(project.clone(), event, at(time_ms + 1000), at(time_ms + 1000))
+            })
+            .collect();
+        insert_events(&mut conn, &events).unwrap();
+        let count = |condition: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM device_segment_hour WHERE {condition}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let cutoff = base + 2 * HOUR_MS;
+        let (before, kept) =
+            (count(&format!("hour < {}", cutoff / 1000)), count(&format!("hour >= {}", cutoff / 1000)));
+        assert!(before > 10 && kept > 10, "{before} {kept}");
+        while delete_before(&conn, "p", cutoff, 7).unwrap() > 0 {}
+        assert_eq!(count(&format!("hour < {}", cutoff / 1000)), 0);
+        assert_eq!(count(&format!("hour >= {}", cutoff / 1000)), kept);
+    }
+}
