@@ -11,13 +11,13 @@
 //! except in the last hour, where devices with a later event are looked up
 //! in `events` ([`Answer::add_device_hours`]); past hours' rows come from
 //! an in-memory copy while their event count is unchanged
-//! ([`super::device_cache`]). Filtered queries and breakdowns of such
-//! groupings take them from `device_segment_hour` (migration 0010) the same
-//! way, per device and segment, through [`super::segment_cache`]
+//! ([`super::device_cache`]). Those groupings with filters, and breakdowns
+//! ([`Grouping::By`]), take them from `device_segment_hour` (migration 0010)
+//! the same way, per device and segment, through [`super::segment_cache`]
 //! ([`Answer::add_segment_hours`]): a device's latest event in a group is the
 //! latest of its rows whose segment the filters select and whose value of
-//! the breakdown's dimension is the group's. Other groupings (buckets that
-//! are not whole hours) read the devices from `events`. Everything is merged here, in
+//! the breakdown's dimension is the group's. Buckets that are not whole
+//! hours read the devices from `events`. Everything is merged here, in
 //! Rust: sums add up, histograms add bucket by bucket, and each device's
 //! latest event is the latest of its pieces'. The answer is the one
 //! `events` alone gives, up to the order in which float weights are summed;
