@@ -85,6 +85,11 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 7, name: "rollups", sql: include_str!("../migrations/sqlite/0007_rollups.sql") },
     Migration { version: 8, name: "device lookup", sql: include_str!("../migrations/sqlite/0008_device_lookup.sql") },
     Migration { version: 9, name: "key origins", sql: include_str!("../migrations/sqlite/0009_key_origins.sql") },
+    Migration {
+        version: 10,
+        name: "device segment hour",
+        sql: include_str!("../migrations/sqlite/0010_device_segment_hour.sql"),
+    },
 ];
 
 #[cfg(test)]

@@ -11,8 +11,13 @@
 //! except in the last hour, where devices with a later event are looked up
 //! in `events` ([`Answer::add_device_hours`]); past hours' rows come from
 //! an in-memory copy while their event count is unchanged
-//! ([`super::device_cache`]). Other groupings and filtered queries read the
-//! devices from `events`. Everything is merged here, in
+//! ([`super::device_cache`]). Those groupings with filters, and breakdowns
+//! ([`Grouping::By`]), take them from `device_segment_hour` (migration 0010)
+//! the same way, per device and segment, through [`super::segment_cache`]
+//! ([`Answer::add_segment_hours`]): a device's latest event in a group is the
+//! latest of its rows whose segment the filters select and whose value of
+//! the breakdown's dimension is the group's. Buckets that are not whole
+//! hours read the devices from `events`. Everything is merged here, in
 //! Rust: sums add up, histograms add bucket by bucket, and each device's
 //! latest event is the latest of its pieces'. The answer is the one
 //! `events` alone gives, up to the order in which float weights are summed;
@@ -33,6 +38,7 @@ use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent,
 use uuid::Uuid;
 
 use super::device_cache::{DeviceCache, HourDevices, Names};
+use super::segment_cache::{SegmentCache, SegmentHour};
 use super::sql::{bound_query, decode, DeviceValues, Unit};
 use super::{bits_u64, non_empty, project_of, time_of_ms, SqliteStore};
 use crate::devices::{DeviceList, DeviceSummary, MAX_DEVICE_LIST, STUCK_ATTEMPTS};
@@ -351,6 +357,123 @@ impl Answer {
         Ok(())
     }
 
+    /// The devices of the whole window from `device_segment_hour`, for
+    /// groupings whose buckets are whole hours or a dimension's values, with
+    /// or without filters.
+    ///
+    /// As in [`Answer::add_device_hours`], for the part `[a, b)` of the
+    /// window inside an hour, a segment's row before `a` means no event of
+    /// that segment in the part and a row inside it is the segment's latest
+    /// there; when the window ends inside its last hour and a selected row
+    /// is at or after the end, that part is read from `events` instead.
+    /// A device's rows of one hour are adjacent: for each group, its latest
+    /// among those the group takes is the greatest (time, event id text),
+    /// so ties between segments break as on `events`. Hours are taken
+    /// latest first, so across hours a device's first latest in a group is
+    /// its latest there, and later hours' devices are dismissed by a merge
+    /// against the group's taken devices, as in [`Answer::add_device_hours`].
+    /// With `disjoint` (hourly buckets) a device's latest of an hour is
+    /// counted at once.
+    fn add_segment_hours(
+        &mut self,
+        conn: &Connection,
+        cache: &SegmentCache,
+        query: &Query,
+        disjoint: bool,
+    ) -> Result<()> {
+        let (from, to) = (query.from_ms, query.to_ms);
+        let project = query.project.as_str();
+        let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
+        let last_hour = (to - 1).div_euclid(HOUR_MS) * HOUR_MS;
+        let dimension = match self.grouping {
+            Grouping::By(dimension) => Some(dimension),
+            Grouping::Total | Grouping::Time { .. } => None,
+        };
+        let stamps: Vec<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT hour, SUM(events) FROM rollup_hour WHERE project = ?1 AND hour >= ?2 AND hour < ?3
+                 GROUP BY hour ORDER BY hour DESC",
+            )?
+            .query_map(params![project, first_hour / 1000, (last_hour + HOUR_MS) / 1000], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        // (group, index of the device's latest entry there), for one device.
+        let mut best: Vec<(usize, usize)> = Vec::new();
+        for (hour_s, events) in stamps {
+            let hour = match cache.get(project, hour_s, events) {
+                Some(hour) => hour,
+                None => {
+                    let hour = Arc::new(SegmentHour::load(conn, project, hour_s, events)?);
+                    cache.put(project, hour_s, Arc::clone(&hour));
+                    hour
+                }
+            };
+            let a = from.max(hour_s * 1000);
+            let b = to.min(hour_s * 1000 + HOUR_MS);
+            // Each segment's group, or none when the filters leave it out.
+            let slots: Vec<Option<usize>> = hour
+                .segments
+                .iter()
+                .map(|segment| {
+                    segment
+                        .matches(&query.filters)
+                        .then(|| self.group(hour_s, dimension.map_or("", |d| segment.value(d))))
+                })
+                .collect();
+            let selected = |e: &super::segment_cache::Entry| slots[e.segment as usize].is_some();
+            if b < hour_s * 1000 + HOUR_MS && hour.entries.iter().any(|e| e.time_ms >= b && selected(e)) {
+                self.add_events(conn, query, (a, b), &[], true)?;
+                self.count_offered(!disjoint);
+                continue;
+            }
+            let mut cursors = vec![0usize; self.groups.len()];
+            let mut fresh = vec![Names::default(); self.groups.len()];
+            let entries = &hour.entries;
+            let mut i = 0;
+            while i < entries.len() {
+                let device = entries[i].device;
+                best.clear();
+                while i < entries.len() && entries[i].device == device {
+                    let e = &entries[i];
+                    let slot = slots[e.segment as usize].filter(|_| (a..b).contains(&e.time_ms));
+                    if let Some(g) = slot {
+                        match best.iter_mut().find(|(bg, _)| *bg == g) {
+                            Some(slot) => {
+                                if e.later_than(&entries[slot.1]) {
+                                    slot.1 = i;
+                                }
+                            }
+                            None => best.push((g, i)),
+                        }
+                    }
+                    i += 1;
+                }
+                let name = hour.names.get(device as usize);
+                for &(g, k) in &best {
+                    if !disjoint {
+                        let taken = &self.groups[g].taken;
+                        let cursor = &mut cursors[g];
+                        while *cursor < taken.len() && taken.get(*cursor) > name {
+                            *cursor += 1;
+                        }
+                        if *cursor < taken.len() && taken.get(*cursor) == name {
+                            continue;
+                        }
+                        fresh[g].push(name);
+                    }
+                    self.groups[g].count_device(entries[k].values, self.queue_threshold);
+                }
+            }
+            for (g, names) in fresh.iter().enumerate() {
+                if names.len() > 0 {
+                    self.groups[g].taken.merge(names);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `events` over `[from_ms, to_ms)` with the query's filters: the
     /// per-event sums of the rows inside one of `totals` (raw pieces of the
     /// totals), and, with `devices`, each device's latest event.
@@ -450,15 +573,17 @@ fn params_of(query: &Query, from: i64, to: i64) -> Vec<(&'static str, Value)> {
 pub(super) fn aggregate(
     conn: &Connection,
     cache: &DeviceCache,
+    segments: &SegmentCache,
     query: &Query,
     grouping: Grouping,
 ) -> Result<Vec<(GroupKey, Aggregate)>> {
-    aggregate_with(conn, cache, query, grouping, LOOKUP_COST)
+    aggregate_with(conn, cache, segments, query, grouping, LOOKUP_COST)
 }
 
 fn aggregate_with(
     conn: &Connection,
     cache: &DeviceCache,
+    segments: &SegmentCache,
     query: &Query,
     grouping: Grouping,
     lookup_cost: i64,
@@ -479,11 +604,15 @@ fn aggregate_with(
             Piece::Raw(from, to) => raw_totals.push((from, to)),
         }
     }
-    let hourly = aligned(grouping, 3600) && !matches!(grouping, Grouping::By(_)) && query.filters == Filters::default();
-    if hourly {
-        // Hourly buckets never share a (bucket, device) between hours.
-        let disjoint = grouping == Grouping::Time { step_seconds: 3600 };
+    // Hourly buckets never share a (bucket, device) between hours.
+    let disjoint = grouping == Grouping::Time { step_seconds: 3600 };
+    let whole_hours = aligned(grouping, 3600);
+    if whole_hours && !matches!(grouping, Grouping::By(_)) && query.filters == Filters::default() {
         answer.add_device_hours(conn, cache, query, disjoint)?;
+    } else if whole_hours {
+        answer.add_segment_hours(conn, segments, query, disjoint)?;
+    }
+    if whole_hours {
         for &range in &raw_totals {
             answer.add_events(conn, query, range, &[range], false)?;
         }
@@ -510,7 +639,7 @@ impl crate::Aggregates for SqliteStore {
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         let query = query.clone();
         let inner = Arc::clone(&self.inner);
-        self.read(move |conn| aggregate(conn, &inner.device_hours, &query, grouping)).await
+        self.read(move |conn| aggregate(conn, &inner.device_hours, &inner.segment_hours, &query, grouping)).await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, list = list.name(), limit))]
@@ -711,6 +840,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
 mod tests {
     use super::*;
     use crate::pieces::MINUTE_MS;
+    use synchealth_schema::Network;
 
     /// A small deterministic fleet over five hours: ties in time, sampled
     /// devices, events in every minute, inserted in batches out of order.
@@ -760,6 +890,219 @@ mod tests {
         events
     }
 
+    /// The answer of `events` alone: every piece of the window read raw.
+    fn brute_force(conn: &Connection, query: &Query, grouping: Grouping) -> Vec<(GroupKey, Aggregate)> {
+        let mut answer = Answer::new(grouping, query.queue_threshold, LOOKUP_COST);
+        let window = (query.from_ms, query.to_ms);
+        answer.add_events(conn, query, window, &[window], true).unwrap();
+        answer.finish()
+    }
+
+    fn assert_same(got: Vec<(GroupKey, Aggregate)>, reference: Vec<(GroupKey, Aggregate)>, context: &str) {
+        assert_eq!(got.len(), reference.len(), "{context}");
+        for ((k, a), (l, b)) in got.into_iter().zip(reference) {
+            assert_eq!(k, l, "{context}");
+            assert_eq!(a.normalized(), b.normalized(), "{context}, {k:?}");
+        }
+    }
+
+    /// Events of a few devices that change segment (app version, network)
+    /// within an hour, with many events of one device at the same time in
+    /// different segments, whose ids decide which is the latest.
+    fn segment_fleet(project: &synchealth_schema::ProjectName, base_ms: i64, seed: u64) -> Vec<StoredEvent> {
+        use synchealth_schema::{Network, SyncEvent};
+        use time::OffsetDateTime;
+        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let mut seed = seed;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut events = Vec::new();
+        let (mut previous_time, mut previous_device) = (base_ms, 0);
+        for i in 0..1200u64 {
+            // One event in four repeats the previous one's device and time:
+            // a tie between segments, broken by the id.
+            let (device, time_ms) = if next(4) == 0 {
+                (previous_device, previous_time)
+            } else {
+                (next(12), base_ms + next(4 * 3_600_000) as i64)
+            };
+            (previous_time, previous_device) = (time_ms, device);
+            let event = SyncEvent {
+                event_id: uuid::Uuid::from_u64_pair(next(u64::MAX), i),
+                device_id: format!("seg-{device:02}"),
+                occurred_at: at(time_ms),
+                success: next(5) > 0,
+                duration_ms: next(100_000),
+                conflicts: u32::from(next(10) == 0),
+                queue_depth: next(3000) as u32,
+                last_success_at: (next(6) != 0).then(|| at(time_ms - next(1_000_000) as i64)),
+                app_version: ["1.0.0", "1.1.0", "2.0.0"][next(3) as usize].into(),
+                os: ["android", "ios"][(device % 2) as usize].into(),
+                os_version: None,
+                network: [Network::Wifi, Network::Cellular][next(2) as usize],
+                device_model: None,
+                sync_type: None,
+                trigger: None,
+                error_kind: None,
+                error_message: None,
+                retries: 0,
+                records_up: 0,
+                records_down: 0,
+                bytes_up: 0,
+                bytes_down: 0,
+                sample_rate: if device % 3 == 0 { 0.5 } else { 1.0 },
+            };
+            let received = time_ms + 1_000;
+            events.push(StoredEvent::new(project.clone(), event, at(received - 10), at(received)));
+        }
+        events
+    }
+
+    fn segment_queries(project: &synchealth_schema::ProjectName, base: i64) -> Vec<Query> {
+        let windows = [
+            (base + 17 * MINUTE_MS + 13_500, base + 3 * HOUR_MS + 41 * MINUTE_MS),
+            (base + HOUR_MS + 5 * MINUTE_MS, base + HOUR_MS + 50 * MINUTE_MS),
+            (base + HOUR_MS, base + 3 * HOUR_MS),
+            (base - HOUR_MS, base + 2 * HOUR_MS + 1),
+            (base, base + 4 * HOUR_MS),
+        ];
+        let filters = [
+            Filters::default(),
+            Filters { os: Some("ios".into()), ..Filters::default() },
+            Filters { network: Some(Network::Cellular), ..Filters::default() },
+            Filters { app_version: Some("1.1.0".into()), network: Some(Network::Wifi), ..Filters::default() },
+            Filters { app_version: Some("9.9.9".into()), ..Filters::default() },
+        ];
+        let mut queries = Vec::new();
+        for (from_ms, to_ms) in windows {
+            for filters in &filters {
+                queries.push(Query {
+                    project: project.clone(),
+                    from_ms,
+                    to_ms,
+                    filters: filters.clone(),
+                    queue_threshold: 1000,
+                });
+            }
+        }
+        queries
+    }
+
+    const SEGMENT_GROUPINGS: [Grouping; 6] = [
+        Grouping::Total,
+        Grouping::Time { step_seconds: 3600 },
+        Grouping::Time { step_seconds: 7200 },
+        Grouping::By(crate::metrics::Dimension::AppVersion),
+        Grouping::By(crate::metrics::Dimension::Os),
+        Grouping::By(crate::metrics::Dimension::Network),
+    ];
+
+    /// Filtered queries and breakdowns read through `device_segment_hour`
+    /// and its cache give the answer of `events` alone, after every batch
+    /// (later batches change hours already cached, old events among them).
+    #[test]
+    fn segment_hours_match_events_alone_after_every_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        super::super::migrate::migrate_all(&mut conn).unwrap();
+        let project = synchealth_schema::ProjectName::parse("p").unwrap();
+        let base = 480_000 * HOUR_MS;
+        let (cache, segments) = (DeviceCache::default(), SegmentCache::default());
+        let queries = segment_queries(&project, base);
+        for (b, batch) in segment_fleet(&project, base, 7).chunks(300).enumerate() {
+            super::super::events::insert_events(&mut conn, batch).unwrap();
+            for query in &queries {
+                for grouping in SEGMENT_GROUPINGS {
+                    let got = aggregate(&conn, &cache, &segments, query, grouping).unwrap();
+                    let context =
+                        format!("batch {b}, {}..{}, {:?}, {grouping:?}", query.from_ms, query.to_ms, query.filters);
+                    assert_same(got, brute_force(&conn, query, grouping), &context);
+                }
+            }
+        }
+    }
+
+    /// Two events of one device at the same time in different segments:
+    /// the one with the greater id text is its latest, whichever segment
+    /// sorts first, and a filter or group that leaves it out takes the other.
+    #[test]
+    fn a_tie_between_segments_breaks_on_the_event_id_text() {
+        use synchealth_schema::SyncEvent;
+        use time::OffsetDateTime;
+        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let project = synchealth_schema::ProjectName::parse("p").unwrap();
+        let base = 480_000 * HOUR_MS;
+        let event = |device: &str, app_version: &str, network: Network, queue_depth: u32, id: u128| {
+            let e = SyncEvent {
+                event_id: uuid::Uuid::from_u128(id),
+                device_id: device.into(),
+                occurred_at: at(base + 10 * MINUTE_MS),
+                success: true,
+                duration_ms: 10,
+                conflicts: 0,
+                queue_depth,
+                last_success_at: Some(at(base)),
+                app_version: app_version.into(),
+                os: "ios".into(),
+                os_version: None,
+                network,
+                device_model: None,
+                sync_type: None,
+                trigger: None,
+                error_kind: None,
+                error_message: None,
+                retries: 0,
+                records_up: 0,
+                records_down: 0,
+                bytes_up: 0,
+                bytes_down: 0,
+                sample_rate: 1.0,
+            };
+            let received = at(base + 10 * MINUTE_MS + 1000);
+            StoredEvent::new(project.clone(), e, received, received)
+        };
+        // "a": the later id is in the segment that sorts last; "b": first.
+        // The ids differ first in a digit against a letter (9 < a), which
+        // the text's order and a number's agree on only when read as hex.
+        let events = vec![
+            event("a", "1.0.0", Network::Cellular, 10, 0x9000_0000_0000_0000_0000_0000_0000_0000),
+            event("a", "2.0.0", Network::Wifi, 20, 0xa000_0000_0000_0000_0000_0000_0000_0000),
+            event("b", "1.0.0", Network::Cellular, 30, 0xb000_0000_0000_0000_0000_0000_0000_0001),
+            event("b", "2.0.0", Network::Wifi, 40, 0xb000_0000_0000_0000_0000_0000_0000_0000),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        super::super::migrate::migrate_all(&mut conn).unwrap();
+        super::super::events::insert_events(&mut conn, &events).unwrap();
+        let (cache, segments) = (DeviceCache::default(), SegmentCache::default());
+        let whole = Query {
+            project: project.clone(),
+            from_ms: base,
+            to_ms: base + HOUR_MS,
+            filters: Filters { os: Some("ios".into()), ..Filters::default() },
+            queue_threshold: 1000,
+        };
+        let total = aggregate(&conn, &cache, &segments, &whole, Grouping::Total).unwrap();
+        assert_eq!(total.len(), 1);
+        assert_eq!((total[0].1.devices, total[0].1.queue_sum, total[0].1.queue_max), (2, 20 + 30, 30));
+        let by = aggregate(&conn, &cache, &segments, &whole, Grouping::By(crate::metrics::Dimension::Network)).unwrap();
+        let sums: Vec<(GroupKey, u64)> = by.into_iter().map(|(k, a)| (k, a.queue_sum)).collect();
+        assert_eq!(
+            sums,
+            vec![(GroupKey::Segment("cellular".into()), 10 + 30), (GroupKey::Segment("wifi".into()), 20 + 40)]
+        );
+        for grouping in SEGMENT_GROUPINGS {
+            for filters in [whole.filters.clone(), Filters { app_version: Some("2.0.0".into()), ..Filters::default() }]
+            {
+                let q = Query { filters, ..whole.clone() };
+                let got = aggregate(&conn, &cache, &segments, &q, grouping).unwrap();
+                assert_same(got, brute_force(&conn, &q, grouping), &format!("{grouping:?}, {:?}", q.filters));
+            }
+        }
+    }
+
     /// Both ways of reading a window's last, partial hour (looking devices
     /// up, reading the part raw) give the answer of reading the devices
     /// from `events` alone, which a filter that every event matches forces.
@@ -779,7 +1122,7 @@ mod tests {
             (base + HOUR_MS, base + 4 * HOUR_MS),
             (base - HOUR_MS, base + 2 * HOUR_MS + 1),
         ];
-        let cache = DeviceCache::default();
+        let (cache, segments) = (DeviceCache::default(), SegmentCache::default());
         for (from_ms, to_ms) in windows {
             let query =
                 Query { project: project.clone(), from_ms, to_ms, filters: Filters::default(), queue_threshold: 1000 };
@@ -788,10 +1131,10 @@ mod tests {
             for grouping in
                 [Grouping::Total, Grouping::Time { step_seconds: 3600 }, Grouping::Time { step_seconds: 7200 }]
             {
-                let reference = aggregate(&conn, &DeviceCache::default(), &everything, grouping).unwrap();
+                let reference = brute_force(&conn, &everything, grouping);
                 assert!(!reference.is_empty());
                 for lookup_cost in [0, i64::MAX] {
-                    let got = aggregate_with(&conn, &cache, &query, grouping, lookup_cost).unwrap();
+                    let got = aggregate_with(&conn, &cache, &segments, &query, grouping, lookup_cost).unwrap();
                     let context = format!("{from_ms}..{to_ms}, {grouping:?}, cost {lookup_cost}");
                     assert_eq!(got.len(), reference.len(), "{context}");
                     for ((k, a), (l, b)) in got.into_iter().zip(reference.iter().cloned()) {

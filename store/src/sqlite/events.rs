@@ -2,15 +2,16 @@
 //! dashboard rollups (migration 0007) it keeps in its own transaction, and
 //! retention.
 //!
-//! Three tables, written by [`Rollups`] in the transaction that inserts the
+//! Four tables, written by [`Rollups`] in the transaction that inserts the
 //! events, from the rows that insert actually stored, so they never disagree
 //! with `events` (a duplicate adds nothing, a failed batch adds nothing):
 //! - `rollup_minute` and `rollup_hour`: per minute (per hour), in Unix
 //!   seconds, and segment (app version, OS, network): events, weighted
 //!   attempts, successes and conflicted attempts, late events, and the
 //!   duration histogram as one blob ([`super::sql::encode`]);
-//! - `device_hour`: per hour and device, the device's latest event
-//!   (`device_state.rs`).
+//! - `device_hour`: per hour and device, the device's latest event, and
+//!   `device_segment_hour` (migration 0010): the same per hour, device and
+//!   segment (`device_state.rs`).
 //!
 //! `aggregate.rs` reads them back.
 
@@ -129,6 +130,12 @@ pub(super) struct Rollups<'a> {
 }
 
 impl<'a> Rollups<'a> {
+    /// For migration 0007's backfill, which runs before migration 0010
+    /// creates `device_segment_hour` (0010 fills it itself).
+    fn for_backfill() -> Self {
+        Rollups { devices: DeviceHours::without_segments(), ..Rollups::default() }
+    }
+
     pub(super) fn add(&mut self, f: Fact<'a>) {
         let minute = f.event_time_ms.div_euclid(MINUTE_MS) * 60;
         let hour = f.event_time_ms.div_euclid(HOUR_MS) * 3600;
@@ -140,7 +147,8 @@ impl<'a> Rollups<'a> {
             staleness_bucket: f.staleness_bucket,
             never_synced: f.never_synced,
         };
-        self.devices.add(f.project, f.device_id, f.event_time_ms, f.event_id, values);
+        let segment = (f.app_version, f.os, f.network);
+        self.devices.add(f.project, f.device_id, f.event_time_ms, f.event_id, segment, values);
     }
 
     /// Adds the deltas to the tables. Meant for the transaction that stored
@@ -278,7 +286,7 @@ pub(super) fn backfill(conn: &Connection) -> Result<()> {
             let rows: Vec<StoredRow> = hour_rows
                 .query_map(params![project, hour, hour + HOUR_MS], StoredRow::from_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut rollups = Rollups::default();
+            let mut rollups = Rollups::for_backfill();
             for row in &rows {
                 rollups.add(row.fact(project));
             }
@@ -369,6 +377,9 @@ pub(super) fn delete_before(conn: &Connection, project: &str, cutoff_ms: i64, li
             WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
         "DELETE FROM device_hour WHERE (project, hour, device_id) IN (
             SELECT project, hour, device_id FROM device_hour WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
+        "DELETE FROM device_segment_hour WHERE (project, hour, device_id, app_version, os, network) IN (
+            SELECT project, hour, device_id, app_version, os, network FROM device_segment_hour
+            WHERE project = ?1 AND hour < ?2 LIMIT ?3)",
     ] {
         deleted += conn.prepare_cached(sql)?.execute(params![project, cutoff_s, limit])?;
     }
@@ -432,5 +443,68 @@ impl crate::Events for SqliteStore {
         }
         tracing::info!(deleted, cutoff_ms = cutoff, "applied retention");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use synchealth_schema::{Network, ProjectName, SyncEvent};
+    use time::OffsetDateTime;
+
+    /// Retention takes an hour's `device_segment_hour` rows with its other
+    /// rollup rows, a chunk at a time, and leaves the later hours whole.
+    #[test]
+    fn retention_deletes_the_segment_hours_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        super::super::migrate::migrate_all(&mut conn).unwrap();
+        let project = ProjectName::parse("p").unwrap();
+        let base = 480_000 * HOUR_MS;
+        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let events: Vec<StoredEvent> = (0..60i64)
+            .map(|i| {
+                let time_ms = base + (i % 4) * HOUR_MS + i * 1000;
+                let event = SyncEvent {
+                    event_id: uuid::Uuid::from_u128(i as u128 + 1),
+                    device_id: format!("d{}", i % 5),
+                    occurred_at: at(time_ms),
+                    success: true,
+                    duration_ms: 10,
+                    conflicts: 0,
+                    queue_depth: i as u32,
+                    last_success_at: None,
+                    app_version: ["1.0.0", "1.1.0", "2.0.0"][(i % 3) as usize].into(),
+                    os: "ios".into(),
+                    os_version: None,
+                    network: [Network::Wifi, Network::Cellular][(i % 2) as usize],
+                    device_model: None,
+                    sync_type: None,
+                    trigger: None,
+                    error_kind: None,
+                    error_message: None,
+                    retries: 0,
+                    records_up: 0,
+                    records_down: 0,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    sample_rate: 1.0,
+                };
+                StoredEvent::new(project.clone(), event, at(time_ms + 1000), at(time_ms + 1000))
+            })
+            .collect();
+        insert_events(&mut conn, &events).unwrap();
+        let count = |condition: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM device_segment_hour WHERE {condition}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let cutoff = base + 2 * HOUR_MS;
+        let (before, kept) =
+            (count(&format!("hour < {}", cutoff / 1000)), count(&format!("hour >= {}", cutoff / 1000)));
+        assert!(before > 10 && kept > 10, "{before} {kept}");
+        while delete_before(&conn, "p", cutoff, 7).unwrap() > 0 {}
+        assert_eq!(count(&format!("hour < {}", cutoff / 1000)), 0);
+        assert_eq!(count(&format!("hour >= {}", cutoff / 1000)), kept);
     }
 }

@@ -47,6 +47,7 @@ mod device_cache;
 mod device_state;
 mod events;
 mod migrate;
+mod segment_cache;
 mod sessions;
 mod sql;
 mod telemetry_loss;
@@ -71,6 +72,7 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     device_hours: device_cache::DeviceCache,
+    segment_hours: segment_cache::SegmentCache,
     /// Declared last: dropped after the writer, so its final checkpoint
     /// sees every commit.
     _checkpointer: checkpoint::Checkpointer,
@@ -105,6 +107,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(vec![reader]),
                 device_hours: device_cache::DeviceCache::default(),
+                segment_hours: segment_cache::SegmentCache::default(),
                 _checkpointer: checkpointer,
             }),
         })

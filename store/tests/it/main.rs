@@ -13,5 +13,6 @@ mod devices;
 mod exactly_once;
 mod extremes;
 mod rollups;
+mod segment_hours;
 mod segments;
 mod versions;
