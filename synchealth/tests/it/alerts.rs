@@ -45,7 +45,6 @@ struct Hook {
     timestamp: Option<String>,
     raw: Vec<u8>,
     body: Value,
-    at: Instant,
 }
 
 #[derive(Clone, Default)]
@@ -67,7 +66,7 @@ async fn record_hook(
     let (signature, timestamp) = (header("x-synchealth-signature"), header("x-synchealth-timestamp"));
     let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut hooks = hooks.0.lock().unwrap();
-    hooks.push(Hook { path: path.clone(), signature, timestamp, raw: body.to_vec(), body: parsed, at: Instant::now() });
+    hooks.push(Hook { path: path.clone(), signature, timestamp, raw: body.to_vec(), body: parsed });
     let seen = hooks.iter().filter(|h| h.path == path).count();
     match path.as_str() {
         // Unavailable twice, then fine: a transient failure.
