@@ -168,9 +168,28 @@ struct EdgeRow {
 pub(super) const MAX_OVERFLOW: usize = 2_000;
 /// How long before now a window may end and still read its last hour from
 /// memory: ending within it, few devices can have events after the end.
-pub(super) const RECENT_MS: i64 = 60_000;
+const RECENT_MS: i64 = 60_000;
 
-pub(super) fn unix_ms_now() -> i64 {
+/// The hours a cache reads for a window, from `first` (the start of the
+/// hour holding the window's start) to `cached_to` (the end of the hours
+/// before the one holding its end), and how that last, partial hour is read.
+pub(super) struct Plan {
+    pub(super) hours: Vec<u32>,
+    /// From memory ([`LastHour`]): the window ends now; `hours` holds it.
+    pub(super) recent: bool,
+    /// From `events`: the window ends mid-hour, earlier than now.
+    pub(super) past_edge: bool,
+}
+
+pub(super) fn plan(query: &Query, first: i64, cached_to: i64) -> Plan {
+    let partial_end = query.to_ms > cached_to;
+    let recent = partial_end && query.to_ms >= unix_ms_now() - RECENT_MS;
+    let end = if recent { cached_to + HOUR_MS } else { cached_to };
+    let hours = (first..end).step_by(HOUR_MS as usize).map(hour_s).collect();
+    Plan { hours, recent, past_edge: partial_end && !recent }
+}
+
+fn unix_ms_now() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
@@ -260,13 +279,10 @@ impl ClickHouseStore {
         // hour; a window ending now has its last one from memory too (see
         // `LastHour`), one ending earlier from `events`, alongside the refresh.
         let first = if query.from_ms < whole_from { whole_from - HOUR_MS } else { whole_from };
-        let partial_end = query.to_ms > whole_to;
-        let recent = partial_end && query.to_ms >= unix_ms_now() - RECENT_MS;
-        let end = if recent { whole_to + HOUR_MS } else { whole_to };
-        let hours: Vec<u32> = (first..end).step_by(HOUR_MS as usize).map(hour_s).collect();
+        let Plan { hours, recent, past_edge } = plan(query, first, whole_to);
         let project = query.project.as_str();
         let past_edge = async {
-            if partial_end && !recent {
+            if past_edge {
                 self.end_edge(query, whole_to, None).await
             } else {
                 Ok(Vec::new())

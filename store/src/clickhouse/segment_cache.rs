@@ -35,7 +35,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::dedup::events_filter;
-use super::device_cache::{bucket, hour_s, unix_ms_now, Latest, MAX_HOURS, MAX_OVERFLOW, RECENT_MS};
+use super::device_cache::{bucket, hour_s, plan, Latest, Plan, MAX_HOURS, MAX_OVERFLOW};
 use super::device_state::LATEST_SQL;
 use super::sql::{group_key, only_devices, Sql};
 use super::ClickHouseStore;
@@ -240,13 +240,10 @@ impl ClickHouseStore {
         // As in `device_cache.rs`: the last, partial hour of a window ending
         // now from memory but for the devices with events after the end, of
         // a window ending earlier from `events`, alongside the refresh.
-        let partial_end = query.to_ms > cached_to;
-        let recent = partial_end && query.to_ms >= unix_ms_now() - RECENT_MS;
-        let end = if recent { cached_to + HOUR_MS } else { cached_to };
-        let hours: Vec<u32> = (first..end).step_by(HOUR_MS as usize).map(hour_s).collect();
+        let Plan { hours, recent, past_edge } = plan(query, first, cached_to);
         let project = query.project.as_str();
         let past_edge = async {
-            if partial_end && !recent {
+            if past_edge {
                 self.segment_edge(query, cached_to, None).await
             } else {
                 Ok(Vec::new())

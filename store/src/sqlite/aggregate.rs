@@ -870,19 +870,9 @@ mod tests {
                 last_success_at: (device % 7 != 0).then(|| at(time_ms - next(1_000_000) as i64)),
                 app_version: "2.0.0".into(),
                 os: ["android", "ios"][(device % 2) as usize].into(),
-                os_version: None,
                 network: [Network::Wifi, Network::Cellular][next(2) as usize],
-                device_model: None,
-                sync_type: None,
-                trigger: None,
-                error_kind: None,
-                error_message: None,
-                retries: 0,
-                records_up: 0,
-                records_down: 0,
-                bytes_up: 0,
-                bytes_down: 0,
                 sample_rate: if device % 3 == 0 { 0.5 } else { 1.0 },
+                ..super::super::sql::test_event()
             };
             let received = time_ms + 1_000 + next(2) as i64 * 600_000;
             events.push(StoredEvent::new(project.clone(), event, at(received - 10), at(received)));
@@ -940,19 +930,9 @@ mod tests {
                 last_success_at: (next(6) != 0).then(|| at(time_ms - next(1_000_000) as i64)),
                 app_version: ["1.0.0", "1.1.0", "2.0.0"][next(3) as usize].into(),
                 os: ["android", "ios"][(device % 2) as usize].into(),
-                os_version: None,
                 network: [Network::Wifi, Network::Cellular][next(2) as usize],
-                device_model: None,
-                sync_type: None,
-                trigger: None,
-                error_kind: None,
-                error_message: None,
-                retries: 0,
-                records_up: 0,
-                records_down: 0,
-                bytes_up: 0,
-                bytes_down: 0,
                 sample_rate: if device % 3 == 0 { 0.5 } else { 1.0 },
+                ..super::super::sql::test_event()
             };
             let received = time_ms + 1_000;
             events.push(StoredEvent::new(project.clone(), event, at(received - 10), at(received)));
@@ -1039,26 +1019,11 @@ mod tests {
                 event_id: uuid::Uuid::from_u128(id),
                 device_id: device.into(),
                 occurred_at: at(base + 10 * MINUTE_MS),
-                success: true,
-                duration_ms: 10,
-                conflicts: 0,
                 queue_depth,
                 last_success_at: Some(at(base)),
                 app_version: app_version.into(),
-                os: "ios".into(),
-                os_version: None,
                 network,
-                device_model: None,
-                sync_type: None,
-                trigger: None,
-                error_kind: None,
-                error_message: None,
-                retries: 0,
-                records_up: 0,
-                records_down: 0,
-                bytes_up: 0,
-                bytes_down: 0,
-                sample_rate: 1.0,
+                ..super::super::sql::test_event()
             };
             let received = at(base + 10 * MINUTE_MS + 1000);
             StoredEvent::new(project.clone(), e, received, received)

@@ -470,26 +470,11 @@ mod tests {
                     event_id: uuid::Uuid::from_u128(i as u128 + 1),
                     device_id: format!("d{}", i % 5),
                     occurred_at: at(time_ms),
-                    success: true,
-                    duration_ms: 10,
-                    conflicts: 0,
                     queue_depth: i as u32,
-                    last_success_at: None,
                     app_version: ["1.0.0", "1.1.0", "2.0.0"][(i % 3) as usize].into(),
                     os: "ios".into(),
-                    os_version: None,
                     network: [Network::Wifi, Network::Cellular][(i % 2) as usize],
-                    device_model: None,
-                    sync_type: None,
-                    trigger: None,
-                    error_kind: None,
-                    error_message: None,
-                    retries: 0,
-                    records_up: 0,
-                    records_down: 0,
-                    bytes_up: 0,
-                    bytes_down: 0,
-                    sample_rate: 1.0,
+                    ..super::super::sql::test_event()
                 };
                 StoredEvent::new(project.clone(), event, at(time_ms + 1000), at(time_ms + 1000))
             })

@@ -164,6 +164,38 @@ pub(super) fn merge(stored: &[u8], delta: &BTreeMap<u16, f64>) -> Result<Vec<u8>
     Ok(out)
 }
 
+/// A `SyncEvent` for unit tests, every field at its plainest (a success of
+/// 10 ms on wifi, app 1.0.0 on iOS, nothing optional); tests set what they
+/// vary with struct-update syntax.
+#[cfg(test)]
+pub(super) fn test_event() -> synchealth_schema::SyncEvent {
+    synchealth_schema::SyncEvent {
+        event_id: uuid::Uuid::nil(),
+        device_id: String::new(),
+        occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+        success: true,
+        duration_ms: 10,
+        conflicts: 0,
+        queue_depth: 0,
+        last_success_at: None,
+        app_version: "1.0.0".into(),
+        os: "ios".into(),
+        os_version: None,
+        network: synchealth_schema::Network::Wifi,
+        device_model: None,
+        sync_type: None,
+        trigger: None,
+        error_kind: None,
+        error_message: None,
+        retries: 0,
+        records_up: 0,
+        records_down: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+        sample_rate: 1.0,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
