@@ -384,6 +384,15 @@ impl ClickHouseStore {
         Ok(sql.args.iter().fold(self.reader.query(&sql.text), |q, a| q.bind(a)).fetch_all::<EdgeRow>().await?)
     }
 
+    /// `select` with its `{project_and_hours}` the condition that a row is
+    /// of `project` and one of `hours` (Unix seconds), bound.
+    pub(super) fn in_hours(&self, select: &str, project: &str, hours: &[u32]) -> clickhouse::query::Query {
+        let placeholders = vec!["?"; hours.len()].join(", ");
+        let condition = format!("project = ? AND toUInt32(hour) IN ({placeholders})");
+        let query = self.reader.query(&select.replace("{project_and_hours}", &condition)).bind(project);
+        hours.iter().fold(query, |q, h| q.bind(h))
+    }
+
     /// Each hour's event count in `rollup_hour`, from `first` to `last`
     /// (hour starts, Unix seconds, inclusive): what a cached hour is stamped
     /// with, since every insert into an hour moves it.
@@ -415,49 +424,30 @@ impl ClickHouseStore {
         let mut projects = self.device_cache.projects.lock().await;
         let counts = self.hour_counts(project, first, last).await?;
         let cache = projects.entry(project.to_string()).or_default();
-        let stale: Vec<u32> = hours
-            .iter()
-            .copied()
-            .filter(|h| {
-                let now = counts.get(h).copied().unwrap_or(0);
-                match cache.hours.get(h) {
-                    Some(cached) => cached.events != now,
-                    None => now > 0,
-                }
-            })
-            .collect();
+        let stale = stale_hours(hours, &counts, |h| cache.hours.get(&h).map(|cached| cached.events));
         if stale.is_empty() {
             return Ok(());
         }
         for hour in &stale {
             cache.hours.remove(hour);
         }
-        let placeholders = vec!["?"; stale.len()].join(", ");
-        let rows = stale
-            .iter()
-            .fold(
-                self.reader
-                    .query(&format!(
-                        "SELECT toUInt32(hour) AS hour, device_id, finalizeAggregation(latest) AS latest \
-                         FROM device_hour_latest FINAL WHERE project = ? AND toUInt32(hour) IN ({placeholders})"
-                    ))
-                    .bind(project),
-                |q, h| q.bind(h),
+        let rows = self
+            .in_hours(
+                "SELECT toUInt32(hour) AS hour, device_id, finalizeAggregation(latest) AS latest \
+                 FROM device_hour_latest FINAL WHERE {project_and_hours}",
+                project,
+                &stale,
             )
             .fetch_all::<EntryRow>()
             .await?;
-        let mut totals: HashMap<u32, HourTotals> = stale
-            .iter()
-            .fold(
-                self.reader
-                    .query(&format!(
-                        "SELECT toUInt32(hour) AS hour, toUInt64(sum(events)), toFloat64(sum(attempts)), \
-                         toFloat64(sum(successes)), toFloat64(sum(conflicted)), toUInt64(sum(late)), \
-                         sumMap(durationMap.bucket, durationMap.weight) FROM rollup_hour \
-                         WHERE project = ? AND toUInt32(hour) IN ({placeholders}) GROUP BY hour"
-                    ))
-                    .bind(project),
-                |q, h| q.bind(h),
+        let mut totals: HashMap<u32, HourTotals> = self
+            .in_hours(
+                "SELECT toUInt32(hour) AS hour, toUInt64(sum(events)), toFloat64(sum(attempts)), \
+                 toFloat64(sum(successes)), toFloat64(sum(conflicted)), toUInt64(sum(late)), \
+                 sumMap(durationMap.bucket, durationMap.weight) FROM rollup_hour \
+                 WHERE {project_and_hours} GROUP BY hour",
+                project,
+                &stale,
             )
             .fetch_all::<HourTotals>()
             .await?
@@ -482,6 +472,21 @@ impl ClickHouseStore {
         evict(&mut projects, project, hours);
         Ok(())
     }
+}
+
+/// The hours of `hours` to load again: those whose event count now
+/// (`counts`, none meaning 0) is not the one they were loaded at
+/// (`loaded_at`), and those not loaded that have events.
+pub(super) fn stale_hours(
+    hours: &[u32],
+    counts: &HashMap<u32, u64>,
+    loaded_at: impl Fn(u32) -> Option<u64>,
+) -> Vec<u32> {
+    let changed = |h: &u32| {
+        let now = counts.get(h).copied().unwrap_or(0);
+        loaded_at(*h).map_or(now > 0, |then| then != now)
+    };
+    hours.iter().copied().filter(changed).collect()
 }
 
 /// Drops the oldest hours not in use until the cache holds at most

@@ -35,7 +35,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::dedup::events_filter;
-use super::device_cache::{bucket, hour_s, plan, Latest, Plan, MAX_HOURS, MAX_OVERFLOW};
+use super::device_cache::{bucket, hour_s, plan, stale_hours, Latest, Plan, MAX_HOURS, MAX_OVERFLOW};
 use super::device_state::LATEST_SQL;
 use super::sql::{group_key, only_devices, Sql};
 use super::ClickHouseStore;
@@ -357,32 +357,19 @@ impl ClickHouseStore {
         let mut projects = self.segment_cache.projects.lock().await;
         let counts = self.hour_counts(project, first, last).await?;
         let cache = projects.entry(project.to_string()).or_default();
-        let stale: Vec<u32> = hours
-            .iter()
-            .copied()
-            .filter(|h| {
-                let now = counts.get(h).copied().unwrap_or(0);
-                cache.hours.get(h).map_or(now > 0, |cached| cached.events != now)
-            })
-            .collect();
+        let stale = stale_hours(hours, &counts, |h| cache.hours.get(&h).map(|cached| cached.events));
         if stale.is_empty() {
             return Ok(());
         }
         for hour in &stale {
             cache.hours.remove(hour);
         }
-        let placeholders = vec!["?"; stale.len()].join(", ");
-        let rows = stale
-            .iter()
-            .fold(
-                self.reader
-                    .query(&format!(
-                        "SELECT toUInt32(hour) AS hour, device_id, app_version, os, network, \
-                         finalizeAggregation(latest) AS latest FROM device_segment_hour FINAL \
-                         WHERE project = ? AND toUInt32(hour) IN ({placeholders})"
-                    ))
-                    .bind(project),
-                |q, h| q.bind(h),
+        let rows = self
+            .in_hours(
+                "SELECT toUInt32(hour) AS hour, device_id, app_version, os, network, \
+                 finalizeAggregation(latest) AS latest FROM device_segment_hour FINAL WHERE {project_and_hours}",
+                project,
+                &stale,
             )
             .fetch_all::<EntryRow>()
             .await?;
