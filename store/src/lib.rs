@@ -24,6 +24,7 @@
 
 pub mod alerting;
 mod clickhouse;
+mod device_runs;
 pub mod devices;
 mod error;
 pub mod metrics;

@@ -27,7 +27,8 @@
 //! SQL helpers; `events.rs` insert and retention ([`crate::Events`]) with
 //! `dedup.rs` (the id look-ups) and `device_state.rs` (the device rows it
 //! writes); `aggregate.rs` the reads ([`crate::Aggregates`]) with
-//! `device_cache.rs` and `segment_cache.rs`; `accounts.rs`, `sessions.rs`, `alerting.rs` and
+//! `device_cache.rs` and `segment_cache.rs`, and the device lists in
+//! `lists.rs`; `accounts.rs`, `sessions.rs`, `alerting.rs` and
 //! `telemetry_loss.rs` one trait each.
 
 use std::sync::atomic::AtomicU64;
@@ -46,6 +47,7 @@ mod dedup;
 mod device_cache;
 mod device_state;
 mod events;
+mod lists;
 mod migrate;
 mod segment_cache;
 mod sessions;
@@ -129,6 +131,8 @@ pub struct ClickHouseStore {
     /// Whole hours of per-device latest values, for the dashboard's reads.
     device_cache: Arc<device_cache::DeviceCache>,
     segment_cache: Arc<segment_cache::SegmentCache>,
+    /// The device lists' runs of whole hours and minutes (`lists.rs`).
+    device_runs: Arc<crate::device_runs::RunCache>,
     /// Cluster mode (`cluster.rs`): set by [`ClickHouseStore::with_cluster`].
     cluster: Option<ClusterConfig>,
 }
@@ -172,6 +176,7 @@ impl ClickHouseStore {
             http: reqwest::Client::new(),
             device_cache: Arc::default(),
             segment_cache: Arc::default(),
+            device_runs: Arc::default(),
             cluster: None,
         })
     }

@@ -24,7 +24,8 @@
 //! [`crate::Events`] impl (insert, the rollups written in its transaction,
 //! their backfill, retention), with `device_state.rs` writing `device_hour`;
 //! `aggregate.rs` the [`crate::Aggregates`] impl (aggregates, device lists,
-//! device pages), with `device_cache.rs` its copy of past hours;
+//! device pages), with `device_cache.rs` its copy of past hours and
+//! `lists.rs` the device lists;
 //! `accounts.rs`, `sessions.rs`, `alerting.rs` and `telemetry_loss.rs` their
 //! traits; `sql.rs` the helpers shared by several files; `checkpoint.rs` the
 //! WAL checkpoints. Files use this one and `sql.rs`, never each other back.
@@ -46,6 +47,7 @@ mod checkpoint;
 mod device_cache;
 mod device_state;
 mod events;
+mod lists;
 mod migrate;
 mod segment_cache;
 mod sessions;
@@ -73,6 +75,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     device_hours: device_cache::DeviceCache,
     segment_hours: segment_cache::SegmentCache,
+    /// The device lists' runs of whole hours and minutes (`lists.rs`).
+    device_runs: crate::device_runs::RunCache,
     /// Declared last: dropped after the writer, so its final checkpoint
     /// sees every commit.
     _checkpointer: checkpoint::Checkpointer,
@@ -108,6 +112,7 @@ impl SqliteStore {
                 readers: Mutex::new(vec![reader]),
                 device_hours: device_cache::DeviceCache::default(),
                 segment_hours: segment_cache::SegmentCache::default(),
+                device_runs: crate::device_runs::RunCache::default(),
                 _checkpointer: checkpointer,
             }),
         })

@@ -20,6 +20,7 @@ on_both_stores!(
     windows_cut_mid_hour_and_mid_minute_still_match_brute_force,
     every_device_list_matches_a_brute_force_ranking,
     device_lists_honour_filters_and_limits,
+    device_lists_stay_exact_over_cut_windows_and_after_late_events,
     late_arrivals_are_counted_per_group,
 );
 
@@ -207,6 +208,45 @@ async fn device_lists_honour_filters_and_limits(store: SharedStore) {
     // Another project's window holds nothing.
     let other = query(&project("elsewhere"), fixture_window(base));
     assert!(store.devices(&other, DeviceList::QueueDepth, 10).await.expect("devices").is_empty());
+}
+
+/// Every list, unfiltered and filtered, against brute force.
+async fn check_lists(store: &SharedStore, q: &Query, events: &[StoredEvent], what: &str) {
+    let mut filtered = q.clone();
+    filtered.filters = Filters { os: Some("ios".into()), ..Filters::default() };
+    for q in [q, &filtered] {
+        for list in LISTS {
+            let got = store.devices(q, list, 1000).await.expect("devices");
+            assert_eq!(got, expected(events, q, list, 1000), "{what}: {list:?}, {:?}", q.filters);
+        }
+    }
+}
+
+async fn device_lists_stay_exact_over_cut_windows_and_after_late_events(store: SharedStore) {
+    let p = project("list-edges");
+    let base = fixture_base_ms();
+    let mut events = events(&p, base);
+    insert_all(store.as_ref(), &events).await;
+    // Cut mid-minute inside the hand-made devices' hour: whole minutes, then
+    // whole hours, then minutes and a partial minute at the end.
+    let (from, _) = fixture_window(base);
+    let minute = 60_000;
+    let q = query(&p, (from + 7 * minute + 13_500, base + 21 * HOUR_MS + 3 * minute + 1));
+    check_lists(&store, &q, &events, "first read").await;
+    check_lists(&store, &q, &events, "read again").await;
+
+    // Late events into a minute and an hour already read.
+    let late = vec![
+        attempt(&p, "x-failing", from + 45 * minute, true, 0, 3 * LATE_ARRIVAL_MS),
+        attempt(&p, "x-stuck", from + 55 * minute, false, 8, 3 * LATE_ARRIVAL_MS),
+        attempt(&p, "x-quiet", base + 5 * HOUR_MS + minute, true, 1, 3 * LATE_ARRIVAL_MS),
+    ];
+    insert_all(store.as_ref(), &late).await;
+    events.extend(late);
+    check_lists(&store, &q, &events, "after late events").await;
+    let failing = store.devices(&q, DeviceList::ConsecutiveFailures, 1000).await.expect("devices");
+    let x = failing.iter().find(|d| d.device_id == "x-failing").expect("x-failing is listed");
+    assert_eq!((x.consecutive_failures, x.attempts_in_window), (1, 6), "the late success breaks the run");
 }
 
 async fn late_arrivals_are_counted_per_group(store: SharedStore) {
