@@ -421,6 +421,21 @@ pub(crate) fn units(from_ms: i64, to_ms: i64) -> (Vec<Unit>, Vec<(i64, i64)>) {
     (units, raw)
 }
 
+/// The rollup reads that stamp `units`: per rollup table with units of its
+/// length, the table, its time column, the unit length and the span
+/// `[first, last)` of all the units, ms.
+pub(crate) fn stamp_reads(units: &[Unit]) -> Vec<(&'static str, &'static str, i64, i64, i64)> {
+    use crate::pieces::{HOUR_MS, MINUTE_MS};
+    let (Some(first), Some(last)) = (units.iter().map(|u| u.0).min(), units.iter().map(|u| u.1).max()) else {
+        return Vec::new();
+    };
+    [("rollup_hour", "hour", HOUR_MS), ("rollup_minute", "minute", MINUTE_MS)]
+        .into_iter()
+        .filter(|(_, _, length)| units.iter().any(|u| u.1 - u.0 == *length))
+        .map(|(table, column, length)| (table, column, length, first, last))
+        .collect()
+}
+
 /// `[from, to)` cut at whole hours: how a filtered list, which caches
 /// nothing, reads its window, an hour at a time.
 pub(crate) fn hours(from_ms: i64, to_ms: i64) -> Vec<(i64, i64)> {

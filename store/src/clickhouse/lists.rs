@@ -26,10 +26,10 @@ use uuid::Uuid;
 use super::dedup::events_filter;
 use super::sql::{event_time_s, only_devices, Arg};
 use super::ClickHouseStore;
-use crate::device_runs::{chain, hours, select, space, summary, units, Attempt, Details, Key, Run, Unit};
+use crate::device_runs::{chain, hours, select, space, stamp_reads, summary, units, Attempt, Details, Key, Run, Unit};
 use crate::devices::{DeviceList, DeviceSummary};
 use crate::metrics::Query;
-use crate::pieces::{HOUR_MS, MINUTE_MS};
+use crate::pieces::HOUR_MS;
 use crate::Result;
 
 #[derive(Row, Deserialize)]
@@ -129,13 +129,7 @@ impl ClickHouseStore {
     /// Each unit's event count in its rollup.
     async fn unit_counts(&self, project: &str, units: &[Unit]) -> Result<HashMap<Unit, u64>> {
         let mut counts = HashMap::new();
-        let (Some(first), Some(last)) = (units.iter().map(|u| u.0).min(), units.iter().map(|u| u.1).max()) else {
-            return Ok(counts);
-        };
-        for (table, column, length) in [("rollup_hour", "hour", HOUR_MS), ("rollup_minute", "minute", MINUTE_MS)] {
-            if !units.iter().any(|u| u.1 - u.0 == length) {
-                continue;
-            }
+        for (table, column, length, first, last) in stamp_reads(units) {
             let rows = self
                 .reader
                 .query(&format!(

@@ -14,10 +14,11 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
-use crate::device_runs::{chain, select, space, summary, units, Attempt, Details, Key, Run, RunCache, Unit};
+use crate::device_runs::{
+    chain, select, space, stamp_reads, summary, units, Attempt, Details, Key, Run, RunCache, Unit,
+};
 use crate::devices::{DeviceList, DeviceSummary};
 use crate::metrics::Query;
-use crate::pieces::{HOUR_MS, MINUTE_MS};
 use crate::{Error, Result};
 
 pub(super) fn devices(
@@ -58,13 +59,7 @@ pub(super) fn devices(
 /// Each unit's event count in its rollup; minutes and hours by their length.
 fn unit_counts(conn: &Connection, project: &str, units: &[Unit]) -> Result<HashMap<Unit, u64>> {
     let mut counts = HashMap::new();
-    let (Some(first), Some(last)) = (units.iter().map(|u| u.0).min(), units.iter().map(|u| u.1).max()) else {
-        return Ok(counts);
-    };
-    for (table, column, length) in [("rollup_hour", "hour", HOUR_MS), ("rollup_minute", "minute", MINUTE_MS)] {
-        if !units.iter().any(|u| u.1 - u.0 == length) {
-            continue;
-        }
+    for (table, column, length, first, last) in stamp_reads(units) {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {column}, SUM(events) FROM {table} WHERE project = ?1 AND {column} >= ?2 AND {column} < ?3 \
              GROUP BY {column}"
