@@ -55,7 +55,7 @@ impl TestCluster {
 
     /// Runs `scripts/clickhouse-cluster.sh COMMAND DIR NODE` (off the runtime).
     async fn script(&self, command: &'static str, node: usize) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/clickhouse-cluster.sh");
+        let script = CLUSTER_SCRIPT;
         let dir = self.dir.clone();
         let status = tokio::task::spawn_blocking(move || {
             Command::new(script).args([command, &dir, &node.to_string()]).stdout(std::process::Stdio::null()).status()
@@ -81,6 +81,11 @@ impl TestCluster {
         self.script("kill", n).await;
     }
 
+    /// Brings `nodes` back if the test panics before it does.
+    fn revive_on_panic(&self, nodes: &[usize]) -> Revive {
+        Revive { dir: self.dir.clone(), nodes: nodes.to_vec() }
+    }
+
     /// Node `n` again on its ports and data; waits until it answers.
     async fn start_node(&self, n: usize) {
         self.script("start-node", n).await;
@@ -96,6 +101,29 @@ impl TestCluster {
             counts.push(ids.parse().unwrap());
         }
         counts
+    }
+}
+
+const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/clickhouse-cluster.sh");
+
+/// Restarts its nodes when dropped during a panic: a failed assertion while
+/// nodes are killed would otherwise leave them down for every cluster test
+/// after it, the store's included (one CI run lost 39 of them that way).
+struct Revive {
+    dir: String,
+    nodes: Vec<usize>,
+}
+
+impl Drop for Revive {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let _ = Command::new(CLUSTER_SCRIPT)
+                    .args(["start-node", &self.dir, &n.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 
@@ -200,6 +228,7 @@ async fn replicas_killed_under_load(name: &str, on: [usize; 2], killed: [usize; 
 
     // Killed while the load goes on: inserts in flight on the killed
     // replicas fail, or were stored there and their answer is lost.
+    let _revive = cluster.revive_on_panic(&killed);
     let killer = cluster.clone();
     let kills = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -282,6 +311,7 @@ async fn with_a_whole_shard_down_collectors_keep_acknowledging_and_every_event_i
         wait_until_drained(&c.api.base).await;
     }
 
+    let _revive = cluster.revive_on_panic(&[3, 4]);
     cluster.kill(3).await;
     cluster.kill(4).await;
     // Acknowledged into the spools (Api::post asserts a 200): nothing of
