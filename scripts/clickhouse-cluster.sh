@@ -198,6 +198,14 @@ start-node)
     for _ in $(seq 1 100); do kill -0 "$(cat "$pid_file")" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$(cat "$pid_file")" 2>/dev/null; then echo "node $n is still running" >&2; exit 1; fi
   fi
+  # What an operator does after a crash: a replica killed while fetching
+  # or writing has parts on disk that ZooKeeper does not list, and 18.16
+  # refuses to start when they are over half its rows ("doesn't look like
+  # the set of parts in ZooKeeper"), which small tables reach with a
+  # couple of parts. With the flag it moves them to detached and fetches
+  # what its shard holds from the other replica.
+  mkdir -p "$(node_dir "$n")/data/flags"
+  touch "$(node_dir "$n")/data/flags/force_restore_data"
   launch "$n"
   wait_node "$n"
   url_of "$n"
