@@ -23,6 +23,7 @@
 //! in `tests/it` checks exactly that.
 
 pub mod alerting;
+mod bucket_cache;
 mod clickhouse;
 mod device_runs;
 pub mod devices;

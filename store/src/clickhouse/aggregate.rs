@@ -39,7 +39,7 @@
 //!
 //! The device lists ([`crate::DeviceList`]) are `lists.rs`'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use clickhouse::Row;
@@ -54,6 +54,7 @@ use super::sql::{
     time_from_ms, Arg, Sql,
 };
 use super::ClickHouseStore;
+use crate::bucket_cache::{self, Bucket};
 use crate::devices::{DeviceList, DeviceSummary};
 use crate::metrics::{Aggregate, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, split, Piece, HOUR_MS};
@@ -244,13 +245,6 @@ fn devices_sql(query: &Query, grouping: Grouping) -> Sql {
     sql
 }
 
-/// The per-device half of an aggregate: from memory (`device_cache.rs`)
-/// or from SQL.
-enum Devices {
-    Cached(Vec<(GroupKey, Aggregate)>),
-    Rows(Vec<DevicesRow>),
-}
-
 #[async_trait]
 impl crate::Aggregates for ClickHouseStore {
     /// [`crate::Aggregates::aggregate`] for ClickHouse: two queries at once, the
@@ -271,52 +265,32 @@ impl crate::Aggregates for ClickHouseStore {
         let cached = (plain || segmented) && !self.past_hours_unsafe(query).await?;
         let totals = totals_sql(query, grouping, !(cached && plain));
         let totals_query = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
+        // The per-device half: from memory (the two caches above, or
+        // `crate::bucket_cache` for sub-hour series) or from SQL.
         let devices = async {
             let from_memory = match (cached, plain) {
                 (true, true) => self.cached_devices(query, grouping).await?,
                 (true, false) => self.cached_segment_devices(query, grouping).await?,
-                (false, _) => None,
+                (false, _) => self.series_devices(query, grouping).await?,
             };
             match from_memory {
-                Some(groups) => Ok::<_, crate::Error>(Devices::Cached(groups)),
-                None => {
-                    let devices = devices_sql(query, grouping);
-                    let rows = devices
-                        .args
-                        .iter()
-                        .fold(self.reader.query(&devices.text), |q, a| q.bind(a))
-                        .fetch_all::<DevicesRow>()
-                        .await?;
-                    Ok(Devices::Rows(rows))
-                }
+                Some(groups) => Ok::<_, crate::Error>(groups),
+                None => self.sql_devices(query, grouping).await,
             }
         };
         let totals = async { Ok::<_, crate::Error>(totals_query.fetch_all::<TotalsRow>().await?) };
         let (totals, devices) = tokio::try_join!(totals, devices)?;
 
         let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
-        match devices {
-            Devices::Cached(cached) => {
-                for (key, mut figures) in cached {
-                    let a = groups.entry(key).or_default();
-                    a.events += figures.events;
-                    a.attempts += figures.attempts;
-                    a.successes += figures.successes;
-                    a.conflicted += figures.conflicted;
-                    a.late_events += figures.late_events;
-                    add_durations(
-                        &mut a.duration_histogram,
-                        std::mem::take(&mut figures.duration_histogram).into_iter(),
-                    );
-                    a.set_devices_from(figures);
-                }
-            }
-            Devices::Rows(rows) => {
-                for mut row in rows {
-                    let key = group_key(grouping, row.gt, std::mem::take(&mut row.gs));
-                    groups.entry(key).or_default().set_devices_from(row.into_devices());
-                }
-            }
+        for (key, mut figures) in devices {
+            let a = groups.entry(key).or_default();
+            a.events += figures.events;
+            a.attempts += figures.attempts;
+            a.successes += figures.successes;
+            a.conflicted += figures.conflicted;
+            a.late_events += figures.late_events;
+            add_durations(&mut a.duration_histogram, std::mem::take(&mut figures.duration_histogram).into_iter());
+            a.set_devices_from(figures);
         }
         // After the cached sums: the SQL part may subtract from them.
         for row in totals {
@@ -391,6 +365,71 @@ impl crate::Aggregates for ClickHouseStore {
             }
         }
         Ok(events)
+    }
+}
+
+impl ClickHouseStore {
+    /// The per-device half from `events` (and `device_hour_latest` where
+    /// it applies), by group.
+    async fn sql_devices(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
+        let devices = devices_sql(query, grouping);
+        let rows = devices
+            .args
+            .iter()
+            .fold(self.reader.query(&devices.text), |q, a| q.bind(a))
+            .fetch_all::<DevicesRow>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|mut row| (group_key(grouping, row.gt, std::mem::take(&mut row.gs)), row.into_devices()))
+            .collect())
+    }
+
+    /// The per-device half of a sub-hour series (`crate::bucket_cache`):
+    /// whole buckets from memory while their stamps hold, the stale ones
+    /// and the partial edges from `events`, side by side. `None` when the
+    /// cache does not serve the grouping, or when an interrupted write or a
+    /// copy at another time (`dedup.rs`) makes the window's counts no
+    /// stamp: then what was cached of the project is forgotten.
+    async fn series_devices(&self, query: &Query, grouping: Grouping) -> Result<Option<Vec<(GroupKey, Aggregate)>>> {
+        let Some(step_ms) = bucket_cache::serves(query, grouping) else { return Ok(None) };
+        let (unsafe_hours, counts) =
+            tokio::try_join!(self.past_hours_unsafe(query), self.bucket_counts(query, step_ms))?;
+        if unsafe_hours {
+            self.buckets.forget(query.project.as_str());
+            return Ok(None);
+        }
+        let plan = self.buckets.plan(query, step_ms, &counts);
+        let read = |ranges: Vec<(i64, i64)>| async move {
+            let mut out = Vec::new();
+            for (from_ms, to_ms) in ranges {
+                out.extend(self.sql_devices(&Query { from_ms, to_ms, ..query.clone() }, grouping).await?);
+            }
+            Ok::<_, crate::Error>(out)
+        };
+        let (mut loaded, edges) = tokio::try_join!(read(plan.loads.clone()), read(plan.edges.clone()))?;
+        loaded.extend(edges);
+        Ok(Some(self.buckets.answer(query, plan, &counts, loaded)))
+    }
+
+    /// The stamps of a series' whole buckets: each one's event count in
+    /// `rollup_minute`, all segments.
+    async fn bucket_counts(&self, query: &Query, step_ms: i64) -> Result<HashMap<Bucket, u64>> {
+        let Some((first, last)) = bucket_cache::stamp_span(query, step_ms) else { return Ok(HashMap::new()) };
+        let step_s = step_ms / 1000;
+        let rows = self
+            .reader
+            .query(&format!(
+                "SELECT toInt64(intDiv(toUInt32(minute), {step_s}) * {step_s}) * 1000 AS b, toUInt64(sum(events)) \
+                 FROM rollup_minute WHERE project = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) \
+                 GROUP BY b"
+            ))
+            .bind(query.project.as_str())
+            .bind(seconds(first))
+            .bind(seconds(last))
+            .fetch_all::<(i64, u64)>()
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 }
 

@@ -133,6 +133,8 @@ pub struct ClickHouseStore {
     segment_cache: Arc<segment_cache::SegmentCache>,
     /// The device lists' runs of whole hours and minutes (`lists.rs`).
     device_runs: Arc<crate::device_runs::RunCache>,
+    /// Sub-hour series' per-device figures per bucket (`series.rs`).
+    buckets: Arc<crate::bucket_cache::BucketCache>,
     /// Cluster mode (`cluster.rs`): set by [`ClickHouseStore::with_cluster`].
     cluster: Option<ClusterConfig>,
 }
@@ -177,6 +179,7 @@ impl ClickHouseStore {
             device_cache: Arc::default(),
             segment_cache: Arc::default(),
             device_runs: Arc::default(),
+            buckets: Arc::default(),
             cluster: None,
         })
     }

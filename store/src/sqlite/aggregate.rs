@@ -39,6 +39,7 @@ use super::device_cache::{DeviceCache, HourDevices, Names};
 use super::segment_cache::{SegmentCache, SegmentHour};
 use super::sql::{bound_query, decode, DeviceValues, Unit};
 use super::{bits_u64, non_empty, project_of, time_of_ms, SqliteStore};
+use crate::bucket_cache::{self, Bucket, BucketCache};
 use crate::devices::{DeviceList, DeviceSummary};
 use crate::metrics::{bump, entries, Aggregate, DeviceTally, Filters, GroupKey, Grouping, Query, LATE_ARRIVAL_MS};
 use crate::pieces::{aligned, pieces, Piece, HOUR_MS};
@@ -523,6 +524,21 @@ impl Answer {
         Ok(())
     }
 
+    /// Every group's per-device figures, events or not: what a read for
+    /// the devices alone gives.
+    fn device_groups(mut self) -> Vec<(GroupKey, Aggregate)> {
+        self.count_offered(false);
+        self.keys
+            .into_iter()
+            .zip(self.groups)
+            .map(|(key, group)| {
+                let mut a = Aggregate::default();
+                group.devices.write_into(&mut a);
+                (key, a)
+            })
+            .collect()
+    }
+
     /// The groups with events, in key order.
     fn finish(mut self) -> Vec<(GroupKey, Aggregate)> {
         self.count_offered(false);
@@ -572,16 +588,16 @@ pub(super) fn aggregate(
     conn: &Connection,
     cache: &DeviceCache,
     segments: &SegmentCache,
+    buckets: &BucketCache,
     query: &Query,
     grouping: Grouping,
 ) -> Result<Vec<(GroupKey, Aggregate)>> {
-    aggregate_with(conn, cache, segments, query, grouping, LOOKUP_COST)
+    aggregate_with(conn, (cache, segments, buckets), query, grouping, LOOKUP_COST)
 }
 
 fn aggregate_with(
     conn: &Connection,
-    cache: &DeviceCache,
-    segments: &SegmentCache,
+    (cache, segments, buckets): (&DeviceCache, &SegmentCache, &BucketCache),
     query: &Query,
     grouping: Grouping,
     lookup_cost: i64,
@@ -610,17 +626,57 @@ fn aggregate_with(
     } else if whole_hours {
         answer.add_segment_hours(conn, segments, query, disjoint)?;
     }
+    let mut series = None;
     if whole_hours {
         for &range in &raw_totals {
             answer.add_events(conn, query, range, &[range], false)?;
         }
+    } else if let Some(step_ms) = bucket_cache::serves(query, grouping) {
+        // A sub-hour series: its per-device half from `crate::bucket_cache`,
+        // stamped in this snapshot, and `events` only for what it lacks.
+        for &range in &raw_totals {
+            answer.add_events(conn, query, range, &[range], false)?;
+        }
+        let counts = bucket_counts(conn, query, step_ms)?;
+        let plan = buckets.plan(query, step_ms, &counts);
+        let mut read = Answer::new(grouping, query.queue_threshold, lookup_cost);
+        for range in plan.reads() {
+            read.add_events(conn, query, range, &[], true)?;
+        }
+        series = Some(buckets.answer(query, plan, &counts, read.device_groups()));
     } else {
         // One pass over the window serves both halves: the totals' raw
         // pieces are inside it.
         answer.add_events(conn, query, (query.from_ms, query.to_ms), &raw_totals, true)?;
     }
     snapshot.commit()?;
-    Ok(answer.finish())
+    let mut out = answer.finish();
+    if let Some(series) = series {
+        let mut devices: HashMap<GroupKey, Aggregate> = series.into_iter().collect();
+        for (key, a) in &mut out {
+            if let Some(figures) = devices.remove(key) {
+                a.set_devices_from(figures);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The stamps of a series' whole buckets: each one's event count in
+/// `rollup_minute`, all segments.
+fn bucket_counts(conn: &Connection, query: &Query, step_ms: i64) -> Result<HashMap<Bucket, u64>> {
+    let Some((first, last)) = bucket_cache::stamp_span(query, step_ms) else { return Ok(HashMap::new()) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT (minute / ?4) * ?4 * 1000, SUM(events) FROM rollup_minute
+         WHERE project = ?1 AND minute >= ?2 AND minute < ?3 GROUP BY 1",
+    )?;
+    let mut rows =
+        stmt.query(params![query.project.as_str(), first.div_euclid(1000), last.div_euclid(1000), step_ms / 1000])?;
+    let mut counts = HashMap::new();
+    while let Some(row) = rows.next()? {
+        counts.insert(row.get::<_, i64>(0)?, u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0));
+    }
+    Ok(counts)
 }
 
 /// Every column of `events`, in the order of `events.rs`'s `INSERT_EVENT`
@@ -637,7 +693,10 @@ impl crate::Aggregates for SqliteStore {
     async fn aggregate(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         let query = query.clone();
         let inner = Arc::clone(&self.inner);
-        self.read(move |conn| aggregate(conn, &inner.device_hours, &inner.segment_hours, &query, grouping)).await
+        self.read(move |conn| {
+            aggregate(conn, &inner.device_hours, &inner.segment_hours, &inner.buckets, &query, grouping)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(store = "sqlite", project = %query.project, list = list.name(), limit))]
@@ -905,7 +964,7 @@ mod tests {
             super::super::events::insert_events(&mut conn, batch).unwrap();
             for query in &queries {
                 for grouping in SEGMENT_GROUPINGS {
-                    let got = aggregate(&conn, &cache, &segments, query, grouping).unwrap();
+                    let got = aggregate(&conn, &cache, &segments, &BucketCache::default(), query, grouping).unwrap();
                     let context =
                         format!("batch {b}, {}..{}, {:?}, {grouping:?}", query.from_ms, query.to_ms, query.filters);
                     assert_same(got, brute_force(&conn, query, grouping), &context);
@@ -959,10 +1018,18 @@ mod tests {
             filters: Filters { os: Some("ios".into()), ..Filters::default() },
             queue_threshold: 1000,
         };
-        let total = aggregate(&conn, &cache, &segments, &whole, Grouping::Total).unwrap();
+        let total = aggregate(&conn, &cache, &segments, &BucketCache::default(), &whole, Grouping::Total).unwrap();
         assert_eq!(total.len(), 1);
         assert_eq!((total[0].1.devices, total[0].1.queue_sum, total[0].1.queue_max), (2, 20 + 30, 30));
-        let by = aggregate(&conn, &cache, &segments, &whole, Grouping::By(crate::metrics::Dimension::Network)).unwrap();
+        let by = aggregate(
+            &conn,
+            &cache,
+            &segments,
+            &BucketCache::default(),
+            &whole,
+            Grouping::By(crate::metrics::Dimension::Network),
+        )
+        .unwrap();
         let sums: Vec<(GroupKey, u64)> = by.into_iter().map(|(k, a)| (k, a.queue_sum)).collect();
         assert_eq!(
             sums,
@@ -972,7 +1039,7 @@ mod tests {
             for filters in [whole.filters.clone(), Filters { app_version: Some("2.0.0".into()), ..Filters::default() }]
             {
                 let q = Query { filters, ..whole.clone() };
-                let got = aggregate(&conn, &cache, &segments, &q, grouping).unwrap();
+                let got = aggregate(&conn, &cache, &segments, &BucketCache::default(), &q, grouping).unwrap();
                 assert_same(got, brute_force(&conn, &q, grouping), &format!("{grouping:?}, {:?}", q.filters));
             }
         }
@@ -1009,7 +1076,14 @@ mod tests {
                 let reference = brute_force(&conn, &everything, grouping);
                 assert!(!reference.is_empty());
                 for lookup_cost in [0, i64::MAX] {
-                    let got = aggregate_with(&conn, &cache, &segments, &query, grouping, lookup_cost).unwrap();
+                    let got = aggregate_with(
+                        &conn,
+                        (&cache, &segments, &BucketCache::default()),
+                        &query,
+                        grouping,
+                        lookup_cost,
+                    )
+                    .unwrap();
                     let context = format!("{from_ms}..{to_ms}, {grouping:?}, cost {lookup_cost}");
                     assert_eq!(got.len(), reference.len(), "{context}");
                     for ((k, a), (l, b)) in got.into_iter().zip(reference.iter().cloned()) {

@@ -77,6 +77,8 @@ struct Inner {
     segment_hours: segment_cache::SegmentCache,
     /// The device lists' runs of whole hours and minutes (`lists.rs`).
     device_runs: crate::device_runs::RunCache,
+    /// Sub-hour series' per-device figures per bucket (`series.rs`).
+    buckets: crate::bucket_cache::BucketCache,
     /// Declared last: dropped after the writer, so its final checkpoint
     /// sees every commit.
     _checkpointer: checkpoint::Checkpointer,
@@ -113,6 +115,7 @@ impl SqliteStore {
                 device_hours: device_cache::DeviceCache::default(),
                 segment_hours: segment_cache::SegmentCache::default(),
                 device_runs: crate::device_runs::RunCache::default(),
+                buckets: crate::bucket_cache::BucketCache::default(),
                 _checkpointer: checkpointer,
             }),
         })

@@ -15,4 +15,5 @@ mod extremes;
 mod rollups;
 mod segment_hours;
 mod segments;
+mod series;
 mod versions;
