@@ -47,9 +47,12 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::build(settings.clone(), roles).await?;
     app.generated().announce();
     println!("synchealth: listening on http://127.0.0.1:{}", app.port());
-    let demo = match demo_devices {
-        Some(devices) => Some(synchealth::demo::start_beside(&app, &settings, devices).await?),
-        None => None,
+    let (app, demo) = match demo_devices {
+        Some(devices) => {
+            let demo = synchealth::demo::start_beside(&app, &settings, devices).await?;
+            (synchealth::demo::web::beside(app, &settings).await?, Some(demo))
+        }
+        None => (app, None),
     };
     let served = app.run_until_stopped().await;
     if let Some(demo) = demo {

@@ -132,6 +132,13 @@ impl Application {
         })
     }
 
+    /// `routes` served beside the roles' (the demo's example app), outside
+    /// their request layers.
+    pub fn with_routes(mut self, routes: Router) -> Application {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)

@@ -4,7 +4,7 @@
 // Every count is the collector's own (the JSON API), per test app version.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { eventually, world } from "./harness.mjs";
+import { collector, eventually, world } from "./harness.mjs";
 
 let w;
 before(async () => (w = await world()));
@@ -230,6 +230,24 @@ test("attempts recorded just before the tab closes reach the collector once, now
   assert.equal(await flush(again), true);
   await eventually(async () => (await w.server.events(app)) === 30);
   await context.close();
+});
+
+test("synchealth up --demo serves the example app, which reports as a browser device from the instance's own origin", async () => {
+  const demo = await collector(w.allowed, ["--demo", "--demo-devices", "1"]);
+  try {
+    const context = await w.browser.newContext();
+    const app = w.app();
+    const page = await context.newPage();
+    // No endpoint and no key in the address: the page posts to the origin
+    // that served it, with the key the instance put in the page.
+    await page.goto(`${demo.url}/demo/web/?version=${app}`);
+    await page.fill("#text", "buy milk");
+    await page.click("#add button");
+    await eventually(async () => (await demo.events(app)) >= 2, 30_000);
+    await context.close();
+  } finally {
+    await demo.close();
+  }
 });
 
 test("the example app reports its sync attempts as a browser device", async () => {

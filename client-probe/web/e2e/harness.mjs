@@ -45,14 +45,14 @@ async function staticServer() {
   return { origin: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
 }
 
-/** `synchealth up` allowing browser posts from `allowedOrigin` only. */
-async function collector(allowedOrigin) {
+/** `synchealth up` allowing browser posts from `allowedOrigin` only, with `extra` flags. */
+export async function collector(allowedOrigin, extra = []) {
   const port = await freePort();
   const dataDir = await mkdtemp(join(tmpdir(), "synchealth-web-e2e-"));
   const proc = spawn(
     BINARY,
     ["up", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--ingest-key", KEY, "--admin-password", PASSWORD,
-      "--ingest-key-allowed-origin", allowedOrigin],
+      "--ingest-key-allowed-origin", allowedOrigin, ...extra],
     { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "error" } },
   );
   const lines = createInterface({ input: proc.stdout });

@@ -1,13 +1,15 @@
 // A tiny local-first app: to-dos kept in localStorage with a queue of
 // unsynced writes, and a fake sync loop (push the queue, pull) whose every
 // attempt the probe reports: `probe.track(...)` around the promise, the
-// queue depth beside it. Point it at a collector with ?endpoint=&key=.
-import { Probe } from "/dist/probe.js";
+// queue depth beside it. Point it at a collector with ?endpoint=&key=; served
+// by `synchealth up --demo` (at /demo/web/) it posts to that instance with
+// the key in its <meta name="synchealth-ingest-key">.
+import { Probe } from "./probe.min.js";
 
 const q = new URLSearchParams(location.search);
 const probe = new Probe({
-  endpoint: q.get("endpoint") || "http://127.0.0.1:8080",
-  ingestKey: q.get("key") || "shk_demo",
+  endpoint: q.get("endpoint") || location.origin,
+  ingestKey: q.get("key") || document.querySelector('meta[name="synchealth-ingest-key"]')?.content || "shk_demo",
   appVersion: q.get("version") || "1.0.0",
   uploadInterval: 5000,
 });

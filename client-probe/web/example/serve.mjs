@@ -11,11 +11,10 @@ const port = Number(process.env.PORT || 5180);
 const types = { ".html": "text/html", ".js": "text/javascript" };
 createServer(async (req, res) => {
   let path = normalize(new URL(req.url, "http://x").pathname).replace(/^(\.\.[/\\])+/, "");
-  if (path === "/") path = "/example/index.html";
   const body = await readFile(join(root, path)).catch(() => null);
   if (!body) return res.writeHead(404).end();
   res.writeHead(200, { "content-type": types[extname(path)] || "application/octet-stream" }).end(body);
 }).listen(port, "127.0.0.1", () => {
   const collector = process.env.COLLECTOR || "http://127.0.0.1:8080";
-  console.log(`example app: http://127.0.0.1:${port}/?endpoint=${collector}&key=${process.env.KEY || "shk_demo"}`);
+  console.log(`example app: http://127.0.0.1:${port}/example/index.html?endpoint=${collector}&key=${process.env.KEY || "shk_demo"}`);
 });

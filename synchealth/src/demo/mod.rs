@@ -18,6 +18,7 @@
 //! `restored + recorded = uploaded + thinned + sampled out + dropped + buffered`.
 
 mod device;
+pub mod web;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -369,27 +370,45 @@ pub async fn start_beside(app: &Application, settings: &Settings, devices: usize
 
 /// The demo's own ingest key for the default project, created on first use.
 async fn demo_key(store: synchealth_store::SharedStore, dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = dir.join("ingest_key");
-    if let Ok(key) = std::fs::read_to_string(&path) {
+    own_key(store, &dir.join("ingest_key"), "demo fleet", vec![]).await
+}
+
+/// A key of the demo's for the default project, kept in `path` (the store
+/// keeps only hashes) and created when that file names no live key; its
+/// allowed origins are set to `allowed_origins` when they differ.
+async fn own_key(
+    store: synchealth_store::SharedStore,
+    path: &std::path::Path,
+    label: &str,
+    allowed_origins: Vec<String>,
+) -> anyhow::Result<String> {
+    let project = ProjectName::parse(synchealth_dashboard::DEFAULT_PROJECT).context("default project name")?;
+    if let Ok(key) = std::fs::read_to_string(path) {
         let key = key.trim().to_string();
         let hash = synchealth_collector::hash_ingest_key(&key);
-        if store.find_ingest_key(&hash).await.context("looking up the demo's ingest key")?.is_some_and(|k| !k.revoked) {
+        let found = store.find_ingest_key(&hash).await.context("looking up the demo's ingest key")?;
+        if let Some(mut record) = found.filter(|k| !k.revoked) {
+            if record.allowed_origins != allowed_origins {
+                record.allowed_origins = allowed_origins;
+                store.put_ingest_key(&record).await.context("updating the demo's ingest key")?;
+            }
             return Ok(key);
         }
     }
     let key = crate::bootstrap::generate_ingest_key();
-    let project = ProjectName::parse(synchealth_dashboard::DEFAULT_PROJECT).context("default project name")?;
     let record = synchealth_store::IngestKey {
         key_hash: synchealth_collector::hash_ingest_key(&key),
         project,
-        label: "demo fleet".into(),
+        label: label.into(),
         created_at_ms: synchealth_schema::unix_ms(time::OffsetDateTime::now_utc()),
         revoked: false,
-        allowed_origins: vec![],
+        allowed_origins,
     };
     store.put_ingest_key(&record).await.context("storing the demo's ingest key")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, &key).with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
 }
 

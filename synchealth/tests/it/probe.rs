@@ -49,6 +49,7 @@ probe_tests!(
     the_otlp_export_delivers_the_same_events_to_the_collectors_logs_endpoint,
     a_batch_carrying_a_loss_report_stores_it_and_a_malformed_report_is_refused,
     up_with_demo_feeds_the_instance_with_the_key_it_generated,
+    up_with_demo_serves_the_web_example_with_a_key_allowed_from_its_own_origin_only,
 );
 
 fn project() -> ProjectName {
@@ -574,4 +575,42 @@ async fn up_with_demo_feeds_the_instance_with_the_key_it_generated(backend: Back
         settings.data_dir.join("demo").join("demo-0000").join("events.log").exists(),
         "buffers under <data-dir>/demo"
     );
+}
+
+async fn up_with_demo_serves_the_web_example_with_a_key_allowed_from_its_own_origin_only(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(settings) = crate::helpers::test_settings(backend, "probe_demo_web", dir.path()) else { return };
+    let app = synchealth::Application::build(settings.clone(), synchealth::Roles::ALL).await.unwrap();
+    let port = app.port();
+    let key = synchealth::demo::web::key(&app, &settings).await.unwrap();
+    assert_eq!(synchealth::demo::web::key(&app, &settings).await.unwrap(), key, "one key, kept across starts");
+    let app = synchealth::demo::web::beside(app, &settings).await.unwrap();
+    let served = crate::helpers::serve(app, dir);
+    let base = &served.address;
+    let client = reqwest::Client::new();
+
+    let page = client.get(format!("{base}/demo/web/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("<meta name=\"synchealth-ingest-key\" content=\"{key}\">")), "{html}");
+    assert!(html.contains("src=\"app.js\""), "{html}");
+    for script in ["app.js", "probe.min.js"] {
+        let answer = client.get(format!("{base}/demo/web/{script}")).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{script}");
+        assert!(answer.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"), "{script}");
+        assert!(answer.text().await.unwrap().contains("export") || script == "app.js", "{script} is the bundle");
+    }
+    assert_eq!(client.get(format!("{base}/demo/web")).send().await.unwrap().url().path(), "/demo/web/");
+
+    // A browser on the page names its origin; so does one on another site.
+    let post = |origin: String| {
+        let body = crate::helpers::batch(vec![crate::helpers::event(&format!("web-{}", origin.len()), 1, true, 100)]);
+        client.post(format!("{base}/v1/events")).bearer_auth(&key).header("origin", origin).json(&body).send()
+    };
+    for origin in [format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")] {
+        assert_eq!(post(origin.clone()).await.unwrap().status(), 200, "{origin}");
+    }
+    assert_eq!(post("https://elsewhere.example".into()).await.unwrap().status(), 403);
 }
