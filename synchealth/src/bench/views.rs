@@ -50,6 +50,21 @@ pub const ALL_VIEWS: &[&str] = &[
     "/?range=24h",
     "/breakdown?range=24h&by=network",
     "/devices?range=24h&list=queue_depth",
+    // The other windows the pages offer, 15 minutes to 7 days, and the
+    // sub-hour steps they draw (1, 5 and 15 minutes).
+    "/api/v1/summary?range=15m",
+    "/api/v1/summary?range=7d",
+    "/api/v1/breakdown?range=7d&by=os",
+    "/api/v1/breakdown?range=1h&by=app_version&network=cellular",
+    "/api/v1/timeseries?range=15m",
+    "/api/v1/timeseries?range=1h",
+    "/api/v1/timeseries?range=6h&os=ios",
+    "/api/v1/timeseries?range=7d",
+    "/api/v1/devices?range=7d&list=queue_depth",
+    "/?range=6h",
+    "/?range=7d",
+    "/releases?range=24h",
+    "/devices/device-000001?range=24h",
 ];
 
 /// The bench user's name and password (HTTP Basic; the verified header is
