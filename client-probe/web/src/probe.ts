@@ -19,7 +19,7 @@
 //   query and a `text/plain` body: the one kind of request a closing page
 //   may send without a preflight.
 
-import { Idb, Mem, bump, type Meta, type Store } from "./store";
+import { Idb, Mem, bump, fresh, type Meta, type Store } from "./store";
 import type { Details, ErrorKind, Network, ProbeOptions, ProbeStats, SyncEvent, Trigger } from "./types";
 import { backoff, retryAfter, uuidv7, type Rec } from "./util";
 
@@ -93,7 +93,7 @@ export class Probe {
     };
     this.batch = this.o.batchSize;
     const f = options.indexedDB === false ? undefined : options.indexedDB || g.indexedDB;
-    this.st = f ? new Idb(f, this.o.dbName, uuidv7) : new Mem(uuidv7());
+    this.st = f ? new Idb(f, this.o.dbName, () => this.knownId() || uuidv7()) : new Mem(uuidv7());
     this.s = {
       recorded: 0,
       sampled_out: 0,
@@ -124,6 +124,7 @@ export class Probe {
     try {
       // A write: the first start makes and keeps the device id.
       this.meta = await this.st.update(() => {});
+      this.remember(this.meta.id);
       this.s.restored = this.s.buffered = (await this.st.peek(this.o.maxEvents + 1)).length;
     } catch {
       // No IndexedDB after all (private mode, a browser setting, a broken profile).
@@ -376,8 +377,30 @@ export class Probe {
     }
   }
 
+  /** The device id mirrored in localStorage (pages only), for a page closing before IndexedDB opens. */
+  private knownId(): string | undefined {
+    try {
+      return g.localStorage?.getItem(this.o.dbName + ".device") || undefined;
+    } catch {}
+  }
+
+  private remember(id: string) {
+    try {
+      g.localStorage?.setItem(this.o.dbName + ".device", id);
+    } catch {}
+  }
+
   /** The page is going away: what is not in IndexedDB yet leaves now, within the keepalive limit. */
   private last() {
+    if (!this.meta && this.st instanceof Idb) {
+      // IndexedDB not open yet (a tab closed right after it started, or a
+      // slow disk): without a device id nothing could leave, and the pending
+      // write will not finish. The id IndexedDB keeps is the one mirrored
+      // here (made now if there is none, and taken by IndexedDB then).
+      const id = this.knownId() || uuidv7();
+      this.remember(id);
+      this.meta = fresh(id);
+    }
     const m = this.meta;
     if (!m) return;
     this.make();
