@@ -249,6 +249,35 @@ test("a tab closed before IndexedDB has opened still sends its attempts, with th
   await context.close();
 });
 
+test("a service worker records and uploads through the same buffer as its pages, each event once", async () => {
+  const context = await w.browser.newContext();
+  const app = w.app();
+  const page = await w.open(context, app);
+  await page.evaluate(() => window.makeProbe({ uploadInterval: 200 }));
+  const q = { endpoint: w.server.url, key: "shk_web_e2e_key", app };
+  const answer = await page.evaluate(async (q) => {
+    const reg = await navigator.serviceWorker.register("/e2e/sw.js", { type: "module", scope: "/e2e/" });
+    const worker = reg.active || (await new Promise((ok) => {
+      const w = reg.installing || reg.waiting;
+      w.addEventListener("statechange", () => w.state === "activated" && ok(w));
+    }));
+    const reply = new Promise((ok) => navigator.serviceWorker.addEventListener("message", (e) => ok(e.data), { once: true }));
+    worker.postMessage({ ...q, n: 40 });
+    // The page records too, at the same time, into the same database.
+    for (let i = 0; i < 40; i++) window.probe.start("push", "local_write").succeed();
+    return reply;
+  }, q);
+  assert.equal(answer.stats.recorded, 40, JSON.stringify(answer));
+  assert.equal(answer.stats.storage, "indexeddb", "the worker buffers in IndexedDB");
+  assert.deepEqual(answer.stats.dropped, {}, JSON.stringify(answer));
+  assert.equal(await flush(page), true);
+  await eventually(async () => (await w.server.events(app)) === 80);
+  // Nothing sent twice: a duplicate is counted by the collector, not stored.
+  const s = await stats(page);
+  assert.equal(s.duplicates + answer.stats.duplicates, 0, JSON.stringify([s, answer.stats]));
+  await context.close();
+});
+
 test("synchealth up --demo serves the example app, which reports as a browser device from the instance's own origin", async () => {
   const demo = await collector(w.allowed, ["--demo", "--demo-devices", "1"]);
   try {
