@@ -271,8 +271,9 @@ pub struct AlertSettings {
 }
 
 /// One notification channel, by `kind`: `email`, `slack` (Slack-compatible
-/// `text` + `blocks`), `alertmanager` (Alertmanager webhook v4 payload) or
-/// `webhook` (the generic JSON schema in the README).
+/// `text` + `blocks`), `alertmanager` (Alertmanager webhook v4 payload),
+/// `webhook` (the generic JSON schema in the README), or an incident tool:
+/// `pagerduty` (Events API v2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ChannelSettings {
@@ -284,6 +285,9 @@ pub enum ChannelSettings {
     Alertmanager(WebhookChannelSettings),
     /// Generic JSON webhook.
     Webhook(WebhookChannelSettings),
+    /// PagerDuty, Events API v2.
+    #[serde(rename = "pagerduty")]
+    PagerDuty(PagerDutyChannelSettings),
 }
 
 /// `kind = "email"`.
@@ -336,6 +340,30 @@ pub struct WebhookChannelSettings {
     /// Per-attempt timeout [default: "10s"].
     #[serde(default = "default_channel_timeout")]
     pub timeout: String,
+}
+
+/// `kind = "pagerduty"`: firing and repeats trigger, resolution resolves,
+/// all with `dedup_key` = the alert's fingerprint (PagerDuty keeps one
+/// incident per alert).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyChannelSettings {
+    /// The Events API v2 integration's routing key (32 characters).
+    pub routing_key: Secret,
+    /// The Events API endpoint [default: "https://events.pagerduty.com/v2/enqueue"].
+    #[serde(default = "default_pagerduty_url")]
+    pub url: String,
+    /// Whether resolutions are sent too [default: true]; without them,
+    /// incidents stay open until someone resolves them in PagerDuty.
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Per-request timeout [default: "10s"].
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: String,
+}
+
+fn default_pagerduty_url() -> String {
+    synchealth_alerts::delivery::pagerduty::DEFAULT_URL.into()
 }
 
 /// `[alerts.retry]`: a delivery failing transiently (connection refused,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use synchealth_alerts::delivery::{
-    Channel, ChannelKind, Dispatcher, EmailConfig, RetryPolicy, WebhookConfig, WebhookFormat,
+    Channel, ChannelKind, Dispatcher, EmailConfig, PagerDutyConfig, RetryPolicy, WebhookConfig, WebhookFormat,
 };
 use synchealth_alerts::{duration, Evaluator};
 use synchealth_store::SharedStore;
@@ -61,6 +61,15 @@ pub fn channels(settings: &AlertSettings) -> anyhow::Result<Vec<Channel>> {
                     ),
                 }
             }
+            ChannelSettings::PagerDuty(p) => Channel {
+                name: name.clone(),
+                send_resolved: p.send_resolved,
+                kind: ChannelKind::PagerDuty(PagerDutyConfig {
+                    routing_key: p.routing_key.expose().to_string(),
+                    url: p.url.clone(),
+                    timeout: positive(&p.timeout, &key("timeout"))?,
+                }),
+            },
         };
         channels.push(channel);
     }

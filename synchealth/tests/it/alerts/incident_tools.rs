@@ -1,0 +1,300 @@
+//! The incident tools on-call teams live in, each against a real HTTP
+//! receiver that checks every request against the service's documented
+//! schema (required fields, types, lengths, the authentication it expects)
+//! and answers as the service does: PagerDuty's Events API v2. A request
+//! the real service would refuse is answered 400 and recorded as a
+//! problem, and every test asserts there were none.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use synchealth::settings::PagerDutyChannelSettings;
+
+use super::*;
+
+/// A 32-character routing key, as PagerDuty's are.
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdef012345";
+
+/// One request as the service received it.
+#[derive(Debug, Clone)]
+struct Call {
+    method: Method,
+    path: String,
+    body: Value,
+    /// What the real service would have refused it for.
+    problems: Vec<String>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct ServiceState {
+    calls: Mutex<Vec<Call>>,
+    /// Requests still to be answered 429 with `Retry-After: 2`.
+    throttle: AtomicUsize,
+}
+
+/// The services' stand-ins, one receiver, one path prefix per service.
+#[derive(Clone, Default)]
+struct Services(Arc<ServiceState>);
+
+impl Services {
+    fn calls(&self, prefix: &str) -> Vec<Call> {
+        self.0.calls.lock().unwrap().iter().filter(|c| c.path.starts_with(prefix)).cloned().collect()
+    }
+
+    fn throttle_next(&self, n: usize) {
+        self.0.throttle.store(n, Ordering::SeqCst);
+    }
+
+    /// Every request made was one the real service takes.
+    fn assert_valid(&self) {
+        let calls = self.0.calls.lock().unwrap();
+        let bad: Vec<&Call> = calls.iter().filter(|c| !c.problems.is_empty()).collect();
+        assert!(bad.is_empty(), "requests the service would refuse: {bad:#?}");
+    }
+
+    /// PagerDuty events with `event_action` `action`.
+    fn pagerduty(&self, action: &str) -> Vec<Value> {
+        let events = self.calls("/pagerduty/");
+        events.into_iter().map(|c| c.body).filter(|b| b["event_action"] == action).collect()
+    }
+}
+
+/// A real HTTP receiver for every service, on a free port.
+async fn services() -> (String, Services) {
+    let services = Services::default();
+    let app = Router::new().fallback(answer).with_state(services.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, services)
+}
+
+async fn answer(
+    State(services): State<Services>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let throttled = services.0.throttle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let (problems, response) = if throttled {
+        (Vec::new(), (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "2")], "rate limited").into_response())
+    } else if path == "/pagerduty/v2/enqueue" && method == Method::POST {
+        pagerduty(&headers, &parsed)
+    } else {
+        (vec![format!("no such endpoint: {method} {path}")], StatusCode::NOT_FOUND.into_response())
+    };
+    let call = Call { method, path, body: parsed, problems, at: Instant::now() };
+    services.0.calls.lock().unwrap().push(call);
+    response
+}
+
+/// Problems of a JSON value at `pointer`: present, a string, `1..=max` characters.
+fn string_field(problems: &mut Vec<String>, body: &Value, pointer: &str, max: usize) -> String {
+    match body.pointer(pointer).and_then(Value::as_str) {
+        Some(s) if !s.is_empty() && s.chars().count() <= max => return s.to_string(),
+        Some(s) => problems.push(format!("{pointer}: {} characters, at most {max}", s.chars().count())),
+        None => problems.push(format!("{pointer}: missing or not a string")),
+    }
+    String::new()
+}
+
+fn json_content(headers: &HeaderMap, problems: &mut Vec<String>) {
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        problems.push(format!("content-type {content_type:?}"));
+    }
+}
+
+/// PagerDuty Events API v2 (`POST /v2/enqueue`): `routing_key` of 32
+/// characters, `event_action` trigger|acknowledge|resolve, `dedup_key` at
+/// most 255 (required but for a trigger); a trigger's `payload` with
+/// `summary` (≤ 1024), `source` and `severity` critical|error|warning|info;
+/// `links` of `href`s. Answers 202 with the `dedup_key`, 400 otherwise.
+fn pagerduty(headers: &HeaderMap, body: &Value) -> (Vec<String>, Response) {
+    let mut problems = Vec::new();
+    json_content(headers, &mut problems);
+    if body["routing_key"].as_str().is_none_or(|k| k.len() != 32) {
+        problems.push(format!("routing_key {:?} is not 32 characters", body["routing_key"]));
+    }
+    let action = body["event_action"].as_str().unwrap_or_default();
+    if !["trigger", "acknowledge", "resolve"].contains(&action) {
+        problems.push(format!("event_action {action:?}"));
+    }
+    let dedup_key = match body.get("dedup_key") {
+        None if action == "trigger" => "generated-key".to_string(),
+        _ => string_field(&mut problems, body, "/dedup_key", 255),
+    };
+    if action == "trigger" {
+        string_field(&mut problems, body, "/payload/summary", 1024);
+        string_field(&mut problems, body, "/payload/source", 255);
+        let severity = body["payload"]["severity"].as_str().unwrap_or_default();
+        if !["critical", "error", "warning", "info"].contains(&severity) {
+            problems.push(format!("payload.severity {severity:?}"));
+        }
+        if let Some(details) = body["payload"].get("custom_details") {
+            if !details.is_object() {
+                problems.push("payload.custom_details is not an object".into());
+            }
+        }
+        for link in body["links"].as_array().into_iter().flatten() {
+            if !link["href"].is_string() {
+                problems.push(format!("link without href: {link}"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let answer = json!({"status": "invalid event", "message": "Event object is invalid", "errors": problems});
+        return (problems, (StatusCode::BAD_REQUEST, axum::Json(answer)).into_response());
+    }
+    let answer = json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key});
+    (problems, (StatusCode::ACCEPTED, axum::Json(answer)).into_response())
+}
+
+// ---------------------------------------------------------------- setup
+
+fn pagerduty_channel(url: &str) -> ChannelSettings {
+    ChannelSettings::PagerDuty(PagerDutyChannelSettings {
+        routing_key: Secret::from(ROUTING_KEY.to_string()),
+        url: format!("{url}/pagerduty/v2/enqueue"),
+        send_resolved: true,
+        timeout: "5s".into(),
+    })
+}
+
+/// A world whose rule notifies only `channels` (configured by `add`),
+/// repeating every 2 s while firing, with the evaluator not yet running.
+async fn tools_world(
+    backend: Backend,
+    name: &str,
+    channels: &[&str],
+    add: impl Fn(&str) -> Vec<(&'static str, ChannelSettings)>,
+) -> Option<(World, Services)> {
+    let mut w = world(backend, name, 20, false).await?;
+    let (url, services) = services().await;
+    let mut rule = rule(channels, 20);
+    rule.repeat_interval = Some(time::Duration::seconds(2));
+    w.settings.alerts.rules = vec![rule];
+    for (name, channel) in add(&url) {
+        w.settings.alerts.channels.insert(name.to_string(), channel);
+    }
+    Some((w, services))
+}
+
+/// The notices recorded for `channel`, by kind, once none is pending.
+async fn settled(store: &SharedStore, channel: &str) -> BTreeMap<String, usize> {
+    let started = Instant::now();
+    loop {
+        let records: Vec<NotificationRecord> =
+            store.notifications(None, 1000).await.unwrap().into_iter().filter(|n| n.channel == channel).collect();
+        if records.iter().all(|n| n.status != "pending") || started.elapsed() > Duration::from_secs(10) {
+            assert!(records.iter().all(|n| n.status == "delivered"), "{records:#?}");
+            let mut kinds = BTreeMap::new();
+            for record in records {
+                *kinds.entry(record.kind).or_insert(0) += 1;
+            }
+            return kinds;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Fires release 2.3.0, waits for `repeats` repeat notices to `channel`,
+/// then recovers it and waits for the resolution; returns the recorded
+/// notices by kind.
+async fn fire_repeat_resolve(w: &World, channel: &str, repeats: usize) -> BTreeMap<String, usize> {
+    let evaluator = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    w.spike().await;
+    let count = |kind: &'static str| {
+        let store = w.store.clone();
+        let channel = channel.to_string();
+        async move {
+            let all = store.notifications(None, 1000).await.unwrap();
+            all.iter().filter(|n| n.channel == channel && n.kind == kind && n.status == "delivered").count()
+        }
+    };
+    let started = Instant::now();
+    while count("repeat").await < repeats {
+        assert!(started.elapsed() < Duration::from_secs(30), "no {repeats} repeats to {channel}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.ingest(release_events("2.3.0", 0, 970)).await;
+    while count("resolved").await < 1 {
+        assert!(started.elapsed() < Duration::from_secs(45), "no resolution to {channel}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    evaluator.abort();
+    let _ = evaluator.await;
+    settled(&w.store, channel).await
+}
+
+// ---------------------------------------------------------------- pagerduty
+
+crate::on_both_stores!(pagerduty_keeps_one_incident_per_alert_triggered_again_on_repeat_and_resolved_by_its_key);
+
+async fn pagerduty_keeps_one_incident_per_alert_triggered_again_on_repeat_and_resolved_by_its_key(backend: Backend) {
+    let add = |url: &str| vec![("pd", pagerduty_channel(url))];
+    let Some((w, services)) = tools_world(backend, "incident_pagerduty", &["pd"], add).await else {
+        return;
+    };
+    let kinds = fire_repeat_resolve(&w, "pd", 1).await;
+    services.assert_valid();
+    let fingerprint = w.instance("app_version=2.3.0").await.fingerprint;
+    let (triggers, resolves) = (services.pagerduty("trigger"), services.pagerduty("resolve"));
+    assert_eq!(kinds["firing"], 1, "{kinds:?}");
+    assert_eq!(triggers.len(), kinds["firing"] + kinds["repeat"], "one trigger per firing or repeat notice");
+    assert!(triggers.iter().all(|t| t["dedup_key"] == fingerprint.as_str()), "one incident: {triggers:#?}");
+    assert_eq!(resolves.len(), 1);
+    assert_eq!(resolves[0]["dedup_key"], fingerprint.as_str());
+
+    let payload = &triggers[0]["payload"];
+    assert_eq!(payload["severity"], "critical", "the rule's severity is page");
+    assert_eq!(payload["summary"], "[FIRING] success rate 50% < 95% — release 2.3.0");
+    let details = &payload["custom_details"];
+    assert_eq!((details["value"].as_str(), details["threshold"].as_str()), (Some("50%"), Some("< 95%")));
+    assert_eq!(details["segment"], json!({"dimension": "app_version", "value": "2.3.0"}));
+    assert!(details["window"]["from"].is_string() && details["window"]["to"].is_string(), "{details}");
+    let link = triggers[0]["links"][0]["href"].as_str().unwrap();
+    assert!(link.starts_with("https://health.example.com/?project=default&from="), "{link}");
+    assert!(link.ends_with("&app_version=2.3.0"), "{link}");
+}
+
+#[tokio::test]
+async fn a_pagerduty_test_is_an_info_event_with_its_own_key_resolved_right_after() {
+    let add = |url: &str| vec![("pd", pagerduty_channel(url))];
+    let Some((w, services)) = tools_world(Backend::Sqlite, "incident_pagerduty_test", &["pd"], add).await else {
+        return;
+    };
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "pd").await.unwrap();
+    assert_eq!((record.status.as_str(), record.attempts), ("delivered", 1), "{record:?}");
+    services.assert_valid();
+    let calls = services.calls("/pagerduty/");
+    let actions: Vec<&str> = calls.iter().map(|c| c.body["event_action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["trigger", "resolve"]);
+    assert_eq!(calls[0].body["payload"]["severity"], "info", "a test cannot page");
+    let key = calls[0].body["dedup_key"].as_str().unwrap();
+    assert_eq!(key, format!("synchealth-test-{}", record.id), "never an alert's key");
+    assert_eq!(calls[1].body["dedup_key"], key);
+}
+
+#[tokio::test]
+async fn a_429_from_pagerduty_is_retried_no_sooner_than_its_retry_after() {
+    let add = |url: &str| vec![("pd", pagerduty_channel(url))];
+    let Some((w, services)) = tools_world(Backend::Sqlite, "incident_pagerduty_429", &["pd"], add).await else {
+        return;
+    };
+    // The world retries after 200 ms at first: only Retry-After makes it 2 s.
+    services.throttle_next(1);
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "pd").await.unwrap();
+    assert_eq!((record.status.as_str(), record.attempts), ("delivered", 2), "{record:?}");
+    services.assert_valid();
+    let calls = services.calls("/pagerduty/");
+    assert_eq!(calls.len(), 3, "the throttled trigger, then trigger and resolve: {calls:#?}");
+    let waited = calls[1].at - calls[0].at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, before Retry-After: 2");
+    assert!(calls.iter().all(|c| c.method == Method::POST));
+}
