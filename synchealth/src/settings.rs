@@ -273,7 +273,8 @@ pub struct AlertSettings {
 /// One notification channel, by `kind`: `email`, `slack` (Slack-compatible
 /// `text` + `blocks`), `alertmanager` (Alertmanager webhook v4 payload),
 /// `webhook` (the generic JSON schema in the README), or an incident tool:
-/// `pagerduty` (Events API v2).
+/// `pagerduty` (Events API v2), `opsgenie` (Alert API v2) or `teams`
+/// (Microsoft Teams webhook with an Adaptive Card).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ChannelSettings {
@@ -288,6 +289,10 @@ pub enum ChannelSettings {
     /// PagerDuty, Events API v2.
     #[serde(rename = "pagerduty")]
     PagerDuty(PagerDutyChannelSettings),
+    /// Opsgenie, Alert API v2.
+    Opsgenie(OpsgenieChannelSettings),
+    /// Microsoft Teams incoming webhook or Workflows URL.
+    Teams(TeamsChannelSettings),
 }
 
 /// `kind = "email"`.
@@ -355,6 +360,51 @@ pub struct PagerDutyChannelSettings {
     pub url: String,
     /// Whether resolutions are sent too [default: true]; without them,
     /// incidents stay open until someone resolves them in PagerDuty.
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Per-request timeout [default: "10s"].
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: String,
+}
+
+/// `kind = "opsgenie"`: firing and repeats create the alert with `alias` =
+/// the alert's fingerprint (Opsgenie keeps one open alert per alias),
+/// resolution closes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsgenieChannelSettings {
+    /// The API integration's key, sent as `Authorization: GenieKey <key>`.
+    pub api_key: Secret,
+    /// `"us"` (api.opsgenie.com) or `"eu"` (api.eu.opsgenie.com) [default: us].
+    #[serde(default)]
+    pub region: synchealth_alerts::delivery::Region,
+    /// Another API base URL instead of the region's (a proxy).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Who is notified: `[{ type = "team", name = "mobile-oncall" }]`
+    /// (`type` team, user, escalation or schedule; `name`, `id`, or a user's
+    /// `username`) [default: the integration's team].
+    #[serde(default)]
+    pub responders: Vec<synchealth_alerts::delivery::Responder>,
+    /// Tags on every alert (beside `severity:<severity>`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether resolutions close the alert [default: true].
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Per-request timeout [default: "10s"].
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: String,
+}
+
+/// `kind = "teams"`: one Adaptive Card per group of notices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsChannelSettings {
+    /// The incoming webhook's or the Workflows trigger's URL (a secret: it
+    /// is the credential).
+    pub url: Secret,
+    /// Whether resolutions are sent too [default: true].
     #[serde(default = "default_true")]
     pub send_resolved: bool,
     /// Per-request timeout [default: "10s"].

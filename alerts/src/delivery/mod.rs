@@ -1,6 +1,7 @@
 //! Delivery of alert notifications to channels: email ([`email`]),
 //! webhooks ([`webhook`]: Slack-compatible, Alertmanager v4, generic JSON)
-//! and the incident tools on-call teams live in ([`pagerduty`]), all HTTP
+//! and the tools on-call teams live in ([`pagerduty`], [`opsgenie`],
+//! [`teams`]), all HTTP
 //! exchanges through [`http`], so every channel fails and retries alike.
 //!
 //! [`Dispatcher::dispatch`] takes what one evaluation says about one rule in
@@ -24,7 +25,9 @@
 pub mod email;
 pub mod http;
 pub mod message;
+pub mod opsgenie;
 pub mod pagerduty;
+pub mod teams;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -39,7 +42,9 @@ use tokio::task::JoinHandle;
 
 pub use self::email::{EmailConfig, EmailSender, SmtpSecurity, Thread};
 pub use self::message::{AlertGroup, AlertMessage, MessageKind, TEST_RULE};
+pub use self::opsgenie::{OpsgenieConfig, Region, Responder};
 pub use self::pagerduty::PagerDutyConfig;
+pub use self::teams::TeamsConfig;
 pub use self::webhook::{WebhookConfig, WebhookFormat};
 use crate::error::{Error, Result};
 use crate::instance::group_fingerprint;
@@ -87,6 +92,10 @@ pub enum ChannelKind {
     Webhook(WebhookFormat, WebhookConfig),
     /// PagerDuty's Events API v2.
     PagerDuty(PagerDutyConfig),
+    /// Opsgenie's Alert API v2.
+    Opsgenie(OpsgenieConfig),
+    /// A Microsoft Teams webhook, with an Adaptive Card.
+    Teams(TeamsConfig),
 }
 
 /// Retries of a failing delivery.
@@ -123,13 +132,15 @@ enum Sender {
     Email(EmailSender),
     Webhook(WebhookFormat, WebhookConfig),
     PagerDuty(PagerDutyConfig),
+    Opsgenie(OpsgenieConfig),
+    Teams(TeamsConfig),
 }
 
 impl Sender {
     /// Whether the channel is told about one instance per request (the
     /// generic schema; incident tools, which key incidents by instance).
     fn per_instance(&self) -> bool {
-        matches!(self, Sender::Webhook(WebhookFormat::Generic, _) | Sender::PagerDuty(_))
+        matches!(self, Sender::Webhook(WebhookFormat::Generic, _) | Sender::PagerDuty(_) | Sender::Opsgenie(_))
     }
 }
 
@@ -182,6 +193,14 @@ impl Dispatcher {
                 ChannelKind::PagerDuty(config) => {
                     parse_url(&channel.name, &config.url)?;
                     Sender::PagerDuty(config.clone())
+                }
+                ChannelKind::Opsgenie(config) => {
+                    parse_url(&channel.name, &config.api_url)?;
+                    Sender::Opsgenie(config.clone())
+                }
+                ChannelKind::Teams(config) => {
+                    parse_url(&channel.name, &config.url)?;
+                    Sender::Teams(config.clone())
                 }
             };
             prepared.insert(channel.name.clone(), Prepared { channel, sender });
@@ -371,6 +390,8 @@ impl Dispatcher {
                 webhook::post(&self.http, config, body).await
             }
             (Sender::PagerDuty(config), _) => pagerduty::send(&self.http, config, group.lead(), id).await,
+            (Sender::Opsgenie(config), _) => opsgenie::send(&self.http, config, group.lead(), id).await,
+            (Sender::Teams(config), _) => teams::send(&self.http, config, group).await,
         }
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use synchealth_alerts::delivery::{
-    Channel, ChannelKind, Dispatcher, EmailConfig, PagerDutyConfig, RetryPolicy, WebhookConfig, WebhookFormat,
+    Channel, ChannelKind, Dispatcher, EmailConfig, OpsgenieConfig, PagerDutyConfig, RetryPolicy, TeamsConfig,
+    WebhookConfig, WebhookFormat,
 };
 use synchealth_alerts::{duration, Evaluator};
 use synchealth_store::SharedStore;
@@ -68,6 +69,25 @@ pub fn channels(settings: &AlertSettings) -> anyhow::Result<Vec<Channel>> {
                     routing_key: p.routing_key.expose().to_string(),
                     url: p.url.clone(),
                     timeout: positive(&p.timeout, &key("timeout"))?,
+                }),
+            },
+            ChannelSettings::Opsgenie(o) => Channel {
+                name: name.clone(),
+                send_resolved: o.send_resolved,
+                kind: ChannelKind::Opsgenie(OpsgenieConfig {
+                    api_key: o.api_key.expose().to_string(),
+                    api_url: o.api_url.clone().unwrap_or_else(|| o.region.api_url().to_string()),
+                    responders: o.responders.clone(),
+                    tags: o.tags.clone(),
+                    timeout: positive(&o.timeout, &key("timeout"))?,
+                }),
+            },
+            ChannelSettings::Teams(t) => Channel {
+                name: name.clone(),
+                send_resolved: t.send_resolved,
+                kind: ChannelKind::Teams(TeamsConfig {
+                    url: t.url.expose().to_string(),
+                    timeout: positive(&t.timeout, &key("timeout"))?,
                 }),
             },
         };

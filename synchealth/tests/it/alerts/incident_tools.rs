@@ -1,7 +1,8 @@
 //! The incident tools on-call teams live in, each against a real HTTP
 //! receiver that checks every request against the service's documented
 //! schema (required fields, types, lengths, the authentication it expects)
-//! and answers as the service does: PagerDuty's Events API v2. A request
+//! and answers as the service does: PagerDuty's Events API v2, Opsgenie's
+//! Alert API v2 and a Microsoft Teams webhook. A request
 //! the real service would refuse is answered 400 and recorded as a
 //! problem, and every test asserts there were none.
 
@@ -9,18 +10,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use synchealth::settings::PagerDutyChannelSettings;
+use synchealth::settings::{OpsgenieChannelSettings, PagerDutyChannelSettings, TeamsChannelSettings};
+use synchealth_alerts::delivery::{Region, Responder};
 
 use super::*;
 
 /// A 32-character routing key, as PagerDuty's are.
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdef012345";
+/// An Opsgenie API integration's key.
+const OPSGENIE_KEY: &str = "eb243592-faa2-4ba2-a551-1afdf565c889";
 
 /// One request as the service received it.
 #[derive(Debug, Clone)]
 struct Call {
     method: Method,
     path: String,
+    /// The `Authorization` header.
+    auth: String,
     body: Value,
     /// What the real service would have refused it for.
     problems: Vec<String>,
@@ -85,10 +91,15 @@ async fn answer(
         (Vec::new(), (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "2")], "rate limited").into_response())
     } else if path == "/pagerduty/v2/enqueue" && method == Method::POST {
         pagerduty(&headers, &parsed)
+    } else if path.starts_with("/opsgenie/") && method == Method::POST {
+        opsgenie(&headers, uri.query().unwrap_or_default(), &path, &parsed)
+    } else if path == "/teams/webhook" && method == Method::POST {
+        teams(&headers, &parsed)
     } else {
         (vec![format!("no such endpoint: {method} {path}")], StatusCode::NOT_FOUND.into_response())
     };
-    let call = Call { method, path, body: parsed, problems, at: Instant::now() };
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let call = Call { method, path, auth, body: parsed, problems, at: Instant::now() };
     services.0.calls.lock().unwrap().push(call);
     response
 }
@@ -155,12 +166,124 @@ fn pagerduty(headers: &HeaderMap, body: &Value) -> (Vec<String>, Response) {
     (problems, (StatusCode::ACCEPTED, axum::Json(answer)).into_response())
 }
 
+// ---------------------------------------------------------------- opsgenie
+
+/// Opsgenie Alert API v2: `Authorization: GenieKey <key>`; create
+/// (`POST /v2/alerts`) with `message` (≤ 130), `alias` (≤ 512),
+/// `description` (≤ 15,000), `priority` P1–P5, `responders` with a type
+/// and a name, id or username, string `tags` and string `details`; close
+/// (`POST /v2/alerts/{alias}/close?identifierType=alias`). Answers 202
+/// with a `requestId`.
+fn opsgenie(headers: &HeaderMap, query: &str, path: &str, body: &Value) -> (Vec<String>, Response) {
+    let mut problems = Vec::new();
+    json_content(headers, &mut problems);
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if auth != format!("GenieKey {OPSGENIE_KEY}") {
+        problems.push(format!("authorization {auth:?}"));
+    }
+    if path == "/opsgenie/v2/alerts" {
+        string_field(&mut problems, body, "/message", 130);
+        string_field(&mut problems, body, "/alias", 512);
+        if let Some(description) = body.get("description") {
+            if description.as_str().is_none_or(|d| d.chars().count() > 15_000) {
+                problems.push("description: not a string of at most 15000".into());
+            }
+        }
+        let priority = body["priority"].as_str().unwrap_or_default();
+        if !["P1", "P2", "P3", "P4", "P5"].contains(&priority) {
+            problems.push(format!("priority {priority:?}"));
+        }
+        for responder in body["responders"].as_array().into_iter().flatten() {
+            let kind = responder["type"].as_str().unwrap_or_default();
+            let named = ["name", "id", "username"].iter().any(|k| responder[*k].is_string());
+            if !["team", "user", "escalation", "schedule"].contains(&kind) || !named {
+                problems.push(format!("responder {responder}"));
+            }
+        }
+        if !body["tags"].as_array().is_some_and(|t| t.iter().all(Value::is_string)) {
+            problems.push(format!("tags {}", body["tags"]));
+        }
+        if !body["details"].as_object().is_some_and(|d| d.values().all(Value::is_string)) {
+            problems.push(format!("details {}", body["details"]));
+        }
+    } else if !(path.starts_with("/opsgenie/v2/alerts/") && path.ends_with("/close") && query == "identifierType=alias")
+    {
+        problems.push(format!("no such endpoint: {path}?{query}"));
+    }
+    if !problems.is_empty() {
+        let answer = json!({"message": problems.join("; "), "took": 0.001, "requestId": uuid::Uuid::new_v4()});
+        return (problems, (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(answer)).into_response());
+    }
+    let answer = json!({"result": "Request will be processed", "took": 0.002, "requestId": uuid::Uuid::new_v4()});
+    (problems, (StatusCode::ACCEPTED, axum::Json(answer)).into_response())
+}
+
+// ---------------------------------------------------------------- teams
+
+/// A Teams webhook message: `type` message, `attachments[0].contentType`
+/// `application/vnd.microsoft.card.adaptive`, its `content` an AdaptiveCard
+/// with a `version`, a `body` of typed elements and `Action.OpenUrl`
+/// actions with a title and a URL. Answers 200 `1`, as incoming webhooks do.
+fn teams(headers: &HeaderMap, body: &Value) -> (Vec<String>, Response) {
+    let mut problems = Vec::new();
+    json_content(headers, &mut problems);
+    if body["type"] != "message" {
+        problems.push(format!("type {}", body["type"]));
+    }
+    let attachment = &body["attachments"][0];
+    if attachment["contentType"] != "application/vnd.microsoft.card.adaptive" {
+        problems.push(format!("contentType {}", attachment["contentType"]));
+    }
+    let card = &attachment["content"];
+    if card["type"] != "AdaptiveCard" || !card["version"].is_string() {
+        problems.push(format!("card type {} version {}", card["type"], card["version"]));
+    }
+    let elements = card["body"].as_array().cloned().unwrap_or_default();
+    if elements.is_empty() || elements.iter().any(|e| !e["type"].is_string()) {
+        problems.push(format!("body {}", card["body"]));
+    }
+    let actions = card["actions"].as_array().cloned().unwrap_or_default();
+    if actions.iter().any(|a| a["type"] != "Action.OpenUrl" || !a["url"].is_string() || !a["title"].is_string()) {
+        problems.push(format!("actions {}", card["actions"]));
+    }
+    if problems.is_empty() {
+        (problems, (StatusCode::OK, "1").into_response())
+    } else {
+        (problems, (StatusCode::BAD_REQUEST, "Bad payload received by generic incoming webhook.").into_response())
+    }
+}
+
 // ---------------------------------------------------------------- setup
 
 fn pagerduty_channel(url: &str) -> ChannelSettings {
     ChannelSettings::PagerDuty(PagerDutyChannelSettings {
         routing_key: Secret::from(ROUTING_KEY.to_string()),
         url: format!("{url}/pagerduty/v2/enqueue"),
+        send_resolved: true,
+        timeout: "5s".into(),
+    })
+}
+
+fn opsgenie_channel(url: &str) -> ChannelSettings {
+    ChannelSettings::Opsgenie(OpsgenieChannelSettings {
+        api_key: Secret::from(OPSGENIE_KEY.to_string()),
+        region: Region::Eu,
+        api_url: Some(format!("{url}/opsgenie")),
+        responders: vec![Responder {
+            kind: "team".into(),
+            name: Some("mobile-oncall".into()),
+            id: None,
+            username: None,
+        }],
+        tags: vec!["mobile".into()],
+        send_resolved: true,
+        timeout: "5s".into(),
+    })
+}
+
+fn teams_channel(url: &str) -> ChannelSettings {
+    ChannelSettings::Teams(TeamsChannelSettings {
+        url: Secret::from(format!("{url}/teams/webhook")),
         send_resolved: true,
         timeout: "5s".into(),
     })
@@ -297,4 +420,79 @@ async fn a_429_from_pagerduty_is_retried_no_sooner_than_its_retry_after() {
     let waited = calls[1].at - calls[0].at;
     assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, before Retry-After: 2");
     assert!(calls.iter().all(|c| c.method == Method::POST));
+}
+
+// ---------------------------------------------------------------- opsgenie
+
+#[tokio::test]
+async fn opsgenie_keeps_one_alert_per_alias_and_closes_it_on_resolution() {
+    let add = |url: &str| vec![("og", opsgenie_channel(url))];
+    let Some((w, services)) = tools_world(Backend::Sqlite, "incident_opsgenie", &["og"], add).await else {
+        return;
+    };
+    let kinds = fire_repeat_resolve(&w, "og", 1).await;
+    services.assert_valid();
+    let fingerprint = w.instance("app_version=2.3.0").await.fingerprint;
+    let creates = services.calls("/opsgenie/v2/alerts");
+    let creates: Vec<&Call> = creates.iter().filter(|c| c.path == "/opsgenie/v2/alerts").collect();
+    assert_eq!(kinds["firing"], 1, "{kinds:?}");
+    assert_eq!(creates.len(), kinds["firing"] + kinds["repeat"], "one create per firing or repeat notice");
+    assert!(creates.iter().all(|c| c.body["alias"] == fingerprint.as_str()), "one alert: {creates:#?}");
+    let closes = services.calls(&format!("/opsgenie/v2/alerts/{fingerprint}/close"));
+    assert_eq!(closes.len(), 1, "closed once by its alias");
+    let body = &creates[0].body;
+    assert_eq!(body["priority"], "P1", "the rule's severity is page");
+    assert_eq!(body["responders"], json!([{"type": "team", "name": "mobile-oncall"}]));
+    assert_eq!(body["tags"], json!(["mobile", "severity:page"]));
+    assert_eq!(body["message"], "[FIRING] success rate 50% < 95% — release 2.3.0");
+}
+
+#[tokio::test]
+async fn an_opsgenie_test_is_a_p5_alert_with_its_own_alias_closed_right_after() {
+    let add = |url: &str| vec![("og", opsgenie_channel(url))];
+    let Some((w, services)) = tools_world(Backend::Sqlite, "incident_opsgenie_test", &["og"], add).await else {
+        return;
+    };
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "og").await.unwrap();
+    assert_eq!((record.status.as_str(), record.attempts), ("delivered", 1), "{record:?}");
+    services.assert_valid();
+    let calls = services.calls("/opsgenie/");
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert!(calls.iter().all(|c| c.auth == format!("GenieKey {OPSGENIE_KEY}")), "{calls:#?}");
+    let alias = format!("synchealth-test-{}", record.id);
+    assert_eq!(
+        (calls[0].body["priority"].as_str(), calls[0].body["alias"].as_str()),
+        (Some("P5"), Some(alias.as_str()))
+    );
+    assert_eq!(calls[1].path, format!("/opsgenie/v2/alerts/{alias}/close"));
+}
+
+// ---------------------------------------------------------------- teams
+
+#[tokio::test]
+async fn teams_gets_an_adaptive_card_with_a_hostile_app_version_shown_as_text_not_a_link() {
+    let add = |url: &str| vec![("teams", teams_channel(url))];
+    let Some((w, services)) = tools_world(Backend::Sqlite, "incident_teams", &["teams"], add).await else {
+        return;
+    };
+    let evaluator = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    let hostile = "[Open dashboard](https://evil.example/login) **now**";
+    w.ingest((0..60).map(|i| sync_event(&format!("dev-hostile-{}", i % 25), hostile, i >= 30)).collect()).await;
+    let card = wait_for("the Teams card", Duration::from_secs(15), || services.calls("/teams/").first().cloned()).await;
+    evaluator.abort();
+    services.assert_valid();
+    let content = &card.body["attachments"][0]["content"];
+    let text = content["body"].to_string();
+    assert!(!text.contains("[Open dashboard](") && !text.contains("**now**"), "unescaped: {text}");
+    assert!(text.contains(r"\\[Open dashboard\\]\\(https\\:\\/\\/evil\\.example\\/login\\)"), "{text}");
+    let action = &content["actions"][0];
+    assert_eq!(action["type"], "Action.OpenUrl");
+    let url = action["url"].as_str().unwrap();
+    assert!(url.starts_with("https://health.example.com/?project=default&from="), "{url}");
+    assert!(url.contains("app_version=%5BOpen%20dashboard%5D"), "the value percent-encoded: {url}");
+
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "teams").await.unwrap();
+    assert_eq!(record.status, "delivered", "{record:?}");
+    let test_card = services.calls("/teams/").pop().unwrap();
+    assert!(test_card.body.to_string().contains(r"\\[TEST\\]"), "{}", test_card.body);
 }
