@@ -273,7 +273,8 @@ pub struct AlertSettings {
 /// One notification channel, by `kind`: `email`, `slack` (Slack-compatible
 /// `text` + `blocks`), `alertmanager` (Alertmanager webhook v4 payload),
 /// `webhook` (the generic JSON schema in the README), or an incident tool:
-/// `pagerduty` (Events API v2), `opsgenie` (Alert API v2) or `teams`
+/// `pagerduty` (Events API v2), `opsgenie` (Alert API v2), `jira` (REST
+/// API v2, Cloud or Data Center) or `teams`
 /// (Microsoft Teams webhook with an Adaptive Card).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -293,6 +294,8 @@ pub enum ChannelSettings {
     Opsgenie(OpsgenieChannelSettings),
     /// Microsoft Teams incoming webhook or Workflows URL.
     Teams(TeamsChannelSettings),
+    /// Jira Cloud or Data Center: an issue per alert.
+    Jira(JiraChannelSettings),
 }
 
 /// `kind = "email"`.
@@ -410,6 +413,53 @@ pub struct TeamsChannelSettings {
     /// Per-request timeout [default: "10s"].
     #[serde(default = "default_channel_timeout")]
     pub timeout: String,
+}
+
+/// `kind = "jira"`: an issue per alert instance and firing episode, created
+/// on firing (its key kept in the store), commented on each repeat and on
+/// resolution, then moved through `resolve_transition`. Authenticates with
+/// `email` + `api_token` (Jira Cloud) or `personal_access_token` (Data
+/// Center), exactly one of the two.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraChannelSettings {
+    /// The site, e.g. `https://example.atlassian.net` or `https://jira.example.com`.
+    pub base_url: String,
+    /// Jira Cloud: the account's email, with `api_token`.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Jira Cloud: the account's API token.
+    #[serde(default)]
+    pub api_token: Option<Secret>,
+    /// Jira Data Center: a personal access token (sent as `Bearer`).
+    #[serde(default)]
+    pub personal_access_token: Option<Secret>,
+    /// The project's key, e.g. `OPS`.
+    pub project_key: String,
+    /// The issue type [default: "Bug"].
+    #[serde(default = "default_issue_type")]
+    pub issue_type: String,
+    /// Labels on every issue (beside `synchealth` and `synchealth-<fingerprint>`).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Further fields of the create request, as Jira's REST API takes them,
+    /// e.g. `{ priority = { name = "High" }, components = [{ name = "mobile" }] }`.
+    #[serde(default)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The transition a resolution moves the issue through, e.g. `"Done"`;
+    /// unset = only a comment.
+    #[serde(default)]
+    pub resolve_transition: Option<String>,
+    /// Whether resolutions are sent too [default: true].
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Per-request timeout [default: "10s"].
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: String,
+}
+
+fn default_issue_type() -> String {
+    "Bug".into()
 }
 
 fn default_pagerduty_url() -> String {

@@ -1,7 +1,7 @@
 //! Delivery of alert notifications to channels: email ([`email`]),
 //! webhooks ([`webhook`]: Slack-compatible, Alertmanager v4, generic JSON)
 //! and the tools on-call teams live in ([`pagerduty`], [`opsgenie`],
-//! [`teams`]), all HTTP
+//! [`jira`], [`teams`]), all HTTP
 //! exchanges through [`http`], so every channel fails and retries alike.
 //!
 //! [`Dispatcher::dispatch`] takes what one evaluation says about one rule in
@@ -24,6 +24,7 @@
 
 pub mod email;
 pub mod http;
+pub mod jira;
 pub mod message;
 pub mod opsgenie;
 pub mod pagerduty;
@@ -41,6 +42,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 pub use self::email::{EmailConfig, EmailSender, SmtpSecurity, Thread};
+pub use self::jira::{JiraAuth, JiraConfig};
 pub use self::message::{AlertGroup, AlertMessage, MessageKind, TEST_RULE};
 pub use self::opsgenie::{OpsgenieConfig, Region, Responder};
 pub use self::pagerduty::PagerDutyConfig;
@@ -96,6 +98,8 @@ pub enum ChannelKind {
     Opsgenie(OpsgenieConfig),
     /// A Microsoft Teams webhook, with an Adaptive Card.
     Teams(TeamsConfig),
+    /// Jira's REST API v2: an issue per alert instance.
+    Jira(JiraConfig),
 }
 
 /// Retries of a failing delivery.
@@ -134,13 +138,17 @@ enum Sender {
     PagerDuty(PagerDutyConfig),
     Opsgenie(OpsgenieConfig),
     Teams(TeamsConfig),
+    Jira(JiraConfig),
 }
 
 impl Sender {
     /// Whether the channel is told about one instance per request (the
     /// generic schema; incident tools, which key incidents by instance).
     fn per_instance(&self) -> bool {
-        matches!(self, Sender::Webhook(WebhookFormat::Generic, _) | Sender::PagerDuty(_) | Sender::Opsgenie(_))
+        matches!(
+            self,
+            Sender::Webhook(WebhookFormat::Generic, _) | Sender::PagerDuty(_) | Sender::Opsgenie(_) | Sender::Jira(_)
+        )
     }
 }
 
@@ -201,6 +209,10 @@ impl Dispatcher {
                 ChannelKind::Teams(config) => {
                     parse_url(&channel.name, &config.url)?;
                     Sender::Teams(config.clone())
+                }
+                ChannelKind::Jira(config) => {
+                    parse_url(&channel.name, &config.base_url)?;
+                    Sender::Jira(config.clone())
                 }
             };
             prepared.insert(channel.name.clone(), Prepared { channel, sender });
@@ -392,6 +404,7 @@ impl Dispatcher {
             (Sender::PagerDuty(config), _) => pagerduty::send(&self.http, config, group.lead(), id).await,
             (Sender::Opsgenie(config), _) => opsgenie::send(&self.http, config, group.lead(), id).await,
             (Sender::Teams(config), _) => teams::send(&self.http, config, group).await,
+            (Sender::Jira(config), _) => jira::send(&self.http, &self.store, config, channel, group.lead()).await,
         }
     }
 }

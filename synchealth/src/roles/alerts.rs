@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use synchealth_alerts::delivery::{
-    Channel, ChannelKind, Dispatcher, EmailConfig, OpsgenieConfig, PagerDutyConfig, RetryPolicy, TeamsConfig,
-    WebhookConfig, WebhookFormat,
+    Channel, ChannelKind, Dispatcher, EmailConfig, JiraAuth, JiraConfig, OpsgenieConfig, PagerDutyConfig, RetryPolicy,
+    TeamsConfig, WebhookConfig, WebhookFormat,
 };
 use synchealth_alerts::{duration, Evaluator};
 use synchealth_store::SharedStore;
 
-use crate::settings::{AlertSettings, ChannelSettings};
+use crate::settings::{AlertSettings, ChannelSettings, JiraChannelSettings};
 
 /// A positive duration setting (`"10s"`) as a std duration.
 pub(crate) fn positive(text: &str, key: &str) -> anyhow::Result<Duration> {
@@ -82,6 +82,20 @@ pub fn channels(settings: &AlertSettings) -> anyhow::Result<Vec<Channel>> {
                     timeout: positive(&o.timeout, &key("timeout"))?,
                 }),
             },
+            ChannelSettings::Jira(j) => Channel {
+                name: name.clone(),
+                send_resolved: j.send_resolved,
+                kind: ChannelKind::Jira(JiraConfig {
+                    base_url: j.base_url.clone(),
+                    auth: jira_auth(j, &key)?,
+                    project_key: j.project_key.clone(),
+                    issue_type: j.issue_type.clone(),
+                    labels: j.labels.clone(),
+                    fields: j.fields.clone(),
+                    resolve_transition: j.resolve_transition.clone(),
+                    timeout: positive(&j.timeout, &key("timeout"))?,
+                }),
+            },
             ChannelSettings::Teams(t) => Channel {
                 name: name.clone(),
                 send_resolved: t.send_resolved,
@@ -94,6 +108,21 @@ pub fn channels(settings: &AlertSettings) -> anyhow::Result<Vec<Channel>> {
         channels.push(channel);
     }
     Ok(channels)
+}
+
+/// Jira Cloud's email and API token, or Data Center's personal access
+/// token: exactly one.
+fn jira_auth(j: &JiraChannelSettings, key: &dyn Fn(&str) -> String) -> anyhow::Result<JiraAuth> {
+    match (&j.email, &j.api_token, &j.personal_access_token) {
+        (Some(email), Some(token), None) => {
+            Ok(JiraAuth::Cloud { email: email.clone(), api_token: token.expose().to_string() })
+        }
+        (None, None, Some(token)) => Ok(JiraAuth::DataCenter { token: token.expose().to_string() }),
+        _ => anyhow::bail!(
+            "{}: give email and api_token (Jira Cloud) or personal_access_token (Data Center), not both",
+            key("*")
+        ),
+    }
 }
 
 /// The retry policy of `[alerts.retry]`.

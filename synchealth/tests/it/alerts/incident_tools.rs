@@ -2,7 +2,7 @@
 //! receiver that checks every request against the service's documented
 //! schema (required fields, types, lengths, the authentication it expects)
 //! and answers as the service does: PagerDuty's Events API v2, Opsgenie's
-//! Alert API v2 and a Microsoft Teams webhook. A request
+//! Alert API v2, Jira's REST API v2 and a Microsoft Teams webhook. A request
 //! the real service would refuse is answered 400 and recorded as a
 //! problem, and every test asserts there were none.
 
@@ -10,13 +10,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use synchealth::settings::{OpsgenieChannelSettings, PagerDutyChannelSettings, TeamsChannelSettings};
+use synchealth::settings::{
+    JiraChannelSettings, OpsgenieChannelSettings, PagerDutyChannelSettings, TeamsChannelSettings,
+};
 use synchealth_alerts::delivery::{Region, Responder};
 
 use super::*;
 
 /// A 32-character routing key, as PagerDuty's are.
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdef012345";
+/// Jira Cloud's Basic auth of `bot@example.com:jira-api-token`.
+const JIRA_CLOUD_AUTH: &str = "Basic Ym90QGV4YW1wbGUuY29tOmppcmEtYXBpLXRva2Vu";
+/// A Jira Data Center personal access token.
+const JIRA_PAT: &str = "jira-personal-access-token";
 /// An Opsgenie API integration's key.
 const OPSGENIE_KEY: &str = "eb243592-faa2-4ba2-a551-1afdf565c889";
 
@@ -38,6 +44,8 @@ struct ServiceState {
     calls: Mutex<Vec<Call>>,
     /// Requests still to be answered 429 with `Retry-After: 2`.
     throttle: AtomicUsize,
+    /// Jira issues created (`OPS-1`...).
+    jira_issues: AtomicUsize,
 }
 
 /// The services' stand-ins, one receiver, one path prefix per service.
@@ -58,6 +66,11 @@ impl Services {
         let calls = self.0.calls.lock().unwrap();
         let bad: Vec<&Call> = calls.iter().filter(|c| !c.problems.is_empty()).collect();
         assert!(bad.is_empty(), "requests the service would refuse: {bad:#?}");
+    }
+
+    /// Jira requests of `method` on `path`.
+    fn jira(&self, method: &str, path: &str) -> Vec<Call> {
+        self.calls(path).into_iter().filter(|c| c.method == method && c.path == path).collect()
     }
 
     /// PagerDuty events with `event_action` `action`.
@@ -93,6 +106,8 @@ async fn answer(
         pagerduty(&headers, &parsed)
     } else if path.starts_with("/opsgenie/") && method == Method::POST {
         opsgenie(&headers, uri.query().unwrap_or_default(), &path, &parsed)
+    } else if path.starts_with("/jira/") {
+        jira(&services.0, &method, &headers, &path, &parsed)
     } else if path == "/teams/webhook" && method == Method::POST {
         teams(&headers, &parsed)
     } else {
@@ -218,6 +233,94 @@ fn opsgenie(headers: &HeaderMap, query: &str, path: &str, body: &Value) -> (Vec<
     (problems, (StatusCode::ACCEPTED, axum::Json(answer)).into_response())
 }
 
+// ---------------------------------------------------------------- jira
+
+/// Jira REST API v2: Basic `email:api_token` (Cloud) or `Bearer` personal
+/// access token (Data Center); create an issue (`POST /rest/api/2/issue`:
+/// `fields.project.key`, `fields.issuetype.name`, a one-line `summary` of
+/// at most 255, string `description`, `labels` without spaces) → 201
+/// `{id, key, self}`; comment on one that exists (`POST
+/// .../issue/{key}/comment`, a `body`) → 201; list its transitions (`GET
+/// .../transitions`) and take one listed (`POST` `{"transition":{"id"}}`)
+/// → 204; read a project (`GET .../project/{key}`).
+fn jira(
+    state: &ServiceState,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Value,
+) -> (Vec<String>, Response) {
+    let mut problems = Vec::new();
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if auth != JIRA_CLOUD_AUTH && auth != format!("Bearer {JIRA_PAT}") {
+        let answer = json!({"errorMessages": ["You are not authenticated."], "errors": {}});
+        return (
+            vec![format!("authorization {auth:?}")],
+            (StatusCode::UNAUTHORIZED, axum::Json(answer)).into_response(),
+        );
+    }
+    let rest = path.strip_prefix("/jira/rest/api/2/").unwrap_or_default();
+    let parts: Vec<&str> = rest.split('/').collect();
+    let issues = state.jira_issues.load(Ordering::SeqCst);
+    let exists = |key: &str| {
+        key.strip_prefix("OPS-").and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n >= 1 && n <= issues)
+    };
+    let transitions = json!({"transitions": [{"id": "11", "name": "To Do"}, {"id": "31", "name": "Done"}]});
+    let answer = match (method.as_str(), parts.as_slice()) {
+        ("POST", ["issue"]) => {
+            json_content(headers, &mut problems);
+            string_field(&mut problems, body, "/fields/project/key", 255);
+            string_field(&mut problems, body, "/fields/issuetype/name", 255);
+            let summary = string_field(&mut problems, body, "/fields/summary", 255);
+            if summary.contains('\n') {
+                problems.push("summary: must be one line".into());
+            }
+            string_field(&mut problems, body, "/fields/description", 32_767);
+            let labels = body["fields"]["labels"].as_array().cloned().unwrap_or_default();
+            if labels.iter().any(|l| l.as_str().is_none_or(|l| l.is_empty() || l.contains(' '))) {
+                problems.push(format!("labels {labels:?}"));
+            }
+            if problems.is_empty() {
+                let n = state.jira_issues.fetch_add(1, Ordering::SeqCst) + 1;
+                let answer = json!({"id": format!("{}", 10_000 + n), "key": format!("OPS-{n}"), "self": format!("http://jira/rest/api/2/issue/{}", 10_000 + n)});
+                (StatusCode::CREATED, axum::Json(answer)).into_response()
+            } else {
+                StatusCode::BAD_REQUEST.into_response()
+            }
+        }
+        ("POST", ["issue", key, "comment"]) => {
+            json_content(headers, &mut problems);
+            string_field(&mut problems, body, "/body", 32_767);
+            if !exists(key) {
+                problems.push(format!("comment on {key}, which does not exist"));
+            }
+            (StatusCode::CREATED, axum::Json(json!({"id": "1", "body": body["body"]}))).into_response()
+        }
+        ("GET", ["issue", key, "transitions"]) if exists(key) => axum::Json(transitions).into_response(),
+        ("POST", ["issue", key, "transitions"]) => {
+            json_content(headers, &mut problems);
+            let id = body["transition"]["id"].as_str().unwrap_or_default();
+            if !exists(key) || !["11", "31"].contains(&id) {
+                problems.push(format!("transition {id:?} of {key}"));
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        ("GET", ["project", "OPS"]) => {
+            axum::Json(json!({"id": "10000", "key": "OPS", "name": "Operations"})).into_response()
+        }
+        _ => {
+            problems.push(format!("no such endpoint: {method} {path}"));
+            StatusCode::NOT_FOUND.into_response()
+        }
+    };
+    if problems.is_empty() {
+        (problems, answer)
+    } else {
+        let answer = json!({"errorMessages": problems.clone(), "errors": {}});
+        (problems, (StatusCode::BAD_REQUEST, axum::Json(answer)).into_response())
+    }
+}
+
 // ---------------------------------------------------------------- teams
 
 /// A Teams webhook message: `type` message, `attachments[0].contentType`
@@ -276,6 +379,26 @@ fn opsgenie_channel(url: &str) -> ChannelSettings {
             username: None,
         }],
         tags: vec!["mobile".into()],
+        send_resolved: true,
+        timeout: "5s".into(),
+    })
+}
+
+/// Jira at `url/jira`, authenticated as Jira Cloud does (`cloud`) or as
+/// Data Center does; resolution moves the issue through "Done".
+fn jira_channel(url: &str, cloud: bool) -> ChannelSettings {
+    let mut fields = serde_json::Map::new();
+    fields.insert("priority".into(), json!({"name": "High"}));
+    ChannelSettings::Jira(JiraChannelSettings {
+        base_url: format!("{url}/jira"),
+        email: cloud.then(|| "bot@example.com".to_string()),
+        api_token: cloud.then(|| Secret::from("jira-api-token".to_string())),
+        personal_access_token: (!cloud).then(|| Secret::from(JIRA_PAT.to_string())),
+        project_key: "OPS".into(),
+        issue_type: "Bug".into(),
+        labels: vec!["mobile".into()],
+        fields,
+        resolve_transition: Some("done".into()),
         send_resolved: true,
         timeout: "5s".into(),
     })
@@ -357,7 +480,11 @@ async fn fire_repeat_resolve(w: &World, channel: &str, repeats: usize) -> BTreeM
 
 // ---------------------------------------------------------------- pagerduty
 
-crate::on_both_stores!(pagerduty_keeps_one_incident_per_alert_triggered_again_on_repeat_and_resolved_by_its_key);
+crate::on_both_stores!(
+    pagerduty_keeps_one_incident_per_alert_triggered_again_on_repeat_and_resolved_by_its_key,
+    jira_opens_one_issue_per_alert_comments_on_repeats_and_resolves_with_a_comment_and_the_transition,
+    a_restart_of_the_alerts_role_while_firing_opens_no_second_incident_alert_or_issue,
+);
 
 async fn pagerduty_keeps_one_incident_per_alert_triggered_again_on_repeat_and_resolved_by_its_key(backend: Backend) {
     let add = |url: &str| vec![("pd", pagerduty_channel(url))];
@@ -495,4 +622,117 @@ async fn teams_gets_an_adaptive_card_with_a_hostile_app_version_shown_as_text_no
     assert_eq!(record.status, "delivered", "{record:?}");
     let test_card = services.calls("/teams/").pop().unwrap();
     assert!(test_card.body.to_string().contains(r"\\[TEST\\]"), "{}", test_card.body);
+}
+
+// ---------------------------------------------------------------- jira
+
+async fn jira_opens_one_issue_per_alert_comments_on_repeats_and_resolves_with_a_comment_and_the_transition(
+    backend: Backend,
+) {
+    let add = |url: &str| vec![("jira", jira_channel(url, true))];
+    let Some((w, services)) = tools_world(backend, "incident_jira", &["jira"], add).await else {
+        return;
+    };
+    let kinds = fire_repeat_resolve(&w, "jira", 2).await;
+    services.assert_valid();
+    assert_eq!(kinds["firing"], 1, "{kinds:?}");
+    let creates = services.jira("POST", "/jira/rest/api/2/issue");
+    assert_eq!(creates.len(), 1, "one issue per alert instance: {creates:#?}");
+    let comments = services.jira("POST", "/jira/rest/api/2/issue/OPS-1/comment");
+    assert_eq!(comments.len(), kinds["repeat"] + 1, "a comment per repeat, and one on resolution");
+    assert!(comments.last().unwrap().body["body"].as_str().unwrap().contains("RESOLVED"), "{comments:#?}");
+    assert_eq!(services.jira("GET", "/jira/rest/api/2/issue/OPS-1/transitions").len(), 1);
+    let transitions = services.jira("POST", "/jira/rest/api/2/issue/OPS-1/transitions");
+    assert_eq!(transitions.len(), 1);
+    assert_eq!(transitions[0].body, json!({"transition": {"id": "31"}}), "the one named Done");
+
+    let fields = &creates[0].body["fields"];
+    assert_eq!((fields["project"]["key"].as_str(), fields["issuetype"]["name"].as_str()), (Some("OPS"), Some("Bug")));
+    assert_eq!(fields["summary"], "[FIRING] success rate 50% < 95% — release 2.3.0");
+    let fingerprint = w.instance("app_version=2.3.0").await.fingerprint;
+    assert_eq!(fields["labels"], json!(["mobile", "synchealth", format!("synchealth-{fingerprint}")]));
+    assert_eq!(fields["priority"], json!({"name": "High"}), "configured fields pass through");
+    let description = fields["description"].as_str().unwrap();
+    assert!(description.contains("||Value|50%|") && description.contains("||Threshold|< 95%|"), "{description}");
+    assert!(description.contains("|https://health.example.com/?project=default&from="), "{description}");
+}
+
+#[tokio::test]
+async fn a_jira_test_reads_the_project_with_a_data_center_token_and_creates_nothing() {
+    let add = |url: &str| vec![("jira", jira_channel(url, false))];
+    let Some((w, services)) = tools_world(Backend::Sqlite, "incident_jira_test", &["jira"], add).await else {
+        return;
+    };
+    let record = alerts_cmd::test(w.store.clone(), &w.settings.alerts, "jira").await.unwrap();
+    assert_eq!((record.status.as_str(), record.attempts), ("delivered", 1), "{record:?}");
+    services.assert_valid();
+    let calls = services.calls("/jira/");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!((calls[0].method.as_str(), calls[0].path.as_str()), ("GET", "/jira/rest/api/2/project/OPS"));
+    assert_eq!(calls[0].auth, format!("Bearer {JIRA_PAT}"));
+
+    // A wrong token is a permanent failure with Jira's words in the record.
+    let mut settings = w.settings.alerts.clone();
+    let ChannelSettings::Jira(jira) = settings.channels.get_mut("jira").unwrap() else { unreachable!() };
+    jira.personal_access_token = Some(Secret::from("wrong".to_string()));
+    let record = alerts_cmd::test(w.store.clone(), &settings, "jira").await.unwrap();
+    assert_eq!((record.status.as_str(), record.attempts), ("failed", 1), "{record:?}");
+    let error = record.last_error.unwrap();
+    assert!(error.contains("401") && error.contains("You are not authenticated."), "{error}");
+    assert!(!error.contains("wrong"), "the token is not in the error: {error}");
+}
+
+// ---------------------------------------------------------------- restart
+
+async fn a_restart_of_the_alerts_role_while_firing_opens_no_second_incident_alert_or_issue(backend: Backend) {
+    let add = |url: &str| {
+        vec![("pd", pagerduty_channel(url)), ("og", opsgenie_channel(url)), ("jira", jira_channel(url, true))]
+    };
+    let channels = ["pd", "og", "jira"];
+    let Some((w, services)) = tools_world(backend, "incident_restart", &channels, add).await else {
+        return;
+    };
+    let delivered = |kind: &'static str| {
+        let store = w.store.clone();
+        async move {
+            let all = store.notifications(None, 1000).await.unwrap();
+            all.iter().filter(|n| n.kind == kind && n.status == "delivered").count()
+        }
+    };
+    let first = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    w.spike().await;
+    let started = Instant::now();
+    while delivered("firing").await < channels.len() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the firing notices were not delivered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    let repeats_before = delivered("repeat").await;
+    // A new process (nothing in memory), which takes over once the old lease
+    // (3 s) runs out, reads the firing state and the issue key from the store.
+    let second = tokio::spawn(alerts_role::evaluator(w.store.clone(), &w.settings.alerts).unwrap().run(INTERVAL));
+    let started = Instant::now();
+    while delivered("repeat").await < repeats_before + channels.len() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the new process sent no repeat");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    w.ingest(release_events("2.3.0", 0, 970)).await;
+    while delivered("resolved").await < channels.len() {
+        assert!(started.elapsed() < Duration::from_secs(45), "no resolutions");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    second.abort();
+    let _ = second.await;
+    services.assert_valid();
+    let fingerprint = w.instance("app_version=2.3.0").await.fingerprint;
+    assert_eq!(services.jira("POST", "/jira/rest/api/2/issue").len(), 1, "one issue across the restart");
+    assert!(!services.jira("POST", "/jira/rest/api/2/issue/OPS-1/comment").is_empty(), "the new process commented");
+    assert_eq!(services.jira("POST", "/jira/rest/api/2/issue/OPS-1/transitions").len(), 1);
+    let triggers = services.pagerduty("trigger");
+    assert!(triggers.len() >= 2 && triggers.iter().all(|t| t["dedup_key"] == fingerprint.as_str()), "{triggers:#?}");
+    let creates = services.calls("/opsgenie/v2/alerts");
+    assert!(creates.iter().all(|c| c.path.ends_with("/close") || c.body["alias"] == fingerprint.as_str()));
+    assert_eq!(services.pagerduty("resolve").len(), 1);
+    assert_eq!(services.calls(&format!("/opsgenie/v2/alerts/{fingerprint}/close")).len(), 1);
 }
