@@ -155,6 +155,18 @@ impl AlertMessage {
         }
     }
 
+    /// The key incident tools deduplicate by (PagerDuty's `dedup_key`,
+    /// Opsgenie's `alias`): the fingerprint, so every notice of an alert
+    /// updates its one incident; for a test, one of its own
+    /// (`synchealth-test-<notification id>`), which touches no alert's
+    /// incident and no earlier test's.
+    pub fn incident_key(&self, notification_id: &str) -> String {
+        match self.kind {
+            MessageKind::Test => format!("synchealth-test-{notification_id}"),
+            _ => self.fingerprint.clone(),
+        }
+    }
+
     /// `dimension=value`, as stored and silenced.
     pub fn segment_label(&self) -> Option<String> {
         self.segment.as_ref().map(|(d, v)| format!("{}={v}", d.column()))

@@ -106,14 +106,6 @@ pub fn priority(m: &AlertMessage) -> &'static str {
     }
 }
 
-/// The alert's alias: the fingerprint, or a test's own.
-pub fn alias(m: &AlertMessage, notification_id: &str) -> String {
-    match m.kind {
-        MessageKind::Test => format!("synchealth-test-{notification_id}"),
-        _ => m.fingerprint.clone(),
-    }
-}
-
 /// The create-alert request's body.
 pub fn create_body(config: &OpsgenieConfig, m: &AlertMessage, alias: &str) -> Value {
     let mut details = Map::new();
@@ -163,7 +155,7 @@ pub async fn send(
     m: &AlertMessage,
     notification_id: &str,
 ) -> Result<()> {
-    let alias = alias(m, notification_id);
+    let alias = m.incident_key(notification_id);
     let auth = format!("GenieKey {}", config.api_key);
     let post = |url: reqwest::Url, body: Value| {
         http.post(url).timeout(config.timeout).header(reqwest::header::AUTHORIZATION, auth.clone()).json(&body)
@@ -197,13 +189,13 @@ mod tests {
     #[test]
     fn the_alert_is_keyed_by_fingerprint_with_the_rules_priority_and_the_configured_responders() {
         let m = message(MessageKind::Firing, Some(0.5));
-        let body = create_body(&config(), &m, &alias(&m, "n1"));
+        let body = create_body(&config(), &m, &m.incident_key("n1"));
         assert_eq!((body["alias"].as_str(), body["priority"].as_str()), (Some("c7f4b477020b48ea"), Some("P1")));
         assert_eq!(body["responders"], json!([{"type": "team", "name": "mobile"}]));
         assert!(body["message"].as_str().unwrap().chars().count() <= MESSAGE_CHARS);
         assert!(body["details"].as_object().unwrap().values().all(Value::is_string));
         let test = message(MessageKind::Test, None);
-        assert_eq!((priority(&test), alias(&test, "n2").as_str()), ("P5", "synchealth-test-n2"));
+        assert_eq!((priority(&test), test.incident_key("n2").as_str()), ("P5", "synchealth-test-n2"));
     }
 
     #[test]

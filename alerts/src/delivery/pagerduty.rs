@@ -63,18 +63,10 @@ pub fn severity(m: &AlertMessage) -> &'static str {
     }
 }
 
-/// The event key: the fingerprint, or a test's own.
-pub fn dedup_key(m: &AlertMessage, notification_id: &str) -> String {
-    match m.kind {
-        MessageKind::Test => format!("synchealth-test-{notification_id}"),
-        _ => m.fingerprint.clone(),
-    }
-}
-
 /// The events one notice sends, in order: a trigger (firing, repeat), a
 /// resolve (resolved), or a trigger and its resolve (a test).
 pub fn events(config: &PagerDutyConfig, m: &AlertMessage, notification_id: &str) -> Vec<Value> {
-    let key = dedup_key(m, notification_id);
+    let key = m.incident_key(notification_id);
     let resolve = json!({"routing_key": config.routing_key, "event_action": "resolve", "dedup_key": key});
     match m.kind {
         MessageKind::Resolved(_) => vec![resolve],
