@@ -25,6 +25,15 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// The service asked us to slow down (HTTP 429, or 503 with
+    /// `Retry-After`): retried, but not before it said.
+    #[error("delivery throttled (retry after {}s): {reason}", retry_after.as_secs())]
+    Throttled {
+        /// The service's `Retry-After`.
+        retry_after: std::time::Duration,
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -40,7 +49,15 @@ impl Error {
 
     /// Whether retrying may help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Send { transient: true, .. } | Error::Store(_))
+        matches!(self, Error::Send { transient: true, .. } | Error::Store(_) | Error::Throttled { .. })
+    }
+
+    /// How long the service asked us to wait before trying again, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 

@@ -68,6 +68,11 @@ pub const CLICKHOUSE: &[Migration] = &[
         name: "device segment hour",
         sql: include_str!("../migrations/clickhouse/0010_device_segment_hour.sql"),
     },
+    Migration {
+        version: 11,
+        name: "alert tickets",
+        sql: include_str!("../migrations/clickhouse/0011_alert_tickets.sql"),
+    },
 ];
 
 /// SQLite migrations, in order.
@@ -90,6 +95,7 @@ pub const SQLITE: &[Migration] = &[
         name: "device segment hour",
         sql: include_str!("../migrations/sqlite/0010_device_segment_hour.sql"),
     },
+    Migration { version: 11, name: "alert tickets", sql: include_str!("../migrations/sqlite/0011_alert_tickets.sql") },
 ];
 
 #[cfg(test)]

@@ -83,6 +83,29 @@ pub struct NotificationRecord {
     pub summary: String,
 }
 
+/// The ticket an alert instance's firing episode has in a ticketing
+/// channel (Jira): kept beside the alert's state so that a restart neither
+/// opens a second ticket nor forgets the first. The store keeps the first
+/// key written for `(project, fingerprint, channel, episode_ms)`: a second
+/// write of the same episode is ignored (SQLite) or read past (ClickHouse,
+/// where the oldest row wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRecord {
+    /// The project.
+    pub project: ProjectName,
+    /// The alert instance's fingerprint.
+    pub fingerprint: String,
+    /// The channel's name in the settings.
+    pub channel: String,
+    /// Unix ms: when the firing episode started (the same in every notice
+    /// of the episode), so the next episode gets a ticket of its own.
+    pub episode_ms: i64,
+    /// The ticket's key in the service (`OPS-123`).
+    pub ticket_key: String,
+    /// Unix ms when the ticket was created.
+    pub created_at_ms: i64,
+}
+
 /// A silence: a rule's notifications (optionally one segment's) withheld
 /// for a while; the alert states still change and show.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use synchealth_schema::{ProjectName, StoredEvent};
 
-pub use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence};
+pub use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence, TicketRecord};
 pub use crate::clickhouse::{ClickHouseConfig, ClickHouseStore, ClusterConfig, QueryLimits};
 pub use crate::devices::{DeviceList, DeviceSummary};
 pub use crate::error::{Error, Result};
@@ -220,6 +220,20 @@ pub trait Alerting: Send + Sync {
     /// lease runs. At most one holder gets `true` for a lease at a time, within
     /// the limits each store documents (see `store/src/clickhouse/alerting.rs`).
     async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
+
+    /// The ticket of an alert instance's firing episode in a channel, if
+    /// one was recorded (the first one, if several were).
+    async fn ticket(
+        &self,
+        project: &ProjectName,
+        fingerprint: &str,
+        channel: &str,
+        episode_ms: i64,
+    ) -> Result<Option<TicketRecord>>;
+
+    /// Records a ticket; a second one for the same episode does not replace
+    /// the first.
+    async fn put_ticket(&self, ticket: &TicketRecord) -> Result<()>;
 }
 
 /// The telemetry-loss reports devices send beside their events.

@@ -155,6 +155,18 @@ impl AlertMessage {
         }
     }
 
+    /// The key incident tools deduplicate by (PagerDuty's `dedup_key`,
+    /// Opsgenie's `alias`): the fingerprint, so every notice of an alert
+    /// updates its one incident; for a test, one of its own
+    /// (`synchealth-test-<notification id>`), which touches no alert's
+    /// incident and no earlier test's.
+    pub fn incident_key(&self, notification_id: &str) -> String {
+        match self.kind {
+            MessageKind::Test => format!("synchealth-test-{notification_id}"),
+            _ => self.fingerprint.clone(),
+        }
+    }
+
     /// `dimension=value`, as stored and silenced.
     pub fn segment_label(&self) -> Option<String> {
         self.segment.as_ref().map(|(d, v)| format!("{}={v}", d.column()))
@@ -488,12 +500,24 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// `text` cut to `max_chars` characters, ending in `…` when cut: the
+/// services' length limits count characters.
+pub fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn message(kind: MessageKind, value: Option<f64>) -> AlertMessage {
+    /// A notice of the default rule for release 2.3.0, for every format's tests.
+    pub(crate) fn message(kind: MessageKind, value: Option<f64>) -> AlertMessage {
         let rule = Rule::defaults().remove(0);
         let project = ProjectName::parse("demo").unwrap_or_else(|e| panic!("{e}"));
         AlertMessage::new(

@@ -1,14 +1,19 @@
-//! Delivery of alert notifications to channels: email ([`email`]) and
-//! webhooks ([`webhook`]: Slack-compatible, Alertmanager v4, generic JSON).
+//! Delivery of alert notifications to channels: email ([`email`]),
+//! webhooks ([`webhook`]: Slack-compatible, Alertmanager v4, generic JSON)
+//! and the tools on-call teams live in ([`pagerduty`], [`opsgenie`],
+//! [`jira`], [`teams`]), all HTTP
+//! exchanges through [`http`], so every channel fails and retries alike.
 //!
 //! [`Dispatcher::dispatch`] takes what one evaluation says about one rule in
 //! one project ([`AlertGroup`]), records one [`NotificationRecord`] per
 //! changed instance and channel (status `pending`), and spawns one task per
 //! channel, which sends the whole group as one message (email, Slack,
 //! Alertmanager; the generic webhook's schema is one instance per request,
-//! so it gets one task per instance), so a slow or failing channel never
+//! and incident tools key an incident by instance, so those get one task
+//! per instance), so a slow or failing channel never
 //! holds up the others nor the evaluation loop. Each task retries transient
-//! failures with exponential backoff (with jitter, by `backon`) and writes
+//! failures with exponential backoff (with jitter, by `backon`; never
+//! sooner than a throttling service's `Retry-After`) and writes
 //! its records again after every attempt (`attempts`, `last_error`, then
 //! `delivered` or `failed`): that is what the dashboard's Alerts page shows.
 //! A notice to a channel that is not configured is recorded as
@@ -18,7 +23,12 @@
 //! and failed (given up on) per configured channel, from zero at start.
 
 pub mod email;
+pub mod http;
+pub mod jira;
 pub mod message;
+pub mod opsgenie;
+pub mod pagerduty;
+pub mod teams;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -32,7 +42,11 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 pub use self::email::{EmailConfig, EmailSender, SmtpSecurity, Thread};
+pub use self::jira::{JiraAuth, JiraConfig};
 pub use self::message::{AlertGroup, AlertMessage, MessageKind, TEST_RULE};
+pub use self::opsgenie::{OpsgenieConfig, Region, Responder};
+pub use self::pagerduty::PagerDutyConfig;
+pub use self::teams::TeamsConfig;
 pub use self::webhook::{WebhookConfig, WebhookFormat};
 use crate::error::{Error, Result};
 use crate::instance::group_fingerprint;
@@ -78,6 +92,14 @@ pub enum ChannelKind {
     Email(EmailConfig),
     /// A webhook with one of the payload formats.
     Webhook(WebhookFormat, WebhookConfig),
+    /// PagerDuty's Events API v2.
+    PagerDuty(PagerDutyConfig),
+    /// Opsgenie's Alert API v2.
+    Opsgenie(OpsgenieConfig),
+    /// A Microsoft Teams webhook, with an Adaptive Card.
+    Teams(TeamsConfig),
+    /// Jira's REST API v2: an issue per alert instance.
+    Jira(JiraConfig),
 }
 
 /// Retries of a failing delivery.
@@ -113,6 +135,21 @@ impl RetryPolicy {
 enum Sender {
     Email(EmailSender),
     Webhook(WebhookFormat, WebhookConfig),
+    PagerDuty(PagerDutyConfig),
+    Opsgenie(OpsgenieConfig),
+    Teams(TeamsConfig),
+    Jira(JiraConfig),
+}
+
+impl Sender {
+    /// Whether the channel is told about one instance per request (the
+    /// generic schema; incident tools, which key incidents by instance).
+    fn per_instance(&self) -> bool {
+        matches!(
+            self,
+            Sender::Webhook(WebhookFormat::Generic, _) | Sender::PagerDuty(_) | Sender::Opsgenie(_) | Sender::Jira(_)
+        )
+    }
 }
 
 struct Prepared {
@@ -158,11 +195,24 @@ impl Dispatcher {
             let sender = match &channel.kind {
                 ChannelKind::Email(config) => Sender::Email(EmailSender::new(&channel.name, config)?),
                 ChannelKind::Webhook(format, config) => {
-                    reqwest::Url::parse(&config.url).map_err(|e| Error::Channel {
-                        channel: channel.name.clone(),
-                        reason: format!("url {:?}: {e}", config.url),
-                    })?;
+                    parse_url(&channel.name, &config.url)?;
                     Sender::Webhook(*format, config.clone())
+                }
+                ChannelKind::PagerDuty(config) => {
+                    parse_url(&channel.name, &config.url)?;
+                    Sender::PagerDuty(config.clone())
+                }
+                ChannelKind::Opsgenie(config) => {
+                    parse_url(&channel.name, &config.api_url)?;
+                    Sender::Opsgenie(config.clone())
+                }
+                ChannelKind::Teams(config) => {
+                    parse_url(&channel.name, &config.url)?;
+                    Sender::Teams(config.clone())
+                }
+                ChannelKind::Jira(config) => {
+                    parse_url(&channel.name, &config.base_url)?;
+                    Sender::Jira(config.clone())
                 }
             };
             prepared.insert(channel.name.clone(), Prepared { channel, sender });
@@ -211,11 +261,10 @@ impl Dispatcher {
             let Some(group) = group.filtered(|m| send_resolved || !matches!(m.kind, MessageKind::Resolved(_))) else {
                 continue;
             };
-            let units = match prepared.sender {
-                Sender::Webhook(WebhookFormat::Generic, _) => {
-                    group.changed().iter().cloned().map(AlertGroup::single).collect()
-                }
-                _ => vec![group],
+            let units = if prepared.sender.per_instance() {
+                group.changed().iter().cloned().map(AlertGroup::single).collect()
+            } else {
+                vec![group]
             };
             for unit in units {
                 let records: Vec<NotificationRecord> =
@@ -250,7 +299,8 @@ impl Dispatcher {
             let updated_at_ms = unix_ms(OffsetDateTime::now_utc());
             let pause = match &result {
                 Ok(()) => None,
-                Err(e) if e.is_transient() => pauses.next(),
+                // Never sooner than a throttling service asked.
+                Err(e) if e.is_transient() => pauses.next().map(|p| p.max(e.retry_after().unwrap_or_default())),
                 Err(_) => None,
             };
             for record in &mut records {
@@ -351,8 +401,20 @@ impl Dispatcher {
                 let body = serde_json::to_vec(&body).map_err(|e| Error::permanent(format!("json: {e}")))?;
                 webhook::post(&self.http, config, body).await
             }
+            (Sender::PagerDuty(config), _) => pagerduty::send(&self.http, config, group.lead(), id).await,
+            (Sender::Opsgenie(config), _) => opsgenie::send(&self.http, config, group.lead(), id).await,
+            (Sender::Teams(config), _) => teams::send(&self.http, config, group).await,
+            (Sender::Jira(config), _) => jira::send(&self.http, &self.store, config, channel, group.lead()).await,
         }
     }
+}
+
+/// Checks a configured URL, which must parse (the error does not print it:
+/// some carry a token).
+fn parse_url(channel: &str, url: &str) -> Result<()> {
+    reqwest::Url::parse(url)
+        .map(drop)
+        .map_err(|e| Error::Channel { channel: channel.to_string(), reason: format!("url: {e}") })
 }
 
 /// A new `pending` record of one notice to one channel.

@@ -59,8 +59,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::message::{format_value, rfc3339, AlertGroup, AlertMessage, MessageKind};
-use crate::error::{Error, Result};
+use super::message::{format_value, rfc3339, truncate, AlertGroup, AlertMessage, MessageKind};
+use crate::error::Result;
 use crate::rule::metric_name;
 
 /// The signature header.
@@ -160,9 +160,9 @@ pub fn verify(
     mac.verify_slice(&given).is_ok()
 }
 
-/// One POST: 2xx is delivered; 408, 429 and 5xx (and no answer) are worth
-/// retrying; any other status is permanent.
-#[tracing::instrument(skip_all, fields(url = %config.url))]
+/// One POST: 2xx is delivered; failures are classified by [`super::http`]
+/// (no answer, 408, 429 and 5xx are worth retrying; other statuses are not).
+#[tracing::instrument(skip_all)]
 pub async fn post(http: &reqwest::Client, config: &WebhookConfig, body: Vec<u8>) -> Result<()> {
     let mut request =
         http.post(&config.url).timeout(config.timeout).header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -171,17 +171,7 @@ pub async fn post(http: &reqwest::Client, config: &WebhookConfig, body: Vec<u8>)
         request =
             request.header(TIMESTAMP_HEADER, now.to_string()).header(SIGNATURE_HEADER, signature(secret, now, &body));
     }
-    let response = request.body(body).send().await.map_err(|e| Error::transient(format!("http: {e}")))?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let reason = format!("http status {status}");
-    if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-        Err(Error::transient(reason))
-    } else {
-        Err(Error::permanent(reason))
-    }
+    super::http::send(request.body(body)).await.map(drop)
 }
 
 fn segment_json(message: &AlertMessage) -> Value {
@@ -411,15 +401,6 @@ fn alertmanager(group: &AlertGroup, channel: &str) -> Value {
         "externalURL": external,
         "alerts": alerts,
     })
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max_chars.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]

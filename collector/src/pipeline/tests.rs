@@ -229,6 +229,20 @@ impl Alerting for Switchable {
         self.inner.remove_silence(id).await
     }
 
+    async fn ticket(
+        &self,
+        project: &ProjectName,
+        fingerprint: &str,
+        channel: &str,
+        episode_ms: i64,
+    ) -> Result<Option<synchealth_store::TicketRecord>> {
+        self.inner.ticket(project, fingerprint, channel, episode_ms).await
+    }
+
+    async fn put_ticket(&self, ticket: &synchealth_store::TicketRecord) -> Result<()> {
+        self.inner.put_ticket(ticket).await
+    }
+
     async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         self.inner.try_lease(name, holder, now_ms, ttl_ms).await
     }

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 
 use super::sql::parse_project;
 use super::ClickHouseStore;
-use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence};
+use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence, TicketRecord};
 use crate::Result;
 
 /// How long a claimant waits after inserting its claim before reading the
@@ -102,6 +102,16 @@ struct ClaimRow {
     claimed_at_ms: i64,
     expires_ms: i64,
     version: u64,
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct TicketRow {
+    project: String,
+    fingerprint: String,
+    channel: String,
+    episode_ms: i64,
+    ticket_key: String,
+    created_at_ms: i64,
 }
 
 fn optional(text: String) -> Option<String> {
@@ -336,6 +346,55 @@ impl crate::Alerting for ClickHouseStore {
         let won = winner(&claims).is_some_and(|w| w.term == term + 1 && w.holder == holder);
         tracing::info!(name, holder, term = term + 1, won, "Claimed a lease.");
         Ok(won)
+    }
+
+    #[tracing::instrument(skip_all, fields(fingerprint, channel))]
+    async fn ticket(
+        &self,
+        project: &ProjectName,
+        fingerprint: &str,
+        channel: &str,
+        episode_ms: i64,
+    ) -> Result<Option<TicketRecord>> {
+        // A plain MergeTree: a ticket written twice (a retried insert, two
+        // replicas) is two rows, and the oldest is the ticket.
+        let row = self
+            .client
+            .query(
+                "SELECT ?fields FROM alert_tickets \
+                 WHERE project = ? AND fingerprint = ? AND channel = ? AND episode_ms = ? \
+                 ORDER BY created_at_ms, ticket_key LIMIT 1",
+            )
+            .bind(project.as_str())
+            .bind(fingerprint)
+            .bind(channel)
+            .bind(episode_ms)
+            .fetch_optional::<TicketRow>()
+            .await?;
+        row.map(|r| {
+            Ok(TicketRecord {
+                project: parse_project(&r.project)?,
+                fingerprint: r.fingerprint,
+                channel: r.channel,
+                episode_ms: r.episode_ms,
+                ticket_key: r.ticket_key,
+                created_at_ms: r.created_at_ms,
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(ticket = %t.ticket_key))]
+    async fn put_ticket(&self, t: &TicketRecord) -> Result<()> {
+        let row = TicketRow {
+            project: t.project.as_str().to_string(),
+            fingerprint: t.fingerprint.clone(),
+            channel: t.channel.clone(),
+            episode_ms: t.episode_ms,
+            ticket_key: t.ticket_key.clone(),
+            created_at_ms: t.created_at_ms,
+        };
+        self.insert_control("alert_tickets", &row).await
     }
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use synchealth_schema::ProjectName;
 
 use super::{project_of, SqliteStore};
-use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence};
+use crate::alerting::{AlertInstanceRecord, NotificationRecord, Silence, TicketRecord};
 use crate::Result;
 
 const INSTANCE_COLUMNS: &str = "project, fingerprint, rule, segment, state, value, threshold, since_ms, \
@@ -232,5 +232,51 @@ impl crate::Alerting for SqliteStore {
     async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.write(move |conn| lease(conn, &name, &holder, now_ms, ttl_ms)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", fingerprint, channel))]
+    async fn ticket(
+        &self,
+        project: &ProjectName,
+        fingerprint: &str,
+        channel: &str,
+        episode_ms: i64,
+    ) -> Result<Option<TicketRecord>> {
+        let (project, fingerprint, channel) = (project.clone(), fingerprint.to_string(), channel.to_string());
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT ticket_key, created_at_ms FROM alert_tickets
+                     WHERE project = ?1 AND fingerprint = ?2 AND channel = ?3 AND episode_ms = ?4",
+                )?
+                .query_row(params![project.as_str(), fingerprint, channel, episode_ms], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            Ok(found.map(|(ticket_key, created_at_ms)| TicketRecord {
+                project,
+                fingerprint,
+                channel,
+                episode_ms,
+                ticket_key,
+                created_at_ms,
+            }))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", ticket = %ticket.ticket_key))]
+    async fn put_ticket(&self, ticket: &TicketRecord) -> Result<()> {
+        let t = ticket.clone();
+        self.write(move |conn| {
+            // The first key of an episode stays: a second is a duplicate.
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO alert_tickets (project, fingerprint, channel, episode_ms, ticket_key, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![t.project.as_str(), t.fingerprint, t.channel, t.episode_ms, t.ticket_key, t.created_at_ms])?;
+            Ok(())
+        })
+        .await
     }
 }

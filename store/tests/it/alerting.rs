@@ -1,10 +1,10 @@
-//! Conformance of the alerting records (instances, notifications, silences)
-//! and of the evaluator lease, on both stores.
+//! Conformance of the alerting records (instances, notifications, silences,
+//! tickets) and of the evaluator lease, on both stores.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
-use synchealth_store::{AlertInstanceRecord, NotificationRecord, SharedStore, Silence};
+use synchealth_store::{AlertInstanceRecord, NotificationRecord, SharedStore, Silence, TicketRecord};
 use tokio::time::{sleep, Duration};
 
 use synchealth_store::{ClickHouseConfig, ClickHouseStore, SqliteStore};
@@ -19,6 +19,7 @@ on_both_stores!(
     a_lease_goes_to_one_holder_until_it_expires,
     two_replicas_claiming_an_expired_lease_at_once_get_one_winner,
     an_earlier_claim_beats_a_later_one_whatever_the_names,
+    a_ticket_is_found_by_its_episode_and_a_second_key_for_it_never_replaces_the_first,
 );
 
 fn instance(fingerprint: &str, segment: Option<&str>, state: &str) -> AlertInstanceRecord {
@@ -193,6 +194,33 @@ async fn an_earlier_claim_beats_a_later_one_whatever_the_names(store: SharedStor
 
 /// A second, separate handle on the same database, as a second evaluator
 /// process would open.
+async fn a_ticket_is_found_by_its_episode_and_a_second_key_for_it_never_replaces_the_first(store: SharedStore) {
+    let ticket = |key: &str, episode_ms: i64, created_at_ms: i64| TicketRecord {
+        project: project("demo"),
+        fingerprint: "c7f4b477020b48ea".into(),
+        channel: "jira".into(),
+        episode_ms,
+        ticket_key: key.into(),
+        created_at_ms,
+    };
+    let find = |channel: &'static str, episode_ms: i64| {
+        let store = store.clone();
+        async move { store.ticket(&project("demo"), "c7f4b477020b48ea", channel, episode_ms).await.unwrap() }
+    };
+    assert_eq!(find("jira", 1_000).await, None);
+    store.put_ticket(&ticket("OPS-1", 1_000, 5_000)).await.unwrap();
+    // Written twice (a retry), then another key for the same episode.
+    store.put_ticket(&ticket("OPS-1", 1_000, 5_000)).await.unwrap();
+    store.put_ticket(&ticket("OPS-2", 1_000, 6_000)).await.unwrap();
+    assert_eq!(find("jira", 1_000).await, Some(ticket("OPS-1", 1_000, 5_000)), "the first key stays");
+    assert_eq!(find("jira", 2_000).await, None, "the next episode has none yet");
+    assert_eq!(find("other", 1_000).await, None, "another channel has none");
+    store.put_ticket(&ticket("OPS-3", 2_000, 7_000)).await.unwrap();
+    assert_eq!(find("jira", 2_000).await.map(|t| t.ticket_key), Some("OPS-3".into()));
+    let other = store.ticket(&project("other"), "c7f4b477020b48ea", "jira", 1_000).await.unwrap();
+    assert_eq!(other, None, "another project has none");
+}
+
 async fn second_handle(backend: Backend, fresh: &crate::helpers::TestStore) -> SharedStore {
     match backend {
         Backend::Sqlite => {

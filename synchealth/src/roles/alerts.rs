@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use synchealth_alerts::delivery::{
-    Channel, ChannelKind, Dispatcher, EmailConfig, RetryPolicy, WebhookConfig, WebhookFormat,
+    Channel, ChannelKind, Dispatcher, EmailConfig, JiraAuth, JiraConfig, OpsgenieConfig, PagerDutyConfig, RetryPolicy,
+    TeamsConfig, WebhookConfig, WebhookFormat,
 };
 use synchealth_alerts::{duration, Evaluator};
 use synchealth_store::SharedStore;
 
-use crate::settings::{AlertSettings, ChannelSettings};
+use crate::settings::{AlertSettings, ChannelSettings, JiraChannelSettings};
 
 /// A positive duration setting (`"10s"`) as a std duration.
 pub(crate) fn positive(text: &str, key: &str) -> anyhow::Result<Duration> {
@@ -61,10 +62,67 @@ pub fn channels(settings: &AlertSettings) -> anyhow::Result<Vec<Channel>> {
                     ),
                 }
             }
+            ChannelSettings::PagerDuty(p) => Channel {
+                name: name.clone(),
+                send_resolved: p.send_resolved,
+                kind: ChannelKind::PagerDuty(PagerDutyConfig {
+                    routing_key: p.routing_key.expose().to_string(),
+                    url: p.url.clone(),
+                    timeout: positive(&p.timeout, &key("timeout"))?,
+                }),
+            },
+            ChannelSettings::Opsgenie(o) => Channel {
+                name: name.clone(),
+                send_resolved: o.send_resolved,
+                kind: ChannelKind::Opsgenie(OpsgenieConfig {
+                    api_key: o.api_key.expose().to_string(),
+                    api_url: o.api_url.clone().unwrap_or_else(|| o.region.api_url().to_string()),
+                    responders: o.responders.clone(),
+                    tags: o.tags.clone(),
+                    timeout: positive(&o.timeout, &key("timeout"))?,
+                }),
+            },
+            ChannelSettings::Jira(j) => Channel {
+                name: name.clone(),
+                send_resolved: j.send_resolved,
+                kind: ChannelKind::Jira(JiraConfig {
+                    base_url: j.base_url.clone(),
+                    auth: jira_auth(j, &key)?,
+                    project_key: j.project_key.clone(),
+                    issue_type: j.issue_type.clone(),
+                    labels: j.labels.clone(),
+                    fields: j.fields.clone(),
+                    resolve_transition: j.resolve_transition.clone(),
+                    timeout: positive(&j.timeout, &key("timeout"))?,
+                }),
+            },
+            ChannelSettings::Teams(t) => Channel {
+                name: name.clone(),
+                send_resolved: t.send_resolved,
+                kind: ChannelKind::Teams(TeamsConfig {
+                    url: t.url.expose().to_string(),
+                    timeout: positive(&t.timeout, &key("timeout"))?,
+                }),
+            },
         };
         channels.push(channel);
     }
     Ok(channels)
+}
+
+/// Jira Cloud's email and API token, or Data Center's personal access
+/// token: exactly one.
+fn jira_auth(j: &JiraChannelSettings, key: &dyn Fn(&str) -> String) -> anyhow::Result<JiraAuth> {
+    match (&j.email, &j.api_token, &j.personal_access_token) {
+        (Some(email), Some(token), None) => {
+            Ok(JiraAuth::Cloud { email: email.clone(), api_token: token.expose().to_string() })
+        }
+        (None, None, Some(token)) => Ok(JiraAuth::DataCenter { token: token.expose().to_string() }),
+        _ => anyhow::bail!(
+            "{}: give email and api_token (Jira Cloud) or personal_access_token (Data Center), not both",
+            key("*")
+        ),
+    }
 }
 
 /// The retry policy of `[alerts.retry]`.

@@ -30,6 +30,7 @@ use crate::helpers::{batch, rfc3339, serve, test_settings, Backend, TestApp};
 
 mod cluster;
 mod delivery;
+mod incident_tools;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const RULE: &str = "release-success-rate";

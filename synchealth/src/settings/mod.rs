@@ -12,6 +12,13 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use synchealth_alerts::Rule;
 
+mod channels;
+
+pub use self::channels::{
+    ChannelSettings, EmailChannelSettings, JiraChannelSettings, OpsgenieChannelSettings, PagerDutyChannelSettings,
+    TeamsChannelSettings, WebhookChannelSettings,
+};
+
 /// A secret: deserialized like a string, never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -270,74 +277,6 @@ pub struct AlertSettings {
     pub lease_ttl: Option<String>,
 }
 
-/// One notification channel, by `kind`: `email`, `slack` (Slack-compatible
-/// `text` + `blocks`), `alertmanager` (Alertmanager webhook v4 payload) or
-/// `webhook` (the generic JSON schema in the README).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ChannelSettings {
-    /// Email over SMTP.
-    Email(EmailChannelSettings),
-    /// Slack-compatible incoming webhook.
-    Slack(WebhookChannelSettings),
-    /// Alertmanager-compatible webhook receiver.
-    Alertmanager(WebhookChannelSettings),
-    /// Generic JSON webhook.
-    Webhook(WebhookChannelSettings),
-}
-
-/// `kind = "email"`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailChannelSettings {
-    /// SMTP server host name.
-    pub smtp_host: String,
-    /// SMTP port [default: 25 with `none`, 587 with `starttls`, 465 with `tls`].
-    #[serde(default)]
-    pub smtp_port: Option<u16>,
-    /// `"none"` (plain, for a local relay or Mailpit), `"starttls"` or `"tls"` [default: starttls].
-    #[serde(default = "default_smtp_security")]
-    pub security: synchealth_alerts::delivery::SmtpSecurity,
-    /// SMTP user, if the server wants authentication.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// SMTP password.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// Sender, e.g. `"synchealth <alerts@example.com>"`.
-    pub from: String,
-    /// Recipients.
-    pub to: Vec<String>,
-    /// Whether resolutions are sent too [default: true].
-    #[serde(default = "default_true")]
-    pub send_resolved: bool,
-    /// Per-attempt timeout [default: "10s"].
-    #[serde(default = "default_channel_timeout")]
-    pub timeout: String,
-    /// PEM certificate to trust beside the built-in roots (a private CA, or a
-    /// relay's self-signed certificate), for `starttls` and `tls`.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-/// `kind = "slack"`, `"alertmanager"` or `"webhook"`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookChannelSettings {
-    /// The URL POSTed to (a secret: Slack's carry their token).
-    pub url: Secret,
-    /// Shared secret: when set, requests carry
-    /// `X-Synchealth-Signature: sha256=<hex HMAC-SHA256 of the body>`.
-    #[serde(default)]
-    pub secret: Option<Secret>,
-    /// Whether resolutions are sent too [default: true].
-    #[serde(default = "default_true")]
-    pub send_resolved: bool,
-    /// Per-attempt timeout [default: "10s"].
-    #[serde(default = "default_channel_timeout")]
-    pub timeout: String,
-}
-
 /// `[alerts.retry]`: a delivery failing transiently (connection refused,
 /// HTTP 5xx/429, SMTP 4xx) is retried with exponential backoff and jitter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,18 +294,6 @@ impl Default for RetrySettings {
     fn default() -> Self {
         RetrySettings { initial_delay_ms: 1_000, max_delay_ms: 60_000, max_attempts: 10 }
     }
-}
-
-fn default_smtp_security() -> synchealth_alerts::delivery::SmtpSecurity {
-    synchealth_alerts::delivery::SmtpSecurity::StartTls
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_channel_timeout() -> String {
-    "10s".into()
 }
 
 impl AlertSettings {
