@@ -106,14 +106,22 @@ fn in_hours(query: &Query, (mut filter, mut args): (String, Vec<Arg>), hours: &s
 /// part alone may be negative), and 18.16 wants one type per column across
 /// `UNION ALL`.
 fn totals_sql(query: &Query, grouping: Grouping, whole_hours: bool) -> Sql {
+    totals_sql_over(query, grouping, whole_hours, &[(query.from_ms, query.to_ms)])
+}
+
+/// [`totals_sql`] of the parts of the window in `spans` only (a sub-hour
+/// series' partial buckets, whose whole ones `crate::bucket_cache` holds),
+/// the compensations still over the whole window.
+fn totals_sql_over(query: &Query, grouping: Grouping, whole_hours: bool, spans: &[(i64, i64)]) -> Sql {
     let (gt_raw, gs_raw) = group_expressions(grouping, "event_time");
     let mut sql = Sql::default();
     sql.push(
         "SELECT gt, gs, toInt64(sum(e)), toFloat64(sum(a)), toFloat64(sum(s)), toFloat64(sum(c)), \
          sumMap(b, w), toInt64(sum(l)) FROM (",
     );
-    let pieces = pieces(query.from_ms, query.to_ms, grouping)
-        .into_iter()
+    let pieces = spans
+        .iter()
+        .flat_map(|&(from, to)| pieces(from, to, grouping))
         .filter(|p| whole_hours || !matches!(p, Piece::Hours(..)));
     // The per-event sums of `event_copies` rows selected by `filter`.
     let raw = |sql: &mut Sql, filter: String, args: Vec<Arg>| {
@@ -257,6 +265,11 @@ impl crate::Aggregates for ClickHouseStore {
         if query.from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
+        if let Some(step_ms) = bucket_cache::serves(query, grouping) {
+            if let Some(groups) = self.cached_series(query, grouping, step_ms).await? {
+                return Ok(groups);
+            }
+        }
         // Unfiltered totals and buckets from `device_cache.rs` (with the whole
         // hours' per-event sums), filtered and broken-down ones from
         // `segment_cache.rs` (per-device figures only).
@@ -265,13 +278,12 @@ impl crate::Aggregates for ClickHouseStore {
         let cached = (plain || segmented) && !self.past_hours_unsafe(query).await?;
         let totals = totals_sql(query, grouping, !(cached && plain));
         let totals_query = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
-        // The per-device half: from memory (the two caches above, or
-        // `crate::bucket_cache` for sub-hour series) or from SQL.
+        // The per-device half: from memory (the two caches above) or from SQL.
         let devices = async {
             let from_memory = match (cached, plain) {
                 (true, true) => self.cached_devices(query, grouping).await?,
                 (true, false) => self.cached_segment_devices(query, grouping).await?,
-                (false, _) => self.series_devices(query, grouping).await?,
+                (false, _) => None,
             };
             match from_memory {
                 Some(groups) => Ok::<_, crate::Error>(groups),
@@ -280,29 +292,7 @@ impl crate::Aggregates for ClickHouseStore {
         };
         let totals = async { Ok::<_, crate::Error>(totals_query.fetch_all::<TotalsRow>().await?) };
         let (totals, devices) = tokio::try_join!(totals, devices)?;
-
-        let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
-        for (key, mut figures) in devices {
-            let a = groups.entry(key).or_default();
-            a.events += figures.events;
-            a.attempts += figures.attempts;
-            a.successes += figures.successes;
-            a.conflicted += figures.conflicted;
-            a.late_events += figures.late_events;
-            add_durations(&mut a.duration_histogram, std::mem::take(&mut figures.duration_histogram).into_iter());
-            a.set_devices_from(figures);
-        }
-        // After the cached sums: the SQL part may subtract from them.
-        for row in totals {
-            let a = groups.entry(group_key(grouping, row.gt, row.gs)).or_default();
-            a.events = a.events.saturating_add_signed(row.events);
-            a.attempts += row.attempts;
-            a.successes += row.successes;
-            a.conflicted += row.conflicted;
-            add_durations(&mut a.duration_histogram, histogram(row.duration).into_iter());
-            a.late_events = a.late_events.saturating_add_signed(row.late);
-        }
-        Ok(groups.into_iter().filter(|(_, a)| a.events > 0).collect())
+        Ok(merge(grouping, devices, totals))
     }
 
     #[tracing::instrument(skip_all, fields(project = %query.project, list = list.name(), limit))]
@@ -385,14 +375,19 @@ impl ClickHouseStore {
             .collect())
     }
 
-    /// The per-device half of a sub-hour series (`crate::bucket_cache`):
-    /// whole buckets from memory while their stamps hold, the stale ones
-    /// and the partial edges from `events`, side by side. `None` when the
-    /// cache does not serve the grouping, or when an interrupted write or a
-    /// copy at another time (`dedup.rs`) makes the window's counts no
-    /// stamp: then what was cached of the project is forgotten.
-    async fn series_devices(&self, query: &Query, grouping: Grouping) -> Result<Option<Vec<(GroupKey, Aggregate)>>> {
-        let Some(step_ms) = bucket_cache::serves(query, grouping) else { return Ok(None) };
+    /// A sub-hour series from `crate::bucket_cache`: its whole buckets'
+    /// per-device figures and `rollup_minute` sums from memory while their
+    /// stamps hold, the stale ones read again (devices from `events`, sums
+    /// from `rollup_minute`) and kept; the partial buckets at the edges and
+    /// the compensations over the window from SQL every time. `None` when
+    /// the window holds an interrupted write's hours or a copy (its counts
+    /// are then no stamp): read as any other window.
+    async fn cached_series(
+        &self,
+        query: &Query,
+        grouping: Grouping,
+        step_ms: i64,
+    ) -> Result<Option<Vec<(GroupKey, Aggregate)>>> {
         let (unsafe_hours, counts) =
             tokio::try_join!(self.past_hours_unsafe(query), self.bucket_counts(query, step_ms))?;
         if unsafe_hours {
@@ -407,9 +402,46 @@ impl ClickHouseStore {
             }
             Ok::<_, crate::Error>(out)
         };
-        let (mut loaded, edges) = tokio::try_join!(read(plan.loads.clone()), read(plan.edges.clone()))?;
+        let totals = totals_sql_over(query, grouping, true, &plan.edges);
+        let totals = async {
+            let q = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
+            Ok::<_, crate::Error>(q.fetch_all::<TotalsRow>().await?)
+        };
+        let (loaded, edges, sums, totals) = tokio::try_join!(
+            read(plan.loads.clone()),
+            read(plan.edges.clone()),
+            self.bucket_sums(query, grouping, &plan.loads),
+            totals
+        )?;
+        // The stale buckets kept with their sums, so a bucket in memory is
+        // whole: its devices and what its events add up to.
+        let mut loaded = merge(grouping, loaded, sums);
         loaded.extend(edges);
-        Ok(Some(self.buckets.answer(query, plan, &counts, loaded)))
+        let devices = self.buckets.answer(query, plan, &counts, loaded);
+        Ok(Some(merge(grouping, devices, totals)))
+    }
+
+    /// `rollup_minute`'s per-event sums of whole buckets in `ranges`, by
+    /// group (the series' filters applied).
+    async fn bucket_sums(&self, query: &Query, grouping: Grouping, ranges: &[(i64, i64)]) -> Result<Vec<TotalsRow>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (gt, gs) = group_expressions(grouping, "minute");
+        let (segments, segment_args) = segment_filter(&query.filters);
+        let spans = vec!["(minute >= toDateTime(?) AND minute < toDateTime(?))"; ranges.len()].join(" OR ");
+        let mut args = vec![Arg::Text(query.project.as_str().to_string())];
+        for &(from, to) in ranges {
+            args.extend([seconds(from), seconds(to)]);
+        }
+        args.extend(segment_args);
+        let text = format!(
+            "SELECT gt, gs, toInt64(sum(e)), toFloat64(sum(a)), toFloat64(sum(s)), toFloat64(sum(c)), \
+             sumMap(b, w), toInt64(sum(l)) FROM (SELECT {gt} AS gt, {gs} AS gs, toInt64(events) AS e, \
+             attempts AS a, successes AS s, conflicted AS c, durationMap.bucket AS b, durationMap.weight AS w, \
+             toInt64(late) AS l FROM rollup_minute WHERE project = ? AND ({spans}){segments}) GROUP BY gt, gs"
+        );
+        Ok(args.iter().fold(self.reader.query(&text), |q, a| q.bind(a)).fetch_all::<TotalsRow>().await?)
     }
 
     /// The stamps of a series' whole buckets: each one's event count in
@@ -431,6 +463,38 @@ impl ClickHouseStore {
             .await?;
         Ok(rows.into_iter().collect())
     }
+}
+
+/// The groups of an aggregate: the per-device half (`devices`, with any
+/// sums a cache holds) and the SQL totals added to it, which may subtract.
+fn merge(
+    grouping: Grouping,
+    devices: Vec<(GroupKey, Aggregate)>,
+    totals: Vec<TotalsRow>,
+) -> Vec<(GroupKey, Aggregate)> {
+    let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
+
+    for (key, mut figures) in devices {
+        let a = groups.entry(key).or_default();
+        a.events += figures.events;
+        a.attempts += figures.attempts;
+        a.successes += figures.successes;
+        a.conflicted += figures.conflicted;
+        a.late_events += figures.late_events;
+        add_durations(&mut a.duration_histogram, std::mem::take(&mut figures.duration_histogram).into_iter());
+        a.set_devices_from(figures);
+    }
+    // After the cached sums: the SQL part may subtract from them.
+    for row in totals {
+        let a = groups.entry(group_key(grouping, row.gt, row.gs)).or_default();
+        a.events = a.events.saturating_add_signed(row.events);
+        a.attempts += row.attempts;
+        a.successes += row.successes;
+        a.conflicted += row.conflicted;
+        add_durations(&mut a.duration_histogram, histogram(row.duration).into_iter());
+        a.late_events = a.late_events.saturating_add_signed(row.late);
+    }
+    groups.into_iter().filter(|(_, a)| a.events > 0).collect()
 }
 
 /// Most rows of one device a chunk of hours is read with before `FINAL`.
