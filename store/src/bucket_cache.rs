@@ -15,7 +15,11 @@
 //! the bucket moves it (for a filtered series too, which then reads the
 //! bucket again for nothing, rather than trusting a count of its own
 //! segments that a later dimension could not have). The partial buckets at
-//! a window's edges are read from `events` every time. A space is one
+//! a window's edges are read from `events` every time. On ClickHouse a
+//! bucket's figures also carry its `rollup_minute` sums (summing a day of
+//! minute rows' duration maps was most of a series' time), which the same
+//! stamp guards; the compensations for copies are subtracted over the whole
+//! window on every read, as for the hourly cache's sums. A space is one
 //! (project, filters, step, queue threshold): the figures depend on all
 //! four.
 
