@@ -14,6 +14,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
+use super::message::truncate;
 use crate::error::{Error, Result};
 
 /// How much of a service's error body an error keeps.
@@ -63,13 +64,7 @@ fn failure(status: StatusCode, retry_after: Option<Duration>, body: &str) -> Err
 /// reading the delivery record needs ("Invalid routing key", "Field
 /// 'priority' is invalid").
 fn service_message(body: &str) -> String {
-    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= BODY_IN_ERROR {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(BODY_IN_ERROR - 1).collect();
-    cut.push('…');
-    cut
+    truncate(&body.split_whitespace().collect::<Vec<_>>().join(" "), BODY_IN_ERROR)
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110), capped.

@@ -348,7 +348,7 @@ impl crate::Alerting for ClickHouseStore {
         Ok(won)
     }
 
-    #[tracing::instrument(skip_all, fields(fingerprint, channel))]
+    #[tracing::instrument(skip_all, fields(%fingerprint, %channel))]
     async fn ticket(
         &self,
         project: &ProjectName,
