@@ -123,7 +123,8 @@ fn totals_sql_over(query: &Query, grouping: Grouping, whole_hours: bool, spans: 
         .iter()
         .flat_map(|&(from, to)| pieces(from, to, grouping))
         .filter(|p| whole_hours || !matches!(p, Piece::Hours(..)));
-    // The per-event sums of `event_copies` rows selected by `filter`.
+    // The per-event sums of `event_copies` rows selected by `filter`, a
+    // copy's row written twice counted once (`dedup.rs`, `distinct_copies`).
     let raw = |sql: &mut Sql, filter: String, args: Vec<Arg>| {
         sql.push_with(
             &format!(
@@ -132,7 +133,8 @@ fn totals_sql_over(query: &Query, grouping: Grouping, whole_hours: bool, spans: 
                  tupleElement(sumMap([duration_bucket], [toFloat64(weight)]) AS durations, 1) AS b, \
                  tupleElement(durations, 2) AS w, \
                  toInt64(countIf(received_at_ms - event_time_ms > {LATE_ARRIVAL_MS})) AS l \
-                 FROM event_copies WHERE {filter} GROUP BY gt, gs UNION ALL "
+                 FROM (SELECT * FROM event_copies WHERE {filter} LIMIT 1 BY event_id, insert_id) \
+                 GROUP BY gt, gs UNION ALL "
             ),
             args,
         );

@@ -222,6 +222,17 @@ fn split_first(mut copies: Vec<CopyRow>) -> (CopyRow, Vec<CopyRow>) {
     (first, rest)
 }
 
+/// A copy is its `(event_id, insert_id)`: a ledger may hold one copy's row
+/// twice, when a repair on a cluster read a replica that had not yet
+/// fetched the row a partial write did leave (its part was on the other
+/// replica), and wrote it again. Such rows are one copy, never a duplicate
+/// to compensate.
+fn distinct_copies(mut copies: Vec<StoredCopy>) -> Vec<StoredCopy> {
+    let mut seen = HashSet::with_capacity(copies.len());
+    copies.retain(|c| seen.insert((c.event_id, c.insert_id)));
+    copies
+}
+
 /// A ClickHouse string literal (project names are `[a-z0-9_-]` already;
 /// quoted anyway, so this never depends on that rule).
 fn quote_literal(text: &str) -> String {
@@ -271,7 +282,7 @@ impl ClickHouseStore {
             let ids: Vec<Uuid> = chunk.iter().map(|&i| events[i].event.event_id).collect();
             found.extend(self.lookup(table, project, &ids, &seconds).await?);
         }
-        Ok(found)
+        Ok(distinct_copies(found))
     }
 
     /// A write that failed may have reached some of the tables an insert
@@ -473,7 +484,13 @@ impl ClickHouseStore {
             }
         }
         let mut compensations = Vec::new();
-        for copies in by_id.into_values().filter(|c| c.len() > 1) {
+        for copies in by_id.into_values() {
+            let mut seen = HashSet::new();
+            // One copy's row written twice is one copy (`distinct_copies`).
+            let copies: Vec<CopyRow> = copies.into_iter().filter(|c| seen.insert(c.insert_id)).collect();
+            if copies.len() < 2 {
+                continue;
+            }
             let (first, rest) = split_first(copies);
             compensations.extend(rest.into_iter().map(|copy| (first.event_time, copy)));
         }
@@ -557,6 +574,13 @@ mod tests {
         let mut rest: Vec<_> = rest.iter().map(|r| r.insert_id).collect();
         rest.sort_unstable();
         assert_eq!(rest, vec![1, 9]);
+    }
+
+    #[test]
+    fn one_copy_found_twice_is_one_copy_and_two_inserts_of_an_event_are_two() {
+        let id = Uuid::from_u128(7);
+        let copy = |insert_id| StoredCopy { event_id: id, insert_id, event_time: 100 };
+        assert_eq!(distinct_copies(vec![copy(1), copy(1), copy(2), copy(1)]), vec![copy(1), copy(2)]);
     }
 
     #[test]

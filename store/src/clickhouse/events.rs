@@ -121,8 +121,17 @@ impl ClickHouseStore {
             written = started.elapsed();
             // Second look-up: a collector that wrote the same events at the
             // same moment is seen now (by this one or by that one, dedup.rs).
+            // A replay repairs again: on a cluster, an interrupted earlier
+            // write's parts may have been only on a replica the first
+            // look-up did not read, and with `insert_quorum` this write's
+            // success means the shard's replicas hold them all now.
             for (&project, indexes) in &fresh_by_project {
-                self.settle(project, &self.copies(project, events, indexes).await?).await?;
+                let copies = if replayed {
+                    self.copies_after_repair(project, events, indexes).await?
+                } else {
+                    self.copies(project, events, indexes).await?
+                };
+                self.settle(project, &copies).await?;
             }
             rechecked = started.elapsed();
         }

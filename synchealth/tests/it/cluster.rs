@@ -67,13 +67,43 @@ impl TestCluster {
     }
 
     /// Starts every node that does not answer (a test that failed midway
-    /// leaves its killed nodes down), and waits until each answers.
+    /// leaves its killed nodes down), and waits until each answers; then
+    /// until every node routes each shard to its first replica.
+    ///
+    /// After an outage, a node that saw errors from a replica sends that
+    /// shard's reads and writes to the other replica until its error count
+    /// decays (18.16 halves it every two minutes, and nothing resets it),
+    /// while the restarted node routes in order again: measured, right
+    /// after the quorum test, nodes 1 and 4 sent shard 2 to s2r2 and nodes 2
+    /// and 3 to s2r1. Collectors on such nodes write and look up on
+    /// different replicas, which is the limit README "Cluster mode" names
+    /// (and `insert_quorum` closes). The tests here kill replicas of a
+    /// cluster whose nodes agree, so a node still routing away from a past
+    /// outage is restarted, which starts its pools afresh.
     async fn ensure_all_up(&self) {
         for (i, url) in self.urls.iter().enumerate() {
             if reqwest::get(format!("{url}/ping")).await.is_err() {
                 self.start_node(i + 1).await;
             }
         }
+        // Until one pass finds every node in order: a restart may itself
+        // count as errors on a node that queried the restarted one.
+        for _ in 0..4 {
+            let mut restarted = false;
+            for (i, url) in self.urls.iter().enumerate() {
+                let routed = sql(url, ROUTING_SQL).await;
+                if routed != "['s1r1','s2r1']" {
+                    eprintln!("node {} routes to {routed} after an earlier outage: restarted", i + 1);
+                    self.kill(i + 1).await;
+                    self.start_node(i + 1).await;
+                    restarted = true;
+                }
+            }
+            if !restarted {
+                return;
+            }
+        }
+        panic!("the nodes still route shards to different replicas after restarting them four times");
     }
 
     /// SIGKILL node `n` (1-4).
@@ -91,6 +121,37 @@ impl TestCluster {
         self.script("start-node", n).await;
     }
 
+    /// [`TestCluster::local_ids`] once both replicas of each shard hold the
+    /// same ids, waiting (bounded) for a replica brought back to fetch
+    /// the parts written while it was down: `SYSTEM SYNC REPLICA` waits for
+    /// its queue, which may not yet hold a part it has to fetch again (a
+    /// fetch cut by SIGKILL), so agreement is polled.
+    async fn replicas_agree(&self, database: &str, table: &str) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let counts = self.local_ids(database, table).await;
+            if (counts[0], counts[2]) == (counts[1], counts[3]) {
+                return counts;
+            }
+            if Instant::now() > deadline {
+                let mut state = String::new();
+                for url in &self.urls {
+                    state += &sql(
+                        url,
+                        &format!(
+                            "SELECT tuple(count(), groupArray(type), groupArray(last_exception)) \
+                             FROM system.replication_queue WHERE database = '{database}' AND table = '{table}'"
+                        ),
+                    )
+                    .await;
+                    state += "; ";
+                }
+                panic!("replicas of a shard disagree after 60 s: {counts:?}; replication queues: {state}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Waits until each replica of `database.table` has fetched what its
     /// shard holds, then returns each node's distinct event ids in it.
     async fn local_ids(&self, database: &str, table: &str) -> Vec<u64> {
@@ -103,6 +164,12 @@ impl TestCluster {
         counts
     }
 }
+
+/// The replica each shard's queries go to from the node asked, with the
+/// settings cluster mode sends (`store/src/clickhouse/cluster.rs`).
+const ROUTING_SQL: &str =
+    "SELECT arraySort(groupArray(substitution)) FROM cluster('synchealth_cluster', system, macros) \
+     WHERE macro = 'replica' SETTINGS load_balancing = 'in_order', prefer_localhost_replica = 0";
 
 const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/clickhouse-cluster.sh");
 
@@ -296,8 +363,7 @@ async fn replicas_killed_under_load(name: &str, on: [usize; 2], killed: [usize; 
     // The replicas brought back caught up: both replicas of a shard hold
     // the same events, and the shards hold them all between them (a
     // device's events, so an id, on one shard only).
-    let counts = cluster.local_ids(&database, "events_local").await;
-    assert_eq!((counts[0], counts[2]), (counts[1], counts[3]), "replicas of a shard agree: {counts:?}");
+    let counts = cluster.replicas_agree(&database, "events_local").await;
     assert_eq!(counts[0] + counts[2], Expected::of(&posted).ids as u64, "{counts:?}");
     assert!(counts[0] > 0 && counts[2] > 0, "both shards took events: {counts:?}");
 }
