@@ -124,7 +124,7 @@ fn totals_sql_over(query: &Query, grouping: Grouping, whole_hours: bool, spans: 
         .flat_map(|&(from, to)| pieces(from, to, grouping))
         .filter(|p| whole_hours || !matches!(p, Piece::Hours(..)));
     // The per-event sums of `event_copies` rows selected by `filter`, a
-    // copy's row written twice counted once (`dedup.rs`, `distinct_copies`).
+    // copy's row written twice counted once (`dedup.rs`, `one_row_per_copy`).
     let raw = |sql: &mut Sql, filter: String, args: Vec<Arg>| {
         sql.push_with(
             &format!(

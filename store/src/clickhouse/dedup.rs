@@ -222,15 +222,15 @@ fn split_first(mut copies: Vec<CopyRow>) -> (CopyRow, Vec<CopyRow>) {
     (first, rest)
 }
 
-/// A copy is its `(event_id, insert_id)`: a ledger may hold one copy's row
-/// twice, when a repair on a cluster read a replica that had not yet
-/// fetched the row a partial write did leave (its part was on the other
-/// replica), and wrote it again. Such rows are one copy, never a duplicate
-/// to compensate.
-fn distinct_copies(mut copies: Vec<StoredCopy>) -> Vec<StoredCopy> {
-    let mut seen = HashSet::with_capacity(copies.len());
-    copies.retain(|c| seen.insert((c.event_id, c.insert_id)));
-    copies
+/// `rows` with one row per copy, the first kept. A copy is its
+/// `(event_id, insert_id)`: a ledger may hold one copy's row twice, when a
+/// repair on a cluster read a replica that had not yet fetched the row a
+/// partial write did leave (its part was on the other replica), and wrote
+/// it again. Such rows are one copy, never a duplicate to compensate.
+fn one_row_per_copy<T>(mut rows: Vec<T>, copy: impl Fn(&T) -> (Uuid, u64)) -> Vec<T> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    rows.retain(|row| seen.insert(copy(row)));
+    rows
 }
 
 /// A ClickHouse string literal (project names are `[a-z0-9_-]` already;
@@ -282,7 +282,7 @@ impl ClickHouseStore {
             let ids: Vec<Uuid> = chunk.iter().map(|&i| events[i].event.event_id).collect();
             found.extend(self.lookup(table, project, &ids, &seconds).await?);
         }
-        Ok(distinct_copies(found))
+        Ok(one_row_per_copy(found, |c| (c.event_id, c.insert_id)))
     }
 
     /// A write that failed may have reached some of the tables an insert
@@ -485,9 +485,7 @@ impl ClickHouseStore {
         }
         let mut compensations = Vec::new();
         for copies in by_id.into_values() {
-            let mut seen = HashSet::new();
-            // One copy's row written twice is one copy (`distinct_copies`).
-            let copies: Vec<CopyRow> = copies.into_iter().filter(|c| seen.insert(c.insert_id)).collect();
+            let copies = one_row_per_copy(copies, |c| (c.event_id, c.insert_id));
             if copies.len() < 2 {
                 continue;
             }
@@ -580,7 +578,8 @@ mod tests {
     fn one_copy_found_twice_is_one_copy_and_two_inserts_of_an_event_are_two() {
         let id = Uuid::from_u128(7);
         let copy = |insert_id| StoredCopy { event_id: id, insert_id, event_time: 100 };
-        assert_eq!(distinct_copies(vec![copy(1), copy(1), copy(2), copy(1)]), vec![copy(1), copy(2)]);
+        let rows = vec![copy(1), copy(1), copy(2), copy(1)];
+        assert_eq!(one_row_per_copy(rows, |c| (c.event_id, c.insert_id)), vec![copy(1), copy(2)]);
     }
 
     #[test]

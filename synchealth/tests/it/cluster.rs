@@ -91,8 +91,8 @@ impl TestCluster {
         for _ in 0..4 {
             let mut restarted = false;
             for (i, url) in self.urls.iter().enumerate() {
-                let routed = sql(url, ROUTING_SQL).await;
-                if routed != "['s1r1','s2r1']" {
+                let routed = sql(url, &routing_sql()).await;
+                if routed != IN_ORDER {
                     eprintln!("node {} routes to {routed} after an earlier outage: restarted", i + 1);
                     self.kill(i + 1).await;
                     self.start_node(i + 1).await;
@@ -167,9 +167,15 @@ impl TestCluster {
 
 /// The replica each shard's queries go to from the node asked, with the
 /// settings cluster mode sends (`store/src/clickhouse/cluster.rs`).
-const ROUTING_SQL: &str =
-    "SELECT arraySort(groupArray(substitution)) FROM cluster('synchealth_cluster', system, macros) \
-     WHERE macro = 'replica' SETTINGS load_balancing = 'in_order', prefer_localhost_replica = 0";
+fn routing_sql() -> String {
+    format!(
+        "SELECT arraySort(groupArray(substitution)) FROM cluster('{CLUSTER}', system, macros) \
+         WHERE macro = 'replica' SETTINGS load_balancing = 'in_order', prefer_localhost_replica = 0"
+    )
+}
+
+/// [`routing_sql`]'s answer when every shard goes to its first replica.
+const IN_ORDER: &str = "['s1r1','s2r1']";
 
 const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/clickhouse-cluster.sh");
 
