@@ -92,10 +92,22 @@ fn hour_of(column: &str) -> String {
 }
 
 /// `filter` narrowed to the rows whose `event_time` falls in an hour of
-/// `hours` (a subquery of `dedup.rs` with one bind, the project).
+/// `hours` (a subquery of `dedup.rs` with one bind, the project, and its
+/// column named `h`).
+///
+/// The bounds come first: ClickHouse evaluates the scalar subqueries before
+/// it reads, so they narrow the sorting-key range to the hours of the set,
+/// to none when it is empty (as it almost always is), whereas the `IN` of a
+/// function of `event_time` narrows nothing and read every row of the
+/// window's partial hours (about 450,000 rows a request at ten million
+/// events a day, for none kept).
 fn in_hours(query: &Query, (mut filter, mut args): (String, Vec<Arg>), hours: &str) -> (String, Vec<Arg>) {
-    filter.push_str(&format!(" AND {} IN {hours}", hour_of("event_time")));
-    args.push(Arg::Text(query.project.as_str().to_string()));
+    filter.push_str(&format!(
+        " AND event_time >= (SELECT min(h) FROM {hours}) AND event_time < (SELECT max(h) FROM {hours}) + 3600 \
+         AND {} IN {hours}",
+        hour_of("event_time")
+    ));
+    args.extend(std::iter::repeat_n(Arg::Text(query.project.as_str().to_string()), 3));
     (filter, args)
 }
 

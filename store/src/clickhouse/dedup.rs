@@ -66,11 +66,11 @@ pub(super) const NOT_COMPENSATED_SQL: &str = "(event_time, event_id) NOT IN \
 /// The hours (as `DateTime`) an interrupted write may have left in part of
 /// the rollups (see [`ClickHouseStore::copies_after_repair`]): read from
 /// `event_copies` instead. One bind: the project.
-pub(super) const SUSPECT_HOURS_SQL: &str = "(SELECT hour FROM suspect_hours WHERE project = ?)";
+pub(super) const SUSPECT_HOURS_SQL: &str = "(SELECT hour AS h FROM suspect_hours WHERE project = ?)";
 
 /// The hours (as `DateTime`) holding such a copy: `device_hour_latest`
 /// may keep it as a device's latest there. One bind: the project.
-pub(super) const SHIFTED_HOURS_SQL: &str = "(SELECT toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) \
+pub(super) const SHIFTED_HOURS_SQL: &str = "(SELECT toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS h \
      FROM event_duplicates FINAL WHERE project = ? AND same_key = 0)";
 
 /// Ids per look-up request: keeps each request's body (16 bytes an id) and

@@ -18,8 +18,9 @@
 //! its latest after any instant before it). The partial hour at the end of a
 //! window ending now (the hour being written) comes from its entries as well,
 //! but for the devices with an event after the end, read from `events`
-//! ([`LastHour`]); that of a window ending earlier is read from `events`. Used for totals and hourly buckets without segment
-//! filters, like `device_hour_latest` itself.
+//! ([`LastHour`]); that of a window ending earlier is a prefix of the hour's
+//! events held by `edge_hour.rs`. Used for totals and hourly buckets
+//! without segment filters, like `device_hour_latest` itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -277,13 +278,14 @@ impl ClickHouseStore {
         };
         // The hour before the whole ones holds the window's first partial
         // hour; a window ending now has its last one from memory too (see
-        // `LastHour`), one ending earlier from `events`, alongside the refresh.
+        // `LastHour`), one ending earlier from `edge_hour.rs`, alongside the
+        // refresh.
         let first = if query.from_ms < whole_from { whole_from - HOUR_MS } else { whole_from };
         let Plan { hours, recent, past_edge } = plan(query, first, whole_to);
         let project = query.project.as_str();
         let past_edge = async {
             if past_edge {
-                self.end_edge(query, whole_to, None).await
+                self.past_edge(query, whole_to).await
             } else {
                 Ok(Vec::new())
             }
@@ -312,7 +314,7 @@ impl ClickHouseStore {
             Some(LastHour::Overflow(kept, devices)) => (kept, self.end_edge(query, whole_to, Some(&devices)).await?),
             Some(LastHour::FromEvents) => (Vec::new(), self.end_edge(query, whole_to, None).await?),
         };
-        edge.extend(rows.into_iter().filter_map(|row| Some((cache.id(row.device_id), Latest::parse(&row.latest)?))));
+        edge.extend(rows.into_iter().map(|(device_id, latest)| (cache.id(device_id), latest)));
         let edge_group = bucket(grouping, hour_s(whole_to));
         let devices = cache.ids.len();
         drop(projects);
@@ -361,9 +363,23 @@ impl ClickHouseStore {
         Ok(Some(sums.into_iter().map(|(group, a)| (group_key(grouping, group, String::new()), a)).collect()))
     }
 
+    /// The last, partial hour of a window ending in the past, starting at
+    /// `hour_ms`: from `edge_hour.rs` while it holds the hour, else from
+    /// `events`.
+    async fn past_edge(&self, query: &Query, hour_ms: i64) -> Result<Vec<(String, Latest)>> {
+        let hour = hour_s(hour_ms);
+        let events = self.hour_counts(query.project.as_str(), hour, hour).await?.get(&hour).copied().unwrap_or(0);
+        match self.past_edge_from_memory(query, hour_ms, events).await? {
+            Some(rows) => {
+                Ok(rows.into_iter().map(|r| (r.device_id, Latest { time_ms: r.time_ms, packed: r.packed })).collect())
+            }
+            None => self.end_edge(query, hour_ms, None).await,
+        }
+    }
+
     /// Each device's latest event in `[from_ms, to)`, inside one hour, from
     /// `events`; only of `devices` if given.
-    async fn end_edge(&self, query: &Query, from_ms: i64, devices: Option<&[String]>) -> Result<Vec<EdgeRow>> {
+    async fn end_edge(&self, query: &Query, from_ms: i64, devices: Option<&[String]>) -> Result<Vec<(String, Latest)>> {
         if from_ms >= query.to_ms {
             return Ok(Vec::new());
         }
@@ -381,7 +397,8 @@ impl ClickHouseStore {
             ),
             [args.clone(), args].concat(),
         );
-        Ok(sql.args.iter().fold(self.reader.query(&sql.text), |q, a| q.bind(a)).fetch_all::<EdgeRow>().await?)
+        let rows = sql.args.iter().fold(self.reader.query(&sql.text), |q, a| q.bind(a)).fetch_all::<EdgeRow>().await?;
+        Ok(rows.into_iter().filter_map(|row| Some((row.device_id, Latest::parse(&row.latest)?))).collect())
     }
 
     /// `select` with its `{project_and_hours}` the condition that a row is

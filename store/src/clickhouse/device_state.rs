@@ -24,12 +24,27 @@ use super::sql::event_time_s;
 /// the time does; also set on the packed values, to fix their hex width.
 pub(super) const TOP_BIT: u64 = 1 << 63;
 
+/// The packed values of an `events` row, in SQL: a macro so that
+/// [`LATEST_SQL`] and [`PACKED_SQL`] are one text.
+macro_rules! packed_sql {
+    () => {
+        "bitOr(bitOr(bitOr(bitOr(bitShiftLeft(toUInt64(queue_depth), 25), \
+         bitShiftLeft(toUInt64(queue_bucket), 13)), bitShiftLeft(toUInt64(staleness_bucket), 1)), \
+         toUInt64(isNull(last_success_at_ms))), 9223372036854775808)"
+    };
+}
+
 /// The latest-event text of an `events` row, in SQL (identical to
 /// [`latest_key`]).
-pub(super) const LATEST_SQL: &str = "concat(hex(bitXor(toUInt64(event_time_ms), 9223372036854775808)), \
-    toString(event_id), hex(bitOr(bitOr(bitOr(bitOr(bitShiftLeft(toUInt64(queue_depth), 25), \
-    bitShiftLeft(toUInt64(queue_bucket), 13)), bitShiftLeft(toUInt64(staleness_bucket), 1)), \
-    toUInt64(isNull(last_success_at_ms))), 9223372036854775808)))";
+pub(super) const LATEST_SQL: &str = concat!(
+    "concat(hex(bitXor(toUInt64(event_time_ms), 9223372036854775808)), toString(event_id), hex(",
+    packed_sql!(),
+    "))"
+);
+
+/// The packed values alone (the last 16 hex digits of [`LATEST_SQL`], as a
+/// `UInt64`).
+pub(super) const PACKED_SQL: &str = packed_sql!();
 
 /// Columns `q` (queue depth), `qb` (queue bucket), `sb` (staleness bucket)
 /// and `n` (never synced, 0 or 1) from a latest-event text `v`.

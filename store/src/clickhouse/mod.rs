@@ -27,7 +27,7 @@
 //! SQL helpers; `events.rs` insert and retention ([`crate::Events`]) with
 //! `dedup.rs` (the id look-ups) and `device_state.rs` (the device rows it
 //! writes); `aggregate.rs` the reads ([`crate::Aggregates`]) with
-//! `device_cache.rs` and `segment_cache.rs`, and the device lists in
+//! `device_cache.rs` (and `edge_hour.rs`) and `segment_cache.rs`, and the device lists in
 //! `lists.rs`; `accounts.rs`, `sessions.rs`, `alerting.rs` and
 //! `telemetry_loss.rs` one trait each.
 
@@ -46,6 +46,7 @@ mod cluster;
 mod dedup;
 mod device_cache;
 mod device_state;
+mod edge_hour;
 mod events;
 mod lists;
 mod migrate;
@@ -131,6 +132,8 @@ pub struct ClickHouseStore {
     /// Whole hours of per-device latest values, for the dashboard's reads.
     device_cache: Arc<device_cache::DeviceCache>,
     segment_cache: Arc<segment_cache::SegmentCache>,
+    /// The events of the partial hours at the end of past windows.
+    edge_hours: Arc<edge_hour::EdgeHours>,
     /// The device lists' runs of whole hours and minutes (`lists.rs`).
     device_runs: Arc<crate::device_runs::RunCache>,
     /// Sub-hour series' per-device figures per bucket (`series.rs`).
@@ -178,6 +181,7 @@ impl ClickHouseStore {
             http: reqwest::Client::new(),
             device_cache: Arc::default(),
             segment_cache: Arc::default(),
+            edge_hours: Arc::default(),
             device_runs: Arc::default(),
             buckets: Arc::default(),
             cluster: None,

@@ -511,8 +511,9 @@ async fn telemetry_loss_keeps_the_largest_cumulative_count_per_device_and_reason
 async fn a_late_event_in_an_hour_already_read_changes_the_next_answer(store: SharedStore) {
     // The first reads fill whatever a store keeps of past hours; the late
     // events then land in those hours (a newer latest for one device, a
-    // device new to the hour, and one in the window's first partial hour),
-    // and the same reads must see them.
+    // device new to the hour, one in the window's first partial hour, one in
+    // the second window's last partial hour, which ends in the past, and one
+    // in that hour after that window's end), and the same reads must see them.
     let p = project("late");
     let base = fixture_base_ms() + 3 * HOUR_MS;
     let mut events: Vec<StoredEvent> = (0..6)
@@ -545,6 +546,8 @@ async fn a_late_event_in_an_hour_already_read_changes_the_next_answer(store: Sha
                 simple_event(&p, "dev-1", base + 2 * HOUR_MS + 50 * 60_000, 4000),
                 simple_event(&p, "dev-new", base + 3 * HOUR_MS + 10 * 60_000, 5000),
                 simple_event(&p, "dev-2", base + 45 * 60_000, 6000),
+                simple_event(&p, "dev-3", base + 5 * HOUR_MS + 30 * 60_000, 7000),
+                simple_event(&p, "dev-0", base + 5 * HOUR_MS + 59 * 60_000 + 30_000, 8000),
             ];
             insert_all(store.as_ref(), &late).await;
             events.extend(late);
