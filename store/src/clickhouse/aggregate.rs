@@ -291,7 +291,7 @@ impl crate::Aggregates for ClickHouseStore {
         let segmented = super::segment_cache::serves(query, grouping).is_some();
         let cached = (plain || segmented) && !self.past_hours_unsafe(query).await?;
         let totals = totals_sql(query, grouping, !(cached && plain));
-        let totals_query = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
+        let totals_query = totals.query(&self.reader);
         // The per-device half: from memory (the two caches above) or from SQL.
         let devices = async {
             let from_memory = match (cached, plain) {
@@ -377,12 +377,7 @@ impl ClickHouseStore {
     /// it applies), by group.
     async fn sql_devices(&self, query: &Query, grouping: Grouping) -> Result<Vec<(GroupKey, Aggregate)>> {
         let devices = devices_sql(query, grouping);
-        let rows = devices
-            .args
-            .iter()
-            .fold(self.reader.query(&devices.text), |q, a| q.bind(a))
-            .fetch_all::<DevicesRow>()
-            .await?;
+        let rows = devices.query(&self.reader).fetch_all::<DevicesRow>().await?;
         Ok(rows
             .into_iter()
             .map(|mut row| (group_key(grouping, row.gt, std::mem::take(&mut row.gs)), row.into_devices()))
@@ -418,7 +413,7 @@ impl ClickHouseStore {
         };
         let totals = totals_sql_over(query, grouping, true, &plan.edges);
         let totals = async {
-            let q = totals.args.iter().fold(self.reader.query(&totals.text), |q, a| q.bind(a));
+            let q = totals.query(&self.reader);
             Ok::<_, crate::Error>(q.fetch_all::<TotalsRow>().await?)
         };
         let (loaded, edges, sums, totals) = tokio::try_join!(

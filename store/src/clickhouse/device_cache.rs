@@ -369,7 +369,7 @@ impl ClickHouseStore {
     async fn past_edge(&self, query: &Query, hour_ms: i64) -> Result<Vec<(String, Latest)>> {
         let hour = hour_s(hour_ms);
         let events = self.hour_counts(query.project.as_str(), hour, hour).await?.get(&hour).copied().unwrap_or(0);
-        match self.past_edge_from_memory(query, hour_ms, events).await? {
+        match self.past_edge_from_memory(query, hour, events).await? {
             Some(rows) => {
                 Ok(rows.into_iter().map(|r| (r.device_id, Latest { time_ms: r.time_ms, packed: r.packed })).collect())
             }
@@ -397,7 +397,7 @@ impl ClickHouseStore {
             ),
             [args.clone(), args].concat(),
         );
-        let rows = sql.args.iter().fold(self.reader.query(&sql.text), |q, a| q.bind(a)).fetch_all::<EdgeRow>().await?;
+        let rows = sql.query(&self.reader).fetch_all::<EdgeRow>().await?;
         Ok(rows.into_iter().filter_map(|row| Some((row.device_id, Latest::parse(&row.latest)?))).collect())
     }
 

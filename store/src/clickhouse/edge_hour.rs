@@ -43,7 +43,6 @@ const MAX_HOUR_EVENTS: u64 = 1_500_000;
 const MAX_EVENTS: usize = 4_000_000;
 
 /// A device's latest event before the end, within the hour.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct EdgeLatest {
     pub(super) device_id: String,
     pub(super) time_ms: i64,
@@ -159,21 +158,20 @@ impl EdgeHours {
 
 impl ClickHouseStore {
     /// Each device's latest event in `[hour, query.to_ms)`, the hour
-    /// starting at `hour_ms` and holding `events` events in `rollup_hour`
-    /// now; `None` when the hour is too busy to hold (read it from
-    /// `events`).
+    /// starting at `hour_s` (Unix seconds) and holding `events` events in
+    /// `rollup_hour` now; `None` when the hour is too busy to hold (read it
+    /// from `events`).
     pub(super) async fn past_edge_from_memory(
         &self,
         query: &Query,
-        hour_ms: i64,
+        hour_s: u32,
         events: u64,
     ) -> Result<Option<Vec<EdgeLatest>>> {
         if events > MAX_HOUR_EVENTS {
             return Ok(None);
         }
-        let project = query.project.as_str();
-        let hour_s = u32::try_from(hour_ms / 1000).unwrap_or(u32::MAX);
-        let slot = self.edge_hours.slot(project, hour_s);
+        let hour_ms = i64::from(hour_s) * 1000;
+        let slot = self.edge_hours.slot(query.project.as_str(), hour_s);
         let mut slot = slot.lock().await;
         slot.used = self.edge_hours.tick.fetch_add(1, Ordering::Relaxed);
         let hour = match &slot.hour {
@@ -187,12 +185,7 @@ impl ClickHouseStore {
                     ),
                     args,
                 );
-                let rows = sql
-                    .args
-                    .iter()
-                    .fold(self.reader.query(&sql.text), |q, a| q.bind(a))
-                    .fetch_all::<EventRow>()
-                    .await?;
+                let rows = sql.query(&self.reader).fetch_all::<EventRow>().await?;
                 let hour = Arc::new(Hour::from_rows(events, rows));
                 slot.hour = Some(Arc::clone(&hour));
                 drop(slot);

@@ -343,7 +343,7 @@ impl ClickHouseStore {
             ),
             [args.clone(), args].concat(),
         );
-        Ok(sql.args.iter().fold(self.reader.query(&sql.text), |q, a| q.bind(a)).fetch_all::<EdgeRow>().await?)
+        Ok(sql.query(&self.reader).fetch_all::<EdgeRow>().await?)
     }
 
     /// Brings `hours` of `project` up to date, as `device_cache.rs` does:

@@ -163,6 +163,11 @@ impl Sql {
         self.text.push_str(text);
         self.args.extend(args);
     }
+
+    /// The statement as a query of `client`, its values bound in order.
+    pub(super) fn query(&self, client: &clickhouse::Client) -> clickhouse::query::Query {
+        self.args.iter().fold(client.query(&self.text), |q, a| q.bind(a))
+    }
 }
 
 /// `events` filtered to `[from_ms, to_ms)` and the query's segments.
