@@ -175,7 +175,11 @@ def test_a_bad_configuration_is_a_typed_error_and_the_process_goes_on(world):
     assert rate.value.field == "sample_rate"
     with pytest.raises(sp.ProbeError.Storage):
         sp.Probe(config(collector, "/proc/synchealth-cannot-write-here"))
-    assert sp.Probe(config(collector, storage)).stats().recorded == 0
+    # Shut down before the fixture removes the directory: a dropped probe's
+    # thread may still be writing its buffer there.
+    probe = sp.Probe(config(collector, storage))
+    assert probe.stats().recorded == 0
+    probe.shutdown()
 
 
 class nullcontext:
