@@ -268,6 +268,9 @@ impl<'a> Worker<'a> {
             bytes_up: raw.details.bytes_up,
             bytes_down: raw.details.bytes_down,
             sample_rate: 1.0,
+            conflict_details: Vec::new(),
+            queue_oldest_at: None,
+            dimensions: Default::default(),
         }
     }
 

@@ -6,6 +6,8 @@
 //! go through. Unknown fields are ignored, so older collectors accept newer
 //! probes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -23,6 +25,17 @@ pub const MAX_ERROR_MESSAGE_CHARS: usize = 1024;
 const MAX_DEVICE_ID_CHARS: usize = 128;
 /// Longest short label (`app_version`, `os`, `os_version`, `device_model`, `sync_type`).
 const MAX_LABEL_CHARS: usize = 128;
+/// Most entries in one event's `conflict_details`.
+pub const MAX_CONFLICT_DETAILS: usize = 32;
+/// Longest `conflict_details[].entity`, in characters.
+pub const MAX_ENTITY_CHARS: usize = 64;
+/// Most custom `dimensions` on one event.
+pub const MAX_DIMENSIONS: usize = 8;
+/// Longest dimension key, in characters (`[a-z][a-z0-9_]*`: it is a URL
+/// parameter name, `dim.NAME`).
+pub const MAX_DIMENSION_KEY_CHARS: usize = 32;
+/// Longest dimension value, in characters.
+pub const MAX_DIMENSION_VALUE_CHARS: usize = 64;
 /// A sync attempt longer than this is a broken clock or counter, not a sync.
 const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// The smallest `sample_rate`: one event stands for at most 1,000 attempts,
@@ -77,6 +90,40 @@ string_enum!(
     /// Why a sync attempt failed.
     ErrorKind { Network => "network", Timeout => "timeout", Server => "server", Auth => "auth", Validation => "validation", Conflict => "conflict", Cancelled => "cancelled", Unknown => "unknown" }
 );
+
+string_enum!(
+    /// How two versions of a record met during an attempt.
+    ConflictKind { UpdateUpdate => "update_update", UpdateDelete => "update_delete", DeleteUpdate => "delete_update", InsertInsert => "insert_insert", Constraint => "constraint", Other => "other" }
+);
+string_enum!(
+    /// How the sync engine settled a conflict. `last_write_wins`,
+    /// `server_wins` and `client_wins` keep one side and drop the other: an
+    /// edit may have been silently overwritten.
+    ConflictResolution { LastWriteWins => "last_write_wins", ServerWins => "server_wins", ClientWins => "client_wins", CrdtMerge => "crdt_merge", Manual => "manual", Custom => "custom", Unresolved => "unresolved" }
+);
+
+impl ConflictResolution {
+    /// Whether this resolution keeps one side and drops the other's edit.
+    pub fn overwrites(self) -> bool {
+        matches!(
+            self,
+            ConflictResolution::LastWriteWins | ConflictResolution::ServerWins | ConflictResolution::ClientWins
+        )
+    }
+}
+
+/// Conflicts of one kind on one entity type, settled one way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictDetail {
+    /// The entity (table, collection, record type) that conflicted, 1..=64 characters.
+    pub entity: String,
+    /// How the versions met.
+    pub kind: ConflictKind,
+    /// How the engine settled them.
+    pub resolution: ConflictResolution,
+    /// How many conflicts, at least 1.
+    pub count: u32,
+}
 
 /// One sync attempt, as the device reported it, after validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +191,20 @@ pub struct SyncEvent {
     /// The event stands for `1 / sample_rate` attempts (0.001 <= r <= 1).
     #[serde(default = "default_sample_rate")]
     pub sample_rate: f64,
+    /// The attempt's conflicts by entity, kind and resolution (at most 32
+    /// entries, adding up to at most `conflicts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict_details: Vec<ConflictDetail>,
+    /// When the oldest still-pending local change was made, on the device
+    /// clock; `None` when the queue is empty. Queue lag is `occurred_at`
+    /// minus this (both device clock, so skew cancels).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub queue_oldest_at: Option<OffsetDateTime>,
+    /// Up to 8 custom low-cardinality values the project segments by
+    /// (`{"engine": "powersync", "plan": "pro"}`); keys `[a-z][a-z0-9_]*` of
+    /// at most 32 characters, values 1..=64 characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimensions: BTreeMap<String, String>,
 }
 
 fn default_network() -> Network {
@@ -401,6 +462,13 @@ impl SyncEvent {
             && optional(&self.error_message, 0, MAX_ERROR_MESSAGE_CHARS)
             && self.sample_rate >= MIN_SAMPLE_RATE
             && self.sample_rate <= 1.0
+            && self.conflict_details.len() <= MAX_CONFLICT_DETAILS
+            && self.conflict_details.iter().all(|d| (1..=MAX_ENTITY_CHARS).contains(&chars(&d.entity)) && d.count >= 1)
+            // A sum above `conflicts` is either an error or (`conflicts`
+            // absent) a total to fill in: `from_json` tells them apart.
+            && details_total(&self.conflict_details) <= u64::from(self.conflicts)
+            && self.dimensions.len() <= MAX_DIMENSIONS
+            && self.dimensions.iter().all(|(k, v)| is_dimension_key(k) && (1..=MAX_DIMENSION_VALUE_CHARS).contains(&chars(v)))
     }
 
     /// Validates one event from untyped JSON, naming the first field at fault.
@@ -422,7 +490,7 @@ impl SyncEvent {
             }
             Ok(d)
         })?;
-        let conflicts = optional(&mut obj, "conflicts", |v| as_u32(&v))?.unwrap_or(0);
+        let conflicts = optional(&mut obj, "conflicts", |v| as_u32(&v))?;
         let queue_depth = optional(&mut obj, "queue_depth", |v| as_u32(&v))?.unwrap_or(0);
         let last_success_at = optional(&mut obj, "last_success_at", |v| parse_time(&as_str(v)?))?;
         let app_version = required(&mut obj, "app_version", |v| bounded_string(v, 1, MAX_LABEL_CHARS))?;
@@ -451,6 +519,18 @@ impl SyncEvent {
             }
         })?
         .unwrap_or(1.0);
+        let conflict_details = optional(&mut obj, "conflict_details", conflict_details)?.unwrap_or_default();
+        let total = details_total(&conflict_details);
+        let conflicts = match conflicts {
+            None => u32::try_from(total)
+                .map_err(|_| ("conflict_details", format!("counts add up to {total}, more than {}", u32::MAX)))?,
+            Some(c) if total > u64::from(c) => {
+                return Err(("conflict_details", format!("counts add up to {total}, more than conflicts ({c})")))
+            }
+            Some(c) => c,
+        };
+        let queue_oldest_at = optional(&mut obj, "queue_oldest_at", |v| parse_time(&as_str(v)?))?;
+        let dimensions = optional(&mut obj, "dimensions", dimensions)?.unwrap_or_default();
         Ok(SyncEvent {
             event_id,
             device_id,
@@ -475,8 +555,79 @@ impl SyncEvent {
             bytes_up,
             bytes_down,
             sample_rate,
+            conflict_details,
+            queue_oldest_at,
+            dimensions,
         })
     }
+}
+
+fn details_total(details: &[ConflictDetail]) -> u64 {
+    details.iter().map(|d| u64::from(d.count)).sum()
+}
+
+/// `[a-z][a-z0-9_]*`, at most [`MAX_DIMENSION_KEY_CHARS`].
+fn is_dimension_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    key.len() <= MAX_DIMENSION_KEY_CHARS
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// `conflict_details`; a reason names the entry (`[3].kind: ...`).
+fn conflict_details(v: Value) -> std::result::Result<Vec<ConflictDetail>, String> {
+    let Value::Array(entries) = v else {
+        return Err(expected("an array", &v));
+    };
+    if entries.len() > MAX_CONFLICT_DETAILS {
+        return Err(format!("at most {MAX_CONFLICT_DETAILS} entries, got {}", entries.len()));
+    }
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let Value::Object(mut obj) = entry else {
+                return Err(format!("[{i}]: {}", expected("an object", &entry)));
+            };
+            let at = |(field, reason): FieldError| format!("[{i}].{field}: {reason}");
+            let entity = required(&mut obj, "entity", |v| bounded_string(v, 1, MAX_ENTITY_CHARS)).map_err(at)?;
+            let kind = required(&mut obj, "kind", |v| parse_enum(v, ConflictKind::parse, ConflictKind::expected))
+                .map_err(at)?;
+            let resolution = required(&mut obj, "resolution", |v| {
+                parse_enum(v, ConflictResolution::parse, ConflictResolution::expected)
+            })
+            .map_err(at)?;
+            let count = required(&mut obj, "count", |v| match as_u32(&v)? {
+                0 => Err("must be at least 1".into()),
+                n => Ok(n),
+            })
+            .map_err(at)?;
+            Ok(ConflictDetail { entity, kind, resolution, count })
+        })
+        .collect()
+}
+
+/// `dimensions`: an object of short string values under identifier keys.
+fn dimensions(v: Value) -> std::result::Result<BTreeMap<String, String>, String> {
+    let Value::Object(obj) = v else {
+        return Err(expected("an object of name: value", &v));
+    };
+    if obj.len() > MAX_DIMENSIONS {
+        return Err(format!("at most {MAX_DIMENSIONS} dimensions, got {}", obj.len()));
+    }
+    obj.into_iter()
+        .map(|(key, value)| {
+            if !is_dimension_key(&key) {
+                return Err(format!(
+                    "key {:?} is not a lowercase identifier of at most {MAX_DIMENSION_KEY_CHARS} characters",
+                    key.chars().take(MAX_DIMENSION_KEY_CHARS + 8).collect::<String>()
+                ));
+            }
+            let value =
+                bounded_string(value, 1, MAX_DIMENSION_VALUE_CHARS).map_err(|reason| format!("{key}: {reason}"))?;
+            Ok((key, value))
+        })
+        .collect()
 }
 
 fn required<T>(
@@ -741,6 +892,28 @@ mod tests {
             ("last_success_at", Value::Null),
             ("queue_depth", json!(u64::from(u32::MAX))),
             ("success", json!("true")),
+            ("conflict_details", Value::Null),
+            (
+                "conflict_details",
+                json!([{"entity": "todo", "kind": "update_update", "resolution": "last_write_wins", "count": 3}]),
+            ),
+            (
+                "conflict_details",
+                json!([{"entity": "todo", "kind": "update_update", "resolution": "last_write_wins", "count": 0}]),
+            ),
+            ("conflict_details", json!([{"entity": "", "kind": "other", "resolution": "manual", "count": 1}])),
+            ("conflict_details", json!([{"entity": "todo", "kind": "merge", "resolution": "manual", "count": 1}])),
+            (
+                "conflict_details",
+                json!(vec![json!({"entity": "t", "kind": "other", "resolution": "custom", "count": 1}); 33]),
+            ),
+            ("queue_oldest_at", json!("2026-11-21T09:55:00Z")),
+            ("queue_oldest_at", json!("five minutes ago")),
+            ("dimensions", json!({"engine": "powersync", "plan": "pro"})),
+            ("dimensions", json!({"Plan": "pro"})),
+            ("dimensions", json!({"plan": ""})),
+            ("dimensions", json!({"plan": 3})),
+            ("dimensions", Value::Null),
         ];
         for (field, value) in mutations {
             let mut event = good();
@@ -748,6 +921,60 @@ mod tests {
             let text = serde_json::to_string(&event).unwrap();
             assert_eq!(SyncEvent::from_raw(&text), SyncEvent::from_json(event), "{field} = {value}");
         }
+    }
+
+    #[test]
+    fn conflict_details_queue_age_and_dimensions_are_read_and_checked_entry_by_entry() {
+        let detail = |entity: &str, kind: &str, resolution: &str, count: u64| json!({"entity": entity, "kind": kind, "resolution": resolution, "count": count});
+        let mut summed = good();
+        summed["conflict_details"] = json!([
+            detail("todo", "update_update", "last_write_wins", 4),
+            detail("list", "update_delete", "crdt_merge", 1)
+        ]);
+        summed["queue_oldest_at"] = json!("2026-11-21T09:55:00Z");
+        summed["dimensions"] = json!({"engine": "powersync", "region": "eu"});
+        let mut within = good();
+        within["conflicts"] = json!(9);
+        within["conflict_details"] = json!([detail("todo", "insert_insert", "server_wins", 9)]);
+        let mut over = within.clone();
+        over["conflicts"] = json!(2);
+        let mut bad_entry = good();
+        bad_entry["conflict_details"] =
+            json!([detail("todo", "update_update", "manual", 1), detail("todo", "update_update", "rebase", 1)]);
+        let mut too_many_dimensions = good();
+        too_many_dimensions["dimensions"] = Value::Object((0..9).map(|i| (format!("d{i}"), json!("x"))).collect());
+        let mut long_value = good();
+        long_value["dimensions"] = json!({"plan": "x".repeat(65)});
+        let mut late_queue = good();
+        late_queue["queue_oldest_at"] = json!("2026-11-21T10:00:00");
+        let parsed =
+            parse_batch(&batch(vec![summed, within, over, bad_entry, too_many_dimensions, long_value, late_queue]))
+                .unwrap();
+
+        let e = &parsed.events[0].1;
+        assert_eq!(e.conflicts, 5, "an absent conflicts is the details' sum");
+        assert_eq!(e.conflict_details[0].resolution, ConflictResolution::LastWriteWins);
+        assert!(e.conflict_details[0].resolution.overwrites() && !e.conflict_details[1].resolution.overwrites());
+        assert_eq!(e.queue_oldest_at.map(|t| t.unix_timestamp()), Some(e.occurred_at.unix_timestamp() - 300));
+        assert_eq!(e.dimensions.get("region").map(String::as_str), Some("eu"));
+        assert_eq!(parsed.events[1].1.conflicts, 9);
+        let got: Vec<(usize, &str, &str)> =
+            parsed.rejected.iter().map(|r| (r.index, r.field.as_str(), r.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "conflict_details", "counts add up to 9, more than conflicts (2)"),
+                (
+                    3,
+                    "conflict_details",
+                    "[1].resolution: unknown value \"rebase\", expected one of last_write_wins, server_wins, \
+                     client_wins, crdt_merge, manual, custom, unresolved"
+                ),
+                (4, "dimensions", "at most 8 dimensions, got 9"),
+                (5, "dimensions", "plan: 65 characters, at most 64 allowed"),
+                (6, "queue_oldest_at", "expected an RFC 3339 timestamp, got \"2026-11-21T10:00:00\""),
+            ]
+        );
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub struct StoredEvent {
     /// `occurred_at - last_success_at` on the device clock (never negative);
     /// `None` when the device has never synced.
     pub staleness_ms: Option<u64>,
+    /// `occurred_at - queue_oldest_at` on the device clock (never negative):
+    /// how long the oldest pending change has waited; `None` when the queue
+    /// is empty.
+    pub queue_lag_ms: Option<u64>,
     /// How many attempts this event stands for: `1 / sample_rate`.
     pub weight: f64,
     /// Histogram bucket of `duration_ms`.
@@ -110,6 +114,8 @@ impl StoredEvent {
         let occurred_at_ms = unix_ms(event.occurred_at);
         let event_time_ms = occurred_at_ms + correction_ms(clock_skew_ms);
         let staleness_ms = event.last_success_at.map(|last| u64::try_from(occurred_at_ms - unix_ms(last)).unwrap_or(0));
+        let queue_lag_ms =
+            event.queue_oldest_at.map(|oldest| u64::try_from(occurred_at_ms - unix_ms(oldest)).unwrap_or(0));
         StoredEvent {
             weight: 1.0 / event.sample_rate,
             duration_bucket: bucket_of(event.duration_ms),
@@ -122,18 +128,23 @@ impl StoredEvent {
             clock_skew_ms,
             event_time_ms,
             staleness_ms,
+            queue_lag_ms,
         }
     }
 
     /// Why this event's times cannot be stored, as (field, reason), or
-    /// `None`: `occurred_at` and `last_success_at`, corrected by the batch's
+    /// `None`: `occurred_at`, `last_success_at` and `queue_oldest_at`, corrected by the batch's
     /// clock skew, must fall in [2000-01-01, receive time + 1 day], so a
     /// broken clock or a hostile `sent_at` cannot put an event in year
     /// -5947 or 9999, where no view would ever show it (or every view would).
     pub fn time_out_of_range(&self) -> Option<(&'static str, String)> {
         let latest = self.received_at_ms.saturating_add(MAX_FUTURE_MS);
         let correction = self.event_time_ms - self.occurred_at_ms();
-        let times = [("occurred_at", Some(self.occurred_at_ms())), ("last_success_at", self.last_success_at_ms())];
+        let times = [
+            ("occurred_at", Some(self.occurred_at_ms())),
+            ("last_success_at", self.last_success_at_ms()),
+            ("queue_oldest_at", self.event.queue_oldest_at.map(unix_ms)),
+        ];
         times.into_iter().find_map(|(field, device_ms)| {
             let corrected = device_ms?.saturating_add(correction);
             if (EARLIEST_EVENT_TIME_MS..=latest).contains(&corrected) {

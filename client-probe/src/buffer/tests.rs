@@ -34,6 +34,9 @@ fn event(success: bool, minutes_ago: i64) -> SyncEvent {
         bytes_up: 10,
         bytes_down: 0,
         sample_rate: 1.0,
+        conflict_details: Vec::new(),
+        queue_oldest_at: None,
+        dimensions: Default::default(),
     }
 }
 

@@ -733,6 +733,9 @@ impl EventV2<String> {
             bytes_up: self.bytes_up,
             bytes_down: self.bytes_down,
             sample_rate: self.sample_rate,
+            conflict_details: Vec::new(),
+            queue_oldest_at: None,
+            dimensions: Default::default(),
         })
     }
 }

@@ -580,6 +580,9 @@ impl EventRow {
             bytes_up: self.bytes_up,
             bytes_down: self.bytes_down,
             sample_rate: self.sample_rate,
+            conflict_details: Vec::new(),
+            queue_oldest_at: None,
+            dimensions: Default::default(),
         };
         Ok(StoredEvent {
             project: parse_project(&self.project)?,
@@ -589,6 +592,7 @@ impl EventRow {
             clock_skew_ms: self.clock_skew_ms,
             event_time_ms: self.event_time_ms,
             staleness_ms: self.staleness_ms,
+            queue_lag_ms: None,
             weight: self.weight,
             duration_bucket: self.duration_bucket,
             queue_bucket: self.queue_bucket,

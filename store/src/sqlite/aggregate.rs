@@ -788,6 +788,9 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
         bytes_up: bits_u64(row.get(29)?),
         bytes_down: bits_u64(row.get(30)?),
         sample_rate: row.get(31)?,
+        conflict_details: Vec::new(),
+        queue_oldest_at: None,
+        dimensions: Default::default(),
     };
     Ok(StoredEvent {
         project: project_of(&project)?,
@@ -797,6 +800,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
         clock_skew_ms: row.get(8)?,
         event_time_ms: row.get(3)?,
         staleness_ms: row.get(15)?,
+        queue_lag_ms: None,
         weight: row.get(32)?,
         duration_bucket: row.get(11)?,
         queue_bucket: row.get(14)?,

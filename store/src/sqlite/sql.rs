@@ -193,6 +193,9 @@ pub(super) fn test_event() -> synchealth_schema::SyncEvent {
         bytes_up: 0,
         bytes_down: 0,
         sample_rate: 1.0,
+        conflict_details: Vec::new(),
+        queue_oldest_at: None,
+        dimensions: Default::default(),
     }
 }
 

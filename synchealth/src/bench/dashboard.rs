@@ -486,6 +486,9 @@ impl Generator {
             bytes_up: rng.gen_range(0..100_000),
             bytes_down: rng.gen_range(0..100_000),
             sample_rate: if device.is_multiple_of(10) { 0.5 } else { 1.0 },
+            conflict_details: Vec::new(),
+            queue_oldest_at: None,
+            dimensions: Default::default(),
         };
         StoredEvent::new(self.project.clone(), event, time(event_ms + delay_ms - 30), time(event_ms + delay_ms))
     }

@@ -308,6 +308,9 @@ fn event(seq: u64, now: OffsetDateTime) -> SyncEvent {
         bytes_up: 1000 + seq % 5000,
         bytes_down: 4000 + seq % 20_000,
         sample_rate: 1.0,
+        conflict_details: Vec::new(),
+        queue_oldest_at: None,
+        dimensions: Default::default(),
     }
 }
 

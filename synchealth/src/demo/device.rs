@@ -230,6 +230,9 @@ impl DeviceState {
             bytes_up: records_up * rng.gen_range(200..2_000),
             bytes_down: records_down * rng.gen_range(200..2_000),
             sample_rate: 1.0,
+            conflict_details: Vec::new(),
+            queue_oldest_at: None,
+            dimensions: Default::default(),
         };
         Simulated { event, network, queue_depth: self.queue_depth }
     }

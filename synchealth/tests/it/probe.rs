@@ -93,6 +93,9 @@ fn own_event(success: bool) -> SyncEvent {
         bytes_up: 0,
         bytes_down: 900,
         sample_rate: 1.0,
+        conflict_details: Vec::new(),
+        queue_oldest_at: None,
+        dimensions: Default::default(),
     }
 }
 
