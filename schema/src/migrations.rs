@@ -73,6 +73,11 @@ pub const CLICKHOUSE: &[Migration] = &[
         name: "alert tickets",
         sql: include_str!("../migrations/clickhouse/0011_alert_tickets.sql"),
     },
+    Migration {
+        version: 12,
+        name: "conflicts, queue lag and dimensions",
+        sql: include_str!("../migrations/clickhouse/0012_conflicts_queue_lag_dimensions.sql"),
+    },
 ];
 
 /// SQLite migrations, in order.
@@ -96,6 +101,11 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0010_device_segment_hour.sql"),
     },
     Migration { version: 11, name: "alert tickets", sql: include_str!("../migrations/sqlite/0011_alert_tickets.sql") },
+    Migration {
+        version: 12,
+        name: "conflicts, queue lag and dimensions",
+        sql: include_str!("../migrations/sqlite/0012_conflicts_queue_lag_dimensions.sql"),
+    },
 ];
 
 #[cfg(test)]
@@ -112,5 +122,18 @@ mod tests {
         assert_eq!(SQLITE[0].statements().len(), 3);
         assert!(SQLITE[1].statements()[2].contains("projects TEXT NOT NULL"));
         assert!(!SQLITE[1].statements()[2].contains("JSON array"));
+    }
+
+    #[test]
+    fn migration_12_adds_one_column_per_statement_to_events_on_both_stores() {
+        let clickhouse = CLICKHOUSE.iter().find(|m| m.version == 12).unwrap().statements();
+        let sqlite = SQLITE.iter().find(|m| m.version == 12).unwrap().statements();
+        assert_eq!(clickhouse.len(), 8, "{clickhouse:?}");
+        assert_eq!(sqlite.len(), 4, "{sqlite:?}");
+        assert!(clickhouse.iter().all(|s| s.starts_with("ALTER TABLE {db}.events ADD COLUMN ") && !s.contains(',')));
+        assert!(sqlite.iter().all(|s| s.starts_with("ALTER TABLE events ADD COLUMN ")));
+        for column in ["queue_oldest_at_ms", "queue_lag_ms"] {
+            assert!(clickhouse.iter().any(|s| s.contains(column)) && sqlite.iter().any(|s| s.contains(column)));
+        }
     }
 }

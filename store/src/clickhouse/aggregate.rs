@@ -510,7 +510,8 @@ fn merge(
 const MAX_DEVICE_CHUNK: u32 = 100_000;
 
 /// One `events` row as read back: the columns of `0001_events.sql`, in
-/// order and type (RowBinary without validation is positional).
+/// order and type (RowBinary without validation is positional), then the
+/// ones migration 0012 added (`?fields` names each).
 #[derive(Debug, Row, Deserialize)]
 pub(super) struct EventRow {
     project: String,
@@ -550,12 +551,56 @@ pub(super) struct EventRow {
     bytes_down: u64,
     sample_rate: f64,
     weight: f64,
+    queue_oldest_at_ms: Option<i64>,
+    queue_lag_ms: Option<u64>,
+    conflict_entity: Vec<String>,
+    conflict_kind: Vec<String>,
+    conflict_resolution: Vec<String>,
+    conflict_count: Vec<u32>,
+    dimension_keys: Vec<String>,
+    dimension_values: Vec<String>,
 }
 
 impl EventRow {
-    fn into_stored(self) -> Result<StoredEvent> {
+    /// `conflict_details` from its parallel arrays; arrays of different
+    /// lengths or an unknown spelling are a corrupt row, not a shorter list.
+    fn conflict_details(&mut self) -> Result<Vec<synchealth_schema::ConflictDetail>> {
+        let n = self.conflict_entity.len();
+        if [self.conflict_kind.len(), self.conflict_resolution.len(), self.conflict_count.len()] != [n; 3] {
+            return Err(Error::Corrupt(format!("conflict arrays of different lengths in event {}", self.event_id)));
+        }
+        let entities = std::mem::take(&mut self.conflict_entity);
+        entities
+            .into_iter()
+            .zip(&self.conflict_kind)
+            .zip(&self.conflict_resolution)
+            .zip(&self.conflict_count)
+            .map(|(((entity, kind), resolution), &count)| {
+                Ok(synchealth_schema::ConflictDetail {
+                    entity,
+                    kind: synchealth_schema::ConflictKind::parse(kind)
+                        .ok_or_else(|| Error::Corrupt(format!("conflict_kind {kind:?}")))?,
+                    resolution: synchealth_schema::ConflictResolution::parse(resolution)
+                        .ok_or_else(|| Error::Corrupt(format!("conflict_resolution {resolution:?}")))?,
+                    count,
+                })
+            })
+            .collect()
+    }
+
+    fn dimensions(&mut self) -> Result<BTreeMap<String, String>> {
+        if self.dimension_keys.len() != self.dimension_values.len() {
+            return Err(Error::Corrupt(format!("dimension arrays of different lengths in event {}", self.event_id)));
+        }
+        let keys = std::mem::take(&mut self.dimension_keys);
+        Ok(keys.into_iter().zip(std::mem::take(&mut self.dimension_values)).collect())
+    }
+
+    fn into_stored(mut self) -> Result<StoredEvent> {
         let network =
             Network::parse(&self.network).ok_or_else(|| Error::Corrupt(format!("network {:?}", self.network)))?;
+        let conflict_details = self.conflict_details()?;
+        let dimensions = self.dimensions()?;
         let event = SyncEvent {
             event_id: self.event_id,
             device_id: self.device_id,
@@ -580,9 +625,9 @@ impl EventRow {
             bytes_up: self.bytes_up,
             bytes_down: self.bytes_down,
             sample_rate: self.sample_rate,
-            conflict_details: Vec::new(),
-            queue_oldest_at: None,
-            dimensions: Default::default(),
+            conflict_details,
+            queue_oldest_at: self.queue_oldest_at_ms.map(time_from_ms).transpose()?,
+            dimensions,
         };
         Ok(StoredEvent {
             project: parse_project(&self.project)?,
@@ -592,7 +637,7 @@ impl EventRow {
             clock_skew_ms: self.clock_skew_ms,
             event_time_ms: self.event_time_ms,
             staleness_ms: self.staleness_ms,
-            queue_lag_ms: None,
+            queue_lag_ms: self.queue_lag_ms,
             weight: self.weight,
             duration_bucket: self.duration_bucket,
             queue_bucket: self.queue_bucket,

@@ -334,8 +334,10 @@ mod tests {
             "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/events_local', '{replica}')\n\
              PARTITION BY"
         ));
-        // The column migration 0008 adds with ALTER is created with the table.
-        assert!(out[0].contains("device_id String,\n    insert_id UInt64) ENGINE"), "{}", out[0]);
+        // The columns migrations 0008 and 0012 add with ALTER are created
+        // with the table, in migration order.
+        assert!(out[0].contains("device_id String,\n    insert_id UInt64,\n    queue_oldest_at_ms"), "{}", out[0]);
+        assert!(out[0].contains(",\n    dimension_values Array(String)) ENGINE"), "{}", out[0]);
         assert_eq!(
             out[1],
             "CREATE TABLE IF NOT EXISTS `db`.events ON CLUSTER `c` AS `db`.events_local \
@@ -400,11 +402,51 @@ mod tests {
                 }
             }
         }
-        // The columns added by ALTER so far (events.insert_id, 0008, and
-        // ingest_keys.allowed_origins, 0009), folded into their tables; a
+        // The columns added by ALTER so far (events.insert_id, 0008,
+        // ingest_keys.allowed_origins, 0009, and the conflict details, queue
+        // times and dimensions of events, 0012), folded into their tables; a
         // cluster made before such a migration would not get it (module doc).
         let added = added_columns();
         assert_eq!(added.len(), 2, "{added:?}");
         assert!(added["ingest_keys"][0].starts_with("allowed_origins"), "{added:?}");
+        let events: Vec<&str> = added["events"].iter().map(|c| c.split(' ').next().unwrap_or("")).collect();
+        assert_eq!(
+            events,
+            [
+                "insert_id",
+                "queue_oldest_at_ms",
+                "queue_lag_ms",
+                "conflict_entity",
+                "conflict_kind",
+                "conflict_resolution",
+                "conflict_count",
+                "dimension_keys",
+                "dimension_values"
+            ],
+            "{added:?}"
+        );
+    }
+
+    #[test]
+    fn the_events_tables_on_a_cluster_have_every_added_column_and_the_distributed_one_copies_them() {
+        let create = migrations::CLICKHOUSE[0].statements()[0].replace("{db}", "`db`").replace("{label}", "String");
+        let create = create.replace("{ttl}", "");
+        let out = rewrite(&create);
+        assert_eq!(out.len(), 2, "{out:?}");
+        for column in [
+            "insert_id UInt64",
+            "queue_oldest_at_ms Nullable(Int64)",
+            "queue_lag_ms Nullable(UInt64)",
+            "conflict_entity Array(String)",
+            "conflict_kind Array(String)",
+            "conflict_resolution Array(String)",
+            "conflict_count Array(UInt32)",
+            "dimension_keys Array(String)",
+            "dimension_values Array(String)",
+        ] {
+            assert!(out[0].contains(&format!(",\n    {column}")), "{column} in {}", out[0]);
+        }
+        // `AS events_local`: the Distributed table takes the local table's columns.
+        assert!(out[1].starts_with("CREATE TABLE IF NOT EXISTS `db`.events ON CLUSTER `c` AS `db`.events_local "));
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::Serialize;
-use synchealth_schema::StoredEvent;
+use synchealth_schema::{unix_ms, StoredEvent};
 use uuid::Uuid;
 
 use super::device_state;
@@ -254,6 +254,16 @@ struct EventRowRef<'a> {
     sample_rate: f64,
     weight: f64,
     insert_id: u64,
+    queue_oldest_at_ms: Option<i64>,
+    queue_lag_ms: Option<u64>,
+    // `conflict_details` as parallel arrays (migration 0012); the vectors
+    // allocate only for an event that has details or dimensions.
+    conflict_entity: Vec<&'a str>,
+    conflict_kind: Vec<&'static str>,
+    conflict_resolution: Vec<&'static str>,
+    conflict_count: Vec<u32>,
+    dimension_keys: Vec<&'a str>,
+    dimension_values: Vec<&'a str>,
 }
 
 impl<'a> EventRowRef<'a> {
@@ -295,6 +305,14 @@ impl<'a> EventRowRef<'a> {
             sample_rate: e.sample_rate,
             weight: s.weight,
             insert_id,
+            queue_oldest_at_ms: e.queue_oldest_at.map(unix_ms),
+            queue_lag_ms: s.queue_lag_ms,
+            conflict_entity: e.conflict_details.iter().map(|d| d.entity.as_str()).collect(),
+            conflict_kind: e.conflict_details.iter().map(|d| d.kind.as_str()).collect(),
+            conflict_resolution: e.conflict_details.iter().map(|d| d.resolution.as_str()).collect(),
+            conflict_count: e.conflict_details.iter().map(|d| d.count).collect(),
+            dimension_keys: e.dimensions.keys().map(String::as_str).collect(),
+            dimension_values: e.dimensions.values().map(String::as_str).collect(),
         }
     }
 }

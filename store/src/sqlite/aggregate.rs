@@ -685,7 +685,8 @@ const EVENT_COLUMNS: &str = "project, event_id, device_id, event_time_ms, occurr
     last_success_at_ms, sent_at_ms, received_at_ms, clock_skew_ms, success, duration_ms, \
     duration_bucket, conflicts, queue_depth, queue_bucket, staleness_ms, staleness_bucket, \
     app_version, os, os_version, network, device_model, sync_type, trigger, error_kind, \
-    error_message, retries, records_up, records_down, bytes_up, bytes_down, sample_rate, weight";
+    error_message, retries, records_up, records_down, bytes_up, bytes_down, sample_rate, weight, \
+    queue_oldest_at_ms, queue_lag_ms, conflict_details, dimensions";
 
 #[async_trait]
 impl crate::Aggregates for SqliteStore {
@@ -764,6 +765,17 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
         text => Some(ErrorKind::parse(text).ok_or_else(|| Error::Corrupt(format!("error_kind {text:?}")))?),
     };
     let last_success_at = row.get::<_, Option<i64>>(5)?.map(time_of_ms).transpose()?;
+    // Migration 0012's JSON columns, NULL when the event had none.
+    let conflict_details = match row.get::<_, Option<String>>(35)? {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("conflict_details {text:?}: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    let dimensions = match row.get::<_, Option<String>>(36)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("dimensions {text:?}: {e}")))?,
+        None => Default::default(),
+    };
     let event = SyncEvent {
         event_id,
         device_id: row.get(2)?,
@@ -788,9 +800,9 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
         bytes_up: bits_u64(row.get(29)?),
         bytes_down: bits_u64(row.get(30)?),
         sample_rate: row.get(31)?,
-        conflict_details: Vec::new(),
-        queue_oldest_at: None,
-        dimensions: Default::default(),
+        conflict_details,
+        queue_oldest_at: row.get::<_, Option<i64>>(33)?.map(time_of_ms).transpose()?,
+        dimensions,
     };
     Ok(StoredEvent {
         project: project_of(&project)?,
@@ -800,7 +812,7 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent> {
         clock_skew_ms: row.get(8)?,
         event_time_ms: row.get(3)?,
         staleness_ms: row.get(15)?,
-        queue_lag_ms: None,
+        queue_lag_ms: row.get(34)?,
         weight: row.get(32)?,
         duration_bucket: row.get(11)?,
         queue_bucket: row.get(14)?,

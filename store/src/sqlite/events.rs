@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use synchealth_schema::{ErrorKind, StoredEvent, Trigger};
+use synchealth_schema::{unix_ms, ErrorKind, StoredEvent, SyncEvent, Trigger};
 
 use super::device_state::DeviceHours;
 use super::sql::{encode, merge, DeviceValues, Unit};
@@ -40,8 +40,18 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (project, event_id, dev
     success, duration_ms, duration_bucket, conflicts, queue_depth, queue_bucket, staleness_ms, \
     staleness_bucket, app_version, os, os_version, network, device_model, sync_type, trigger, \
     error_kind, error_message, retries, records_up, records_down, bytes_up, bytes_down, \
-    sample_rate, weight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-    ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
+    sample_rate, weight, queue_oldest_at_ms, queue_lag_ms, conflict_details, dimensions) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)";
+
+/// `conflict_details` and `dimensions` as stored (migration 0012): their
+/// wire format's JSON, `NULL` when empty, so the common event stores no text.
+fn details_json(event: &SyncEvent) -> rusqlite::Result<(Option<String>, Option<String>)> {
+    let json = |text: serde_json::Result<String>| text.map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()));
+    let details = (!event.conflict_details.is_empty()).then(|| json(serde_json::to_string(&event.conflict_details)));
+    let dimensions = (!event.dimensions.is_empty()).then(|| json(serde_json::to_string(&event.dimensions)));
+    Ok((details.transpose()?, dimensions.transpose()?))
+}
 
 /// One event, as the rollups see it. Borrowed, so that a batch is summed
 /// without copying a string per event.
@@ -206,6 +216,7 @@ pub(super) fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Re
         let mut stmt = tx.prepare_cached(INSERT_EVENT)?;
         for (index, (stored, event_id)) in events.iter().zip(&event_ids).enumerate() {
             let e = &stored.event;
+            let (conflict_details, dimensions) = details_json(e)?;
             let changed = stmt.execute(params![
                 stored.project.as_str(),
                 event_id,
@@ -240,6 +251,10 @@ pub(super) fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Re
                 u64_bits(e.bytes_down),
                 e.sample_rate,
                 stored.weight,
+                e.queue_oldest_at.map(unix_ms),
+                stored.queue_lag_ms,
+                conflict_details,
+                dimensions,
             ])?;
             // A repeat inside this same batch hits the row its first copy
             // just inserted, so one check covers both kinds of duplicate.

@@ -30,6 +30,7 @@ on_both_stores!(
     a_project_never_sees_another_projects_events,
     the_latest_event_of_a_device_breaks_time_ties_on_the_event_id_text,
     device_events_come_newest_first_with_every_field_intact,
+    conflict_details_queue_times_and_dimensions_are_read_back_as_they_were_sent,
     retention_deletes_only_events_older_than_the_limit,
     the_control_plane_round_trips_projects_keys_and_users,
     migrating_again_keeps_schema_and_data,
@@ -282,6 +283,61 @@ async fn device_events_come_newest_first_with_every_field_intact(store: SharedSt
     assert!(all.iter().any(|e| e.event.error_message.is_some() && e.event.error_kind.is_some()));
     assert!(all.iter().any(|e| e.event.trigger.is_none()) && all.iter().any(|e| e.event.trigger.is_some()));
     assert!(store.device_events(&p, "no-such-device", 10).await.expect("device events").is_empty());
+}
+
+async fn conflict_details_queue_times_and_dimensions_are_read_back_as_they_were_sent(store: SharedStore) {
+    let p = project("conformance");
+    let at = now_ms() - HOUR_MS;
+    let event = |id: u128, occurred_ms: i64, extra: serde_json::Value| {
+        let mut json = serde_json::json!({
+            "event_id": Uuid::from_u128(id).to_string(),
+            "device_id": "dev-details",
+            "occurred_at": crate::helpers::rfc3339(occurred_ms),
+            "success": false,
+            "duration_ms": 900,
+            "app_version": "3.0.0",
+            "os": "ios",
+        });
+        json.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+        stamp(&p, json, occurred_ms + 1_000, occurred_ms + 1_020)
+    };
+    let full = event(
+        1,
+        at,
+        serde_json::json!({
+            // Not in any sorted order: the store must keep the event's.
+            "conflict_details": [
+                {"entity": "todo", "kind": "update_update", "resolution": "last_write_wins", "count": 4},
+                {"entity": "list \"shared\" é", "kind": "update_delete", "resolution": "crdt_merge", "count": 1},
+                {"entity": "attachment", "kind": "constraint", "resolution": "unresolved", "count": 2}
+            ],
+            "conflicts": 9,
+            "queue_oldest_at": crate::helpers::rfc3339(at - 754_321),
+            "dimensions": {"region": "eu-west", "engine": "powersync", "plan": "pro ü"},
+        }),
+    );
+    // A queue time after the attempt (another clock, a bug): kept as sent, lag 0.
+    let ahead = event(2, at + 1, serde_json::json!({"queue_oldest_at": crate::helpers::rfc3339(at + 5_000)}));
+    let plain = event(3, at + 2, serde_json::json!({}));
+    assert_eq!(full.queue_lag_ms, Some(754_321));
+    assert_eq!(ahead.queue_lag_ms, Some(0));
+    let events = vec![full, ahead, plain];
+    insert_all(store.as_ref(), &events).await;
+
+    let got = store.device_events(&p, "dev-details", 10).await.expect("device events");
+    let want: Vec<StoredEvent> = events.iter().rev().cloned().collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "event {}", w.event.event_id);
+    }
+    let full = &got[2].event;
+    let entities: Vec<&str> = full.conflict_details.iter().map(|d| d.entity.as_str()).collect();
+    assert_eq!(entities, ["todo", "list \"shared\" é", "attachment"]);
+    assert_eq!(full.conflict_details.iter().map(|d| d.count).sum::<u32>(), 7);
+    assert_eq!(full.dimensions.keys().collect::<Vec<_>>(), ["engine", "plan", "region"]);
+    assert_eq!(got[2].queue_lag_ms, Some(754_321));
+    assert!(got[0].event.conflict_details.is_empty() && got[0].event.dimensions.is_empty());
+    assert_eq!((got[0].event.queue_oldest_at, got[0].queue_lag_ms), (None, None));
 }
 
 async fn retention_deletes_only_events_older_than_the_limit(store: SharedStore) {
