@@ -106,6 +106,8 @@ pub struct ProbeBuilder {
     pub(crate) persist_delay: Duration,
     pub(crate) upload_policy: UploadPolicy,
     pub(crate) network: Network,
+    /// As the app gave them; checked when the probe starts (`bounds.rs`).
+    pub(crate) dimensions: Vec<(String, String)>,
     #[cfg(feature = "otlp")]
     pub(crate) otlp_endpoint: Option<String>,
 }
@@ -122,6 +124,7 @@ impl fmt::Debug for ProbeBuilder {
             .field("sample_rate", &self.sample_rate)
             .field("limits", &self.limits)
             .field("upload_interval", &self.upload_interval)
+            .field("dimensions", &self.dimensions)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +153,7 @@ impl ProbeBuilder {
             persist_delay: Duration::from_millis(20),
             upload_policy: UploadPolicy::Always,
             network: Network::Unknown,
+            dimensions: Vec::new(),
             #[cfg(feature = "otlp")]
             otlp_endpoint: None,
         }
@@ -244,6 +248,32 @@ impl ProbeBuilder {
     /// The initial upload policy (default [`UploadPolicy::Always`]).
     pub fn upload_policy(mut self, policy: UploadPolicy) -> Self {
         self.upload_policy = policy;
+        self
+    }
+
+    /// A custom dimension on every event (`engine` = `powersync`, `plan` =
+    /// `pro`, `region` = `eu`): low-cardinality values the dashboard
+    /// segments by, never ids. At most 8; a key is `[a-z][a-z0-9_]*` of at
+    /// most 32 characters and a value 1 to 64 characters. The probe does not
+    /// fail on a bad one: an invalid key, an empty value or a ninth key is
+    /// dropped and a long value cut, each counted in `ProbeStats::adjusted`
+    /// and logged. Setting a key again replaces its value; an attempt's own
+    /// ([`crate::Attempt::dimension`]) wins over these.
+    pub fn dimension(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        let value = value.into();
+        match self.dimensions.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.dimensions.push((key, value)),
+        }
+        self
+    }
+
+    /// [`ProbeBuilder::dimension`] for each pair.
+    pub fn dimensions<K: Into<String>, V: Into<String>>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        for (key, value) in pairs {
+            self = self.dimension(key, value);
+        }
         self
     }
 

@@ -46,6 +46,7 @@
 //! - **Never the app's problem**: no panic crosses the API, every internal
 //!   error is logged (`tracing`) and swallowed.
 
+mod bounds;
 mod buffer;
 mod config;
 #[cfg(feature = "otlp")]
@@ -61,4 +62,4 @@ pub use config::{BufferLimits, ProbeBuilder, UploadConditions, UploadPolicy, MAX
 pub use probe::{Probe, ProbeStats};
 pub use record::{Attempt, Details};
 pub use shared::FlushReport;
-pub use synchealth_schema::{ErrorKind, Network, SyncEvent, Trigger};
+pub use synchealth_schema::{ConflictDetail, ConflictKind, ConflictResolution, ErrorKind, Network, SyncEvent, Trigger};

@@ -8,13 +8,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use synchealth_schema::{Network, SyncEvent};
 
 use crate::config::{ProbeBuilder, UploadPolicy};
 use crate::record::{Attempt, Incoming};
-use crate::shared::{lock, network_code, read, write, FlushReport, Shared};
+use crate::shared::{lock, network_code, read, write, Counters, FlushReport, Shared, NO_TIME};
 use crate::worker;
 
 /// Most recorded attempts waiting for the worker: reached only if the worker
@@ -74,6 +74,12 @@ pub struct ProbeStats {
     pub buffered: u64,
     /// Uploads that failed and will be retried.
     pub upload_failures: u64,
+    /// Inputs the probe bounded to fit the contract instead of sending an
+    /// event the collector would reject, by reason (`entity_truncated`,
+    /// `conflict_details_folded`, `conflicts_raised`, `dimension_key_invalid`,
+    /// `dimension_value_truncated`, `too_many_dimensions`, ...). Not events:
+    /// outside the balance above.
+    pub adjusted: BTreeMap<String, u64>,
 }
 
 impl ProbeStats {
@@ -122,6 +128,10 @@ impl Probe {
         &self.handle.shared
     }
 
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.handle.shared.counters
+    }
+
     /// The pseudonymous device id on this probe's events.
     pub fn device_id(&self) -> &str {
         &self.shared().device_id
@@ -142,15 +152,41 @@ impl Probe {
         self.push(Incoming::Event(Box::new(event)));
     }
 
-    /// The app's pending local mutations, put on the next events.
+    /// The app's pending local mutations, put on the next events. The
+    /// oldest change's time stays as last set ([`Probe::set_queue`]).
     pub fn set_queue_depth(&self, depth: u32) {
         self.shared().queue_depth.store(depth, Ordering::Relaxed);
     }
 
+    /// The app's pending local mutations and when the oldest of them was
+    /// made (device clock; `None` when the queue is empty), put on the next
+    /// events: the collector reads `occurred_at - queue_oldest_at` as the
+    /// queue's lag. An event with an empty queue carries no oldest time.
+    pub fn set_queue(&self, depth: u32, oldest_at: Option<SystemTime>) {
+        let shared = self.shared();
+        shared.queue_depth.store(depth, Ordering::Relaxed);
+        shared.queue_oldest_ms.store(oldest_at.map_or(NO_TIME, system_ms), Ordering::Relaxed);
+    }
+
     /// Reads the queue depth from the app at the end of every attempt
     /// instead (on the thread that finishes it); a panic in it reads as 0.
+    /// The oldest change's time stays as last set ([`Probe::set_queue`]).
     pub fn set_queue_depth_source(&self, source: impl Fn() -> u32 + Send + Sync + 'static) {
+        write(&self.shared().queue_source, None);
         write(&self.shared().depth_source, Some(Arc::new(source)));
+    }
+
+    /// Reads the queue depth and its oldest change's time from the app at
+    /// the end of every attempt (on the thread that finishes it: keep it
+    /// cheap, e.g. a counter and the head of the outbox); a panic in it
+    /// reads as an empty queue.
+    pub fn set_queue_source(&self, source: impl Fn() -> (u32, Option<SystemTime>) + Send + Sync + 'static) {
+        write(&self.shared().depth_source, None);
+        let source = move || {
+            let (depth, oldest) = source();
+            (depth, oldest.map(system_ms))
+        };
+        write(&self.shared().queue_source, Some(Arc::new(source)));
     }
 
     /// The current network type, put on the next events and read by the
@@ -230,17 +266,23 @@ impl Probe {
             dropped: lock(&c.dropped).clone(),
             buffered: get(&c.buffered),
             upload_failures: get(&c.upload_failures),
+            adjusted: c.adjusted(),
         }
     }
 
-    /// Queue depth and network for an attempt finishing now.
-    pub(crate) fn current_conditions(&self) -> (u32, Network) {
+    /// Queue depth, the oldest pending change (Unix ms) and network for an
+    /// attempt finishing now.
+    pub(crate) fn current_conditions(&self) -> (u32, Option<i64>, Network) {
         let shared = self.shared();
-        let depth = match read(&shared.depth_source) {
-            Some(source) => std::panic::catch_unwind(AssertUnwindSafe(|| source())).unwrap_or(0),
-            None => shared.queue_depth.load(Ordering::Relaxed),
+        let stored_oldest = || Some(shared.queue_oldest_ms.load(Ordering::Relaxed)).filter(|ms| *ms != NO_TIME);
+        let (depth, oldest) = if let Some(source) = read(&shared.queue_source) {
+            std::panic::catch_unwind(AssertUnwindSafe(|| source())).unwrap_or((0, None))
+        } else if let Some(source) = read(&shared.depth_source) {
+            (std::panic::catch_unwind(AssertUnwindSafe(|| source())).unwrap_or(0), stored_oldest())
+        } else {
+            (shared.queue_depth.load(Ordering::Relaxed), stored_oldest())
         };
-        (depth, shared.network())
+        (depth, oldest, shared.network())
     }
 
     /// Hands a recorded attempt to the worker: a lock and a push, and a
@@ -268,6 +310,14 @@ impl Probe {
     }
 }
 
+/// Unix milliseconds of a device-clock time (negative before 1970).
+fn system_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis()).map_or(NO_TIME + 1, |ms| -ms),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -292,7 +342,9 @@ mod tests {
         probe.set_network_source(|| panic!("app bug in the network callback"));
         probe.start("push", "user").succeed(Details::default());
         assert_eq!(probe.flush(Duration::from_secs(5)).pending, 1);
-        assert_eq!(probe.current_conditions(), (0, Network::Unknown));
+        assert_eq!(probe.current_conditions(), (0, None, Network::Unknown));
+        probe.set_queue_source(|| panic!("app bug in the queue callback"));
+        assert_eq!(probe.current_conditions(), (0, None, Network::Unknown));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
@@ -18,6 +18,10 @@ use crate::config::{UploadConditions, UploadPolicy};
 use crate::record::Incoming;
 
 pub(crate) type DepthSource = Arc<dyn Fn() -> u32 + Send + Sync>;
+/// Depth and oldest pending change (Unix ms) together, from the app.
+pub(crate) type QueueSource = Arc<dyn Fn() -> (u32, Option<i64>) + Send + Sync>;
+/// `queue_oldest_ms` when the app gave no time (or an empty queue).
+pub(crate) const NO_TIME: i64 = i64::MIN;
 pub(crate) type NetworkSource = Arc<dyn Fn() -> Network + Send + Sync>;
 
 /// Shared between the app's threads and the worker.
@@ -26,9 +30,12 @@ pub(crate) struct Shared {
     pub(crate) inbox: Mutex<Inbox>,
     pub(crate) wake: Condvar,
     pub(crate) queue_depth: AtomicU32,
+    /// The oldest pending change, Unix ms, or [`NO_TIME`].
+    pub(crate) queue_oldest_ms: AtomicI64,
     pub(crate) network: AtomicU8,
     pub(crate) battery_low: AtomicBool,
     pub(crate) depth_source: RwLock<Option<DepthSource>>,
+    pub(crate) queue_source: RwLock<Option<QueueSource>>,
     pub(crate) network_source: RwLock<Option<NetworkSource>>,
     pub(crate) policy: RwLock<UploadPolicy>,
     pub(crate) stopped: AtomicBool,
@@ -59,6 +66,8 @@ pub(crate) struct Counters {
     pub(crate) dropped: Mutex<BTreeMap<String, u64>>,
     /// `queue_full` drops the worker has not added to the persisted counts yet.
     pub(crate) queue_full_unpersisted: AtomicU64,
+    /// Inputs bounded to fit the contract, by reason (`bounds.rs`).
+    pub(crate) adjusted: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Counters {
@@ -66,6 +75,27 @@ impl Counters {
         if n > 0 {
             *lock(&self.dropped).entry(reason.to_string()).or_default() += n;
         }
+    }
+
+    /// Counts one bounded input; true the first time for `reason` (so it
+    /// is logged once, not once per event).
+    pub(crate) fn add_adjusted(&self, reason: &'static str) -> bool {
+        let mut adjusted = lock(&self.adjusted);
+        let count = adjusted.entry(reason).or_default();
+        *count += 1;
+        *count == 1
+    }
+
+    /// [`Counters::add_adjusted`], logged the first time.
+    pub(crate) fn note_adjusted(&self, reason: &'static str) {
+        if self.add_adjusted(reason) {
+            tracing::warn!(reason, "An input was bounded to fit the contract (logged once per reason).");
+        }
+    }
+
+    /// The adjusted counts, for `ProbeStats`.
+    pub(crate) fn adjusted(&self) -> BTreeMap<String, u64> {
+        lock(&self.adjusted).iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
     }
 }
 
@@ -107,9 +137,11 @@ impl Shared {
             inbox: Mutex::new(Inbox::default()),
             wake: Condvar::new(),
             queue_depth: AtomicU32::new(0),
+            queue_oldest_ms: AtomicI64::new(NO_TIME),
             network: AtomicU8::new(network_code(network)),
             battery_low: AtomicBool::new(false),
             depth_source: RwLock::new(None),
+            queue_source: RwLock::new(None),
             network_source: RwLock::new(None),
             policy: RwLock::new(policy),
             stopped: AtomicBool::new(false),

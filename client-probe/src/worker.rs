@@ -7,6 +7,10 @@
 //! `last_success_at`, sampling); then upload at most one batch per turn,
 //! so new attempts and commands are taken in between batches of a backlog.
 //!
+//! Every event, timed by the probe or made by the app, is brought within
+//! the contract's bounds here before it is buffered (`bounds.rs`), so the
+//! collector never rejects what an app's strings or counts made of it.
+//!
 //! Uploads go when the interval has passed or a full batch is waiting, the
 //! upload policy allows, and no backoff is pending; a backlog after a
 //! reconnect goes batch after batch. Events leave the buffer only after a
@@ -22,6 +26,7 @@ use synchealth_schema::{SyncEvent, TelemetryLossReport};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::bounds;
 use crate::buffer::{Buffer, Removed};
 use crate::config::{BufferLimits, ProbeBuilder};
 use crate::record::{Incoming, RawAttempt};
@@ -62,6 +67,8 @@ struct Worker<'a> {
     batch_size: usize,
     /// The loss counts the collector last acknowledged.
     reported_loss: Option<BTreeMap<String, u64>>,
+    /// The configured dimensions, checked once.
+    dimensions: BTreeMap<String, String>,
     #[cfg(feature = "otlp")]
     otlp: Option<crate::otlp::Exporter>,
 }
@@ -77,8 +84,14 @@ impl<'a> Worker<'a> {
             .otlp_endpoint
             .as_deref()
             .map(|url| crate::otlp::Exporter::new(url, &config.ingest_key, config.request_timeout));
+        let dimensions = bounds::dimensions(
+            &BTreeMap::new(),
+            config.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &shared.counters,
+        );
         let worker = Worker {
             shared,
+            dimensions,
             backoff: Backoff::new(config.backoff_min, config.backoff_max),
             batch_size: config.batch_size,
             // A backlog left by the previous run goes out at once.
@@ -217,9 +230,17 @@ impl<'a> Worker<'a> {
                 if event.last_success_at.is_none() {
                     event.last_success_at = self.last_success_at();
                 }
+                let own = std::mem::take(&mut event.dimensions);
+                event.dimensions = bounds::dimensions(
+                    &self.dimensions,
+                    own.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    &self.shared.counters,
+                );
                 event
             }
         };
+        bounds::conflict_details(&mut event, &self.shared.counters);
+        bounds::queue_oldest_at(&mut event, &self.shared.counters);
         if event.success {
             let at = unix_ms(event.occurred_at);
             if self.state.last_success_at_ms.is_none_or(|last| at > last) {
@@ -238,6 +259,11 @@ impl<'a> Worker<'a> {
     }
 
     fn event_of(&self, raw: RawAttempt) -> SyncEvent {
+        let dimensions = bounds::dimensions(
+            &self.dimensions,
+            raw.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.shared.counters,
+        );
         let (error_kind, error_message) = match raw.failure {
             None => (None, None),
             Some((kind, message)) => (Some(kind), Some(message)),
@@ -268,15 +294,14 @@ impl<'a> Worker<'a> {
             bytes_up: raw.details.bytes_up,
             bytes_down: raw.details.bytes_down,
             sample_rate: 1.0,
-            conflict_details: Vec::new(),
-            queue_oldest_at: None,
-            dimensions: Default::default(),
+            conflict_details: raw.conflict_details,
+            queue_oldest_at: raw.queue_oldest_ms.and_then(from_unix_ms),
+            dimensions,
         }
     }
 
     fn last_success_at(&self) -> Option<OffsetDateTime> {
-        let ms = self.state.last_success_at_ms?;
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        from_unix_ms(self.state.last_success_at_ms?)
     }
 
     fn count_removed(&mut self, removed: Removed) {
@@ -487,6 +512,157 @@ fn to_millis(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)
 }
 
+fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
 fn unix_ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use synchealth_schema::{
+        ConflictDetail, ConflictKind, ConflictResolution, ErrorKind, SyncEvent, MAX_CONFLICT_DETAILS,
+    };
+
+    use crate::{Details, Probe, UploadPolicy};
+
+    use super::*;
+
+    /// What a paused probe in `dir` wrote to its buffer, as the collector
+    /// would read it: each event must pass the schema's own validation.
+    fn buffered(dir: &Path) -> Vec<SyncEvent> {
+        let (mut buffer, _) = Buffer::open(dir, BufferLimits::default()).unwrap();
+        buffer
+            .peek(100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, bytes)| {
+                let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let event: SyncEvent = serde_json::from_value(value.clone()).unwrap();
+                let checked = SyncEvent::from_json(value).unwrap_or_else(|e| panic!("the collector refuses {e:?}"));
+                assert_eq!(checked, event);
+                let again = SyncEvent::from_json(serde_json::to_value(&event).unwrap()).unwrap();
+                assert_eq!(again, event);
+                event
+            })
+            .collect()
+    }
+
+    fn paused(dir: &Path) -> crate::ProbeBuilder {
+        Probe::builder("http://127.0.0.1:9", "k").storage_dir(dir).upload_policy(UploadPolicy::Paused)
+    }
+
+    #[test]
+    fn an_attempts_conflicts_queue_age_and_dimensions_reach_its_event_within_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = paused(dir.path()).dimension("engine", "powersync").dimension("plan", "free").build();
+        let oldest = SystemTime::now() - Duration::from_secs(300);
+        probe.set_queue(4, Some(oldest));
+        let mut attempt = probe.start("push", "local_write");
+        attempt
+            .conflict("todo", ConflictKind::UpdateUpdate, ConflictResolution::LastWriteWins, 2)
+            .conflict("todo", ConflictKind::UpdateUpdate, ConflictResolution::LastWriteWins, 1)
+            .conflict("list", ConflictKind::UpdateDelete, ConflictResolution::ServerWins, 1)
+            .dimension("plan", "pro");
+        // The app says 1 conflict, its details say 4: the event says 4.
+        attempt.fail(ErrorKind::Conflict, "rejected", Details { conflicts: 1, ..Details::default() });
+        probe.set_queue(0, None);
+        probe.start("pull", "scheduled").succeed(Details::default());
+        probe.shutdown();
+
+        let events = buffered(dir.path());
+        assert_eq!(events.len(), 2);
+        let e = &events[0];
+        assert_eq!(e.conflicts, 4);
+        let details: Vec<(&str, ConflictKind, u32)> =
+            e.conflict_details.iter().map(|d| (d.entity.as_str(), d.kind, d.count)).collect();
+        assert_eq!(details, vec![("todo", ConflictKind::UpdateUpdate, 3), ("list", ConflictKind::UpdateDelete, 1)]);
+        assert_eq!(e.queue_depth, 4);
+        let lag_ms = unix_ms(e.occurred_at) - unix_ms(e.queue_oldest_at.unwrap());
+        assert!((299_000..=301_000).contains(&lag_ms), "about five minutes: {lag_ms} ms");
+        assert_eq!(e.dimensions.get("plan").map(String::as_str), Some("pro"), "the attempt's value wins");
+        assert_eq!(e.dimensions.get("engine").map(String::as_str), Some("powersync"));
+        let empty = &events[1];
+        assert_eq!((empty.conflicts, empty.queue_oldest_at, empty.conflict_details.len()), (0, None, 0));
+        assert_eq!(empty.dimensions.get("plan").map(String::as_str), Some("free"));
+    }
+
+    #[test]
+    fn over_long_and_invalid_inputs_are_bounded_and_counted_not_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = paused(dir.path())
+            .dimension("Region", "eu")
+            .dimension("region", "é".repeat(100))
+            .dimensions((0..10).map(|i| (format!("d{i}"), "x")))
+            .build();
+        probe.set_queue(2, Some(SystemTime::UNIX_EPOCH));
+        let mut attempt = probe.start("push", "user");
+        for i in 0..50u32 {
+            let entity = format!("{i:02}{}", "e".repeat(80));
+            attempt.conflict(&entity, ConflictKind::InsertInsert, ConflictResolution::CrdtMerge, i + 1);
+        }
+        attempt.dimension("", "x").dimension("plan", "");
+        attempt.succeed(Details::default());
+        // An app-made event breaking every bound goes too.
+        let mut made = serde_json::from_value::<SyncEvent>(serde_json::json!({
+            "event_id": "6f1c1a7e-2f7b-4c1e-9a53-3f0e8c1d2b4a", "device_id": "", "app_version": "",
+            "os": "", "occurred_at": "2026-11-21T10:00:00Z", "success": false, "duration_ms": 5, "queue_depth": 1,
+        }))
+        .unwrap();
+        // Recent: a week-old event would expire from the buffer.
+        made.occurred_at = to_millis(OffsetDateTime::now_utc());
+        made.conflict_details = vec![
+            ConflictDetail {
+                entity: String::new(),
+                kind: ConflictKind::Other,
+                resolution: ConflictResolution::Manual,
+                count: 0,
+            },
+            ConflictDetail {
+                entity: "x".repeat(65),
+                kind: ConflictKind::Other,
+                resolution: ConflictResolution::Manual,
+                count: 2,
+            },
+        ];
+        made.dimensions.insert("Bad Key".into(), "v".into());
+        made.queue_oldest_at = Some(made.occurred_at + time::Duration::days(3));
+        probe.record(made);
+        probe.flush(Duration::from_secs(5));
+        let adjusted = probe.stats().adjusted;
+        probe.shutdown();
+
+        let events = buffered(dir.path());
+        let e = &events[0];
+        assert_eq!(e.conflict_details.len(), MAX_CONFLICT_DETAILS);
+        assert_eq!(e.conflicts, (1..=50).sum::<u32>(), "folding loses no conflict");
+        assert!(e.conflict_details.iter().all(|d| d.entity.chars().count() <= synchealth_schema::MAX_ENTITY_CHARS));
+        assert_eq!(e.queue_oldest_at, None, "1970 is before the collector's floor");
+        assert_eq!(e.dimensions.len(), synchealth_schema::MAX_DIMENSIONS);
+        assert_eq!(e.dimensions["region"].chars().count(), synchealth_schema::MAX_DIMENSION_VALUE_CHARS);
+        let made = &events[1];
+        assert_eq!(made.conflict_details.len(), 1);
+        assert_eq!((made.conflicts, made.conflict_details[0].entity.len()), (2, 64));
+        assert_eq!(made.queue_oldest_at, Some(made.occurred_at + time::Duration::milliseconds(5)));
+        assert!(!made.dimensions.contains_key("Bad Key"));
+        for reason in [
+            "entity_truncated",
+            "conflict_details_folded",
+            "dimension_key_invalid",
+            "dimension_value_truncated",
+            "dimension_value_empty",
+            "too_many_dimensions",
+            "queue_oldest_at_out_of_range",
+            "queue_oldest_at_after_attempt",
+            "entity_empty",
+            "conflict_count_zero",
+        ] {
+            assert!(adjusted.get(reason).is_some_and(|n| *n >= 1), "{reason} counted: {adjusted:?}");
+        }
+    }
 }
