@@ -16,10 +16,13 @@
 //! ```
 //!
 //! `crc32` (CRC-32/ISO-HDLC) covers the four `len` bytes and the payload, so
-//! a corrupted length is caught too. The payload written today is format 2:
-//! a `2` byte, then a [`RecordV2`] in postcard (binary, no text formatting on
-//! the acknowledgement path). Format 1, still read so that a spool left by an
-//! older collector replays, is JSON:
+//! a corrupted length is caught too. The payload written today is format 3:
+//! a `3` byte, then a [`RecordV3`] in postcard (binary, no text formatting on
+//! the acknowledgement path). postcard is not self-describing, so a field
+//! added to [`SyncEvent`] is a new format, never a changed one: format 2 (a
+//! `2` byte, then a [`RecordV2`], which has no conflict details, queue time
+//! or dimensions) and format 1 are still read, so that a spool left by an
+//! older collector replays. Format 1 is JSON:
 //!
 //! ```json
 //! {"v": 1, "project": "default", "sent_at_ms": 1790000000000, "received_at_ms": 1790000000123,
@@ -54,7 +57,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use synchealth_schema::{ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger};
+use synchealth_schema::{
+    ConflictDetail, ConflictKind, ConflictResolution, ErrorKind, Network, ProjectName, StoredEvent, SyncEvent, Trigger,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -628,23 +633,33 @@ struct PayloadIn {
     sample_rate_bits: Vec<u64>,
 }
 
-/// First byte of a binary payload (format 2, [`RecordV2`] in postcard); a
-/// format-1 payload is JSON and starts with `{`, so both can be read.
+/// First byte of a format-2 payload ([`RecordV2`] in postcard), read only; a
+/// format-1 payload is JSON and starts with `{`, so every format can be read.
 const PAYLOAD_V2: u8 = 2;
+/// First byte of a format-3 payload ([`RecordV3`] in postcard), written today.
+const PAYLOAD_V3: u8 = 3;
 
-/// One run of events sharing project and clock readings, format 2: every
-/// field of the [`SyncEvent`]s exactly (times as Unix nanoseconds, the
-/// sample rate as IEEE-754 bits by construction), with no text formatting:
-/// writing it costs a fraction of JSON on the acknowledgement path.
+/// One run of events sharing project and clock readings, in a binary
+/// format: every field of the [`SyncEvent`]s exactly (times as Unix
+/// nanoseconds, the sample rate as IEEE-754 bits by construction), with no
+/// text formatting: writing it costs a fraction of JSON on the
+/// acknowledgement path.
 #[derive(Serialize, Deserialize)]
-struct RecordV2<S> {
+struct Record<S, E> {
     project: S,
     sent_at_ms: i64,
     received_at_ms: i64,
-    events: Vec<EventV2<S>>,
+    events: Vec<E>,
 }
 
-/// A [`SyncEvent`] in [`RecordV2`]; enums by their wire spelling.
+/// Format 2: what collectors wrote before conflict details, queue times and
+/// dimensions were stored.
+type RecordV2<S> = Record<S, EventV2<S>>;
+/// Format 3: format 2's event fields, then the fields added with issue 19.
+type RecordV3<S> = Record<S, EventV3<S>>;
+
+/// A [`SyncEvent`] in [`RecordV2`] (and the start of one in [`RecordV3`]);
+/// enums by their wire spelling.
 #[derive(Serialize, Deserialize)]
 struct EventV2<S> {
     event_id: [u8; 16],
@@ -670,6 +685,60 @@ struct EventV2<S> {
     bytes_up: u64,
     bytes_down: u64,
     sample_rate: f64,
+}
+
+/// A [`SyncEvent`] in [`RecordV3`]: format 2's fields (postcard writes a
+/// nested struct as its fields in order, with no framing), then each
+/// conflict detail as (entity, kind, resolution, count) with enums by their
+/// wire spelling, `queue_oldest_at` in Unix nanoseconds, and the dimensions
+/// as (key, value) pairs in key order.
+#[derive(Serialize, Deserialize)]
+struct EventV3<S> {
+    v2: EventV2<S>,
+    conflict_details: Vec<(S, S, S, u32)>,
+    queue_oldest_at_ns: Option<i128>,
+    dimensions: Vec<(S, S)>,
+}
+
+impl<'a> EventV3<&'a str> {
+    fn from_event(e: &'a SyncEvent) -> Self {
+        EventV3 {
+            v2: EventV2::from_event(e),
+            conflict_details: e
+                .conflict_details
+                .iter()
+                .map(|d| (d.entity.as_str(), d.kind.as_str(), d.resolution.as_str(), d.count))
+                .collect(),
+            queue_oldest_at_ns: e.queue_oldest_at.map(OffsetDateTime::unix_timestamp_nanos),
+            dimensions: e.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        }
+    }
+}
+
+impl EventV3<String> {
+    fn into_event(self) -> Result<SyncEvent, String> {
+        let mut event = self.v2.into_event()?;
+        let unknown = |what: &str, text: &str| format!("unknown {what} {text:?}");
+        event.conflict_details = self
+            .conflict_details
+            .into_iter()
+            .map(|(entity, kind, resolution, count)| {
+                Ok(ConflictDetail {
+                    entity,
+                    kind: ConflictKind::parse(&kind).ok_or_else(|| unknown("conflict kind", &kind))?,
+                    resolution: ConflictResolution::parse(&resolution)
+                        .ok_or_else(|| unknown("conflict resolution", &resolution))?,
+                    count,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        event.queue_oldest_at = self
+            .queue_oldest_at_ns
+            .map(|ns| OffsetDateTime::from_unix_timestamp_nanos(ns).map_err(|e| format!("time {ns} ns: {e}")))
+            .transpose()?;
+        event.dimensions = self.dimensions.into_iter().collect();
+        Ok(event)
+    }
 }
 
 impl<'a> EventV2<&'a str> {
@@ -703,6 +772,7 @@ impl<'a> EventV2<&'a str> {
 }
 
 impl EventV2<String> {
+    /// The event format 2 holds: none of the fields format 3 added.
     fn into_event(self) -> Result<SyncEvent, String> {
         let time = |ns: i128| OffsetDateTime::from_unix_timestamp_nanos(ns).map_err(|e| format!("time {ns} ns: {e}"));
         let unknown = |what: &str, text: &str| format!("unknown {what} {text:?}");
@@ -748,14 +818,35 @@ pub(crate) fn encode_unit(events: &[StoredEvent]) -> Result<Vec<u8>, SpoolError>
         .chunk_by(|a, b| a.project == b.project && a.sent_at_ms == b.sent_at_ms && a.received_at_ms == b.received_at_ms)
     {
         let first = &run[0];
+        let record = RecordV3 {
+            project: first.project.as_str(),
+            sent_at_ms: first.sent_at_ms,
+            received_at_ms: first.received_at_ms,
+            events: run.iter().map(|e| EventV3::from_event(&e.event)).collect(),
+        };
+        let mut payload = vec![PAYLOAD_V3];
+        payload = postcard::to_extend(&record, payload)?;
+        frame(&payload, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Format 2, as written before format 3 (it drops the fields format 3
+/// added): still read, so segments spooled by an older collector replay.
+#[cfg(test)]
+fn encode_unit_v2(events: &[StoredEvent]) -> Result<Vec<u8>, SpoolError> {
+    let mut out = Vec::new();
+    for run in events
+        .chunk_by(|a, b| a.project == b.project && a.sent_at_ms == b.sent_at_ms && a.received_at_ms == b.received_at_ms)
+    {
+        let first = &run[0];
         let record = RecordV2 {
             project: first.project.as_str(),
             sent_at_ms: first.sent_at_ms,
             received_at_ms: first.received_at_ms,
             events: run.iter().map(|e| EventV2::from_event(&e.event)).collect(),
         };
-        let mut payload = vec![PAYLOAD_V2];
-        payload = postcard::to_extend(&record, payload)?;
+        let payload = postcard::to_extend(&record, vec![PAYLOAD_V2])?;
         frame(&payload, &mut out)?;
     }
     Ok(out)
@@ -792,17 +883,32 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), SpoolError> {
     Ok(())
 }
 
+/// A binary record's events, each turned into a [`SyncEvent`] by `into_event`.
+fn decode_record<E>(
+    record: Record<String, E>,
+    into_event: fn(E) -> Result<SyncEvent, String>,
+) -> Result<Vec<StoredEvent>, String> {
+    let project = ProjectName::parse(&record.project).map_err(|e| e.to_string())?;
+    let sent_at = time_from_ms(record.sent_at_ms)?;
+    let received_at = time_from_ms(record.received_at_ms)?;
+    record
+        .events
+        .into_iter()
+        .map(|e| Ok(StoredEvent::new(project.clone(), into_event(e)?, sent_at, received_at)))
+        .collect()
+}
+
 fn decode_payload(payload: &[u8]) -> Result<Vec<StoredEvent>, String> {
-    if payload.first() == Some(&PAYLOAD_V2) {
-        let record: RecordV2<String> = postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string())?;
-        let project = ProjectName::parse(&record.project).map_err(|e| e.to_string())?;
-        let sent_at = time_from_ms(record.sent_at_ms)?;
-        let received_at = time_from_ms(record.received_at_ms)?;
-        return record
-            .events
-            .into_iter()
-            .map(|e| Ok(StoredEvent::new(project.clone(), e.into_event()?, sent_at, received_at)))
-            .collect();
+    match payload.first() {
+        Some(&PAYLOAD_V3) => {
+            let record: RecordV3<String> = postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string())?;
+            return decode_record(record, EventV3::into_event);
+        }
+        Some(&PAYLOAD_V2) => {
+            let record: RecordV2<String> = postcard::from_bytes(&payload[1..]).map_err(|e| e.to_string())?;
+            return decode_record(record, EventV2::into_event);
+        }
+        _ => {}
     }
     let record: PayloadIn = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
     if record.v != PAYLOAD_VERSION {
@@ -912,6 +1018,115 @@ mod tests {
                 < encode_unit_v1(&events(50, "alpha", 1)).unwrap().len()
         );
     }
+
+    /// Events carrying every field format 3 added, at nanosecond precision
+    /// and a non-UTC offset, in a non-sorted detail order.
+    fn detailed_events(project: &str, received_ms: i64) -> Vec<StoredEvent> {
+        let mut events = events(3, project, received_ms);
+        let detail =
+            |entity: &str, kind, resolution, count| ConflictDetail { entity: entity.into(), kind, resolution, count };
+        events[0].event.conflict_details = vec![
+            detail("todo", ConflictKind::UpdateUpdate, ConflictResolution::LastWriteWins, 4),
+            detail("list \"é\"", ConflictKind::DeleteUpdate, ConflictResolution::Unresolved, 1),
+            detail("attachment", ConflictKind::Other, ConflictResolution::Custom, u32::MAX),
+        ];
+        events[0].event.queue_oldest_at = Some(
+            OffsetDateTime::parse(
+                "2026-11-21T09:41:07.987654321+02:00",
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap(),
+        );
+        events[0].event.dimensions = [("region", "eu-west"), ("engine", "powersync"), ("plan", "pro ü")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
+        events[1].event.dimensions = [("plan".to_string(), "free".to_string())].into();
+        events
+            .into_iter()
+            .map(|e| {
+                StoredEvent::new(
+                    e.project.clone(),
+                    e.event,
+                    time_from_ms(e.sent_at_ms).unwrap(),
+                    time_from_ms(e.received_at_ms).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_format_3_record_keeps_conflict_details_queue_times_and_dimensions_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let written = detailed_events("alpha", 1_790_000_000_123);
+        let unit = encode_unit(&written).unwrap();
+        assert_eq!(unit[RECORD_HEADER_LEN], PAYLOAD_V3, "format 3 is what is written");
+        spool.append(&[unit]).unwrap();
+        let read = read_segment(&only_segment(&spool).path).unwrap();
+        assert_eq!(read.events, written);
+        let first = &read.events[0];
+        assert_eq!(first.event.conflict_details[1].entity, "list \"é\"");
+        assert_eq!(first.event.conflict_details[2].count, u32::MAX);
+        assert_eq!(first.event.queue_oldest_at.unwrap().unix_timestamp_nanos() % 1_000_000_000, 987_654_321);
+        assert_eq!(first.event.dimensions.len(), 3);
+        assert_eq!(first.queue_lag_ms, written[0].queue_lag_ms);
+        assert!(first.queue_lag_ms.is_some());
+        assert!(read.events[2].event.dimensions.is_empty() && read.events[2].event.queue_oldest_at.is_none());
+    }
+
+    #[test]
+    fn records_of_format_2_an_older_collector_wrote_still_replay_beside_format_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let old = events(3, "alpha", 1_790_000_000_123);
+        let new = detailed_events("alpha", 1_790_000_000_999);
+        let old_unit = encode_unit_v2(&old).unwrap();
+        assert_eq!(old_unit[RECORD_HEADER_LEN], PAYLOAD_V2);
+        spool.append(&[old_unit, encode_unit(&new).unwrap()]).unwrap();
+        let read = read_segment(&only_segment(&spool).path).unwrap();
+        assert_eq!(read.events, [old, new].concat());
+        assert_eq!(read.corrupt_records, 0);
+    }
+
+    /// A format-2 record as collectors before format 3 wrote it, byte for
+    /// byte: the layout of [`EventV2`] must never change (postcard carries
+    /// no field names, so a changed struct would misread old spools).
+    #[test]
+    fn a_format_2_record_from_before_format_3_decodes_to_its_event() {
+        let payload = hex(FORMAT_2_RECORD);
+        let events = decode_payload(&payload).unwrap();
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.project.as_str(), "alpha");
+        assert_eq!((e.sent_at_ms, e.received_at_ms), (1_790_000_000_000, 1_790_000_000_123));
+        let event = &e.event;
+        assert_eq!(event.event_id, Uuid::from_u128(0x0190_f3a2_7b1c_7d4e_8f00_0000_0000_0001));
+        assert_eq!(event.device_id, "dev-1");
+        assert_eq!(event.occurred_at.unix_timestamp_nanos(), 1_789_999_998_123_456_789);
+        assert_eq!((event.success, event.duration_ms, event.conflicts, event.queue_depth), (false, 1234, 2, 7));
+        assert_eq!(event.last_success_at.map(|t| t.unix_timestamp()), Some(1_789_990_000));
+        assert_eq!((event.app_version.as_str(), event.os.as_str()), ("2.3.0", "android"));
+        assert_eq!(event.network, Network::Cellular);
+        assert_eq!(event.trigger, Some(Trigger::User));
+        assert_eq!(event.error_kind, Some(ErrorKind::Timeout));
+        assert_eq!(event.error_message.as_deref(), Some("gateway"));
+        assert_eq!((event.os_version.as_deref(), event.device_model.as_deref()), (Some("14"), None));
+        assert_eq!((event.retries, event.records_up, event.bytes_down), (1, 3, 900));
+        assert_eq!(event.sample_rate, 0.5);
+        assert!(event.conflict_details.is_empty() && event.queue_oldest_at.is_none() && event.dimensions.is_empty());
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// The event asserted above as collectors before format 3 wrote it (a
+    /// `2` byte, then the record in postcard; [`EventV2`]'s layout then).
+    const FORMAT_2_RECORD: &str = concat!(
+        "0205616c70686180b083c59868f6b183c59868010190f3a27b1c7d4e8f00000000000001056465762d31aae4c9c1f6e0",
+        "add73100d209020701808083d8fa9aa9d73105322e332e3007616e64726f6964010231340863656c6c756c6172000001",
+        "0475736572010774696d656f7574010767617465776179010300008407000000000000e03f",
+    );
 
     #[test]
     fn records_replay_in_append_order_across_segments_and_restarts() {
