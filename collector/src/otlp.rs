@@ -27,18 +27,23 @@
 //! | `os_version` | ... else the resource's `os.version` |
 //! | `device_model` | ... else the resource's `device.model.identifier` |
 //! | `occurred_at` | `sync.occurred_at` (RFC 3339 string), else the record's `timeUnixNano`, else its `observedTimeUnixNano` (0 = unset) |
+//! | `queue_oldest_at` | `sync.queue_oldest_at` (RFC 3339 string) |
+//! | `conflict_details` | `sync.conflict_details`: an `arrayValue` of `kvlistValue`s, each with `entity`, `kind`, `resolution` (strings) and `count` (integer), or that array as JSON text in a `stringValue` (for SDKs whose attributes cannot nest) |
+//! | `dimensions` | every `sync.dimension.NAME` attribute (a string) is the dimension `NAME`: the resource's and the record's together, the record's value winning for a name both carry |
 //! | `sent_at` | none in OTLP: the collector's receive time, so no clock-skew correction applies |
 //!
 //! A resource describes the device and app (`sync.device_id`,
 //! `sync.app_version`, `sync.os`, ... fit there); the record describes the
 //! attempt. Values map by their OTLP type (`stringValue` → string, `intValue`
 //! → integer, `doubleValue` → number, `boolValue` → boolean; an empty value
-//! is absent; arrays, key-value lists and bytes fit no field). Where it is
-//! unambiguous a value is read leniently, because logging bridges often turn
-//! every attribute into a string: an integer field takes a string of digits
+//! is absent; arrays and key-value lists fit only `conflict_details`, bytes
+//! no field). Where it is unambiguous a value is read leniently, because
+//! logging bridges often turn every attribute into a string: an integer field takes a string of digits
 //! or a whole `doubleValue`, `sample_rate` takes a numeric string, `success`
-//! takes `"true"`/`"false"`. Anything else reaches the validator as sent and
-//! is refused with its usual reason.
+//! takes `"true"`/`"false"`, a conflict detail's `count` is read as an
+//! integer field. Anything else reaches the validator as sent and is refused
+//! with its usual reason (a refused dimension is named by its attribute,
+//! `sync.dimension.NAME`, or `sync.dimension.*` when there are too many).
 //!
 //! Records without any `sync.*` attribute of their own are ordinary app logs,
 //! not sync events: they are skipped, not counted as rejected, and reported
@@ -107,6 +112,8 @@ enum Kind {
     Number,
     /// `success`.
     Bool,
+    /// `conflict_details`: an array of key-value lists, or its JSON text.
+    Details,
 }
 
 /// One SyncEvent field: its name, its attribute, how to read it, and the
@@ -152,7 +159,13 @@ const FIELDS: &[Field] = &[
     field("bytes_up", "sync.bytes_up", Kind::Integer),
     field("bytes_down", "sync.bytes_down", Kind::Integer),
     field("sample_rate", "sync.sample_rate", Kind::Number),
+    field("conflict_details", "sync.conflict_details", Kind::Details),
+    field("queue_oldest_at", "sync.queue_oldest_at", Kind::Text),
 ];
+
+/// The prefix of the attributes that are `dimensions`: `sync.dimension.NAME`
+/// is the dimension `NAME`.
+const DIMENSION_PREFIX: &str = "sync.dimension.";
 
 /// Whether a resource attribute can feed a field.
 fn is_resource_key(key: &str) -> bool {
@@ -381,6 +394,24 @@ fn to_event(record: &Record, resource: &[(String, Value)]) -> Result<SyncEvent, 
             sources.push((f.name, source));
         }
     }
+    // Dimensions: the resource's, then the record's, so the record's value
+    // wins for a name both carry. Where each came from names a refusal.
+    let mut dimensions = Map::new();
+    let mut dimension_sources: Vec<(String, String)> = Vec::new();
+    for (attributes, from) in [(resource, "resource "), (&record.attributes[..], "")] {
+        for (key, value) in attributes {
+            let Some(name) = key.strip_prefix(DIMENSION_PREFIX) else { continue };
+            if value.is_null() {
+                continue;
+            }
+            dimensions.insert(name.to_string(), value.clone());
+            dimension_sources.retain(|(n, _)| n != name);
+            dimension_sources.push((name.to_string(), format!("{from}{key}")));
+        }
+    }
+    if !dimensions.is_empty() {
+        object.insert("dimensions".into(), Value::Object(dimensions));
+    }
     if !object.contains_key("occurred_at") {
         let time = [(record.time_unix_nano, "timeUnixNano"), (record.observed_time_unix_nano, "observedTimeUnixNano")]
             .into_iter()
@@ -395,6 +426,15 @@ fn to_event(record: &Record, resource: &[(String, Value)]) -> Result<SyncEvent, 
         }
     }
     SyncEvent::from_json(Value::Object(object)).map_err(|(field, reason)| {
+        if field == "dimensions" {
+            // The validator's reason names the dimension at fault as
+            // `NAME: ...` or `key "NAME" ...`; a count names none.
+            let source = dimension_sources
+                .iter()
+                .find(|(name, _)| reason.starts_with(&format!("{name}: ")) || reason.contains(&format!("{name:?}")))
+                .map_or_else(|| format!("{DIMENSION_PREFIX}*"), |(_, source)| source.clone());
+            return (source, reason);
+        }
         match sources.iter().find(|(name, _)| *name == field) {
             Some((_, source)) => (source.clone(), reason),
             None if field == "occurred_at" => (
@@ -429,6 +469,26 @@ fn coerce(kind: Kind, value: Value) -> Value {
             _ => Value::String(s),
         },
         (Kind::Bool, Value::String(s)) if s == "true" || s == "false" => Value::Bool(s == "true"),
+        // The JSON text of the array, for SDKs whose attributes cannot nest.
+        (Kind::Details, Value::String(s)) => match serde_json::from_str::<Value>(&s) {
+            Ok(array @ Value::Array(_)) => coerce(Kind::Details, array),
+            _ => Value::String(s),
+        },
+        // Each entry's count as any integer field is read.
+        (Kind::Details, Value::Array(entries)) => Value::Array(
+            entries
+                .into_iter()
+                .map(|entry| match entry {
+                    Value::Object(mut detail) => {
+                        if let Some(count) = detail.remove("count") {
+                            detail.insert("count".into(), coerce(Kind::Integer, count));
+                        }
+                        Value::Object(detail)
+                    }
+                    other => other,
+                })
+                .collect(),
+        ),
         (_, value) => value,
     }
 }
@@ -802,6 +862,178 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    fn kvlist(entries: Vec<KeyValue>) -> any_value::Value {
+        any_value::Value::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList { values: entries })
+    }
+
+    fn detail(entity: &str, kind: &str, resolution: &str, count: any_value::Value) -> AnyValue {
+        AnyValue {
+            value: Some(kvlist(vec![
+                kv("entity", s(entity)),
+                kv("kind", s(kind)),
+                kv("resolution", s(resolution)),
+                kv("count", count),
+            ])),
+        }
+    }
+
+    #[test]
+    fn conflict_details_queue_time_and_dimensions_map_from_nested_values_and_prefixed_attributes() {
+        let resource = vec![
+            kv("sync.device_id", s("pixel-1")),
+            kv("sync.app_version", s("2.3.0")),
+            kv("sync.os", s("android")),
+            kv("sync.dimension.engine", s("from-resource")),
+            kv("sync.dimension.region", s("eu-west")),
+        ];
+        let mut record = sync_record(ID1, any_value::Value::IntValue(840));
+        record.extend([
+            kv(
+                "sync.conflict_details",
+                any_value::Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        detail("todo", "update_update", "last_write_wins", any_value::Value::IntValue(4)),
+                        // A bridge that stringified the count.
+                        detail("list", "update_delete", "crdt_merge", s("1")),
+                    ],
+                }),
+            ),
+            kv("sync.queue_oldest_at", s("2026-11-21T09:55:00.250Z")),
+            kv("sync.dimension.engine", s("powersync")),
+            kv("sync.dimension.plan", s("pro")),
+        ]);
+        // The same details as JSON text, for SDKs whose attributes cannot nest.
+        let mut as_text = sync_record(ID2, any_value::Value::IntValue(20));
+        as_text.push(kv(
+            "sync.conflict_details",
+            s(r#"[{"entity": "todo", "kind": "insert_insert", "resolution": "server_wins", "count": "2"}]"#),
+        ));
+        let mapped = map_logs(&logs_from_protobuf(&proto_request(resource, vec![record, as_text])).unwrap());
+        assert!(mapped.rejected.is_empty(), "{:?}", mapped.rejected);
+        let e = &mapped.events[0].1;
+        let details: Vec<(&str, &str, &str, u32)> = e
+            .conflict_details
+            .iter()
+            .map(|d| (d.entity.as_str(), d.kind.as_str(), d.resolution.as_str(), d.count))
+            .collect();
+        assert_eq!(
+            details,
+            [("todo", "update_update", "last_write_wins", 4), ("list", "update_delete", "crdt_merge", 1)]
+        );
+        assert_eq!(e.conflicts, 5, "an absent conflicts is the details' sum, as on /v1/events");
+        let oldest = OffsetDateTime::parse("2026-11-21T09:55:00.250Z", &Rfc3339).unwrap();
+        assert_eq!(e.queue_oldest_at, Some(oldest));
+        let dimensions: Vec<(&str, &str)> = e.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(dimensions, [("engine", "powersync"), ("plan", "pro"), ("region", "eu-west")], "the record wins");
+        let text = &mapped.events[1].1;
+        assert_eq!(text.conflict_details.len(), 1);
+        assert_eq!((text.conflict_details[0].count, text.conflicts), (2, 2));
+        assert_eq!(text.dimensions.len(), 2, "the resource's dimensions alone");
+    }
+
+    #[test]
+    fn otlp_json_conflict_details_and_dimensions_map_like_protobuf() {
+        let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+            "timeUnixNano": NANOS.to_string(),
+            "attributes": [
+                {"key": "sync.event_id", "value": {"stringValue": ID1}},
+                {"key": "sync.device_id", "value": {"stringValue": "pixel-1"}},
+                {"key": "sync.app_version", "value": {"stringValue": "2.3.0"}},
+                {"key": "sync.os", "value": {"stringValue": "ios"}},
+                {"key": "sync.success", "value": {"boolValue": false}},
+                {"key": "sync.duration_ms", "value": {"intValue": "1200"}},
+                {"key": "sync.conflicts", "value": {"intValue": "3"}},
+                {"key": "sync.conflict_details", "value": {"arrayValue": {"values": [{"kvlistValue": {"values": [
+                    {"key": "entity", "value": {"stringValue": "note"}},
+                    {"key": "kind", "value": {"stringValue": "constraint"}},
+                    {"key": "resolution", "value": {"stringValue": "manual"}},
+                    {"key": "count", "value": {"intValue": "3"}}
+                ]}}]}}},
+                {"key": "sync.queue_oldest_at", "value": {"stringValue": "2026-11-21T09:55:00Z"}},
+                {"key": "sync.dimension.plan", "value": {"stringValue": "free"}}
+            ]
+        }]}]}]});
+        let mapped = map_logs(&logs_from_json(body.to_string().as_bytes()).unwrap());
+        assert!(mapped.rejected.is_empty(), "{:?}", mapped.rejected);
+        let e = &mapped.events[0].1;
+        assert_eq!(e.conflict_details.len(), 1);
+        assert_eq!((e.conflict_details[0].entity.as_str(), e.conflict_details[0].count), ("note", 3));
+        assert_eq!(e.conflict_details[0].resolution.as_str(), "manual");
+        assert!(e.queue_oldest_at.is_some());
+        assert_eq!(e.dimensions.get("plan").map(String::as_str), Some("free"));
+    }
+
+    /// Each bad value refused through OTLP with exactly the reason the JSON
+    /// API gives for the same event, named by the attribute that carried it.
+    #[test]
+    fn bad_conflict_details_queue_times_and_dimensions_are_refused_with_the_json_apis_reasons() {
+        let base = || {
+            let mut record = sync_record(ID1, any_value::Value::IntValue(840));
+            record.extend([kv("sync.device_id", s("d")), kv("sync.app_version", s("1")), kv("sync.os", s("ios"))]);
+            record
+        };
+        let json_base = || {
+            json!({"event_id": ID1, "device_id": "d", "app_version": "1", "os": "ios", "success": true,
+                   "duration_ms": 840, "network": "wifi", "sample_rate": 0.5,
+                   "occurred_at": OffsetDateTime::from_unix_timestamp_nanos(i128::from(NANOS)).unwrap().format(&Rfc3339).unwrap()})
+        };
+        let details = |entries: Vec<AnyValue>| any_value::Value::ArrayValue(ArrayValue { values: entries });
+        let int = any_value::Value::IntValue;
+        let cases: Vec<(Vec<KeyValue>, Value, &str)> = vec![
+            (
+                vec![kv("sync.conflict_details", details(vec![detail("todo", "merge", "manual", int(1))]))],
+                json!({"conflict_details": [{"entity": "todo", "kind": "merge", "resolution": "manual", "count": 1}]}),
+                "sync.conflict_details",
+            ),
+            (
+                vec![kv("sync.conflict_details", details(vec![detail("todo", "other", "custom", int(0))]))],
+                json!({"conflict_details": [{"entity": "todo", "kind": "other", "resolution": "custom", "count": 0}]}),
+                "sync.conflict_details",
+            ),
+            (
+                vec![
+                    kv("sync.conflicts", int(1)),
+                    kv("sync.conflict_details", details(vec![detail("todo", "other", "custom", int(2))])),
+                ],
+                json!({"conflicts": 1, "conflict_details": [{"entity": "todo", "kind": "other", "resolution": "custom", "count": 2}]}),
+                "sync.conflict_details",
+            ),
+            (
+                vec![kv("sync.conflict_details", s("not json"))],
+                json!({"conflict_details": "not json"}),
+                "sync.conflict_details",
+            ),
+            (
+                vec![kv("sync.queue_oldest_at", s("yesterday"))],
+                json!({"queue_oldest_at": "yesterday"}),
+                "sync.queue_oldest_at",
+            ),
+            (vec![kv("sync.dimension.Plan", s("pro"))], json!({"dimensions": {"Plan": "pro"}}), "sync.dimension.Plan"),
+            (
+                vec![kv("sync.dimension.plan", s(&"x".repeat(65)))],
+                json!({"dimensions": {"plan": "x".repeat(65)}}),
+                "sync.dimension.plan",
+            ),
+            (vec![kv("sync.dimension.plan", int(3))], json!({"dimensions": {"plan": 3}}), "sync.dimension.plan"),
+            (
+                (0..9).map(|i| kv(&format!("sync.dimension.d{i}"), s("x"))).collect(),
+                json!({"dimensions": (0..9).map(|i| (format!("d{i}"), json!("x"))).collect::<Map<String, Value>>()}),
+                "sync.dimension.*",
+            ),
+        ];
+        for (attributes, json_fields, attribute) in cases {
+            let mut record = base();
+            record.extend(attributes);
+            let mapped = map_logs(&logs_from_protobuf(&proto_request(Vec::new(), vec![record])).unwrap());
+            let mut event = json_base();
+            event.as_object_mut().unwrap().extend(json_fields.as_object().unwrap().clone());
+            let (_, want) = SyncEvent::from_json(event.clone()).unwrap_err();
+            assert_eq!(mapped.rejected.len(), 1, "{event}: {:?}", mapped.events);
+            assert_eq!(mapped.rejected[0].reason, want, "{event}");
+            assert_eq!(mapped.rejected[0].attribute, attribute, "{event}");
+        }
     }
 
     #[test]

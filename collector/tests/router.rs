@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use synchealth_collector::{hash_ingest_key, CollectorState, Limits, Pipeline, PipelineConfig};
 use synchealth_schema::ProjectName;
-use synchealth_store::{IngestKey, SharedStore, SqliteStore};
+use synchealth_store::{Aggregates, IngestKey, SharedStore, SqliteStore};
 use tower::ServiceExt;
 
 const KEY: &str = "shk_router_test_key";
@@ -229,4 +229,71 @@ async fn a_wrong_key_in_the_query_is_a_401_the_page_can_read() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "unauthorized");
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP);
+}
+
+/// The event's stored copy, read back through a second connection to the
+/// store file (the pipeline may still be writing it: polled for 10 s).
+async fn stored_event(dir: &tempfile::TempDir, device: &str) -> synchealth_schema::StoredEvent {
+    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    let project = ProjectName::parse("default").unwrap();
+    for _ in 0..200 {
+        if let Some(event) = store.device_events(&project, device, 1).await.unwrap().pop() {
+            return event;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no stored event of {device}");
+}
+
+#[tokio::test]
+async fn conflict_details_queue_time_and_dimensions_posted_to_either_endpoint_are_stored_exactly() {
+    let (router, _pipeline, dir) = app(Limits::default()).await;
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let at = |offset_s: i64| {
+        (now + time::Duration::seconds(offset_s)).format(&time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let event = serde_json::json!({
+        "event_id": uuid::Uuid::now_v7().to_string(), "device_id": "json-1",
+        "occurred_at": at(-60), "success": false, "duration_ms": 1200, "app_version": "2.0.0", "os": "ios",
+        "conflict_details": [
+            {"entity": "todo", "kind": "update_update", "resolution": "last_write_wins", "count": 2},
+            {"entity": "list", "kind": "update_delete", "resolution": "unresolved", "count": 1}
+        ],
+        "queue_oldest_at": at(-360),
+        "dimensions": {"engine": "powersync", "plan": "pro"},
+    });
+    let body = serde_json::json!({"sent_at": at(-59), "events": [event.clone()]}).to_string();
+    let (status, answer) = send(router.clone(), post("/v1/events").body(Body::from(body)).unwrap()).await;
+    assert_eq!((status, &answer["accepted"]), (StatusCode::OK, &Value::from(1)), "{answer}");
+    let stored = stored_event(&dir, "json-1").await;
+    assert_eq!(stored.event, synchealth_schema::SyncEvent::from_json(event).unwrap());
+    assert_eq!(stored.event.conflict_details.len(), 2);
+    assert_eq!(stored.queue_lag_ms, Some(300_000));
+
+    let string = |key: &str, value: &str| serde_json::json!({"key": key, "value": {"stringValue": value}});
+    let logs = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [string("sync.device_id", "otlp-1"), string("sync.dimension.engine", "electric")]},
+        "scopeLogs": [{"logRecords": [{"attributes": [
+            string("sync.event_id", &uuid::Uuid::now_v7().to_string()),
+            string("sync.occurred_at", &at(-30)),
+            {"key": "sync.success", "value": {"boolValue": true}},
+            {"key": "sync.duration_ms", "value": {"intValue": "80"}},
+            string("sync.app_version", "2.0.0"),
+            string("sync.os", "android"),
+            string("sync.conflict_details",
+                r#"[{"entity": "note", "kind": "insert_insert", "resolution": "crdt_merge", "count": 3}]"#),
+            string("sync.queue_oldest_at", &at(-90)),
+            string("sync.dimension.plan", "free"),
+        ]}]}]
+    }]});
+    let (status, answer) = send(router, post("/v1/logs").body(Body::from(logs.to_string())).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, serde_json::json!({}), "everything stored");
+    let stored = stored_event(&dir, "otlp-1").await;
+    let details = &stored.event.conflict_details;
+    assert_eq!((details.len(), details[0].entity.as_str(), details[0].count), (1, "note", 3));
+    assert_eq!(stored.event.conflicts, 3);
+    assert_eq!(stored.queue_lag_ms, Some(60_000));
+    let dimensions: Vec<(&str, &str)> = stored.event.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(dimensions, [("engine", "electric"), ("plan", "free")]);
 }
