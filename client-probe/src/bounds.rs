@@ -47,11 +47,14 @@ pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
-/// Adds `count` conflicts to `details`, merging an equal entry; the caller's
-/// thread's part: an allocation for the entity and a short scan.
+/// Adds `count` conflicts to `details`, merging an equal entry, the entity
+/// cut to `entity_chars`. On the caller's thread (an allocation for the
+/// entity and a short scan) that is one past the bound, so the worker, which
+/// cuts to the bound, still sees the cut and counts it.
 pub(crate) fn add_conflict(
     details: &mut Vec<ConflictDetail>,
     entity: &str,
+    entity_chars: usize,
     kind: ConflictKind,
     resolution: ConflictResolution,
     count: u32,
@@ -60,7 +63,7 @@ pub(crate) fn add_conflict(
         return;
     }
     let entity = if entity.is_empty() { "unknown" } else { entity };
-    let entity = truncate_chars(entity, MAX_ENTITY_CHARS);
+    let entity = truncate_chars(entity, entity_chars);
     let same =
         |d: &&mut ConflictDetail, entity: &str| d.entity == entity && d.kind == kind && d.resolution == resolution;
     if let Some(d) = details.iter_mut().find(|d| same(d, &entity)) {
@@ -102,7 +105,7 @@ pub(crate) fn conflict_details(event: &mut SyncEvent, counters: &Counters) {
         if d.count == 0 {
             adjusted(counters, "conflict_count_zero", &d.entity);
         }
-        add_conflict(&mut merged, &d.entity, d.kind, d.resolution, d.count);
+        add_conflict(&mut merged, &d.entity, MAX_ENTITY_CHARS, d.kind, d.resolution, d.count);
     }
     if merged.len() > MAX_CONFLICT_DETAILS {
         adjusted(counters, "conflict_details_folded", &format!("{} entries", merged.len()));
@@ -251,11 +254,39 @@ mod tests {
     #[test]
     fn equal_conflicts_merge_and_zero_counts_are_left_out() {
         let mut d = Vec::new();
-        add_conflict(&mut d, "todo", ConflictKind::UpdateUpdate, ConflictResolution::LastWriteWins, 2);
-        add_conflict(&mut d, "todo", ConflictKind::UpdateUpdate, ConflictResolution::LastWriteWins, 3);
-        add_conflict(&mut d, "todo", ConflictKind::UpdateDelete, ConflictResolution::LastWriteWins, 1);
-        add_conflict(&mut d, "list", ConflictKind::UpdateUpdate, ConflictResolution::LastWriteWins, 0);
-        add_conflict(&mut d, "", ConflictKind::Other, ConflictResolution::Manual, 1);
+        add_conflict(
+            &mut d,
+            "todo",
+            MAX_ENTITY_CHARS,
+            ConflictKind::UpdateUpdate,
+            ConflictResolution::LastWriteWins,
+            2,
+        );
+        add_conflict(
+            &mut d,
+            "todo",
+            MAX_ENTITY_CHARS,
+            ConflictKind::UpdateUpdate,
+            ConflictResolution::LastWriteWins,
+            3,
+        );
+        add_conflict(
+            &mut d,
+            "todo",
+            MAX_ENTITY_CHARS,
+            ConflictKind::UpdateDelete,
+            ConflictResolution::LastWriteWins,
+            1,
+        );
+        add_conflict(
+            &mut d,
+            "list",
+            MAX_ENTITY_CHARS,
+            ConflictKind::UpdateUpdate,
+            ConflictResolution::LastWriteWins,
+            0,
+        );
+        add_conflict(&mut d, "", MAX_ENTITY_CHARS, ConflictKind::Other, ConflictResolution::Manual, 1);
         let got: Vec<(&str, u32)> = d.iter().map(|d| (d.entity.as_str(), d.count)).collect();
         assert_eq!(got, vec![("todo", 5), ("todo", 1), ("unknown", 1)]);
     }

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use synchealth_schema::{
     ConflictDetail, ConflictKind, ConflictResolution, ErrorKind, Network, SyncEvent, Trigger, MAX_DIMENSIONS,
-    MAX_DIMENSION_KEY_CHARS, MAX_DIMENSION_VALUE_CHARS,
+    MAX_DIMENSION_KEY_CHARS, MAX_DIMENSION_VALUE_CHARS, MAX_ENTITY_CHARS,
 };
 
 use crate::bounds::{add_conflict, truncate_chars};
@@ -120,7 +120,7 @@ impl Attempt {
         resolution: ConflictResolution,
         count: u32,
     ) -> &mut Self {
-        add_conflict(&mut self.conflict_details, entity, kind, resolution, count);
+        add_conflict(&mut self.conflict_details, entity, MAX_ENTITY_CHARS + 1, kind, resolution, count);
         self
     }
 

@@ -5,9 +5,12 @@
 //!
 //! The surface is small on purpose and named alike in every language:
 //! `ProbeConfig` (a record), `Probe` (`start`, `record`, `flush`, `stats`,
-//! `shutdown`, and the app's network and queue depth), `Attempt`
-//! (`succeed`, `fail`, `cancel`), `Details`, `ProbeStats`, and the enums of
-//! the contract. No call blocks on I/O except `flush`, which waits at most
+//! `shutdown`, the app's network and its queue's depth and oldest change),
+//! `Attempt` (`conflict`, `dimension`, `succeed`, `fail`, `cancel`),
+//! `Details`, `ProbeStats`, and the enums of the contract. Conflict
+//! details, queue times and dimensions are bounded by the Rust core as for
+//! a Rust app (cut, folded or dropped, counted in `ProbeStats.adjusted`):
+//! nothing the app passes makes the collector reject an event. No call blocks on I/O except `flush`, which waits at most
 //! the timeout it is given; no panic crosses the boundary (the probe
 //! catches its own, and this layer has no `unwrap`); a bad configuration
 //! is a typed `ProbeError`, not a crash.
@@ -15,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 uniffi::setup_scaffolding!("synchealth_probe");
 
@@ -103,6 +106,70 @@ impl From<ErrorKind> for synchealth_probe::ErrorKind {
     }
 }
 
+/// How two versions of a record met (the contract's `ConflictKind`).
+#[derive(Debug, Clone, Copy, uniffi::Enum)]
+pub enum ConflictKind {
+    /// Both sides updated the record.
+    UpdateUpdate,
+    /// This side updated what the other deleted.
+    UpdateDelete,
+    /// This side deleted what the other updated.
+    DeleteUpdate,
+    /// Both sides inserted the same key.
+    InsertInsert,
+    /// A constraint (unique, foreign key, check) refused the change.
+    Constraint,
+    /// Anything else.
+    Other,
+}
+
+impl From<ConflictKind> for synchealth_probe::ConflictKind {
+    fn from(k: ConflictKind) -> Self {
+        match k {
+            ConflictKind::UpdateUpdate => Self::UpdateUpdate,
+            ConflictKind::UpdateDelete => Self::UpdateDelete,
+            ConflictKind::DeleteUpdate => Self::DeleteUpdate,
+            ConflictKind::InsertInsert => Self::InsertInsert,
+            ConflictKind::Constraint => Self::Constraint,
+            ConflictKind::Other => Self::Other,
+        }
+    }
+}
+
+/// How the engine settled a conflict (the contract's `ConflictResolution`).
+/// The first three keep one side and drop the other's edit.
+#[derive(Debug, Clone, Copy, uniffi::Enum)]
+pub enum ConflictResolution {
+    /// The later write was kept.
+    LastWriteWins,
+    /// The server's version was kept.
+    ServerWins,
+    /// The client's version was kept.
+    ClientWins,
+    /// Both merged (a CRDT).
+    CrdtMerge,
+    /// A person resolved it.
+    Manual,
+    /// The app's own merge code.
+    Custom,
+    /// Not settled yet.
+    Unresolved,
+}
+
+impl From<ConflictResolution> for synchealth_probe::ConflictResolution {
+    fn from(r: ConflictResolution) -> Self {
+        match r {
+            ConflictResolution::LastWriteWins => Self::LastWriteWins,
+            ConflictResolution::ServerWins => Self::ServerWins,
+            ConflictResolution::ClientWins => Self::ClientWins,
+            ConflictResolution::CrdtMerge => Self::CrdtMerge,
+            ConflictResolution::Manual => Self::Manual,
+            ConflictResolution::Custom => Self::Custom,
+            ConflictResolution::Unresolved => Self::Unresolved,
+        }
+    }
+}
+
 /// When the probe may upload.
 #[derive(Debug, Clone, Copy, uniffi::Enum)]
 pub enum UploadPolicy {
@@ -161,6 +228,12 @@ pub struct ProbeConfig {
     /// When uploads may happen.
     #[uniffi(default = None)]
     pub upload_policy: Option<UploadPolicy>,
+    /// Custom dimensions on every event (`{"engine": "powersync", "plan":
+    /// "pro"}`): at most 8, keys `[a-z][a-z0-9_]*` of at most 32
+    /// characters, values 1 to 64 characters; a bad one is dropped (or a
+    /// long value cut) and counted in `ProbeStats.adjusted`, not an error.
+    #[uniffi(default = None)]
+    pub dimensions: Option<HashMap<String, String>>,
 }
 
 /// What an attempt moved and met.
@@ -221,6 +294,9 @@ pub struct ProbeStats {
     pub buffered: u64,
     /// Uploads that failed and will be retried.
     pub upload_failures: u64,
+    /// Inputs bounded to fit the contract (a cut entity or dimension value,
+    /// a dropped dimension, folded conflict details), by reason.
+    pub adjusted: HashMap<String, u64>,
 }
 
 /// The probe: one per app process, shared by every thread.
@@ -286,6 +362,13 @@ impl Probe {
         if let Some(policy) = config.upload_policy {
             builder = builder.upload_policy(policy.into());
         }
+        if let Some(dimensions) = config.dimensions {
+            // A HashMap's order is random; sorted, a ninth key dropped is
+            // the same one at every start.
+            let mut dimensions: Vec<(String, String)> = dimensions.into_iter().collect();
+            dimensions.sort();
+            builder = builder.dimensions(dimensions);
+        }
         Ok(Arc::new(Probe { inner: builder.build() }))
     }
 
@@ -305,6 +388,13 @@ impl Probe {
     /// The local changes waiting to be pushed, for the next attempts.
     pub fn set_queue_depth(&self, depth: u32) {
         self.inner.set_queue_depth(depth);
+    }
+
+    /// The local changes waiting to be pushed and when the oldest of them
+    /// was made (`None` when there are none), for the next attempts: the
+    /// collector reads the queue's lag from it.
+    pub fn set_queue(&self, depth: u32, oldest_at: Option<SystemTime>) {
+        self.inner.set_queue(depth, oldest_at);
     }
 
     /// The network the device is on now.
@@ -342,6 +432,7 @@ impl Probe {
             dropped: s.dropped.into_iter().collect(),
             buffered: s.buffered,
             upload_failures: s.upload_failures,
+            adjusted: s.adjusted.into_iter().collect(),
         }
     }
 
@@ -363,10 +454,34 @@ impl Attempt {
     fn take(&self) -> Option<synchealth_probe::Attempt> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
+
+    /// Runs `f` on the attempt if it is not finished yet.
+    fn with(&self, f: impl FnOnce(&mut synchealth_probe::Attempt)) {
+        if let Some(a) = self.inner.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            f(a);
+        }
+    }
 }
 
 #[uniffi::export]
 impl Attempt {
+    /// Reports `count` conflicts on `entity` (a table or record type, cut
+    /// to 64 characters), met as `kind` and settled as `resolution`; calls
+    /// for the same three add up, and the event's `conflicts` is at least
+    /// their total. After `succeed`/`fail` it does nothing.
+    pub fn conflict(&self, entity: String, kind: ConflictKind, resolution: ConflictResolution, count: u32) {
+        self.with(|a| {
+            a.conflict(&entity, kind.into(), resolution.into(), count);
+        });
+    }
+
+    /// A custom dimension for this attempt only, over the configured ones.
+    pub fn dimension(&self, key: String, value: String) {
+        self.with(|a| {
+            a.dimension(&key, &value);
+        });
+    }
+
     /// The attempt succeeded.
     pub fn succeed(&self, details: Details) {
         if let Some(a) = self.take() {

@@ -3,7 +3,8 @@
 The generated UniFFI bindings (`_generated.py`, made by `build.sh` from the
 Rust library `synchealth-probe-ffi`) with a thin Python layer: an attempt is
 a context manager that fails on an exception and counts as cancelled when
-left unfinished, and `Probe.track` times a callable.
+left unfinished, `Probe.track` times a callable, `Probe.set_queue` takes a
+`datetime` (naive ones are local time, as in Python) or Unix seconds.
 
     probe = Probe(ProbeConfig(endpoint="https://sync-health.example.com",
                               ingest_key="shk_...", app_version="2.3.0",
@@ -11,13 +12,21 @@ left unfinished, and `Probe.track` times a callable.
     with probe.attempt("push", "local_write") as attempt:
         pushed = engine.push()
         attempt.details.records_up = pushed
+        for c in engine.conflicts():
+            attempt.conflict(c.table, ConflictKind.UPDATE_UPDATE, ConflictResolution.LAST_WRITE_WINS)
+    probe.set_queue(engine.pending(), engine.oldest_pending_time())
 """
 
+import datetime
+
 from . import _generated
-from ._generated import Details, ErrorKind, Network, ProbeConfig, ProbeError, ProbeStats, UploadPolicy
+from ._generated import (
+    ConflictKind, ConflictResolution, Details, ErrorKind, Network, ProbeConfig, ProbeError, ProbeStats, UploadPolicy,
+)
 
 __all__ = [
-    "Attempt", "Details", "ErrorKind", "Network", "Probe", "ProbeConfig", "ProbeError", "ProbeStats", "UploadPolicy",
+    "Attempt", "ConflictKind", "ConflictResolution", "Details", "ErrorKind", "Network", "Probe", "ProbeConfig",
+    "ProbeError", "ProbeStats", "UploadPolicy",
 ]
 
 
@@ -42,6 +51,18 @@ class Attempt:
 
     def cancel(self):
         self._inner.cancel()
+
+    def conflict(self, entity, kind, resolution, count=1):
+        """Reports `count` conflicts on `entity` (cut to 64 characters); calls
+        for the same entity, kind and resolution add up, and the event's
+        `conflicts` is at least their total. Returns the attempt, to chain."""
+        self._inner.conflict(str(entity), kind, resolution, count)
+        return self
+
+    def dimension(self, key, value):
+        """A custom dimension for this attempt only, over the configured ones."""
+        self._inner.dimension(str(key), str(value))
+        return self
 
     def __enter__(self):
         return self
@@ -86,6 +107,12 @@ class Probe:
     def set_queue_depth(self, depth):
         self._inner.set_queue_depth(depth)
 
+    def set_queue(self, depth, oldest_at=None):
+        """The pending local changes and when the oldest was made: a
+        `datetime` (naive means local time) or Unix seconds; None when the
+        queue is empty."""
+        self._inner.set_queue(depth, _timestamp(oldest_at))
+
     def set_network(self, network):
         self._inner.set_network(network)
 
@@ -94,3 +121,13 @@ class Probe:
 
     def set_battery_low(self, low):
         self._inner.set_battery_low(low)
+
+
+def _timestamp(at):
+    """An aware UTC datetime, as the generated code needs, from what Python
+    apps hold: a datetime (naive = local time) or Unix seconds."""
+    if at is None:
+        return None
+    if isinstance(at, (int, float)):
+        return datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+    return at.astimezone(datetime.timezone.utc)

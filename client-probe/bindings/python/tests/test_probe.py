@@ -4,6 +4,9 @@ is stored exactly once whatever happens to the collector or the process,
 from many threads, and a bad configuration is a typed error, not a crash."""
 
 import base64
+import datetime
+import gzip
+import http.server
 import json
 import os
 import signal
@@ -180,6 +183,76 @@ def test_a_bad_configuration_is_a_typed_error_and_the_process_goes_on(world):
     probe = sp.Probe(config(collector, storage))
     assert probe.stats().recorded == 0
     probe.shutdown()
+
+
+class CapturingCollector:
+    """A stand-in for the collector that keeps the batches it is sent (the
+    bytes the probe puts on the wire) and accepts every event."""
+
+    def __init__(self):
+        self.events = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                events = json.loads(body)["events"]
+                outer.events.extend(events)
+                answer = json.dumps({"accepted": len(events), "duplicates": 0, "rejected": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_conflicts_queue_age_and_dimensions_go_on_the_wire_bounded_to_the_contract(world):
+    _, storage = world
+    wire = CapturingCollector()
+    try:
+        probe = sp.Probe(config(wire, storage, dimensions={"engine": "powersync", "Bad Key": "x", "plan": "free"}))
+        oldest = datetime.datetime.now() - datetime.timedelta(minutes=5)  # naive: local time
+        probe.set_queue(3, oldest)
+        with probe.attempt("push", "local_write") as attempt:
+            attempt.conflict("todo", sp.ConflictKind.UPDATE_UPDATE, sp.ConflictResolution.LAST_WRITE_WINS, 2)
+            attempt.conflict("todo", sp.ConflictKind.UPDATE_UPDATE, sp.ConflictResolution.LAST_WRITE_WINS)
+            attempt.conflict("é" * 80, sp.ConflictKind.CONSTRAINT, sp.ConflictResolution.MANUAL)
+            attempt.dimension("plan", "pro").dimension("region", "x" * 100)
+            attempt.details.conflicts = 1  # fewer than the details say: raised to their sum
+        probe.set_queue(0)
+        probe.start("pull", "scheduled").succeed(sp.Details())
+        assert probe.flush(15000) is True
+        adjusted = probe.stats().adjusted
+        probe.shutdown()
+    finally:
+        wire.stop()
+    pushed, pulled = wire.events
+    assert pushed["conflicts"] == 4
+    assert pushed["conflict_details"] == [
+        {"entity": "todo", "kind": "update_update", "resolution": "last_write_wins", "count": 3},
+        {"entity": "é" * 64, "kind": "constraint", "resolution": "manual", "count": 1},
+    ]
+    occurred = datetime.datetime.fromisoformat(pushed["occurred_at"].replace("Z", "+00:00"))
+    queued = datetime.datetime.fromisoformat(pushed["queue_oldest_at"].replace("Z", "+00:00"))
+    assert 299 <= (occurred - queued).total_seconds() <= 301
+    assert pushed["dimensions"] == {"engine": "powersync", "plan": "pro", "region": "x" * 64}
+    assert "queue_oldest_at" not in pulled and "conflict_details" not in pulled
+    assert pulled["dimensions"] == {"engine": "powersync", "plan": "free"}
+    assert adjusted == {"dimension_key_invalid": 1, "entity_truncated": 1, "dimension_value_truncated": 1,
+                        "conflicts_raised": 1}
 
 
 class nullcontext:
