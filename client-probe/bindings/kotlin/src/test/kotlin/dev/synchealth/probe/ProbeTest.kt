@@ -4,12 +4,17 @@
 // many threads, and a bad configuration is a typed exception, not a crash.
 package dev.synchealth.probe
 
+import com.sun.net.httpserver.HttpServer
 import java.io.File
 import java.net.HttpURLConnection
+import java.net.InetSocketAddress
 import java.net.ServerSocket
 import java.net.URI
 import java.nio.file.Files
+import java.time.Duration
+import java.time.Instant
 import java.util.Base64
+import java.util.zip.GZIPInputStream
 import java.util.concurrent.TimeUnit
 import kotlin.concurrent.thread
 import kotlin.test.AfterTest
@@ -62,6 +67,28 @@ private class Collector(val port: Int, val dataDir: File) {
     }
 }
 
+/** A stand-in collector keeping the batches it is sent (the bytes on the wire) and accepting every event. */
+private class CapturingCollector {
+    val bodies = java.util.concurrent.CopyOnWriteArrayList<String>()
+    private val server = HttpServer.create(InetSocketAddress("127.0.0.1", 0), 0).apply {
+        createContext("/v1/events") { exchange ->
+            val raw = exchange.requestBody.readBytes()
+            val gzip = exchange.requestHeaders.getFirst("Content-Encoding") == "gzip"
+            val body = (if (gzip) GZIPInputStream(raw.inputStream()).readBytes() else raw).decodeToString()
+            bodies.add(body)
+            val events = Regex("\"event_id\"").findAll(body).count()
+            val answer = "{\"accepted\":$events,\"duplicates\":0,\"rejected\":[]}".toByteArray()
+            exchange.responseHeaders.add("Content-Type", "application/json")
+            exchange.sendResponseHeaders(200, answer.size.toLong())
+            exchange.responseBody.use { it.write(answer) }
+        }
+        start()
+    }
+    val port: Int get() = server.address.port
+
+    fun stop() = server.stop(0)
+}
+
 class ProbeTest {
     private val root: File = Files.createTempDirectory("synchealth-kotlin").toFile()
     private val collector = Collector(freePort(), File(root, "server"))
@@ -81,6 +108,46 @@ class ProbeTest {
     /** restored + recorded = sampled out + thinned + dropped + uploaded + buffered. */
     private fun balanced(s: ProbeStats) =
         s.restored + s.recorded == s.sampledOut + s.thinned + s.dropped.values.sum() + s.uploaded + s.buffered
+
+    @Test
+    fun conflictsQueueAgeAndDimensionsGoOnTheWireBoundedToTheContract() {
+        val wire = CapturingCollector()
+        try {
+            val probe = Probe(
+                config().copy(
+                    endpoint = "http://127.0.0.1:${wire.port}",
+                    dimensions = mapOf("engine" to "powersync", "Bad Key" to "x"),
+                ),
+            )
+            probe.setQueue(3u, Instant.now().minus(Duration.ofMinutes(5)))
+            val pulled = probe.trackAttempt("pull", "scheduled", details = { Details(conflicts = 1u) }) { a ->
+                a.conflict("todo", ConflictKind.UPDATE_UPDATE, ConflictResolution.SERVER_WINS, 2u)
+                a.conflict("todo", ConflictKind.UPDATE_UPDATE, ConflictResolution.SERVER_WINS)
+                a.dimension("plan", "p".repeat(100))
+                40
+            }
+            assertEquals(40, pulled)
+            probe.setQueue(0u, null as Long?)
+            probe.track("push", "user") {}
+            assertTrue(probe.flush(15_000uL))
+            val adjusted = probe.stats().adjusted
+            probe.shutdown()
+            val body = wire.bodies.joinToString("\n")
+            assertTrue(
+                body.contains(
+                    "\"conflict_details\":[{\"entity\":\"todo\",\"kind\":\"update_update\"," +
+                        "\"resolution\":\"server_wins\",\"count\":3}]",
+                ),
+                body,
+            )
+            assertTrue(body.contains("\"conflicts\":3,"), "raised to the details' sum: $body")
+            assertTrue(body.contains("\"dimensions\":{\"engine\":\"powersync\",\"plan\":\"${"p".repeat(64)}\"}"), body)
+            assertEquals(1, Regex("\"queue_oldest_at\":\"").findAll(body).count(), "only the attempt with a queue: $body")
+            assertEquals(mapOf("dimension_key_invalid" to 1uL, "dimension_value_truncated" to 1uL, "conflicts_raised" to 1uL), adjusted)
+        } finally {
+            wire.stop()
+        }
+    }
 
     @Test
     fun attemptsRecordedWhileTheCollectorIsDownAreStoredOnceWhenItComesUp() {
