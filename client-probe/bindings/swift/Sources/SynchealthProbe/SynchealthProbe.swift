@@ -510,6 +510,44 @@ fileprivate struct FfiConverterString: FfiConverter {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterTimestamp: FfiConverterRustBuffer {
+    typealias SwiftType = Date
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Date {
+        let seconds: Int64 = try readInt(&buf)
+        let nanoseconds: UInt32 = try readInt(&buf)
+        if seconds >= 0 {
+            let delta = Double(seconds) + (Double(nanoseconds) / 1.0e9)
+            return Date.init(timeIntervalSince1970: delta)
+        } else {
+            let delta = Double(seconds) - (Double(nanoseconds) / 1.0e9)
+            return Date.init(timeIntervalSince1970: delta)
+        }
+    }
+
+    public static func write(_ value: Date, into buf: inout [UInt8]) {
+        var delta = value.timeIntervalSince1970
+        var sign: Int64 = 1
+        if delta < 0 {
+            // The nanoseconds portion of the epoch offset must always be
+            // positive, to simplify the calculation we will use the absolute
+            // value of the offset.
+            sign = -1
+            delta = -delta
+        }
+        if delta.rounded(.down) > Double(Int64.max) {
+            fatalError("Timestamp overflow, exceeds max bounds supported by Uniffi")
+        }
+        let seconds = Int64(delta)
+        let nanoseconds = UInt32((delta - Double(seconds)) * 1.0e9)
+        writeInt(&buf, sign * seconds)
+        writeInt(&buf, nanoseconds)
+    }
+}
+
 
 
 
@@ -523,6 +561,19 @@ public protocol AttemptProtocol: AnyObject, Sendable {
      * (as when the object is released unfinished).
      */
     func cancel() 
+    
+    /**
+     * Reports `count` conflicts on `entity` (a table or record type, cut
+     * to 64 characters), met as `kind` and settled as `resolution`; calls
+     * for the same three add up, and the event's `conflicts` is at least
+     * their total. After `succeed`/`fail` it does nothing.
+     */
+    func conflict(entity: String, kind: ConflictKind, resolution: ConflictResolution, count: UInt32) 
+    
+    /**
+     * A custom dimension for this attempt only, over the configured ones.
+     */
+    func dimension(key: String, value: String) 
     
     /**
      * The attempt failed: why, in the contract's words, and the engine's message.
@@ -596,6 +647,33 @@ open class Attempt: AttemptProtocol, @unchecked Sendable {
      */
 open func cancel()  {try! rustCall() {
     uniffi_synchealth_probe_ffi_fn_method_attempt_cancel(self.uniffiClonePointer(),$0
+    )
+}
+}
+    
+    /**
+     * Reports `count` conflicts on `entity` (a table or record type, cut
+     * to 64 characters), met as `kind` and settled as `resolution`; calls
+     * for the same three add up, and the event's `conflicts` is at least
+     * their total. After `succeed`/`fail` it does nothing.
+     */
+open func conflict(entity: String, kind: ConflictKind, resolution: ConflictResolution, count: UInt32)  {try! rustCall() {
+    uniffi_synchealth_probe_ffi_fn_method_attempt_conflict(self.uniffiClonePointer(),
+        FfiConverterString.lower(entity),
+        FfiConverterTypeConflictKind_lower(kind),
+        FfiConverterTypeConflictResolution_lower(resolution),
+        FfiConverterUInt32.lower(count),$0
+    )
+}
+}
+    
+    /**
+     * A custom dimension for this attempt only, over the configured ones.
+     */
+open func dimension(key: String, value: String)  {try! rustCall() {
+    uniffi_synchealth_probe_ffi_fn_method_attempt_dimension(self.uniffiClonePointer(),
+        FfiConverterString.lower(key),
+        FfiConverterString.lower(value),$0
     )
 }
 }
@@ -705,6 +783,13 @@ public protocol ProbeProtocol: AnyObject, Sendable {
      * The network the device is on now.
      */
     func setNetwork(network: Network) 
+    
+    /**
+     * The local changes waiting to be pushed and when the oldest of them
+     * was made (`None` when there are none), for the next attempts: the
+     * collector reads the queue's lag from it.
+     */
+    func setQueue(depth: UInt32, oldestAt: Date?) 
     
     /**
      * The local changes waiting to be pushed, for the next attempts.
@@ -841,6 +926,19 @@ open func setBatteryLow(low: Bool)  {try! rustCall() {
 open func setNetwork(network: Network)  {try! rustCall() {
     uniffi_synchealth_probe_ffi_fn_method_probe_set_network(self.uniffiClonePointer(),
         FfiConverterTypeNetwork_lower(network),$0
+    )
+}
+}
+    
+    /**
+     * The local changes waiting to be pushed and when the oldest of them
+     * was made (`None` when there are none), for the next attempts: the
+     * collector reads the queue's lag from it.
+     */
+open func setQueue(depth: UInt32, oldestAt: Date?)  {try! rustCall() {
+    uniffi_synchealth_probe_ffi_fn_method_probe_set_queue(self.uniffiClonePointer(),
+        FfiConverterUInt32.lower(depth),
+        FfiConverterOptionTimestamp.lower(oldestAt),$0
     )
 }
 }
@@ -1153,6 +1251,13 @@ public struct ProbeConfig {
      * When uploads may happen.
      */
     public var uploadPolicy: UploadPolicy?
+    /**
+     * Custom dimensions on every event (`{"engine": "powersync", "plan":
+     * "pro"}`): at most 8, keys `[a-z][a-z0-9_]*` of at most 32
+     * characters, values 1 to 64 characters; a bad one is dropped (or a
+     * long value cut) and counted in `ProbeStats.adjusted`, not an error.
+     */
+    public var dimensions: [String: String]?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1195,7 +1300,13 @@ public struct ProbeConfig {
          */uploadIntervalMs: UInt64? = nil, 
         /**
          * When uploads may happen.
-         */uploadPolicy: UploadPolicy? = nil) {
+         */uploadPolicy: UploadPolicy? = nil, 
+        /**
+         * Custom dimensions on every event (`{"engine": "powersync", "plan":
+         * "pro"}`): at most 8, keys `[a-z][a-z0-9_]*` of at most 32
+         * characters, values 1 to 64 characters; a bad one is dropped (or a
+         * long value cut) and counted in `ProbeStats.adjusted`, not an error.
+         */dimensions: [String: String]? = nil) {
         self.endpoint = endpoint
         self.ingestKey = ingestKey
         self.appVersion = appVersion
@@ -1209,6 +1320,7 @@ public struct ProbeConfig {
         self.maxEventAgeSeconds = maxEventAgeSeconds
         self.uploadIntervalMs = uploadIntervalMs
         self.uploadPolicy = uploadPolicy
+        self.dimensions = dimensions
     }
 }
 
@@ -1258,6 +1370,9 @@ extension ProbeConfig: Equatable, Hashable {
         if lhs.uploadPolicy != rhs.uploadPolicy {
             return false
         }
+        if lhs.dimensions != rhs.dimensions {
+            return false
+        }
         return true
     }
 
@@ -1275,6 +1390,7 @@ extension ProbeConfig: Equatable, Hashable {
         hasher.combine(maxEventAgeSeconds)
         hasher.combine(uploadIntervalMs)
         hasher.combine(uploadPolicy)
+        hasher.combine(dimensions)
     }
 }
 
@@ -1299,7 +1415,8 @@ public struct FfiConverterTypeProbeConfig: FfiConverterRustBuffer {
                 maxBufferedBytes: FfiConverterOptionUInt64.read(from: &buf), 
                 maxEventAgeSeconds: FfiConverterOptionUInt64.read(from: &buf), 
                 uploadIntervalMs: FfiConverterOptionUInt64.read(from: &buf), 
-                uploadPolicy: FfiConverterOptionTypeUploadPolicy.read(from: &buf)
+                uploadPolicy: FfiConverterOptionTypeUploadPolicy.read(from: &buf), 
+                dimensions: FfiConverterOptionDictionaryStringString.read(from: &buf)
         )
     }
 
@@ -1317,6 +1434,7 @@ public struct FfiConverterTypeProbeConfig: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.maxEventAgeSeconds, into: &buf)
         FfiConverterOptionUInt64.write(value.uploadIntervalMs, into: &buf)
         FfiConverterOptionTypeUploadPolicy.write(value.uploadPolicy, into: &buf)
+        FfiConverterOptionDictionaryStringString.write(value.dimensions, into: &buf)
     }
 }
 
@@ -1377,6 +1495,11 @@ public struct ProbeStats {
      * Uploads that failed and will be retried.
      */
     public var uploadFailures: UInt64
+    /**
+     * Inputs bounded to fit the contract (a cut entity or dimension value,
+     * a dropped dimension, folded conflict details), by reason.
+     */
+    public var adjusted: [String: UInt64]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1407,7 +1530,11 @@ public struct ProbeStats {
          */buffered: UInt64, 
         /**
          * Uploads that failed and will be retried.
-         */uploadFailures: UInt64) {
+         */uploadFailures: UInt64, 
+        /**
+         * Inputs bounded to fit the contract (a cut entity or dimension value,
+         * a dropped dimension, folded conflict details), by reason.
+         */adjusted: [String: UInt64]) {
         self.recorded = recorded
         self.sampledOut = sampledOut
         self.restored = restored
@@ -1417,6 +1544,7 @@ public struct ProbeStats {
         self.dropped = dropped
         self.buffered = buffered
         self.uploadFailures = uploadFailures
+        self.adjusted = adjusted
     }
 }
 
@@ -1454,6 +1582,9 @@ extension ProbeStats: Equatable, Hashable {
         if lhs.uploadFailures != rhs.uploadFailures {
             return false
         }
+        if lhs.adjusted != rhs.adjusted {
+            return false
+        }
         return true
     }
 
@@ -1467,6 +1598,7 @@ extension ProbeStats: Equatable, Hashable {
         hasher.combine(dropped)
         hasher.combine(buffered)
         hasher.combine(uploadFailures)
+        hasher.combine(adjusted)
     }
 }
 
@@ -1487,7 +1619,8 @@ public struct FfiConverterTypeProbeStats: FfiConverterRustBuffer {
                 thinned: FfiConverterUInt64.read(from: &buf), 
                 dropped: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 buffered: FfiConverterUInt64.read(from: &buf), 
-                uploadFailures: FfiConverterUInt64.read(from: &buf)
+                uploadFailures: FfiConverterUInt64.read(from: &buf), 
+                adjusted: FfiConverterDictionaryStringUInt64.read(from: &buf)
         )
     }
 
@@ -1501,6 +1634,7 @@ public struct FfiConverterTypeProbeStats: FfiConverterRustBuffer {
         FfiConverterDictionaryStringUInt64.write(value.dropped, into: &buf)
         FfiConverterUInt64.write(value.buffered, into: &buf)
         FfiConverterUInt64.write(value.uploadFailures, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.adjusted, into: &buf)
     }
 }
 
@@ -1518,6 +1652,255 @@ public func FfiConverterTypeProbeStats_lift(_ buf: RustBuffer) throws -> ProbeSt
 public func FfiConverterTypeProbeStats_lower(_ value: ProbeStats) -> RustBuffer {
     return FfiConverterTypeProbeStats.lower(value)
 }
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * How two versions of a record met (the contract's `ConflictKind`).
+ */
+
+public enum ConflictKind {
+    
+    /**
+     * Both sides updated the record.
+     */
+    case updateUpdate
+    /**
+     * This side updated what the other deleted.
+     */
+    case updateDelete
+    /**
+     * This side deleted what the other updated.
+     */
+    case deleteUpdate
+    /**
+     * Both sides inserted the same key.
+     */
+    case insertInsert
+    /**
+     * A constraint (unique, foreign key, check) refused the change.
+     */
+    case constraint
+    /**
+     * Anything else.
+     */
+    case other
+}
+
+
+#if compiler(>=6)
+extension ConflictKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConflictKind: FfiConverterRustBuffer {
+    typealias SwiftType = ConflictKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConflictKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .updateUpdate
+        
+        case 2: return .updateDelete
+        
+        case 3: return .deleteUpdate
+        
+        case 4: return .insertInsert
+        
+        case 5: return .constraint
+        
+        case 6: return .other
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ConflictKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .updateUpdate:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .updateDelete:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .deleteUpdate:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .insertInsert:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .constraint:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflictKind_lift(_ buf: RustBuffer) throws -> ConflictKind {
+    return try FfiConverterTypeConflictKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflictKind_lower(_ value: ConflictKind) -> RustBuffer {
+    return FfiConverterTypeConflictKind.lower(value)
+}
+
+
+extension ConflictKind: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * How the engine settled a conflict (the contract's `ConflictResolution`).
+ * The first three keep one side and drop the other's edit.
+ */
+
+public enum ConflictResolution {
+    
+    /**
+     * The later write was kept.
+     */
+    case lastWriteWins
+    /**
+     * The server's version was kept.
+     */
+    case serverWins
+    /**
+     * The client's version was kept.
+     */
+    case clientWins
+    /**
+     * Both merged (a CRDT).
+     */
+    case crdtMerge
+    /**
+     * A person resolved it.
+     */
+    case manual
+    /**
+     * The app's own merge code.
+     */
+    case custom
+    /**
+     * Not settled yet.
+     */
+    case unresolved
+}
+
+
+#if compiler(>=6)
+extension ConflictResolution: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConflictResolution: FfiConverterRustBuffer {
+    typealias SwiftType = ConflictResolution
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConflictResolution {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .lastWriteWins
+        
+        case 2: return .serverWins
+        
+        case 3: return .clientWins
+        
+        case 4: return .crdtMerge
+        
+        case 5: return .manual
+        
+        case 6: return .custom
+        
+        case 7: return .unresolved
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ConflictResolution, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .lastWriteWins:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .serverWins:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .clientWins:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .crdtMerge:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .manual:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .custom:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .unresolved:
+            writeInt(&buf, Int32(7))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflictResolution_lift(_ buf: RustBuffer) throws -> ConflictResolution {
+    return try FfiConverterTypeConflictResolution.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflictResolution_lower(_ value: ConflictResolution) -> RustBuffer {
+    return FfiConverterTypeConflictResolution.lower(value)
+}
+
+
+extension ConflictResolution: Equatable, Hashable {}
+
+
+
+
+
 
 // Note that we don't yet support `indirect` for enums.
 // See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
@@ -2018,6 +2401,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTimestamp: FfiConverterRustBuffer {
+    typealias SwiftType = Date?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTimestamp.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTimestamp.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeUploadPolicy: FfiConverterRustBuffer {
     typealias SwiftType = UploadPolicy?
 
@@ -2034,6 +2441,30 @@ fileprivate struct FfiConverterOptionTypeUploadPolicy: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeUploadPolicy.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionDictionaryStringString: FfiConverterRustBuffer {
+    typealias SwiftType = [String: String]?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterDictionaryStringString.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterDictionaryStringString.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -2065,6 +2496,32 @@ fileprivate struct FfiConverterDictionaryStringUInt64: FfiConverterRustBuffer {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDictionaryStringString: FfiConverterRustBuffer {
+    public static func write(_ value: [String: String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterString.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: String] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: String]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterString.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
+    }
+}
+
 private enum InitializationResult {
     case ok
     case contractVersionMismatch
@@ -2083,6 +2540,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_synchealth_probe_ffi_checksum_method_attempt_cancel() != 65403) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_synchealth_probe_ffi_checksum_method_attempt_conflict() != 23439) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_synchealth_probe_ffi_checksum_method_attempt_dimension() != 12816) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_synchealth_probe_ffi_checksum_method_attempt_fail() != 37137) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2099,6 +2562,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_synchealth_probe_ffi_checksum_method_probe_set_network() != 14609) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_synchealth_probe_ffi_checksum_method_probe_set_queue() != 8753) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_synchealth_probe_ffi_checksum_method_probe_set_queue_depth() != 2048) {

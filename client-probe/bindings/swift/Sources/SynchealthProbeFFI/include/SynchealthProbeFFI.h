@@ -266,6 +266,16 @@ void uniffi_synchealth_probe_ffi_fn_free_attempt(void*_Nonnull ptr, RustCallStat
 void uniffi_synchealth_probe_ffi_fn_method_attempt_cancel(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_ATTEMPT_CONFLICT
+#define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_ATTEMPT_CONFLICT
+void uniffi_synchealth_probe_ffi_fn_method_attempt_conflict(void*_Nonnull ptr, RustBuffer entity, RustBuffer kind, RustBuffer resolution, uint32_t count, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_ATTEMPT_DIMENSION
+#define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_ATTEMPT_DIMENSION
+void uniffi_synchealth_probe_ffi_fn_method_attempt_dimension(void*_Nonnull ptr, RustBuffer key, RustBuffer value, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_ATTEMPT_FAIL
 #define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_ATTEMPT_FAIL
 void uniffi_synchealth_probe_ffi_fn_method_attempt_fail(void*_Nonnull ptr, RustBuffer error_kind, RustBuffer message, RustBuffer details, RustCallStatus *_Nonnull out_status
@@ -309,6 +319,11 @@ void uniffi_synchealth_probe_ffi_fn_method_probe_set_battery_low(void*_Nonnull p
 #ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_PROBE_SET_NETWORK
 #define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_PROBE_SET_NETWORK
 void uniffi_synchealth_probe_ffi_fn_method_probe_set_network(void*_Nonnull ptr, RustBuffer network, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_PROBE_SET_QUEUE
+#define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_PROBE_SET_QUEUE
+void uniffi_synchealth_probe_ffi_fn_method_probe_set_queue(void*_Nonnull ptr, uint32_t depth, RustBuffer oldest_at, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_FN_METHOD_PROBE_SET_QUEUE_DEPTH
@@ -622,6 +637,18 @@ uint16_t uniffi_synchealth_probe_ffi_checksum_method_attempt_cancel(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_ATTEMPT_CONFLICT
+#define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_ATTEMPT_CONFLICT
+uint16_t uniffi_synchealth_probe_ffi_checksum_method_attempt_conflict(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_ATTEMPT_DIMENSION
+#define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_ATTEMPT_DIMENSION
+uint16_t uniffi_synchealth_probe_ffi_checksum_method_attempt_dimension(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_ATTEMPT_FAIL
 #define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_ATTEMPT_FAIL
 uint16_t uniffi_synchealth_probe_ffi_checksum_method_attempt_fail(void
@@ -655,6 +682,12 @@ uint16_t uniffi_synchealth_probe_ffi_checksum_method_probe_set_battery_low(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_PROBE_SET_NETWORK
 #define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_PROBE_SET_NETWORK
 uint16_t uniffi_synchealth_probe_ffi_checksum_method_probe_set_network(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_PROBE_SET_QUEUE
+#define UNIFFI_FFIDEF_UNIFFI_SYNCHEALTH_PROBE_FFI_CHECKSUM_METHOD_PROBE_SET_QUEUE
+uint16_t uniffi_synchealth_probe_ffi_checksum_method_probe_set_queue(void
     
 );
 #endif
