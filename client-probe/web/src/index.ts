@@ -1,3 +1,14 @@
 // @synchealth/probe: sync-health telemetry from the browser (README, "From the browser").
 export { Probe, Attempt } from "./probe";
-export type { Details, ErrorKind, Network, ProbeOptions, ProbeStats, SyncEvent, Trigger } from "./types";
+export type {
+  ConflictDetail,
+  ConflictKind,
+  ConflictResolution,
+  Details,
+  ErrorKind,
+  Network,
+  ProbeOptions,
+  ProbeStats,
+  SyncEvent,
+  Trigger,
+} from "./types";

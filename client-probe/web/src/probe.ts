@@ -20,11 +20,17 @@
 //   may send without a preflight.
 
 import { Idb, Mem, bump, fresh, type Meta, type Store } from "./store";
-import type { Details, ErrorKind, Network, ProbeOptions, ProbeStats, SyncEvent, Trigger } from "./types";
-import { backoff, retryAfter, uuidv7, type Rec } from "./util";
+import type { ConflictDetail, ConflictKind, ConflictResolution, Details, ErrorKind, Network, ProbeOptions, ProbeStats, SyncEvent, Trigger } from "./types";
+import { addConflict, backoff, bound, cut, retryAfter, uuidv7, type Rec } from "./util";
 
-/** An attempt not yet made an event: [ok, occurred ms, duration ms, type, trigger, details, kind, message] or a whole event. */
-type Raw = [boolean, number, number, string, string, Details?, ErrorKind?, string?] | Partial<SyncEvent>;
+/**
+ * An attempt not yet made an event: [ok, occurred ms, duration ms, type, trigger, details, kind, message,
+ * conflict details, dimensions, queue depth, oldest change ms] or a whole event. The queue is read when
+ * the attempt ends, as the Rust probe reads it.
+ */
+type Raw =
+  | [boolean, number, number, string, string, Details | undefined, ErrorKind | undefined, string | undefined, ConflictDetail[]?, Record<string, string>?, number?, number?]
+  | Partial<SyncEvent>;
 
 /** fetch(keepalive) bodies are capped at 64 KiB per page; some room left for headers. */
 const KEEPALIVE_BYTES = 60_000;
@@ -35,6 +41,8 @@ export class Attempt {
   private t = performance.now();
   private at = Date.now();
   private done = false;
+  private c?: ConflictDetail[];
+  private d?: Record<string, string>;
 
   constructor(
     private p: Probe,
@@ -42,8 +50,25 @@ export class Attempt {
     private trigger: string,
   ) {}
 
+  /**
+   * Reports `count` conflicts on `entity` (a table or record type, cut to 64 characters), met as
+   * `kind` and settled as `resolution`; calls for the same three add up, and the event's
+   * `conflicts` is at least their total (past 32 entries the smallest fold into `other`).
+   */
+  conflict(entity: string, kind: ConflictKind, resolution: ConflictResolution, count = 1): this {
+    // One past the bound, so the timer still sees (and counts) the cut.
+    if (!this.done) addConflict((this.c ||= []), { entity, kind, resolution, count }, 65);
+    return this;
+  }
+
+  /** A custom dimension for this attempt only, over the probe's `dimensions`. */
+  dimension(key: string, value: string): this {
+    if (!this.done) (this.d ||= {})[key] = cut(String(value), 65);
+    return this;
+  }
+
   succeed(details?: Details) {
-    this.end([true, this.at, performance.now() - this.t, this.type, this.trigger, details]);
+    this.end([true, this.at, performance.now() - this.t, this.type, this.trigger, details, undefined, undefined]);
   }
 
   fail(kind: ErrorKind, message?: string, details?: Details) {
@@ -52,12 +77,12 @@ export class Attempt {
 
   private end(raw: Raw) {
     // A second call changes nothing: one attempt, one event.
-    if (!this.done) (this.done = true), this.p.push(raw);
+    if (!this.done) (this.done = true), this.p.push(raw, this.c, this.d);
   }
 }
 
 export class Probe {
-  private o: Required<Omit<ProbeOptions, "osVersion" | "deviceModel" | "indexedDB">> & ProbeOptions;
+  private o: Required<Omit<ProbeOptions, "osVersion" | "deviceModel" | "indexedDB" | "dimensions">> & ProbeOptions;
   private st: Store;
   private inbox: Raw[] = [];
   /** Events made but not yet in the buffer: what a closing page sends in its final request. */
@@ -68,6 +93,10 @@ export class Probe {
   private ready: Promise<void>;
   private s: ProbeStats;
   private queue = 0;
+  /** The oldest pending change, epoch ms. */
+  private oldest?: number;
+  /** The configured dimensions, checked once. */
+  private dims: Record<string, string> = {};
   private batch: number;
   private due = false;
   private timer?: ReturnType<typeof setTimeout>;
@@ -104,8 +133,12 @@ export class Probe {
       dropped: {},
       buffered: 0,
       upload_failures: 0,
+      adjusted: {},
       storage: this.st.kind,
     };
+    const checked = { occurred_at: "", duration_ms: 0 } as SyncEvent;
+    bound(checked, {}, options.dimensions, this.s.adjusted);
+    this.dims = checked.dimensions || {};
     this.ready = this.init();
     this.on(g, "online", () => this.kick(0));
     if (g.document) {
@@ -158,21 +191,27 @@ export class Probe {
     }
   }
 
-  /** The app's queue of unsynced local changes, sent with the next attempts. */
-  setQueueDepth(n: number) {
+  /**
+   * The app's queue of unsynced local changes, sent with the next attempts, and when the oldest
+   * of them was made (a `Date` or epoch ms; left out, it stays as last set). An empty queue
+   * sends no oldest time.
+   */
+  setQueueDepth(n: number, oldestAt?: Date | number | null) {
     this.queue = n;
+    if (oldestAt !== undefined) this.oldest = oldestAt === null ? undefined : +oldestAt;
   }
 
   /** @internal */
-  push(raw: Raw) {
+  push(raw: Raw, conflicts?: ConflictDetail[], dims?: Record<string, string>) {
     if (this.closed) return;
+    if (Array.isArray(raw)) raw.push(conflicts, dims, this.queue, this.oldest);
     this.inbox.push(raw);
     this.s.recorded++;
     if (!this.due) (this.due = true), setTimeout(() => this.save(), 0);
   }
 
   stats(): ProbeStats {
-    return { ...this.s, dropped: { ...this.s.dropped } };
+    return { ...this.s, dropped: { ...this.s.dropped }, adjusted: { ...this.s.adjusted } };
   }
 
   private network(): Network {
@@ -190,14 +229,19 @@ export class Probe {
     const out: Rec[] = [];
     for (const raw of this.inbox.splice(0)) {
       let e: Partial<SyncEvent>;
+      let own: Record<string, string> | undefined;
       if (Array.isArray(raw)) {
-        const [success, at, ms, sync_type, trigger, d, error_kind, error_message] = raw;
+        const [success, at, ms, sync_type, trigger, d, error_kind, error_message, conflicts, dims, queue, oldest] = raw;
         e = { occurred_at: new Date(at).toISOString(), success, duration_ms: Math.max(0, Math.round(ms)), sync_type };
         e.trigger = trigger as Trigger;
-        e.queue_depth = this.queue;
+        e.queue_depth = queue;
+        const t = new Date(oldest ?? NaN);
+        if (!isNaN(+t)) e.queue_oldest_at = t.toISOString();
         Object.assign(e, d);
+        if (conflicts) e.conflict_details = conflicts;
+        own = dims;
         if (!success) (e.error_kind = error_kind), error_message && (e.error_message = error_message);
-      } else e = raw;
+      } else (e = raw), (own = raw.dimensions);
       if (e.success && o.sampleRate < 1 && !e.sample_rate) {
         if (Math.random() >= o.sampleRate) {
           this.s.sampled_out++;
@@ -215,6 +259,7 @@ export class Probe {
         ...(o.deviceModel && { device_model: o.deviceModel }),
         ...e,
       } as SyncEvent;
+      bound(ev, this.dims, own, this.s.adjusted);
       out.push({ k: ev.event_id, e: ev, b: JSON.stringify(ev).length });
     }
     this.unsaved.push(...out);

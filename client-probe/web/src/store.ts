@@ -5,7 +5,9 @@
 // counted as loss. Every change is one IndexedDB transaction over the events
 // and the probe's state (`Meta`), so two tabs never see half of another's.
 
-import { makeRoom, type Rec, type Room } from "./util";
+import { bump, makeRoom, type Rec, type Room } from "./util";
+
+export { bump };
 
 /** The probe's persistent state, shared by the tabs of one database. */
 export interface Meta {
@@ -50,10 +52,6 @@ export const fresh = (id: string): Meta => ({ id, ls: null, d: {}, f: 0, nb: 0, 
 
 const bytesOf = (recs: Rec[]) => recs.reduce((n, r) => n + r.b, 0);
 
-/** Adds `n` drops for `reason` to a tally. */
-export const bump = (d: Record<string, number>, reason: string, n: number) => {
-  if (n) d[reason] = (d[reason] || 0) + n;
-};
 const count = (m: Meta, reason: string, n: number) => bump(m.d, reason, n);
 
 /** Sets each event's `last_success_at` from the device's last success before it, in order. */

@@ -26,7 +26,27 @@ export interface SyncEvent {
   bytes_up?: number;
   bytes_down?: number;
   sample_rate?: number;
+  /** At most 32 entries adding up to at most `conflicts` (the probe keeps them so). */
+  conflict_details?: ConflictDetail[];
+  /** When the oldest still-pending local change was made; absent when the queue is empty. */
+  queue_oldest_at?: string;
+  /** At most 8 custom low-cardinality values: keys `[a-z][a-z0-9_]*` (<= 32), values 1..=64 characters. */
+  dimensions?: Record<string, string>;
 }
+
+/** Conflicts of one kind on one entity type, settled one way. */
+export interface ConflictDetail {
+  /** Table, collection or record type, 1..=64 characters. */
+  entity: string;
+  kind: ConflictKind;
+  resolution: ConflictResolution;
+  /** At least 1. */
+  count: number;
+}
+
+export type ConflictKind = "update_update" | "update_delete" | "delete_update" | "insert_insert" | "constraint" | "other";
+/** The first three keep one side and drop the other's edit. */
+export type ConflictResolution = "last_write_wins" | "server_wins" | "client_wins" | "crdt_merge" | "manual" | "custom" | "unresolved";
 
 export type Network = "wifi" | "cellular" | "ethernet" | "offline" | "unknown";
 export type Trigger = "app_open" | "resume" | "user" | "local_write" | "scheduled" | "reconnect" | "other";
@@ -69,6 +89,12 @@ export interface ProbeOptions {
   maxBackoff?: number;
   /** IndexedDB database name, shared by the tabs (and service worker) of one app. Default `synchealth`. */
   dbName?: string;
+  /**
+   * Custom dimensions on every event (`{ engine: "powersync", plan: "pro" }`): at most 8, keys
+   * `[a-z][a-z0-9_]*` of at most 32 characters, values 1 to 64 characters. A bad one is dropped
+   * (a long value cut) and counted in `stats().adjusted`, never thrown.
+   */
+  dimensions?: Record<string, string>;
   /** Test hook: `false` forces the in-memory buffer. */
   indexedDB?: IDBFactory | false;
 }
@@ -84,6 +110,8 @@ export interface ProbeStats {
   dropped: Record<string, number>;
   buffered: number;
   upload_failures: number;
+  /** Inputs bounded to fit the contract (cut, folded or dropped), by reason; not events. */
+  adjusted: Record<string, number>;
   /** `indexeddb` or `memory`. */
   storage: string;
 }

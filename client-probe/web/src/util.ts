@@ -1,5 +1,8 @@
-// Small pieces without state: event ids, backoff, and thinning (the same
-// rules as client-probe/src/buffer and upload/backoff.rs).
+// Small pieces without state: event ids, backoff, thinning, and bounding
+// what the app hands over to the contract (the same rules as
+// client-probe/src/buffer, upload/backoff.rs and bounds.rs).
+
+import type { ConflictDetail, SyncEvent } from "./types";
 
 const hex = (b: Uint8Array, from: number, to: number): string => {
   let s = "";
@@ -58,7 +61,7 @@ export const MIN_RATE = 0.001;
 /** A buffered event: its id (the key, time-ordered), the event, and its size in bytes. */
 export interface Rec {
   k: string;
-  e: import("./types").SyncEvent;
+  e: SyncEvent;
   b: number;
 }
 
@@ -124,4 +127,96 @@ export function makeRoom(recs: Rec[], maxEvents: number, maxBytes: number): Room
   }
   room.keep = [...halved];
   return room;
+}
+
+/** The contract's bounds (schema/src/event.rs). */
+const MAX_DETAILS = 32;
+const MAX_ENTITY = 64;
+const MAX_DIMENSIONS = 8;
+const MAX_VALUE = 64;
+const KEY = /^[a-z][a-z0-9_]{0,31}$/;
+/** The collector's earliest time, 2000-01-01. */
+const EARLIEST = 946_684_800_000;
+
+/** `s` cut to `n` characters (code points, as the collector counts them). */
+export const cut = (s: string, n: number): string => {
+  const c = Array.from(s);
+  return c.length > n ? c.slice(0, n).join("") : s;
+};
+
+/**
+ * Adds conflicts to `into`, merging an entry of the same entity, kind and resolution;
+ * an empty entity is `unknown`, a count below 1 adds nothing.
+ */
+export function addConflict(into: ConflictDetail[], d: ConflictDetail, max = MAX_ENTITY): void {
+  const count = Math.floor(d.count);
+  if (!(count >= 1)) return;
+  const entity = cut(String(d.entity || "unknown"), max);
+  const same = into.find((x) => x.entity == entity && x.kind == d.kind && x.resolution == d.resolution);
+  if (same) same.count += count;
+  else into.push({ entity, kind: d.kind, resolution: d.resolution, count });
+}
+
+/**
+ * Brings an event within the contract, as the Rust probe does (client-probe/src/bounds.rs),
+ * counting each change in `adjusted`: entities cut to 64 characters and equal entries merged;
+ * past 32 entries the 31 largest kept and the rest folded into one of entity `other` (the kind
+ * and resolution most of them had), so no conflict is lost; `conflicts` raised to their sum;
+ * `queue_oldest_at` only with a queue, from 2000 on, at most the attempt's end; dimensions
+ * over the configured ones, invalid keys and empty values dropped, values cut to 64, 8 at most.
+ */
+export function bound(e: SyncEvent, configured: Record<string, string>, own: Record<string, string> | undefined, adjusted: Record<string, number>): void {
+  const note = (reason: string) => bump(adjusted, reason, 1);
+  if (e.conflict_details?.length) {
+    let merged: ConflictDetail[] = [];
+    for (const d of e.conflict_details) {
+      const n = Array.from(String(d.entity ?? "")).length;
+      if (!n) note("entity_empty");
+      else if (n > MAX_ENTITY) note("entity_truncated");
+      if (!(d.count >= 1)) note("conflict_count_zero");
+      addConflict(merged, d);
+    }
+    if (merged.length > MAX_DETAILS) {
+      note("conflict_details_folded");
+      merged.sort((a, b) => b.count - a.count || (a.entity < b.entity ? -1 : a.entity > b.entity ? 1 : 0));
+      const rest = merged.splice(MAX_DETAILS - 1);
+      const top = (key: "kind" | "resolution") => {
+        const by: Record<string, number> = {};
+        for (const d of rest) by[d[key]] = (by[d[key]] || 0) + d.count;
+        return Object.keys(by).reduce((a, b) => (by[b] > by[a] ? b : a));
+      };
+      addConflict(merged, { entity: "other", kind: top("kind") as any, resolution: top("resolution") as any, count: rest.reduce((n, d) => n + d.count, 0) });
+    }
+    const total = merged.reduce((n, d) => n + d.count, 0);
+    if ((e.conflicts ?? 0) < total) {
+      if (e.conflicts) note("conflicts_raised");
+      e.conflicts = total;
+    }
+    e.conflict_details = merged;
+  } else delete e.conflict_details;
+  if (e.queue_oldest_at !== undefined) {
+    const t = Date.parse(e.queue_oldest_at);
+    const end = Date.parse(e.occurred_at) + e.duration_ms;
+    if (!e.queue_depth) delete e.queue_oldest_at;
+    else if (!(t >= EARLIEST)) note("queue_oldest_at_out_of_range"), delete e.queue_oldest_at;
+    else if (t > end) note("queue_oldest_at_after_attempt"), (e.queue_oldest_at = new Date(end).toISOString());
+  }
+  const dims: Record<string, string> = { ...configured };
+  for (const [k, v] of Object.entries(own || {})) {
+    const value = String(v ?? "");
+    if (!KEY.test(k)) note("dimension_key_invalid");
+    else if (!value) note("dimension_value_empty");
+    else if (!(k in dims) && Object.keys(dims).length >= MAX_DIMENSIONS) note("too_many_dimensions");
+    else {
+      if (Array.from(value).length > MAX_VALUE) note("dimension_value_truncated");
+      dims[k] = cut(value, MAX_VALUE);
+    }
+  }
+  if (Object.keys(dims).length) e.dimensions = dims;
+  else delete e.dimensions;
+}
+
+/** Adds `n` to a tally (drops, adjustments) for `reason`. */
+export function bump(counts: Record<string, number>, reason: string, n: number) {
+  if (n) counts[reason] = (counts[reason] || 0) + n;
 }

@@ -84,6 +84,62 @@ describe("Probe", () => {
     expect(balanced(s)).toBe(true);
   });
 
+  it("sends conflict details, the queue's oldest change and dimensions, bounded to the contract", async () => {
+    const c = collector();
+    const p = make(options(new IDBFactory(), { dimensions: { engine: "powersync", plan: "free", "Bad Key": "x" } }));
+    const oldest = Date.now() - 300_000;
+    p.setQueueDepth(3, new Date(oldest));
+    const a = p.start("push", "local_write");
+    a.conflict("todo", "update_update", "last_write_wins", 2).conflict("todo", "update_update", "last_write_wins");
+    a.conflict("é".repeat(80), "constraint", "manual").dimension("plan", "pro").dimension("region", "x".repeat(100));
+    a.succeed({ conflicts: 1 });
+    p.setQueueDepth(0, null);
+    const b = p.start("pull", "scheduled");
+    for (let i = 0; i < 40; i++) b.conflict(`t${String(i).padStart(2, "0")}`, "insert_insert", i == 35 ? "server_wins" : "crdt_merge", 100 - i);
+    b.succeed();
+    expect(await p.flush()).toBe(true);
+    const [pushed, pulled] = c.calls[0].body.events;
+    expect(pushed.conflicts).toBe(4);
+    expect(pushed.conflict_details).toEqual([
+      { entity: "todo", kind: "update_update", resolution: "last_write_wins", count: 3 },
+      { entity: "é".repeat(64), kind: "constraint", resolution: "manual", count: 1 },
+    ]);
+    expect(Date.parse(pushed.queue_oldest_at)).toBe(oldest);
+    expect(pushed.dimensions).toEqual({ engine: "powersync", plan: "pro", region: "x".repeat(64) });
+    expect(pulled.queue_oldest_at).toBeUndefined();
+    expect(pulled.dimensions).toEqual({ engine: "powersync", plan: "free" });
+    expect(pulled.conflict_details).toHaveLength(32);
+    const total = Array.from({ length: 40 }, (_, i) => 100 - i).reduce((x, y) => x + y, 0);
+    expect(pulled.conflicts).toBe(total);
+    expect(pulled.conflict_details.reduce((n: number, d: any) => n + d.count, 0)).toBe(total);
+    expect(pulled.conflict_details[31]).toEqual({ entity: "other", kind: "insert_insert", resolution: "crdt_merge", count: total - Array.from({ length: 31 }, (_, i) => 100 - i).reduce((x, y) => x + y, 0) });
+    expect(p.stats().adjusted).toEqual({
+      dimension_key_invalid: 1,
+      entity_truncated: 1,
+      dimension_value_truncated: 1,
+      conflicts_raised: 1,
+      conflict_details_folded: 1,
+    });
+  });
+
+  it("bounds an app-made event too: an empty queue has no oldest time, 1970 is out of range", async () => {
+    const c = collector();
+    const p = make(options(false));
+    const now = new Date().toISOString();
+    p.record({ occurred_at: now, success: true, duration_ms: 5, queue_depth: 0, queue_oldest_at: now });
+    p.record({ occurred_at: now, success: true, duration_ms: 5, queue_depth: 2, queue_oldest_at: new Date(0).toISOString(), dimensions: { "": "x", plan: "" } });
+    p.record({ occurred_at: now, success: true, duration_ms: 5, queue_depth: 2, queue_oldest_at: new Date(Date.now() + 86_400_000).toISOString(), conflict_details: [{ entity: "", kind: "other", resolution: "custom", count: 0 }, { entity: "", kind: "other", resolution: "custom", count: 2 }] });
+    expect(await p.flush()).toBe(true);
+    const [a, b, d] = c.calls[0].body.events;
+    expect(a.queue_oldest_at).toBeUndefined();
+    expect(b.queue_oldest_at).toBeUndefined();
+    expect(b.dimensions).toBeUndefined();
+    expect(d.queue_oldest_at).toBe(new Date(Date.parse(now) + 5).toISOString());
+    expect(d.conflict_details).toEqual([{ entity: "unknown", kind: "other", resolution: "custom", count: 2 }]);
+    expect(d.conflicts).toBe(2);
+    expect(p.stats().adjusted).toMatchObject({ queue_oldest_at_out_of_range: 1, queue_oldest_at_after_attempt: 1, dimension_key_invalid: 1, dimension_value_empty: 1, entity_empty: 2, conflict_count_zero: 1 });
+  });
+
   it("keeps events in IndexedDB across a restart and sends them then, with the same device id", async () => {
     const db = new IDBFactory();
     const c = collector();
