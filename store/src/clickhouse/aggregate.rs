@@ -411,17 +411,26 @@ impl ClickHouseStore {
             }
             Ok::<_, crate::Error>(out)
         };
+        // The partial buckets side by side, each from memory where it can be.
+        let edges = async {
+            let edges = plan.edges.iter().map(|&(from_ms, to_ms)| async move {
+                let piece = Query { from_ms, to_ms, ..query.clone() };
+                match self.bucket_edge(&piece, grouping).await? {
+                    Some(groups) => Ok::<_, crate::Error>(groups),
+                    None => self.sql_devices(&piece, grouping).await,
+                }
+            });
+            Ok::<_, crate::Error>(
+                futures_util::future::try_join_all(edges).await?.into_iter().flatten().collect::<Vec<_>>(),
+            )
+        };
         let totals = totals_sql_over(query, grouping, true, &plan.edges);
         let totals = async {
             let q = totals.query(&self.reader);
             Ok::<_, crate::Error>(q.fetch_all::<TotalsRow>().await?)
         };
-        let (loaded, edges, sums, totals) = tokio::try_join!(
-            read(plan.loads.clone()),
-            read(plan.edges.clone()),
-            self.bucket_sums(query, grouping, &plan.loads),
-            totals
-        )?;
+        let (loaded, edges, sums, totals) =
+            tokio::try_join!(read(plan.loads.clone()), edges, self.bucket_sums(query, grouping, &plan.loads), totals)?;
         // The stale buckets kept with their sums, so a bucket in memory is
         // whole: its devices and what its events add up to.
         let mut loaded = merge(grouping, loaded, sums);

@@ -377,6 +377,43 @@ impl ClickHouseStore {
         }
     }
 
+    /// The per-device figures of a sub-hour series' partial bucket (the
+    /// piece `[query.from_ms, query.to_ms)` of one bucket) from
+    /// `edge_hour.rs`, when the series has no segment filter and the piece
+    /// lies in one hour that has ended: the bucket a window starts in, six
+    /// hours ago for a 6-hour series, is that of the hour the overview's
+    /// previous window ends in, so both read one copy. `None` otherwise,
+    /// and the caller reads `events`.
+    pub(super) async fn bucket_edge(
+        &self,
+        query: &Query,
+        grouping: Grouping,
+    ) -> Result<Option<Vec<(GroupKey, Aggregate)>>> {
+        let hour = hour_s(query.from_ms);
+        let hour_end_ms = i64::from(hour) * 1000 + HOUR_MS;
+        let ended = query.to_ms <= hour_end_ms && hour_end_ms <= unix_ms_now();
+        if query.filters != crate::metrics::Filters::default() || !ended || query.from_ms >= query.to_ms {
+            return Ok(None);
+        }
+        let events = self.hour_counts(query.project.as_str(), hour, hour).await?.get(&hour).copied().unwrap_or(0);
+        let Some(rows) = self.past_edge_from_memory(query, hour, events).await? else {
+            return Ok(None);
+        };
+        if rows.is_empty() {
+            // As from SQL: a bucket without events has no row.
+            return Ok(Some(Vec::new()));
+        }
+        let mut tally = DeviceTally::default();
+        for row in rows {
+            Latest { time_ms: row.time_ms, packed: row.packed }
+                .count_into(&mut tally, u64::from(query.queue_threshold));
+        }
+        let mut figures = Aggregate::default();
+        tally.write_into(&mut figures);
+        let group = bucket(grouping, u32::try_from(query.from_ms.div_euclid(1000)).unwrap_or(0));
+        Ok(Some(vec![(group_key(grouping, group, String::new()), figures)]))
+    }
+
     /// Each device's latest event in `[from_ms, to)`, inside one hour, from
     /// `events`; only of `devices` if given.
     async fn end_edge(&self, query: &Query, from_ms: i64, devices: Option<&[String]>) -> Result<Vec<(String, Latest)>> {

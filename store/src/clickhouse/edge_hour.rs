@@ -78,11 +78,12 @@ impl Hour {
         Hour { events, devices, rows }
     }
 
-    /// Each device's latest row before `to_ms`.
-    fn before(&self, to_ms: i64) -> Vec<EdgeLatest> {
-        let end = self.rows.partition_point(|(time, _, _)| *time < to_ms);
+    /// Each device's latest row in `[from_ms, to_ms)`.
+    fn between(&self, from_ms: i64, to_ms: i64) -> Vec<EdgeLatest> {
+        let start = self.rows.partition_point(|(time, _, _)| *time < from_ms);
+        let end = self.rows.partition_point(|(time, _, _)| *time < to_ms).max(start);
         let mut latest: Vec<Option<(i64, u64)>> = vec![None; self.devices.len()];
-        for &(time, packed, device) in &self.rows[..end] {
+        for &(time, packed, device) in &self.rows[start..end] {
             latest[device as usize] = Some((time, packed));
         }
         latest
@@ -157,10 +158,10 @@ impl EdgeHours {
 }
 
 impl ClickHouseStore {
-    /// Each device's latest event in `[hour, query.to_ms)`, the hour
-    /// starting at `hour_s` (Unix seconds) and holding `events` events in
-    /// `rollup_hour` now; `None` when the hour is too busy to hold (read it
-    /// from `events`).
+    /// Each device's latest event in `[query.from_ms, query.to_ms)`, clipped
+    /// to the hour starting at `hour_s` (Unix seconds) and holding `events`
+    /// events in `rollup_hour` now; `None` when the hour is too busy to hold
+    /// (read it from `events`).
     pub(super) async fn past_edge_from_memory(
         &self,
         query: &Query,
@@ -193,7 +194,7 @@ impl ClickHouseStore {
                 hour
             }
         };
-        Ok(Some(hour.before(query.to_ms)))
+        Ok(Some(hour.between(query.from_ms, query.to_ms)))
     }
 }
 
@@ -211,16 +212,22 @@ mod tests {
             5,
             vec![row("a", 30, 1, 3), row("b", 10, 1, 1), row("a", 10, 2, 2), row("a", 30, 9, 4), row("b", 40, 1, 5)],
         );
-        let at = |to| {
+        let between = |from, to| {
             let mut v: Vec<(String, i64, u64)> =
-                hour.before(to).into_iter().map(|l| (l.device_id, l.time_ms, l.packed)).collect();
+                hour.between(from, to).into_iter().map(|l| (l.device_id, l.time_ms, l.packed)).collect();
             v.sort();
             v
         };
+        let at = |to| between(0, to);
         assert_eq!(at(10), vec![]);
         assert_eq!(at(11), vec![("a".into(), 10, 2), ("b".into(), 10, 1)]);
         // Two events of `a` at 30: the greater id is the latest.
         assert_eq!(at(31), vec![("a".into(), 30, 4), ("b".into(), 10, 1)]);
         assert_eq!(at(41), vec![("a".into(), 30, 4), ("b".into(), 40, 5)]);
+        // A range inside the hour (a series' partial bucket) leaves out what
+        // came before it: `b` has nothing in [11, 40).
+        assert_eq!(between(11, 40), vec![("a".into(), 30, 4)]);
+        assert_eq!(between(30, 30), vec![]);
+        assert_eq!(between(40, 30), vec![]);
     }
 }
