@@ -28,7 +28,9 @@
 //! - **What 18.16 forces.** `ALTER ... ON CLUSTER` on replicated tables
 //!   fails on 18.16 (measured: "Node exists" in its DDL worker, which then
 //!   stops taking distributed DDL), so on a cluster a column a later
-//!   migration adds is created with its table instead ([`added_columns`]).
+//!   migration adds is created with its table instead ([`added_columns`]);
+//!   a cluster whose tables predate such a migration is refused, with the
+//!   per-node statements it needs, before anything is applied.
 //!   Backfill inserts (`INSERT ... SELECT`) are skipped: a cluster's database
 //!   starts empty, and moving a single node's data into a cluster is a copy
 //!   (README, "Cluster mode"), not a migration.
@@ -252,6 +254,16 @@ impl ClickHouseStore {
         let failed = |reason: String| Error::Migration { version: migration.version, name: migration.name, reason };
         let db = &self.config.database;
         let quoted_db = quote(db, '`');
+        let missing = self.columns_missing(cluster, migration).await?;
+        if !missing.is_empty() {
+            return Err(failed(format!(
+                "the cluster's tables predate this migration's columns, and 18.16 cannot ALTER a replicated \
+                 table ON CLUSTER. Add them by hand, then run migrate again (README, \"Upgrading a cluster\"); \
+                 a replicated table's ALTER reaches its shard's other replica by itself, so \"already exists\" \
+                 there means done: {}",
+                missing.join("; ")
+            )));
+        }
         for statement in migration.statements() {
             let rendered = render(&statement, &quoted_db, self.version);
             for sql in cluster_statements(&rendered, &quoted_db, db, &cluster.name) {
@@ -259,6 +271,66 @@ impl ClickHouseStore {
             }
         }
         Ok(())
+    }
+
+    /// What `migration`'s `ADD COLUMN`s would add to tables a cluster
+    /// already has, node by node (`on HOST:PORT: ALTER TABLE ...`): on a
+    /// cluster those columns are created with their tables (the module
+    /// doc), which does nothing for tables created before the migration
+    /// existed. Empty when every node has them, which is always the case
+    /// for a cluster migrated from scratch.
+    async fn columns_missing(&self, cluster: &ClusterConfig, migration: &Migration) -> Result<Vec<String>> {
+        let quoted_db = quote(&self.config.database, '`');
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for statement in migration.statements() {
+            let Some(rest) = statement.strip_prefix("ALTER TABLE {db}.") else { continue };
+            let Some((table, column)) = rest.split_once(" ADD COLUMN ") else { continue };
+            let (table, column) = (table.trim(), render(column.trim(), &quoted_db, self.version));
+            if placement(table) != Placement::Everywhere {
+                wanted.push((local_name(table), column.clone()));
+            }
+            wanted.push((table.to_string(), column));
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut missing = Vec::new();
+        for replica in self.replicas(cluster).await? {
+            let address = format!("{}:{}", replica.host_address, replica.port);
+            let sql = format!(
+                "SELECT concat(table, '.', name) FROM remote({}, system.columns) WHERE database = ?",
+                quote(&address, '\'')
+            );
+            let columns: std::collections::HashSet<String> = self
+                .server
+                .query(&sql)
+                .bind(self.config.database.as_str())
+                .fetch_all::<String>()
+                .await?
+                .into_iter()
+                .collect();
+            for (table, column) in &wanted {
+                let name = column.split_whitespace().next().unwrap_or_default();
+                if !columns.contains(&format!("{table}.{name}")) {
+                    missing.push(format!("on {address}: ALTER TABLE {quoted_db}.{table} ADD COLUMN {column}"));
+                }
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Every replica of `cluster` in `system.clusters`, by shard.
+    async fn replicas(&self, cluster: &ClusterConfig) -> Result<Vec<ReplicaRow>> {
+        let replicas = self
+            .server
+            .query("SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num")
+            .bind(cluster.name.as_str())
+            .fetch_all::<ReplicaRow>()
+            .await?;
+        if replicas.is_empty() {
+            return Err(Error::ClusterNotFound { cluster: cluster.name.clone() });
+        }
+        Ok(replicas)
     }
 
     /// The database and the migration ledger, on every node.
@@ -278,15 +350,7 @@ impl ClickHouseStore {
     /// asked for a row of `system.one` through `remote()` (18.16 has no
     /// `clusterAllReplicas`). The error names each shard without one.
     pub(super) async fn check_cluster_health(&self, cluster: &ClusterConfig) -> Result<()> {
-        let replicas = self
-            .server
-            .query("SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num")
-            .bind(cluster.name.as_str())
-            .fetch_all::<ReplicaRow>()
-            .await?;
-        if replicas.is_empty() {
-            return Err(Error::ClusterNotFound { cluster: cluster.name.clone() });
-        }
+        let replicas = self.replicas(cluster).await?;
         let mut probes = tokio::task::JoinSet::new();
         for replica in replicas {
             // A dead replica refuses at once; a hung one must not hang the

@@ -179,3 +179,73 @@ async fn migrating_again_on_the_cluster_changes_nothing() {
     fresh.store.ping().await.expect("every shard has a live replica");
     fresh.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_cluster_older_than_a_migration_adding_columns_is_refused_with_the_statements_then_upgrades() {
+    let Some(fresh) = fresh_store(Backend::Cluster, "upgrade_columns").await else { return };
+    let urls = cluster_urls("upgrade_columns").expect("the cluster is there");
+    let (_, database) = fresh.clickhouse.clone().expect("a ClickHouse database");
+    // The cluster as migration 11 left it: no dimension columns, and no
+    // record of 12. A replicated table's ALTER reaches its shard's other
+    // replica; the Distributed tables are each node's own.
+    let columns = ["dimension_keys Array(String)", "dimension_values Array(String)"];
+    for column in columns {
+        let name = column.split(' ').next().expect("a name");
+        for url in [&urls[0], &urls[2]] {
+            execute(url, &format!("ALTER TABLE {database}.events_local DROP COLUMN {name}")).await;
+        }
+        for url in &urls {
+            execute(url, &format!("ALTER TABLE {database}.events DROP COLUMN {name}")).await;
+        }
+    }
+    execute(&urls[0], &format!("ALTER TABLE {database}.schema_migrations DELETE WHERE version = 12")).await;
+    let recorded = format!("SELECT toString(count()) FROM {database}.schema_migrations WHERE version = 12");
+    for _ in 0..100 {
+        if lines(&urls[0], &recorded).await == ["0"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines(&urls[0], &recorded).await, ["0"], "the ledger forgot migration 12");
+
+    let store = cluster_store(&urls[0], &database).await;
+    let reason = match store.migrate().await {
+        Err(Error::Migration { version: 12, reason, .. }) => reason,
+        other => panic!("expected migration 12 to be refused, got {other:?}"),
+    };
+    // Every node is named with both statements it needs: the local table
+    // on all four (its replicas lack it too), the Distributed one on all.
+    assert!(reason.contains("Upgrading a cluster"), "{reason}");
+    assert_eq!(reason.matches(": ALTER TABLE").count(), 4 * 2 * columns.len(), "{reason}");
+    assert!(reason.contains(&format!("ALTER TABLE `{database}`.events_local ADD COLUMN dimension_keys Array(String)")));
+    assert!(reason.contains(&format!("ALTER TABLE `{database}`.events ADD COLUMN dimension_values Array(String)")));
+    assert_eq!(lines(&urls[0], &recorded).await, ["0"], "a refused migration is not recorded");
+
+    // Done as the error says, migrate goes through and the columns hold data.
+    for column in columns {
+        for url in [&urls[0], &urls[2]] {
+            execute(url, &format!("ALTER TABLE {database}.events_local ADD COLUMN {column}")).await;
+        }
+        for url in &urls {
+            execute(url, &format!("ALTER TABLE {database}.events ADD COLUMN {column}")).await;
+        }
+    }
+    store.migrate().await.expect("migrating once the columns are there");
+    assert_eq!(lines(&urls[0], &recorded).await, ["1"]);
+    let p = project("upgrade_columns");
+    let at = crate::helpers::now_ms() - 60_000;
+    let event = crate::helpers::stamp(
+        &p,
+        serde_json::json!({
+            "event_id": uuid::Uuid::from_u128(7).to_string(), "device_id": "dev-upgraded",
+            "occurred_at": crate::helpers::rfc3339(at), "success": true, "duration_ms": 10,
+            "app_version": "1.0.0", "os": "ios", "dimensions": {"plan": "pro"},
+        }),
+        at + 1_000,
+        at + 1_010,
+    );
+    store.insert(std::slice::from_ref(&event)).await.expect("insert after the upgrade");
+    let got = store.device_events(&p, "dev-upgraded", 10).await.expect("device events");
+    assert_eq!(got, vec![event]);
+    fresh.cleanup().await;
+}
