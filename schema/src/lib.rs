@@ -8,6 +8,7 @@
 mod bucket;
 mod error;
 mod event;
+mod fingerprint;
 pub mod migrations;
 mod stored;
 
@@ -19,4 +20,5 @@ pub use event::{
     MAX_DIMENSIONS, MAX_DIMENSION_KEY_CHARS, MAX_DIMENSION_VALUE_CHARS, MAX_ENTITY_CHARS, MAX_ERROR_MESSAGE_CHARS,
     MIN_SAMPLE_RATE,
 };
+pub use fingerprint::{error_fingerprint, MAX_FINGERPRINT_CHARS};
 pub use stored::{unix_ms, ProjectName, StoredEvent, CLOCK_SKEW_TOLERANCE_MS, EARLIEST_EVENT_TIME_MS, MAX_FUTURE_MS};

@@ -78,6 +78,11 @@ pub const CLICKHOUSE: &[Migration] = &[
         name: "conflicts, queue lag and dimensions",
         sql: include_str!("../migrations/clickhouse/0012_conflicts_queue_lag_dimensions.sql"),
     },
+    Migration {
+        version: 13,
+        name: "error fingerprint",
+        sql: include_str!("../migrations/clickhouse/0013_error_fingerprint.sql"),
+    },
 ];
 
 /// SQLite migrations, in order.
@@ -105,6 +110,11 @@ pub const SQLITE: &[Migration] = &[
         version: 12,
         name: "conflicts, queue lag and dimensions",
         sql: include_str!("../migrations/sqlite/0012_conflicts_queue_lag_dimensions.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "error fingerprint",
+        sql: include_str!("../migrations/sqlite/0013_error_fingerprint.sql"),
     },
 ];
 

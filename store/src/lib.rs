@@ -4,11 +4,11 @@
 //! dashboard and the alerts share.
 //!
 //! [`Store`] is the union of one trait per concern ([`Database`], [`Events`],
-//! [`Aggregates`], [`Accounts`], [`Sessions`], [`Alerting`],
+//! [`Aggregates`], [`Signals`], [`Accounts`], [`Sessions`], [`Alerting`],
 //! [`LossReports`]), with a blanket impl. `clickhouse/` and `sqlite/` each
 //! implement each concern in a file of its own, with the same names
 //! (`migrate.rs`, `events.rs`, `aggregate.rs`, `accounts.rs`, `sessions.rs`,
-//! `alerting.rs`, `telemetry_loss.rs`, plus `device_state.rs`,
+//! `alerting.rs`, `telemetry_loss.rs`, `signals.rs`, plus `device_state.rs`,
 //! `device_cache.rs` and `sql.rs`), so the two backends compare file by
 //! file; a role may ask for only the concerns it uses. One trait per file
 //! rather than three broad ones (events, accounts, alerting) because a trait `impl` cannot span
@@ -31,6 +31,7 @@ mod error;
 pub mod metrics;
 mod pieces;
 mod sessions;
+pub mod signals;
 mod sqlite;
 mod telemetry_loss;
 
@@ -47,6 +48,7 @@ pub use crate::devices::{DeviceList, DeviceSummary};
 pub use crate::error::{Error, Result};
 pub use crate::metrics::{Aggregate, Dimension, Filters, GroupKey, Grouping, Query, Summary};
 pub use crate::sessions::Session;
+pub use crate::signals::{ConflictAggregate, ErrorAggregate, Signals};
 pub use crate::sqlite::SqliteStore;
 pub use crate::telemetry_loss::TelemetryLoss;
 
@@ -263,10 +265,13 @@ pub trait LossReports: Send + Sync {
 /// Nothing to implement: anything with every concern is a `Store`, so each
 /// backend writes one `impl` per concern, in that concern's file, and a role
 /// that needs fewer concerns may ask for just those.
-pub trait Store: Database + Events + Aggregates + Accounts + Sessions + Alerting + LossReports + Debug {}
+pub trait Store:
+    Database + Events + Aggregates + Signals + Accounts + Sessions + Alerting + LossReports + Debug
+{
+}
 
 impl<T> Store for T where
-    T: Database + Events + Aggregates + Accounts + Sessions + Alerting + LossReports + Debug + ?Sized
+    T: Database + Events + Aggregates + Signals + Accounts + Sessions + Alerting + LossReports + Debug + ?Sized
 {
 }
 

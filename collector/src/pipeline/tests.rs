@@ -145,6 +145,17 @@ impl Aggregates for Switchable {
 }
 
 #[async_trait]
+impl synchealth_store::Signals for Switchable {
+    async fn conflicts(&self, query: &Query, step: u32, entities: u32) -> Result<synchealth_store::ConflictAggregate> {
+        self.inner.conflicts(query, step, entities).await
+    }
+
+    async fn errors(&self, query: &Query, step: u32, groups: u32) -> Result<synchealth_store::ErrorAggregate> {
+        self.inner.errors(query, step, groups).await
+    }
+}
+
+#[async_trait]
 impl Accounts for Switchable {
     async fn ensure_project(&self, project: &ProjectName) -> Result<()> {
         self.inner.ensure_project(project).await

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use async_trait::async_trait;
 use clickhouse::Row;
 use serde::Serialize;
-use synchealth_schema::{unix_ms, StoredEvent};
+use synchealth_schema::{error_fingerprint, unix_ms, StoredEvent};
 use uuid::Uuid;
 
 use super::device_state;
@@ -264,6 +264,8 @@ struct EventRowRef<'a> {
     conflict_count: Vec<u32>,
     dimension_keys: Vec<&'a str>,
     dimension_values: Vec<&'a str>,
+    // Migration 0013; allocates only for an event with a message.
+    error_fingerprint: String,
 }
 
 impl<'a> EventRowRef<'a> {
@@ -313,6 +315,7 @@ impl<'a> EventRowRef<'a> {
             conflict_count: e.conflict_details.iter().map(|d| d.count).collect(),
             dimension_keys: e.dimensions.keys().map(String::as_str).collect(),
             dimension_values: e.dimensions.values().map(String::as_str).collect(),
+            error_fingerprint: e.error_message.as_deref().map(error_fingerprint).unwrap_or_default(),
         }
     }
 }

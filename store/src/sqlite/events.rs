@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use synchealth_schema::{unix_ms, ErrorKind, StoredEvent, SyncEvent, Trigger};
+use synchealth_schema::{error_fingerprint, unix_ms, ErrorKind, StoredEvent, SyncEvent, Trigger};
 
 use super::device_state::DeviceHours;
 use super::sql::{encode, merge, DeviceValues, Unit};
@@ -40,9 +40,9 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (project, event_id, dev
     success, duration_ms, duration_bucket, conflicts, queue_depth, queue_bucket, staleness_ms, \
     staleness_bucket, app_version, os, os_version, network, device_model, sync_type, trigger, \
     error_kind, error_message, retries, records_up, records_down, bytes_up, bytes_down, \
-    sample_rate, weight, queue_oldest_at_ms, queue_lag_ms, conflict_details, dimensions) \
+    sample_rate, weight, queue_oldest_at_ms, queue_lag_ms, conflict_details, dimensions, error_fingerprint) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)";
+    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38)";
 
 /// `conflict_details` and `dimensions` as stored (migration 0012): their
 /// wire format's JSON, `NULL` when empty, so the common event stores no text.
@@ -255,6 +255,7 @@ pub(super) fn insert_events(conn: &mut Connection, events: &[StoredEvent]) -> Re
                 stored.queue_lag_ms,
                 conflict_details,
                 dimensions,
+                e.error_message.as_deref().map(error_fingerprint),
             ])?;
             // A repeat inside this same batch hits the row its first copy
             // just inserted, so one check covers both kinds of duplicate.

@@ -51,6 +51,7 @@ mod lists;
 mod migrate;
 mod segment_cache;
 mod sessions;
+mod signals;
 mod sql;
 mod telemetry_loss;
 

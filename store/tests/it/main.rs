@@ -16,4 +16,5 @@ mod rollups;
 mod segment_hours;
 mod segments;
 mod series;
+mod signals;
 mod versions;
