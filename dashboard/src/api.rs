@@ -5,13 +5,15 @@
 //! store query and calls one function per view, over that checked query;
 //! the pages call the same functions ([`overview::overview`],
 //! [`devices::device_list_over`], [`devices::device_detail_over`],
-//! [`releases::release_comparison_over`], [`breakdown_over`]), so a page and
+//! [`releases::release_comparison_over`], [`signals::conflicts_over`],
+//! [`signals::errors_over`], [`breakdown_over`]), so a page and
 //! its JSON never disagree.
 
 pub mod csv_export;
 pub mod devices;
 pub mod overview;
 pub mod releases;
+pub mod signals;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +28,7 @@ use crate::params::{format_ms, param, Params, Step};
 use crate::{AppError, CurrentUser, DashboardState, QueryParams};
 
 /// Most points one time series may have.
-const MAX_POINTS: i64 = 2000;
+pub(crate) const MAX_POINTS: i64 = 2000;
 
 /// What the response was computed over.
 #[derive(Debug, Clone, Serialize, Deserialize)]

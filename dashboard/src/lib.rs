@@ -94,6 +94,8 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/v1/overview", get(api::overview::overview_route))
         .route("/api/v1/health", get(api::overview::health_route))
         .route("/api/v1/releases", get(api::releases::releases))
+        .route("/api/v1/conflicts", get(api::signals::conflicts))
+        .route("/api/v1/errors", get(api::signals::errors))
         .route("/api/v1/devices", get(api::devices::devices))
         .route("/api/v1/devices.csv", get(api::devices::devices_csv_route))
         .route("/api/v1/devices/{id}", get(api::devices::device))

@@ -15,6 +15,7 @@ on_both_stores!(
     releases_compare_the_newest_version_with_the_one_before_it,
     bad_device_release_and_overview_parameters_are_400s_that_name_them,
     the_overview_and_health_count_late_events_and_both_windows,
+    conflicts_and_errors_answer_what_the_posted_events_say,
 );
 
 async fn get(app: &TestApp, path: &str) -> reqwest::Response {
@@ -262,4 +263,82 @@ async fn the_overview_and_health_count_late_events_and_both_windows(backend: Bac
     assert_eq!(recent.len(), 3);
     let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
     assert_eq!(recent[2]["partial"], now_ms % 600_000 != 0);
+}
+
+/// A successful attempt with these conflict details.
+fn conflicted(device: &str, minutes_ago: i64, details: Value) -> Value {
+    let mut e = event(device, minutes_ago, true, 200);
+    // Without `conflicts`, the details' sum is the count.
+    e.as_object_mut().expect("an object").remove("conflicts");
+    e["conflict_details"] = details;
+    e
+}
+
+async fn conflicts_and_errors_answer_what_the_posted_events_say(backend: Backend) {
+    let Some(app) = spawn_app(backend, "dash_signals").await else {
+        return;
+    };
+    let lww = |entity: &str, count: u32| json!({"entity": entity, "kind": "update_update", "resolution": "last_write_wins", "count": count});
+    let merge = |entity: &str, count: u32| json!({"entity": entity, "kind": "insert_insert", "resolution": "crdt_merge", "count": count});
+    let mut events = vec![
+        // todo: 3 + 4 overwritten, 1 merged, on two devices; list: 2 merged.
+        conflicted("c1", 20, json!([lww("todo", 3), merge("todo", 1)])),
+        conflicted("c2", 15, json!([lww("todo", 4), merge("list", 2)])),
+        // A failure with conflicts: 2 and no details (unclassified).
+        event("c3", 10, false, 900),
+    ];
+    for (i, device) in ["e1", "e2", "e3"].into_iter().enumerate() {
+        let mut e = event(device, 12 - i as i64, false, 30_000);
+        e["error_message"] = json!(format!("timeout after {} ms for todo {}", 30_000 + i, uuid::Uuid::new_v4()));
+        e["app_version"] = json!(if i == 0 { "2.2.0" } else { "2.3.0" });
+        e["conflicts"] = json!(0);
+        events.push(e);
+    }
+    post(&app, events).await;
+
+    let c = get_json(&app, "/api/v1/conflicts?range=1h&step=3600").await;
+    assert_eq!(c["conflicts"], 12.0, "3 + 1 + 4 + 2 classified, 2 unclassified: {c}");
+    assert_eq!(c["unclassified"], 2.0);
+    assert_eq!(c["overwrite_share"], 0.7, "7 of 10 classified conflicts overwrote one side");
+    assert_eq!(c["by_resolution"], json!({"last_write_wins": 7.0, "crdt_merge": 3.0, "unclassified": 2.0}));
+    assert_eq!(c["by_kind"], json!({"update_update": 7.0, "insert_insert": 3.0, "unclassified": 2.0}));
+    assert_eq!(c["previous_overwrite_share"], Value::Null, "nothing in the hour before");
+    let top = &c["entities_by_conflicts"];
+    assert_eq!((top[0]["entity"].as_str(), top[0]["conflicts"].as_f64()), (Some("todo"), Some(8.0)));
+    assert_eq!((top[0]["devices"].as_u64(), top[0]["overwrite_share"].as_f64()), (Some(2), Some(0.875)));
+    assert_eq!((top[1]["entity"].as_str(), top[1]["attempts"].as_f64()), (Some("list"), Some(1.0)));
+    // 2 of the 6 attempts name todo.
+    let rate = top[0]["conflict_rate"].as_f64().unwrap();
+    assert!((rate - 2.0 / 6.0).abs() < 1e-9, "{rate}");
+    let points = c["series"].as_array().unwrap();
+    let total: f64 = points.iter().map(|p| p["conflicts"].as_f64().unwrap()).sum();
+    assert_eq!(total, 12.0, "the series adds up to the window's conflicts");
+
+    let e = get_json(&app, "/api/v1/errors?range=1h").await;
+    assert_eq!(e["failed_attempts"], 4.0);
+    assert_eq!(e["kinds"], json!([{"kind": "timeout", "attempts": 4.0, "share": 1.0, "events": 4, "devices": 4}]));
+    let groups = e["errors"].as_array().unwrap();
+    assert_eq!(
+        groups[0]["fingerprint"], "timeout after ? ms for todo ?",
+        "three messages differing in ids are one error"
+    );
+    assert_eq!((groups[0]["attempts"].as_f64(), groups[0]["devices"].as_u64()), (Some(3.0), Some(3)));
+    assert_eq!(groups[0]["releases"][0], json!({"app_version": "2.3.0", "attempts": 2.0, "share": 2.0 / 3.0}));
+    assert!(
+        groups[0]["example"].as_str().unwrap().starts_with("timeout after 30002 ms"),
+        "the latest message: {}",
+        groups[0]["example"]
+    );
+    assert_eq!(
+        (groups[1]["kind"].as_str(), groups[1]["fingerprint"].as_str()),
+        (Some("timeout"), Some("")),
+        "no message"
+    );
+
+    for (path, parameter) in [("/api/v1/conflicts?limit=0", "limit"), ("/api/v1/errors?step=1&range=7d", "step")] {
+        let response = get(&app, path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["parameter"], parameter, "{path}");
+    }
 }
