@@ -8,7 +8,15 @@
 //! - from [`BAD_RELEASE_AT`], app version 2.3.0 fails about half its attempts
 //!   on cellular (server errors): the bad release;
 //! - during minutes 3 to 8 of each cycle, Android devices meet conflicts on
-//!   a third of their attempts: the conflict surge;
+//!   a third of their attempts: the conflict surge, mostly on one entity,
+//!   `todo`, settled by last-write-wins (edits silently overwritten: the
+//!   Conflicts page's overwrite share climbs); other conflicts, rarer, are
+//!   merged (`crdt_merge`) or left to the server;
+//! - on cellular, the bad release also leaves a change pending even when an
+//!   attempt succeeds, so its devices' queue lag (the age of the oldest
+//!   pending change) grows for minutes;
+//! - error messages carry ids and numbers that vary (a request id, a record
+//!   id, a byte count), so the Errors page groups them by fingerprint;
 //! - a stuck-queue cohort (1 device in 20) keeps failing to push, and its
 //!   queue depth climbs past 1000;
 //! - any device may go offline for a minute or two (attempts fail fast,
@@ -20,7 +28,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::Rng;
-use synchealth_probe::{ErrorKind, Network, SyncEvent, Trigger};
+use synchealth_probe::{ConflictDetail, ConflictKind, ConflictResolution, ErrorKind, Network, SyncEvent, Trigger};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -98,6 +106,8 @@ pub(crate) struct DeviceState {
     /// Offline until this script time.
     offline_until: Duration,
     was_offline: bool,
+    /// When the oldest change still pending was made (`None`: queue empty).
+    pending_since: Option<OffsetDateTime>,
 }
 
 /// One attempt as the simulation decided it.
@@ -106,11 +116,13 @@ pub(crate) struct Simulated {
     pub(crate) event: SyncEvent,
     pub(crate) network: Network,
     pub(crate) queue_depth: u32,
+    /// When the oldest pending change was made, for the probe's queue age.
+    pub(crate) queue_oldest_at: Option<std::time::SystemTime>,
 }
 
 impl DeviceState {
     pub(crate) fn new(profile: Profile) -> Self {
-        DeviceState { profile, queue_depth: 0, offline_until: Duration::ZERO, was_offline: false }
+        DeviceState { profile, queue_depth: 0, offline_until: Duration::ZERO, was_offline: false, pending_since: None }
     }
 
     /// The device's network right now (the probe's upload policy reads it).
@@ -153,11 +165,12 @@ impl DeviceState {
         let mut trigger =
             [Trigger::Scheduled, Trigger::LocalWrite, Trigger::AppOpen, Trigger::Resume][rng.gen_range(0..4)];
         let sync_type = ["push", "pull", "full"][rng.gen_range(0..3)];
-        let mut failure: Option<(ErrorKind, &'static str)> = None;
+        let mut failure: Option<(ErrorKind, String)> = None;
+        let mut leaves_pending = false;
         let duration_ms;
         if network == Network::Offline {
             self.was_offline = true;
-            failure = Some((ErrorKind::Network, "no route to host"));
+            failure = Some((ErrorKind::Network, "no route to host".into()));
             duration_ms = rng.gen_range(20..300);
             self.queue_depth = self.queue_depth.saturating_add(rng.gen_range(1..4));
         } else {
@@ -172,17 +185,33 @@ impl DeviceState {
             let mut ms = log_normal(rng, median_ms, sigma);
             let bad_release =
                 self.profile.app_version == BAD_VERSION && network == Network::Cellular && t >= BAD_RELEASE_AT;
+            leaves_pending = bad_release;
             if bad_release && rng.gen_bool(0.5) {
-                failure = Some((ErrorKind::Server, "HTTP 500 from /sync/push: unknown column \"labels\""));
+                let request = Uuid::new_v4();
+                failure = Some((
+                    ErrorKind::Server,
+                    format!("HTTP 500 from /sync/push: unknown column \"labels\" (request {request})"),
+                ));
                 ms *= 1.5;
             } else if self.profile.stuck_queue && rng.gen_bool(0.8) {
-                failure = Some((ErrorKind::Validation, "push rejected: record too large"));
+                let (record, bytes) = (rng.gen_range(10_000..99_999), rng.gen_range(1_100_000..4_000_000));
+                failure = Some((
+                    ErrorKind::Validation,
+                    format!("push rejected: record todo/{record} too large ({bytes} bytes)"),
+                ));
             } else if rng.gen_bool(base_failure) {
                 failure = Some(if self.profile.link == Link::LieFi && rng.gen_bool(0.6) {
                     ms = 30_000.0;
-                    (ErrorKind::Timeout, "sync timed out after 30 s")
+                    (ErrorKind::Timeout, "sync timed out after 30 s".into())
                 } else {
-                    (ErrorKind::Network, "connection reset by peer")
+                    (
+                        ErrorKind::Network,
+                        format!(
+                            "connection reset by peer (10.0.{}.{}:443)",
+                            rng.gen_range(0..8),
+                            rng.gen_range(1..255)
+                        ),
+                    )
                 });
             }
             duration_ms = ms.min(600_000.0) as u64;
@@ -190,21 +219,51 @@ impl DeviceState {
                 // The push path is broken: local writes pile up.
                 (self.queue_depth + rng.gen_range(30..90)).min(5_000)
             } else if failure.is_none() {
-                rng.gen_range(0..3)
+                rng.gen_range(0..3) + u32::from(leaves_pending)
             } else {
                 self.queue_depth.saturating_add(rng.gen_range(0..3))
             };
         }
-        let conflicts = if failure.is_none() && conflict_surge && rng.gen_bool(0.35) {
-            rng.gen_range(1..7)
-        } else if failure.is_none() && rng.gen_bool(0.02) {
-            1
-        } else {
-            0
+        let now = OffsetDateTime::now_utc();
+        // A success drains the queue but for changes made since (or, on the
+        // bad release's cellular path, the one it leaves behind).
+        self.pending_since = match (self.queue_depth, failure.is_none() && !leaves_pending) {
+            (0, _) => None,
+            (_, true) => Some(now - time::Duration::seconds(rng.gen_range(0..20))),
+            (_, false) => self.pending_since.or(Some(now - time::Duration::seconds(rng.gen_range(0..20)))),
         };
+        let conflict_details = if failure.is_none() && conflict_surge && rng.gen_bool(0.35) {
+            let mut details = vec![ConflictDetail {
+                entity: "todo".into(),
+                kind: ConflictKind::UpdateUpdate,
+                resolution: ConflictResolution::LastWriteWins,
+                count: rng.gen_range(1..6),
+            }];
+            if rng.gen_bool(0.3) {
+                details.push(ConflictDetail {
+                    entity: "list".into(),
+                    kind: ConflictKind::UpdateDelete,
+                    resolution: ConflictResolution::ServerWins,
+                    count: 1,
+                });
+            }
+            details
+        } else if failure.is_none() && rng.gen_bool(0.02) {
+            let entity = ["comment", "attachment", "list"][rng.gen_range(0..3)];
+            let (kind, resolution) = [
+                (ConflictKind::UpdateUpdate, ConflictResolution::CrdtMerge),
+                (ConflictKind::InsertInsert, ConflictResolution::CrdtMerge),
+                (ConflictKind::DeleteUpdate, ConflictResolution::Manual),
+            ][rng.gen_range(0..3)];
+            vec![ConflictDetail { entity: entity.into(), kind, resolution, count: 1 }]
+        } else {
+            Vec::new()
+        };
+        let conflicts = conflict_details.iter().map(|d| d.count).sum();
         let records_up = if sync_type == "pull" { 0 } else { rng.gen_range(0..40) };
         let records_down = if sync_type == "push" { 0 } else { rng.gen_range(0..200) };
-        let started = OffsetDateTime::now_utc() - time::Duration::milliseconds(duration_ms as i64);
+        let started = now - time::Duration::milliseconds(duration_ms as i64);
+        let retries = if failure.is_some() { rng.gen_range(0..4) } else { 0 };
         let event = SyncEvent {
             event_id: Uuid::now_v7(),
             // Filled in by the probe: device id, app version, OS, last success.
@@ -222,19 +281,21 @@ impl DeviceState {
             device_model: Some(self.profile.model.to_string()),
             sync_type: Some(sync_type.to_string()),
             trigger: Some(trigger),
-            error_kind: failure.map(|(kind, _)| kind),
-            error_message: failure.map(|(_, message)| message.to_string()),
-            retries: if failure.is_some() { rng.gen_range(0..4) } else { 0 },
+            error_kind: failure.as_ref().map(|(kind, _)| *kind),
+            error_message: failure.map(|(_, message)| message),
+            retries,
             records_up,
             records_down,
             bytes_up: records_up * rng.gen_range(200..2_000),
             bytes_down: records_down * rng.gen_range(200..2_000),
             sample_rate: 1.0,
-            conflict_details: Vec::new(),
+            conflict_details,
+            // Set by the probe from `Probe::set_queue`.
             queue_oldest_at: None,
             dimensions: Default::default(),
         };
-        Simulated { event, network, queue_depth: self.queue_depth }
+        let queue_oldest_at = self.pending_since.map(std::time::SystemTime::from);
+        Simulated { event, network, queue_depth: self.queue_depth, queue_oldest_at }
     }
 }
 
@@ -312,5 +373,63 @@ mod tests {
         let depths: Vec<u32> =
             (0..40).map(|i| device.attempt(Duration::from_secs(i * 3), &mut rng).queue_depth).collect();
         assert!(*depths.last().unwrap() > 1000, "{depths:?}");
+    }
+
+    #[test]
+    fn the_conflict_surge_overwrites_todos_and_other_conflicts_merge() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut profile = Profile::new(2, &mut rng);
+        (profile.os, profile.stuck_queue, profile.long_outages, profile.link) = ("android", false, false, Link::Wifi);
+        let details = |t: u64, rng: &mut StdRng| {
+            let mut device = DeviceState::new(profile.clone());
+            (0..3000)
+                .flat_map(|_| device.attempt(Duration::from_secs(t), rng).event.conflict_details)
+                .collect::<Vec<_>>()
+        };
+        let surge = details(200, &mut rng);
+        let todo_lww: u32 = surge
+            .iter()
+            .filter(|d| d.entity == "todo" && d.resolution == ConflictResolution::LastWriteWins)
+            .map(|d| d.count)
+            .sum();
+        let all: u32 = surge.iter().map(|d| d.count).sum();
+        assert!(f64::from(todo_lww) > 0.8 * f64::from(all), "{todo_lww} of {all}");
+        let calm = details(30, &mut rng);
+        assert!(!calm.is_empty() && calm.iter().all(|d| !d.resolution.overwrites()), "{calm:?}");
+    }
+
+    #[test]
+    fn the_bad_release_on_cellular_leaves_a_change_pending_for_minutes() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut profile = Profile::new(4, &mut rng);
+        (profile.app_version, profile.link, profile.stuck_queue, profile.long_outages) =
+            (BAD_VERSION, Link::Cellular, false, false);
+        let mut device = DeviceState::new(profile.clone());
+        let oldest: Vec<_> =
+            (0..30).map(|i| device.attempt(BAD_RELEASE_AT + Duration::from_secs(i * 10), &mut rng)).collect();
+        let first = oldest[0].queue_oldest_at;
+        assert!(first.is_some() && oldest.iter().all(|s| s.queue_oldest_at == first || s.network == Network::Offline));
+        profile.app_version = "2.2.1";
+        let mut healthy = DeviceState::new(profile);
+        let drained = (0..30)
+            .filter(|i| {
+                healthy.attempt(BAD_RELEASE_AT + Duration::from_secs(i * 10), &mut rng).queue_oldest_at.is_none()
+            })
+            .count();
+        assert!(drained > 5, "a healthy device's queue empties now and then: {drained} of 30");
+    }
+
+    #[test]
+    fn error_messages_vary_in_their_ids_but_share_a_fingerprint() {
+        let s = sample(Link::Cellular, BAD_VERSION, BAD_RELEASE_AT + Duration::from_secs(5), 400);
+        let messages: std::collections::BTreeSet<String> = s
+            .iter()
+            .filter(|s| s.event.error_kind == Some(ErrorKind::Server))
+            .filter_map(|s| s.event.error_message.clone())
+            .collect();
+        assert!(messages.len() > 50, "{} distinct messages", messages.len());
+        let fingerprints: std::collections::BTreeSet<String> =
+            messages.iter().map(|m| synchealth_schema::error_fingerprint(m)).collect();
+        assert_eq!(fingerprints.len(), 1, "{fingerprints:?}");
     }
 }

@@ -211,7 +211,7 @@ pub fn run(config: &DemoConfig, stop: &AtomicBool) -> anyhow::Result<DemoSummary
         let t = start.elapsed();
         let simulated = device.attempt(t, &mut rng);
         probe.set_network(simulated.network);
-        probe.set_queue_depth(simulated.queue_depth);
+        probe.set_queue(simulated.queue_depth, simulated.queue_oldest_at);
         probe.record(simulated.event);
         // The network after the attempt (a device may have just come back).
         probe.set_network(device.network(t));
