@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use synchealth_store::metrics::Metric;
+use synchealth_store::signals::{QueueLagSummary, DEFAULT_QUEUE_LAG_THRESHOLD_MS};
 use synchealth_store::{Dimension, Filters, GroupKey, Grouping, Query, Summary};
 use time::OffsetDateTime;
 
@@ -60,6 +61,23 @@ pub(crate) struct SummaryResponse {
     window: Window,
     #[serde(flatten)]
     summary: Summary,
+    /// Conflicts by kind and resolution (`synchealth_store::signals`).
+    conflicts: SummaryConflicts,
+    /// Each device's latest queue lag: percentiles and the share behind.
+    queue_lag_ms: QueueLagSummary,
+}
+
+/// The conflicts part of a summary.
+#[derive(Debug, Serialize)]
+pub(crate) struct SummaryConflicts {
+    /// Every conflict (sample-weighted).
+    count: f64,
+    /// Overwritten over classified conflicts.
+    overwrite_share: Option<f64>,
+    /// By kind; `unclassified` for conflicts without details.
+    by_kind: std::collections::BTreeMap<String, f64>,
+    /// By resolution; `unclassified` likewise.
+    by_resolution: std::collections::BTreeMap<String, f64>,
 }
 
 /// `GET /api/v1/summary`: every metric over the window.
@@ -69,9 +87,22 @@ pub(crate) async fn summary(
     Params(window): Params<QueryParams>,
 ) -> Result<Json<SummaryResponse>, AppError> {
     let query = window.to_query(&user, OffsetDateTime::now_utc())?;
-    let groups = state.store.aggregate(&query, Grouping::Total).await?;
+    // One bucket as wide as any window: the whole window's conflicts.
+    let (groups, conflicts, lags) = tokio::try_join!(
+        state.store.aggregate(&query, Grouping::Total),
+        state.store.conflicts(&query, u32::MAX, 0),
+        state.store.queue_lags(&query),
+    )?;
     let summary = groups.first().map(|(_, a)| Summary::from_aggregate(a)).unwrap_or_default();
-    Ok(Json(SummaryResponse { window: Window::of(&query), summary }))
+    let (by_kind, by_resolution) = signals::totals(&conflicts);
+    let conflicts = SummaryConflicts {
+        count: conflicts.total(),
+        overwrite_share: conflicts.overwrite_share(),
+        by_kind,
+        by_resolution,
+    };
+    let queue_lag_ms = lags.summary(DEFAULT_QUEUE_LAG_THRESHOLD_MS);
+    Ok(Json(SummaryResponse { window: Window::of(&query), summary, conflicts, queue_lag_ms }))
 }
 
 /// Parameters of `/api/v1/timeseries` besides the window.

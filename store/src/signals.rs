@@ -1,4 +1,4 @@
-//! Conflicts and errors over a window: what the Conflicts and Errors pages
+//! Conflicts, errors and queue lag over a window: what the Conflicts and Errors pages
 //! and `/api/v1/conflicts`, `/api/v1/errors` show (issue 19), defined here
 //! once for both stores.
 //!
@@ -21,6 +21,16 @@
 //!   stored before the fingerprint existed (migration 13) group under their
 //!   kind with an empty fingerprint. A group's example is the message of
 //!   one of its latest events.
+//!
+//! - **Queue lag** is, per device, the lag of its latest event in the
+//!   window (`StoredEvent::queue_lag_ms`: `occurred_at - queue_oldest_at`,
+//!   both on the device clock). A latest event without `queue_oldest_at`
+//!   whose `queue_depth` is 0 has an empty queue: lag 0. One with pending
+//!   changes but no `queue_oldest_at` (a probe older than the field) has no
+//!   known lag and is left out. Percentiles are exact (nearest rank) over
+//!   the devices with a known lag, and the over-threshold share is those
+//!   above the threshold over the same devices. Devices are not weighted:
+//!   as for queue depth, a device counts once.
 //!
 //! Stores group in SQL (ClickHouse: `ARRAY JOIN` of the detail arrays;
 //! SQLite: `json_each` of the stored details) and return at most the asked
@@ -121,7 +131,60 @@ pub struct ErrorGroup {
     pub series: Vec<(i64, f64)>,
 }
 
-/// Conflicts and errors, read from the events themselves.
+/// Default queue lag above which a device counts as behind: 5 minutes.
+pub const DEFAULT_QUEUE_LAG_THRESHOLD_MS: u64 = 5 * 60 * 1000;
+
+/// Each device's latest queue lag over a window: what a queue-lag read returns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueLags {
+    /// Devices with an event in the window.
+    pub devices: u64,
+    /// The known latest lags, one per device, ms, ascending.
+    pub lags_ms: Vec<u64>,
+}
+
+/// The queue-lag figures of a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueLagSummary {
+    /// Median over devices with a known lag, ms.
+    pub p50: Option<f64>,
+    /// 90th percentile, ms.
+    pub p90: Option<f64>,
+    /// 99th percentile, ms.
+    pub p99: Option<f64>,
+    /// Devices above the threshold over devices with a known lag.
+    pub over_threshold_share: Option<f64>,
+    /// The threshold, ms.
+    pub threshold_ms: u64,
+    /// Devices with a known lag.
+    pub devices_reporting: u64,
+    /// Devices in the window.
+    pub devices: u64,
+}
+
+impl QueueLags {
+    /// The figures, with `threshold_ms` for the over-threshold share.
+    pub fn summary(&self, threshold_ms: u64) -> QueueLagSummary {
+        let n = self.lags_ms.len();
+        let rank = |q: f64| -> Option<f64> {
+            // Nearest rank: the smallest lag with at least q of devices at or below it.
+            let index = ((q * n as f64).ceil() as usize).clamp(1, n.max(1)) - 1;
+            self.lags_ms.get(index).map(|v| *v as f64)
+        };
+        let over = self.lags_ms.iter().filter(|l| **l > threshold_ms).count();
+        QueueLagSummary {
+            p50: rank(0.5),
+            p90: rank(0.9),
+            p99: rank(0.99),
+            over_threshold_share: (n > 0).then(|| over as f64 / n as f64),
+            threshold_ms,
+            devices_reporting: n as u64,
+            devices: self.devices,
+        }
+    }
+}
+
+/// Conflicts, errors and queue lag, read from the events themselves.
 #[async_trait::async_trait]
 pub trait Signals: Send + Sync {
     /// Conflicts over `query`'s window in buckets of `step_seconds` (at
@@ -132,6 +195,9 @@ pub trait Signals: Send + Sync {
     /// largest error groups with their releases and series in buckets of
     /// `step_seconds`.
     async fn errors(&self, query: &Query, step_seconds: u32, groups: u32) -> Result<ErrorAggregate>;
+
+    /// Each device's latest queue lag over `query`'s window.
+    async fn queue_lags(&self, query: &Query) -> Result<QueueLags>;
 }
 
 /// The resolutions [`ConflictResolution::overwrites`] says overwrite, in

@@ -153,6 +153,10 @@ impl synchealth_store::Signals for Switchable {
     async fn errors(&self, query: &Query, step: u32, groups: u32) -> Result<synchealth_store::ErrorAggregate> {
         self.inner.errors(query, step, groups).await
     }
+
+    async fn queue_lags(&self, query: &Query) -> Result<synchealth_store::signals::QueueLags> {
+        self.inner.queue_lags(query).await
+    }
 }
 
 #[async_trait]

@@ -166,6 +166,16 @@ pub async fn conflicts_over(
     Ok(conflicts_response(query, step, &current, &before, attempts))
 }
 
+/// Conflicts by kind and by resolution over every cell.
+pub(crate) fn totals(conflicts: &ConflictAggregate) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let (mut by_kind, mut by_resolution) = (BTreeMap::new(), BTreeMap::new());
+    for cell in &conflicts.series {
+        add_to(&mut by_kind, cell.kind.as_ref(), cell.conflicts);
+        add_to(&mut by_resolution, cell.resolution.as_ref(), cell.conflicts);
+    }
+    (by_kind, by_resolution)
+}
+
 fn conflicts_response(
     query: &Query,
     step: u32,
@@ -174,20 +184,14 @@ fn conflicts_response(
     attempts: f64,
 ) -> ConflictsResponse {
     let mut buckets: BTreeMap<i64, ConflictAggregate> = BTreeMap::new();
-    let (mut by_kind, mut by_resolution) = (BTreeMap::new(), BTreeMap::new());
     for cell in &current.series {
         buckets.entry(cell.bucket).or_default().series.push(cell.clone());
-        add_to(&mut by_kind, cell.kind.as_ref(), cell.conflicts);
-        add_to(&mut by_resolution, cell.resolution.as_ref(), cell.conflicts);
     }
+    let (by_kind, by_resolution) = totals(current);
     let series = buckets
         .into_iter()
         .map(|(bucket, cells)| {
-            let (mut kinds, mut resolutions) = (BTreeMap::new(), BTreeMap::new());
-            for cell in &cells.series {
-                add_to(&mut kinds, cell.kind.as_ref(), cell.conflicts);
-                add_to(&mut resolutions, cell.resolution.as_ref(), cell.conflicts);
-            }
+            let (kinds, resolutions) = totals(&cells);
             ConflictPoint {
                 t: format_ms(bucket * 1000),
                 start_ms: bucket * 1000,

@@ -14,7 +14,7 @@ use super::ClickHouseStore;
 use crate::metrics::Query;
 use crate::signals::{
     overwriting_resolutions, top, ConflictAggregate, ConflictCell, EntityConflicts, ErrorAggregate, ErrorGroup,
-    ErrorKindCount,
+    ErrorKindCount, QueueLags,
 };
 use crate::Result;
 
@@ -129,7 +129,12 @@ impl crate::Signals for ClickHouseStore {
         let (cells, rest, by_entity) = tokio::try_join!(
             cells.query(&self.reader).fetch_all::<CellRow>(),
             rest.query(&self.reader).fetch_all::<RestRow>(),
-            by_entity.query(&self.reader).fetch_all::<EntityRow>(),
+            async {
+                if entities == 0 {
+                    return Ok(Vec::new());
+                }
+                by_entity.query(&self.reader).fetch_all::<EntityRow>().await
+            },
         )?;
         let mut out = ConflictAggregate::default();
         out.series.extend(cells.into_iter().map(|c| ConflictCell {
@@ -248,6 +253,25 @@ impl crate::Signals for ClickHouseStore {
             group.releases.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             group.series.sort_by_key(|(bucket, _)| *bucket);
         }
+        Ok(out)
+    }
+
+    async fn queue_lags(&self, query: &Query) -> Result<QueueLags> {
+        // -1: pending changes without a known age. The latest event is the
+        // greatest (time, event id text), as every read defines it.
+        let sql = read(
+            query,
+            "argMax(if(isNull(queue_lag_ms), if(queue_depth = 0, toInt64(0), toInt64(-1)), \
+             toInt64(assumeNotNull(queue_lag_ms))), concat(hex(bitXor(toUInt64(event_time_ms), \
+             9223372036854775808)), toString(event_id))) AS lag",
+            "",
+            "1",
+            "GROUP BY device_id",
+        );
+        let lags = sql.query(&self.reader).fetch_all::<i64>().await?;
+        let mut out = QueueLags { devices: lags.len() as u64, lags_ms: Vec::new() };
+        out.lags_ms = lags.into_iter().filter_map(|l| u64::try_from(l).ok()).collect();
+        out.lags_ms.sort_unstable();
         Ok(out)
     }
 }

@@ -12,7 +12,7 @@ use super::SqliteStore;
 use crate::metrics::Query;
 use crate::signals::{
     overwriting_resolutions, top, ConflictAggregate, ConflictCell, EntityConflicts, ErrorAggregate, ErrorGroup,
-    ErrorKindCount,
+    ErrorKindCount, QueueLags,
 };
 use crate::Result;
 
@@ -66,6 +66,29 @@ impl crate::Signals for SqliteStore {
         })
         .await
     }
+
+    async fn queue_lags(&self, query: &Query) -> Result<QueueLags> {
+        let params = params(query, 1);
+        self.read(move |conn| {
+            // The latest event per device breaks time ties on the event id's text, as every read does.
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT lag FROM (SELECT CASE WHEN queue_lag_ms IS NOT NULL THEN queue_lag_ms \
+                 WHEN queue_depth = 0 THEN 0 ELSE -1 END AS lag, ROW_NUMBER() OVER (PARTITION BY device_id \
+                 ORDER BY event_time_ms DESC, event_id DESC) AS latest FROM events WHERE {WINDOW}) WHERE latest = 1"
+            ))?;
+            let mut rows = bound_query(&mut stmt, &params)?;
+            let mut out = QueueLags::default();
+            while let Some(row) = rows.next()? {
+                out.devices += 1;
+                if let Ok(lag) = u64::try_from(row.get::<_, i64>(0)?) {
+                    out.lags_ms.push(lag);
+                }
+            }
+            out.lags_ms.sort_unstable();
+            Ok(out)
+        })
+        .await
+    }
 }
 
 fn conflicts(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<ConflictAggregate> {
@@ -93,6 +116,9 @@ fn conflicts(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<
     let mut rows = bound_query(&mut stmt, params)?;
     while let Some(row) = rows.next()? {
         out.series.push(ConflictCell { bucket: row.get(0)?, kind: None, resolution: None, conflicts: row.get(1)? });
+    }
+    if limit == 0 {
+        return Ok(out);
     }
     let overwriting = overwriting_resolutions().iter().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(", ");
     // One row per (event, entity) first, so an attempt naming an entity

@@ -18,7 +18,8 @@ use crate::helpers::{fixture_base_ms, insert_all, project, query, rfc3339, stamp
 
 on_both_stores!(
     conflicts_by_time_kind_resolution_and_entity_match_a_brute_force_count,
-    errors_by_kind_and_fingerprint_match_a_brute_force_count
+    errors_by_kind_and_fingerprint_match_a_brute_force_count,
+    queue_lag_is_each_devices_latest_and_matches_a_brute_force_count
 );
 
 const ENTITIES: [&str; 5] = ["todo", "list", "comment", "attachment", "tag"];
@@ -343,4 +344,64 @@ fn assert_errors_match(got: &ErrorAggregate, want: &Want, limit: usize) {
             assert!(close(*g, *w), "{context}: series");
         }
     }
+}
+
+async fn queue_lag_is_each_devices_latest_and_matches_a_brute_force_count(store: SharedStore) {
+    let p = project("lag");
+    let base = fixture_base_ms();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut events = Vec::new();
+    for i in 0..400 {
+        let device = format!("dev-{}", i % 40);
+        // Whole seconds, so that two events of a device tie now and then.
+        let occurred = base + rng.gen_range(0..7200) * 1000;
+        let depth: u32 = [0, 0, 3, 40][rng.gen_range(0..4)];
+        let os = ["ios", "android"][i % 2];
+        let mut json = json!({
+            "event_id": Uuid::new_v4().to_string(),
+            "device_id": device,
+            "occurred_at": rfc3339(occurred),
+            "success": true,
+            "duration_ms": 100,
+            "queue_depth": depth,
+            "app_version": "2.0.0",
+            "os": os,
+            "network": "wifi",
+        });
+        // Most probes send the oldest change's age; some (older ones) do not.
+        if depth > 0 && rng.gen_bool(0.8) {
+            json["queue_oldest_at"] = json!(rfc3339(occurred - rng.gen_range(0..900) * 1000));
+        }
+        events.push(stamp(&p, json, occurred + 500, occurred + 600));
+    }
+    insert_all(&*store, &events).await;
+    let mut ios = query(&p, (base + 1800 * 1000, base + 7200 * 1000));
+    ios.filters = Filters { os: Some("ios".into()), ..Filters::default() };
+    for q in [query(&p, (base, base + 7200 * 1000)), ios] {
+        let mut latest: BTreeMap<&str, &StoredEvent> = BTreeMap::new();
+        for e in kept(&events, &q) {
+            let key = |e: &StoredEvent| (e.event_time_ms, e.event.event_id.hyphenated().to_string());
+            let slot = latest.entry(e.event.device_id.as_str()).or_insert(e);
+            if key(e) > key(slot) {
+                *slot = e;
+            }
+        }
+        let mut want: Vec<u64> =
+            latest.values().filter_map(|e| e.queue_lag_ms.or((e.event.queue_depth == 0).then_some(0))).collect();
+        want.sort_unstable();
+        let got = store.queue_lags(&q).await.expect("queue lags");
+        assert_eq!(got.devices, latest.len() as u64, "devices in the window");
+        assert_eq!(got.lags_ms, want, "each device's latest known lag");
+        assert!(
+            want.len() < latest.len() && want.iter().any(|l| *l > 300_000),
+            "the fixture has unknown and long lags"
+        );
+        let summary = got.summary(300_000);
+        let over = want.iter().filter(|l| **l > 300_000).count() as f64 / want.len() as f64;
+        assert_eq!(summary.over_threshold_share, Some(over));
+        let p90 = want[((0.9 * want.len() as f64).ceil() as usize) - 1] as f64;
+        assert_eq!(summary.p90, Some(p90));
+    }
+    let none = store.queue_lags(&query(&p, (base - HOUR_MS, base))).await.expect("queue lags");
+    assert_eq!((none.devices, none.summary(300_000).p50), (0, None));
 }

@@ -4,6 +4,7 @@
 //! each test posts.
 
 use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::helpers::{batch, event, rfc3339, spawn_app, Backend, TestApp, ADMIN_PASSWORD};
@@ -292,6 +293,11 @@ async fn conflicts_and_errors_answer_what_the_posted_events_say(backend: Backend
         e["error_message"] = json!(format!("timeout after {} ms for todo {}", 30_000 + i, uuid::Uuid::new_v4()));
         e["app_version"] = json!(if i == 0 { "2.2.0" } else { "2.3.0" });
         e["conflicts"] = json!(0);
+        if i == 0 {
+            // Its oldest pending change is ten minutes older than the attempt.
+            let occurred = OffsetDateTime::parse(e["occurred_at"].as_str().unwrap(), &Rfc3339).unwrap();
+            e["queue_oldest_at"] = json!(rfc3339(occurred - time::Duration::minutes(10)));
+        }
         events.push(e);
     }
     post(&app, events).await;
@@ -334,6 +340,18 @@ async fn conflicts_and_errors_answer_what_the_posted_events_say(backend: Backend
         (Some("timeout"), Some("")),
         "no message"
     );
+
+    let summary = get_json(&app, "/api/v1/summary?range=1h").await;
+    assert_eq!(summary["conflicts"]["count"], 12.0, "{summary}");
+    assert_eq!(summary["conflicts"]["overwrite_share"], 0.7);
+    assert_eq!(summary["conflicts"]["by_resolution"]["last_write_wins"], 7.0);
+    // Known lags: c1 and c2 have empty queues (0), e1 is 10 minutes behind;
+    // the other three have pending changes of unknown age.
+    let lag = &summary["queue_lag_ms"];
+    assert_eq!((lag["devices"].as_u64(), lag["devices_reporting"].as_u64()), (Some(6), Some(3)), "{lag}");
+    assert_eq!((lag["p50"].as_f64(), lag["p90"].as_f64()), (Some(0.0), Some(600_000.0)));
+    assert_eq!(lag["over_threshold_share"].as_f64(), Some(1.0 / 3.0));
+    assert_eq!(lag["threshold_ms"], 300_000);
 
     for (path, parameter) in [("/api/v1/conflicts?limit=0", "limit"), ("/api/v1/errors?step=1&range=7d", "step")] {
         let response = get(&app, path).await;
