@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use synchealth_schema::{unix_ms, ProjectName};
 use synchealth_store::alerting::EVALUATOR_LEASE;
+use synchealth_store::signals::DEFAULT_QUEUE_LAG_THRESHOLD_MS;
 use synchealth_store::{
     AlertInstanceRecord, Dimension, GroupKey, Grouping, NotificationRecord, Query, SharedStore, Silence, Summary,
 };
@@ -294,7 +295,17 @@ impl Evaluator {
                 (GroupKey::Segment(value), Some(dimension)) => AlertKey::segment(rule.name.clone(), dimension, value),
                 _ => AlertKey::total(rule.name.clone()),
             };
-            observed.insert(key, Observation::of(&Summary::from_aggregate(&aggregate), rule.metric));
+            let mut observation = Observation::of(&Summary::from_aggregate(&aggregate), rule.metric);
+            if rule.metric.is_queue_lag() {
+                // Per device, not per event: read for the group's own filters.
+                let filters = match &key.segment {
+                    Some((dimension, value)) => rule.filters.with_segment(*dimension, value),
+                    None => rule.filters.clone(),
+                };
+                let lags = self.store.queue_lags(&Query { filters, ..query.clone() }).await?;
+                observation.value = rule.metric.of_queue_lag(&lags.summary(DEFAULT_QUEUE_LAG_THRESHOLD_MS));
+            }
+            observed.insert(key, observation);
         }
         if rule.group_by.is_none() {
             observed.entry(AlertKey::total(rule.name.clone())).or_insert(Observation { value: None, events: 0 });

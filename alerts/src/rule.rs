@@ -289,12 +289,20 @@ pub fn metric_name(metric: Metric) -> &'static str {
         Metric::StalenessP90 => "staleness_p90",
         Metric::StalenessP99 => "staleness_p99",
         Metric::NeverSyncedDevices => "never_synced_devices",
+        Metric::QueueLagP90 => "queue_lag_p90",
+        Metric::QueueLagOverThresholdShare => "queue_lag_over_threshold_share",
     }
 }
 
 /// Whether a metric is a fraction from 0 to 1.
 pub(crate) fn is_fraction(metric: Metric) -> bool {
-    matches!(metric, Metric::SuccessRate | Metric::ConflictRate | Metric::QueueDepthOverThresholdShare)
+    matches!(
+        metric,
+        Metric::SuccessRate
+            | Metric::ConflictRate
+            | Metric::QueueDepthOverThresholdShare
+            | Metric::QueueLagOverThresholdShare
+    )
 }
 
 impl Rule {
@@ -386,11 +394,14 @@ impl Rule {
         Ok(())
     }
 
-    /// The three rules shipped by default, from the usual lines in the field:
+    /// The four rules shipped by default, from the usual lines in the field:
     /// - `sync-success-rate`: success rate < 95% pages on-call by email;
     /// - `sync-duration-p99`: p99 sync duration > 60 s, a ticket in chat;
     /// - `upload-queue-backlog`: more than 1% of devices with over 1000 items
-    ///   queued, a ticket in chat.
+    ///   queued, a ticket in chat;
+    /// - `queue-lag`: more than 1% of devices whose oldest pending change is
+    ///   over 5 minutes old (their latest attempt's queue lag), a ticket in
+    ///   chat: changes stuck on devices even while attempts "succeed".
     ///
     /// Each looks at the last 10 minutes (1 minute behind real time), needs 50
     /// events to say anything, and keeps firing 10 minutes after recovering;
@@ -446,6 +457,18 @@ impl Rule {
                 ..base(
                     "upload-queue-backlog",
                     Metric::QueueDepthOverThresholdShare,
+                    Comparison::Above,
+                    0.01,
+                    Severity::Ticket,
+                    "chat",
+                    Duration::minutes(5),
+                )
+            },
+            Rule {
+                description: Some("Over 1% of devices have changes pending for more than 5 minutes.".into()),
+                ..base(
+                    "queue-lag",
+                    Metric::QueueLagOverThresholdShare,
                     Comparison::Above,
                     0.01,
                     Severity::Ticket,
@@ -597,6 +620,8 @@ mod tests {
             "staleness_p90",
             "staleness_p99",
             "never_synced_devices",
+            "queue_lag_p90",
+            "queue_lag_over_threshold_share",
         ] {
             let text = MINIMAL.replace("staleness_p90", name);
             let rule = parse_one(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -745,6 +770,18 @@ mod tests {
             comparison = ">"
             threshold = 0.01
             queue_threshold = 1000
+            window = "10m"
+            for = "5m"
+            severity = "ticket"
+            channels = ["chat"]
+            keep_firing_for = "10m"
+
+            [[rules]]
+            name = "queue-lag"
+            description = "Over 1% of devices have changes pending for more than 5 minutes."
+            metric = "queue_lag_over_threshold_share"
+            comparison = ">"
+            threshold = 0.01
             window = "10m"
             for = "5m"
             severity = "ticket"

@@ -159,6 +159,12 @@ pub(crate) async fn timeseries(
         });
     }
     let metric = params.metric;
+    if let Some(m) = metric.filter(|m| m.is_queue_lag()) {
+        return Err(AppError::BadParameter {
+            parameter: "metric",
+            reason: format!("{m:?} is read per window, not per bucket: see queue_lag_ms in /api/v1/summary"),
+        });
+    }
     let groups = state.store.aggregate(&query, Grouping::Time { step_seconds }).await?;
     let points = groups
         .into_iter()

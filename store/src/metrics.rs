@@ -39,6 +39,21 @@ pub struct Filters {
     pub network: Option<Network>,
 }
 
+impl Filters {
+    /// These filters narrowed to one segment of `dimension`, a value a
+    /// store answered with (so a network value always parses; one that did
+    /// not would leave the network filter as it was).
+    pub fn with_segment(&self, dimension: Dimension, value: &str) -> Filters {
+        let mut filters = self.clone();
+        match dimension {
+            Dimension::AppVersion => filters.app_version = Some(value.to_string()),
+            Dimension::Os => filters.os = Some(value.to_string()),
+            Dimension::Network => filters.network = Network::parse(value).or(filters.network),
+        }
+        filters
+    }
+}
+
 /// What to aggregate: a project, a window and filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
@@ -347,6 +362,8 @@ impl Summary {
             Metric::StalenessP90 => self.staleness_ms.p90,
             Metric::StalenessP99 => self.staleness_ms.p99,
             Metric::NeverSyncedDevices => Some(self.never_synced_devices as f64),
+            // Not in an aggregate: read through `Signals::queue_lags`.
+            Metric::QueueLagP90 | Metric::QueueLagOverThresholdShare => None,
         }
     }
 }
@@ -388,6 +405,29 @@ pub enum Metric {
     StalenessP99,
     /// Devices that never synced.
     NeverSyncedDevices,
+    /// 90th percentile over devices of their latest queue lag, ms
+    /// ([`crate::signals`]; not in a [`Summary`]).
+    QueueLagP90,
+    /// Share of devices whose latest queue lag is above 5 minutes (0..=1;
+    /// not in a [`Summary`]).
+    QueueLagOverThresholdShare,
+}
+
+impl Metric {
+    /// Whether the metric is read from each device's latest queue lag
+    /// ([`crate::Signals::queue_lags`]) rather than from an [`Aggregate`].
+    pub fn is_queue_lag(self) -> bool {
+        matches!(self, Metric::QueueLagP90 | Metric::QueueLagOverThresholdShare)
+    }
+
+    /// The metric's value from the queue-lag figures (`None` for the others).
+    pub fn of_queue_lag(self, lag: &crate::signals::QueueLagSummary) -> Option<f64> {
+        match self {
+            Metric::QueueLagP90 => lag.p90,
+            Metric::QueueLagOverThresholdShare => lag.over_threshold_share,
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

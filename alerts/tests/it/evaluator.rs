@@ -169,3 +169,59 @@ async fn two_evaluators_on_one_database_take_turns_only_when_the_lease_expires()
     standby.evaluate_once(T0 + Duration::seconds(60)).await.unwrap();
     assert_eq!(standby.instances().count(), 1, "taken over at +60s");
 }
+
+/// `devices` devices at `at`: the first `behind` on cellular with a change
+/// pending for ten minutes, the rest on wifi with empty queues.
+fn lagging(at: OffsetDateTime, devices: usize, behind: usize) -> Vec<StoredEvent> {
+    let project = ProjectName::parse("default").unwrap();
+    (0..devices)
+        .map(|i| {
+            let mut json = json!({
+                "event_id": uuid::Uuid::new_v4().to_string(),
+                "device_id": format!("q{i}"),
+                "occurred_at": at.format(&Rfc3339).unwrap(),
+                "success": true,
+                "duration_ms": 500,
+                "queue_depth": 0,
+                "app_version": "1.0.0",
+                "os": "ios",
+                "network": "wifi",
+            });
+            if i < behind {
+                json["queue_depth"] = json!(4);
+                json["network"] = json!("cellular");
+                json["queue_oldest_at"] = json!((at - Duration::minutes(10)).format(&Rfc3339).unwrap());
+            }
+            StoredEvent::new(project.clone(), SyncEvent::from_json(json).unwrap(), at, at)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_shipped_queue_lag_rule_fires_for_changes_pending_over_five_minutes_and_names_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    store.migrate().await.unwrap();
+    let store: SharedStore = Arc::new(store);
+    store.ensure_project(&ProjectName::parse("default").unwrap()).await.unwrap();
+    let shipped = Rule::defaults().into_iter().find(|r| r.name == "queue-lag").expect("a shipped queue-lag rule");
+    assert_eq!((shipped.metric, shipped.threshold), (Metric::QueueLagOverThresholdShare, 0.01));
+    let total = Rule { pending_for: Duration::ZERO, ..shipped.clone() };
+    let by_network = Rule {
+        name: "queue-lag-by-network".into(),
+        group_by: Some(synchealth_store::Dimension::Network),
+        min_events: 1,
+        ..total.clone()
+    };
+    // 3 of 100 devices behind: 3% of devices, over the 1% line.
+    store.insert(&lagging(T0 - Duration::minutes(5), 100, 3)).await.unwrap();
+    let mut evaluator = Evaluator::new(Arc::clone(&store), vec![total, by_network]);
+    let fired = evaluator.evaluate_once(T0).await.unwrap();
+    let firing: Vec<_> = fired.iter().filter(|f| f.notification == Notification::Firing).collect();
+    assert_eq!(firing.len(), 2, "the total and the cellular segment: {fired:?}");
+    let segments: Vec<_> = firing.iter().map(|f| f.key.segment.clone()).collect();
+    assert!(segments.contains(&None));
+    assert!(segments.contains(&Some((synchealth_store::Dimension::Network, "cellular".to_string()))), "{segments:?}");
+    let total_value = firing.iter().find(|f| f.key.segment.is_none()).unwrap().value;
+    assert_eq!(total_value, Some(0.03));
+}

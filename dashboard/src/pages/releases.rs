@@ -69,6 +69,8 @@ fn label(metric: Metric) -> &'static str {
         Metric::StalenessP90 => "Staleness p90",
         Metric::StalenessP99 => "Staleness p99",
         Metric::NeverSyncedDevices => "Never-synced devices",
+        Metric::QueueLagP90 => "Queue lag p90",
+        Metric::QueueLagOverThresholdShare => "Devices over 5 min behind",
     }
 }
 
