@@ -343,3 +343,54 @@ mod tests {
         assert_eq!(nice_step(7.0, 4.0), 2.0);
     }
 }
+
+/// A sparkline: an error group's series as tiny columns over the window,
+/// small enough for a table cell. A bucket without failures has no column
+/// (the series leaves empty buckets out) rather than a drawn zero, and the
+/// heights are relative to the group's own busiest bucket: it shows when
+/// the error happens, not how much against other rows.
+pub(crate) fn sparkline(points: &[(i64, f64)], from_s: i64, to_s: i64, step_s: i64, label: &str) -> String {
+    const W: f64 = 120.0;
+    const H: f64 = 24.0;
+    let span_s = (to_s - from_s).max(1) as f64;
+    let column = (step_s.max(1) as f64 / span_s * W).max(1.0);
+    let max = points.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg class="spark" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><line x1="0" x2="{W}" y1="{:.1}" y2="{:.1}" stroke="currentColor" stroke-opacity="0.25"/>"#,
+        esc(label),
+        H - 0.5,
+        H - 0.5
+    );
+    for (t, v) in points {
+        if *v <= 0.0 || max <= 0.0 || *t + step_s <= from_s || *t >= to_s {
+            continue;
+        }
+        // A bucket that starts before the window is clipped to its start.
+        let x = ((*t - from_s).max(0) as f64 / span_s * W).min(W - column);
+        let h = (v / max * (H - 2.0)).max(1.5);
+        let _ = write!(
+            svg,
+            r##"<rect x="{x:.1}" y="{:.1}" width="{column:.1}" height="{h:.1}" fill="#2563eb"/>"##,
+            H - 1.0 - h
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod sparkline_tests {
+    use super::sparkline;
+
+    #[test]
+    fn a_sparkline_draws_one_column_per_bucket_with_failures_scaled_to_the_busiest() {
+        let svg = sparkline(&[(0, 2.0), (120, 4.0), (9_999, 1.0)], 0, 600, 60, "errors <b>");
+        assert_eq!(svg.matches("<rect").count(), 2, "the bucket outside the window is left out: {svg}");
+        assert!(svg.contains(r#"height="22.0""#), "the busiest bucket is full height: {svg}");
+        assert!(svg.contains(r#"height="11.0""#), "half as many, half as high: {svg}");
+        assert!(svg.contains("errors &lt;b&gt;"), "the label is escaped");
+        assert_eq!(sparkline(&[], 0, 600, 60, "none").matches("<rect").count(), 0);
+    }
+}

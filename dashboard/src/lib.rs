@@ -102,6 +102,8 @@ pub fn router(state: DashboardState) -> Router {
         .route("/", get(pages::overview::page))
         .route("/breakdown", get(pages::breakdown::page))
         .route("/releases", get(pages::releases::page))
+        .route("/conflicts", get(pages::conflicts::page))
+        .route("/errors", get(pages::errors::page))
         .route("/devices", get(pages::devices::page))
         .route("/devices/{id}", get(pages::devices::device))
         .route("/alerts", get(pages::alerts::page))

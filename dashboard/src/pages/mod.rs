@@ -1,5 +1,5 @@
-//! The server-rendered pages: Overview, Breakdown, Releases, Devices,
-//! Alerts, plus login, errors and the 404 fallback.
+//! The server-rendered pages: Overview, Breakdown, Releases, Conflicts,
+//! Errors, Devices, Alerts, plus login, the error page and the 404 fallback.
 //!
 //! Every page is a GET whose whole state is in the URL (project, window,
 //! filters, sort...), so a link pasted into an incident channel shows the
@@ -19,7 +19,9 @@
 
 pub(crate) mod alerts;
 pub(crate) mod breakdown;
+pub(crate) mod conflicts;
 pub(crate) mod devices;
+pub(crate) mod errors;
 pub(crate) mod login;
 pub(crate) mod overview;
 pub(crate) mod releases;
@@ -204,10 +206,12 @@ pub(crate) struct Layout {
     pub(crate) api_json: String,
 }
 
-const NAV: [(&str, &str); 5] = [
+const NAV: [(&str, &str); 7] = [
     ("Overview", "/"),
     ("Breakdown", "/breakdown"),
     ("Releases", "/releases"),
+    ("Conflicts", "/conflicts"),
+    ("Errors", "/errors"),
     ("Devices", "/devices"),
     ("Alerts", "/alerts"),
 ];

@@ -265,7 +265,7 @@ async fn chromium_logs_in_and_renders_every_page() {
         let cookie_visible = browser.eval("document.cookie").as_str().unwrap_or_default().contains("sh_session");
         assert!(!cookie_visible, "the session cookie is HttpOnly");
 
-        let pages: [(&str, &str, &[&str]); 7] = [
+        let pages: [(&str, &str, &[&str]); 9] = [
             (
                 "overview",
                 "/?range=6h",
@@ -281,6 +281,16 @@ async fn chromium_logs_in_and_renders_every_page() {
             ("breakdown", "/breakdown?by=app_version&range=6h", &["2.4.0", "2.3.0", "2.2.0", "Download CSV"]),
             ("breakdown-network", "/breakdown?by=network&range=6h", &["cellular", "wifi"]),
             ("releases", "/releases?range=6h", &["Release comparison", "2.4.0", "95% CI difference"]),
+            (
+                "conflicts",
+                "/conflicts?range=6h",
+                &["Overwrite share", "Unclassified conflicts", "sent without details"],
+            ),
+            (
+                "errors",
+                "/errors?range=6h",
+                &["Error groups", "timeout", "push timed out after ? s", "push timed out after 30 s"],
+            ),
             ("devices", "/devices?range=6h&list=stuck", &["Stuck uploads", "device-007"]),
             ("device", "/devices/device-007?range=6h", &["Device device-007", "push timed out after 30 s"]),
             ("alerts", "/alerts", &["sync-success-rate", "Add a silence"]),
@@ -345,5 +355,5 @@ async fn chromium_logs_in_and_renders_every_page() {
     })
     .await
     .unwrap();
-    assert_eq!(checked.len(), 7);
+    assert_eq!(checked.len(), 9);
 }

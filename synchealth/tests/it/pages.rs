@@ -372,6 +372,9 @@ async fn bad_parameters_are_a_clear_400_never_a_500(backend: Backend) {
         ("/devices?list=nope", "list"),
         ("/devices?limit=0", "limit"),
         ("/releases?b=9.9.9", "b"),
+        ("/conflicts?step=0", "step"),
+        ("/conflicts?range=7d&step=1", "step"),
+        ("/errors?limit=0", "limit"),
     ] {
         let (status, body) = page(&app.address, &cookie, path).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -388,7 +391,7 @@ async fn bad_parameters_are_a_clear_400_never_a_500(backend: Backend) {
 async fn pages_redirect_to_login_and_the_api_answers_401_without_a_user() {
     let app = spawn_app(Backend::Sqlite, "pages_anonymous").await.unwrap();
     let client = no_redirects();
-    for path in ["/", "/breakdown?by=os", "/releases", "/devices", "/devices/a1", "/alerts"] {
+    for path in ["/", "/breakdown?by=os", "/releases", "/conflicts", "/errors", "/devices", "/devices/a1", "/alerts"] {
         let response = client.get(format!("{}{path}", app.address)).send().await.unwrap();
         assert_eq!(response.status(), 303, "{path}");
         let location = response.headers()[LOCATION].to_str().unwrap().to_string();
@@ -548,6 +551,8 @@ on_both_stores!(
     bad_parameters_are_a_clear_400_never_a_500,
     a_session_works_on_another_replica_and_ends_with_a_password_change,
     logout_ends_the_session_and_needs_the_csrf_token,
+    the_conflicts_page_shows_kinds_resolutions_and_top_entities,
+    the_errors_page_groups_messages_by_fingerprint_and_escapes_them,
 );
 
 /// Runs the binary's `users` command on an embedded store in `data_dir`.
@@ -693,4 +698,331 @@ async fn a_login_username_with_a_line_break_forges_no_log_line() {
     assert!(stderr.contains("Failed dashboard login"), "the failure is logged: {stderr}");
     assert!(stderr.contains("FORGED"), "the attempt is in the log: {stderr}");
     assert!(!stderr.lines().any(|l| l.starts_with("2026-12-03T00:00:00Z")), "a forged line: {stderr}");
+}
+
+/// The cells of each row of the table with `id`, tags stripped and the
+/// escapes of the five HTML specials read back.
+fn table_rows(body: &str, id: &str) -> Vec<Vec<String>> {
+    let marker = format!("<table class=\"data\" id=\"{id}\">");
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no table {id}"));
+    let table = &body[start..start + body[start..].find("</table>").unwrap()];
+    let tbody = table.split("<tbody>").nth(1).unwrap_or_default();
+    tbody
+        .split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let inner = &cell[cell.find('>').unwrap() + 1..cell.find("</td>").unwrap()];
+                    let mut text = String::new();
+                    let mut in_tag = false;
+                    for c in inner.chars() {
+                        match c {
+                            '<' => in_tag = true,
+                            '>' => in_tag = false,
+                            c if !in_tag => text.push(c),
+                            _ => {}
+                        }
+                    }
+                    unescape(text.trim())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    [("&#60;", "<"), ("&lt;", "<"), ("&#62;", ">"), ("&gt;", ">"), ("&#34;", "\""), ("&quot;", "\""), ("&#39;", "'")]
+        .iter()
+        .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+}
+
+/// The first `href` of `body` that starts with `prefix`, as a URL path.
+fn href_starting(body: &str, prefix: &str) -> String {
+    let marker = format!("href=\"{}", prefix.replace('&', "&#38;"));
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no link to {prefix}")) + "href=\"".len();
+    unescape(body[start..].split('"').next().unwrap())
+}
+
+/// The conflicts fixture: `(device, minutes ago, conflicts, details as
+/// (entity, kind, resolution, count))`; conflicts beyond the details'
+/// sum are unclassified. The last one is in the previous hour.
+type ConflictFixture = (&'static str, i64, u32, &'static [(&'static str, &'static str, &'static str, u32)]);
+const CONFLICTS: [ConflictFixture; 5] = [
+    ("c1", 5, 5, &[("todo", "update_update", "last_write_wins", 3), ("note", "update_delete", "crdt_merge", 2)]),
+    ("c2", 10, 4, &[("todo", "update_update", "server_wins", 1), ("todo", "insert_insert", "manual", 1)]),
+    ("c3", 15, 0, &[]),
+    ("c3", 20, 1, &[("<b>list</b>", "constraint", "unresolved", 1)]),
+    ("c1", 75, 4, &[("todo", "update_update", "last_write_wins", 1), ("todo", "update_update", "crdt_merge", 3)]),
+];
+
+async fn the_conflicts_page_shows_kinds_resolutions_and_top_entities(backend: Backend) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let Some(app) = spawn_app(backend, "pages_conflicts").await else { return };
+    let events: Vec<Value> = CONFLICTS
+        .iter()
+        .map(|(device, ago, conflicts, details)| {
+            let mut e = event(device, *ago, true, 100);
+            e["conflicts"] = (*conflicts).into();
+            e["conflict_details"] = details
+                .iter()
+                .map(|(entity, kind, resolution, count)| {
+                    serde_json::json!({"entity": entity, "kind": kind, "resolution": resolution, "count": count})
+                })
+                .collect();
+            e
+        })
+        .collect();
+    let response = app.post_batch(&batch(events)).await;
+    assert_eq!(response.status(), 200);
+    let cookie = login(&app.address, "admin", ADMIN_PASSWORD).await;
+
+    // What the page must say, from the fixture.
+    let overwrites = |resolution: &str| ["last_write_wins", "server_wins", "client_wins"].contains(&resolution);
+    let (current, previous): (Vec<&ConflictFixture>, Vec<&ConflictFixture>) = CONFLICTS.iter().partition(|e| e.1 < 60);
+    let share_of = |events: &[&ConflictFixture]| {
+        let details = events.iter().flat_map(|e| e.3.iter());
+        let classified: u32 = details.clone().map(|d| d.3).sum();
+        let overwritten: u32 = details.filter(|d| overwrites(d.2)).map(|d| d.3).sum();
+        f64::from(overwritten) / f64::from(classified)
+    };
+    let total: u32 = current.iter().map(|e| e.2).sum();
+    let classified: u32 = current.iter().flat_map(|e| e.3.iter()).map(|d| d.3).sum();
+    let (now, before) = (share_of(&current), share_of(&previous));
+    assert!(now > before, "the fixture's share rises");
+
+    let (status, body) = page(&app.address, &cookie, "/conflicts?range=1h").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(after(&body, "Conflicts", "value"), total.to_string());
+    assert_eq!(after(&body, "Overwrite share", "value"), pct(now, 1.0));
+    assert_eq!(
+        after(&body, "Overwrite share", "change worse"),
+        format!("▲ {:.1} pp vs previous ({})", (now - before) * 100.0, pct(before, 1.0))
+    );
+    assert_eq!(after(&body, "Unclassified conflicts", "value"), (total - classified).to_string());
+    assert!(body.contains("edits a user may have silently lost"), "the overwrite share is explained");
+    assert!(body.contains("href=\"/conflicts?range=1h\" class=\"active\" aria-current=\"page\">Conflicts</a>"));
+    assert_eq!(body.matches("<svg class=\"chart\"").count(), 2, "by kind and by resolution");
+
+    // Totals by kind and by resolution, most first, unclassified last.
+    let mut kinds: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut resolutions: BTreeMap<&str, u32> = BTreeMap::new();
+    for d in current.iter().flat_map(|e| e.3.iter()) {
+        *kinds.entry(d.1).or_default() += d.3;
+        *resolutions.entry(d.2).or_default() += d.3;
+    }
+    let expected = |totals: BTreeMap<&str, u32>| {
+        let mut rows: Vec<(String, u32)> = totals.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        rows.push(("unclassified".into(), total - classified));
+        rows.into_iter()
+            .map(|(name, v)| vec![name, v.to_string(), pct(f64::from(v), f64::from(total))])
+            .collect::<Vec<_>>()
+    };
+    let shown = |id: &str| -> Vec<Vec<String>> {
+        table_rows(&body, id).into_iter().map(|r| r.into_iter().take(3).collect()).collect()
+    };
+    assert_eq!(shown("conflict-kinds"), expected(kinds));
+    assert_eq!(shown("conflict-resolutions"), expected(resolutions));
+    let lww = table_rows(&body, "conflict-resolutions").into_iter().find(|r| r[0] == "last_write_wins").unwrap();
+    assert!(lww[3].starts_with("overwrites"), "{lww:?}");
+
+    // Entities: conflicts, overwrite share, attempts naming them, their
+    // share of all attempts, devices.
+    let attempts = current.len() as f64;
+    let entities: BTreeSet<&str> = current.iter().flat_map(|e| e.3.iter().map(|d| d.0)).collect();
+    let mut lines: Vec<(u32, usize, Vec<String>)> = entities
+        .iter()
+        .map(|entity| {
+            let details: Vec<_> = current.iter().flat_map(|e| e.3.iter()).filter(|d| d.0 == *entity).collect();
+            let conflicts: u32 = details.iter().map(|d| d.3).sum();
+            let overwritten: u32 = details.iter().filter(|d| overwrites(d.2)).map(|d| d.3).sum();
+            let naming: Vec<_> = current.iter().filter(|e| e.3.iter().any(|d| d.0 == *entity)).collect();
+            let devices: BTreeSet<&str> = naming.iter().map(|e| e.0).collect();
+            let row = vec![
+                entity.to_string(),
+                conflicts.to_string(),
+                pct(f64::from(overwritten), f64::from(conflicts)),
+                naming.len().to_string(),
+                pct(naming.len() as f64, attempts),
+                devices.len().to_string(),
+                "by release".to_string(),
+            ];
+            (conflicts, naming.len(), row)
+        })
+        .collect();
+    lines.sort_by(|a, b| b.0.cmp(&a.0).then(a.2[0].cmp(&b.2[0])));
+    let by_conflicts: Vec<Vec<String>> = lines.iter().map(|l| l.2.clone()).collect();
+    assert_eq!(table_rows(&body, "entities-by-conflicts"), by_conflicts);
+    lines.sort_by(|a, b| b.1.cmp(&a.1).then(a.2[0].cmp(&b.2[0])));
+    let by_rate: Vec<Vec<String>> =
+        lines.iter().map(|l| [0, 4, 3, 1, 2, 5, 6].iter().map(|i| l.2[*i].clone()).collect()).collect();
+    assert_eq!(table_rows(&body, "entities-by-rate"), by_rate);
+    assert!(!body.contains("<b>list</b>"), "the device's entity name is escaped");
+
+    // An entity's link keeps the window and opens a page that exists; the JSON says the same.
+    let segments = href_starting(&body, "/breakdown?range=1h&by=app_version");
+    let (status, _) = page(&app.address, &cookie, &segments).await;
+    assert_eq!(status, 200, "{segments}");
+    let json_href = href_starting(&body, "/api/v1/conflicts?");
+    assert_eq!(json_href, "/api/v1/conflicts?range=1h");
+    let json: Value = no_redirects()
+        .get(format!("{}{json_href}", app.address))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["conflicts"], f64::from(total));
+
+    // An empty window says so instead of showing empty tables.
+    let (status, body) = page(&app.address, &cookie, "/conflicts?from=2021-01-01T00:00&to=2021-01-01T01:00").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("No conflicts in this window"), "{body}");
+    assert!(!body.contains("id=\"conflict-kinds\""));
+}
+
+/// A failed attempt: `(device, minutes ago, app version, error kind, message)`.
+type FailureFixture = (&'static str, i64, &'static str, Option<&'static str>, Option<String>);
+
+async fn the_errors_page_groups_messages_by_fingerprint_and_escapes_them(backend: Backend) {
+    use std::collections::BTreeSet;
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+    let Some(app) = spawn_app(backend, "pages_errors").await else { return };
+    let hostile = "server said <script>alert(1)</script> at 500";
+    // The last one is in the previous hour; successes fail nothing.
+    let fixture: Vec<FailureFixture> = vec![
+        ("e1", 5, "2.3.0", Some("timeout"), Some(format!("timeout after 3012 ms for todo {}", uuid::Uuid::new_v4()))),
+        ("e2", 10, "2.3.0", Some("timeout"), Some(format!("timeout after 2987 ms for todo {}", uuid::Uuid::new_v4()))),
+        ("e3", 15, "2.2.0", Some("timeout"), Some(format!("timeout after 30001 ms for todo {}", uuid::Uuid::new_v4()))),
+        ("e1", 20, "2.3.0", Some("server"), Some(hostile.to_string())),
+        ("e4", 25, "2.3.0", Some("network"), None),
+        ("e5", 30, "2.3.0", None, None),
+        ("e1", 90, "2.3.0", Some("auth"), Some("token 77 expired".to_string())),
+    ];
+    let mut events: Vec<Value> = fixture
+        .iter()
+        .map(|(device, ago, version, kind, message)| {
+            let mut e = event(device, *ago, false, 100);
+            e["app_version"] = (*version).into();
+            e["error_kind"] = kind.map_or(Value::Null, Value::from);
+            e["error_message"] = message.clone().map_or(Value::Null, Value::from);
+            e
+        })
+        .collect();
+    events.extend((0..3).map(|i| event("ok", 2 + i, true, 100)));
+    let times: Vec<OffsetDateTime> =
+        events.iter().map(|e| OffsetDateTime::parse(e["occurred_at"].as_str().unwrap(), &Rfc3339).unwrap()).collect();
+    let response = app.post_batch(&batch(events)).await;
+    assert_eq!(response.status(), 200);
+    let cookie = login(&app.address, "admin", ADMIN_PASSWORD).await;
+
+    let failed: Vec<usize> = (0..fixture.len()).filter(|i| fixture[*i].1 < 60).collect();
+    let n = failed.len() as f64;
+    let (status, body) = page(&app.address, &cookie, "/errors?range=1h&step=300").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(after(&body, "Failed attempts", "value"), failed.len().to_string());
+    assert!(body.contains("href=\"/errors?range=1h\" class=\"active\" aria-current=\"page\">Errors</a>"));
+
+    // Kinds, most first, ties by name; a failure without a kind says so.
+    let kind_of = |i: &usize| fixture[*i].3.unwrap_or("not given").to_string();
+    let mut kinds: Vec<(String, usize, usize)> = failed
+        .iter()
+        .map(kind_of)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|kind| {
+            let of: Vec<&usize> = failed.iter().filter(|i| kind_of(i) == kind).collect();
+            let devices: BTreeSet<&str> = of.iter().map(|i| fixture[**i].0).collect();
+            (kind, of.len(), devices.len())
+        })
+        .collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let expected: Vec<Vec<String>> =
+        kinds.iter().map(|(k, a, d)| vec![k.clone(), a.to_string(), pct(*a as f64, n), d.to_string()]).collect();
+    // The failure without a kind is stored with none: the store sorts
+    // `None` by its own rule, so compare as sets of rows.
+    let mut shown = table_rows(&body, "error-kinds");
+    let mut expected_sorted = expected.clone();
+    shown.sort();
+    expected_sorted.sort();
+    assert_eq!(shown, expected_sorted);
+    assert_eq!(table_rows(&body, "error-kinds")[0], expected[0], "the largest kind first");
+
+    // The three timeouts differ only in ids: one group.
+    let groups = table_rows(&body, "error-groups");
+    let timeouts: Vec<usize> = failed.iter().copied().filter(|i| fixture[*i].3 == Some("timeout")).collect();
+    let row = groups.iter().find(|r| r[1] == "timeout after ? ms for todo ?").unwrap_or_else(|| panic!("{groups:?}"));
+    assert_eq!(row[0], "timeout");
+    assert!(timeouts.iter().any(|i| fixture[*i].4.as_deref() == Some(row[2].as_str())), "an example: {row:?}");
+    assert_eq!(row[3], timeouts.len().to_string());
+    assert_eq!(row[4], pct(timeouts.len() as f64, n));
+    let devices: BTreeSet<&str> = timeouts.iter().map(|i| fixture[*i].0).collect();
+    assert_eq!(row[5], devices.len().to_string());
+    // Seen times: the oldest and newest timeout, within the time correction.
+    let utc = |t: OffsetDateTime| {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    };
+    let near = |t: OffsetDateTime| (-2..=2).map(|s| utc(t + time::Duration::seconds(s))).collect::<Vec<_>>();
+    let oldest = timeouts.iter().map(|i| times[*i]).min().unwrap();
+    let newest = timeouts.iter().map(|i| times[*i]).max().unwrap();
+    assert!(near(oldest).contains(&row[7]), "first seen {} for {oldest}", row[7]);
+    assert!(near(newest).contains(&row[8]), "last seen {} for {newest}", row[8]);
+    let on = |v: &str| timeouts.iter().filter(|i| fixture[**i].2 == v).count() as f64;
+    let total = timeouts.len() as f64;
+    assert_eq!(row[9], format!("2.3.0 ({}), 2.2.0 ({})", pct(on("2.3.0"), total), pct(on("2.2.0"), total)));
+    // Its sparkline: one column per 5-minute bucket holding a timeout.
+    let buckets: BTreeSet<i64> = timeouts.iter().map(|i| times[*i].unix_timestamp().div_euclid(300)).collect();
+    let groups_html = &body[body.find("id=\"error-groups\"").unwrap()..];
+    let timeout_row = groups_html.split("<tr>").find(|r| r.contains("timeout after ? ms for todo ?")).unwrap();
+    let spark = &timeout_row[timeout_row.find("<svg class=\"spark\"").unwrap()..];
+    assert_eq!(spark[..spark.find("</svg>").unwrap()].matches("<rect").count(), buckets.len());
+
+    // The hostile message is shown, as text.
+    let server = groups.iter().find(|r| r[0] == "server").unwrap();
+    assert_eq!(server[2], hostile);
+    assert_eq!(server[1], synchealth_schema::error_fingerprint(hostile));
+    assert!(!body.contains("<script>alert(1)</script>"), "escaped");
+    assert!(
+        body.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "escaped"
+    );
+    // A failure without a message groups under its kind with no fingerprint.
+    let network = groups.iter().find(|r| r[0] == "network").unwrap();
+    assert_eq!(network[1], "(no message)");
+    assert!(!groups.iter().any(|r| r[0] == "auth"), "the previous hour is not in this window");
+
+    // The JSON link keeps the window and the step, and says the same.
+    let json_href = href_starting(&body, "/api/v1/errors?");
+    assert_eq!(json_href, "/api/v1/errors?range=1h&step=300");
+    let json: Value = no_redirects()
+        .get(format!("{}{json_href}", app.address))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["failed_attempts"], n);
+
+    let (status, body) = page(&app.address, &cookie, "/errors?from=2021-01-01T00:00&to=2021-01-01T01:00").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("No failed attempts in this window"), "{body}");
+    assert!(!body.contains("id=\"error-groups\""));
 }
