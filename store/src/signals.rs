@@ -50,6 +50,11 @@ pub struct ConflictAggregate {
     /// Entities by conflicts, largest first (ties by name), at most the
     /// asked number.
     pub entities: Vec<EntityConflicts>,
+    /// Entities by attempts naming them (their conflict rate), largest
+    /// first (ties by name), at most the asked number: read on their own,
+    /// so an entity that conflicts in many attempts, once each, is found
+    /// even when others have more conflicts.
+    pub entities_by_attempts: Vec<EntityConflicts>,
 }
 
 /// Conflicts of one kind and resolution in one time bucket.
@@ -188,7 +193,8 @@ impl QueueLags {
 #[async_trait::async_trait]
 pub trait Signals: Send + Sync {
     /// Conflicts over `query`'s window in buckets of `step_seconds` (at
-    /// least 1), and its `entities` entities with the most conflicts.
+    /// least 1), and its `entities` entities with the most conflicts and
+    /// with the most attempts naming them.
     async fn conflicts(&self, query: &Query, step_seconds: u32, entities: u32) -> Result<ConflictAggregate>;
 
     /// Failed attempts over `query`'s window by kind, and its `groups`

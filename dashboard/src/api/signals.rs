@@ -128,7 +128,8 @@ pub struct ConflictsResponse {
     pub series: Vec<ConflictPoint>,
     /// Entities with the most conflicts, most first.
     pub entities_by_conflicts: Vec<EntityLine>,
-    /// Of those, by conflict rate, highest first.
+    /// Entities with the highest conflict rate (the share of the window's
+    /// attempts that met a conflict on it), highest first.
     pub entities_by_rate: Vec<EntityLine>,
 }
 
@@ -202,20 +203,19 @@ fn conflicts_response(
             }
         })
         .collect();
-    let lines: Vec<EntityLine> = current
-        .entities
-        .iter()
-        .map(|e| EntityLine {
-            entity: e.entity.clone(),
-            conflicts: e.conflicts,
-            overwrite_share: share(e.overwrites, e.conflicts),
-            attempts: e.attempts,
-            conflict_rate: share(e.attempts, attempts),
-            devices: e.devices,
-        })
-        .collect();
-    let mut by_rate = lines.clone();
-    by_rate.sort_by(|a, b| b.attempts.total_cmp(&a.attempts).then_with(|| a.entity.cmp(&b.entity)));
+    let lines = |entities: &[synchealth_store::signals::EntityConflicts]| -> Vec<EntityLine> {
+        entities
+            .iter()
+            .map(|e| EntityLine {
+                entity: e.entity.clone(),
+                conflicts: e.conflicts,
+                overwrite_share: share(e.overwrites, e.conflicts),
+                attempts: e.attempts,
+                conflict_rate: share(e.attempts, attempts),
+                devices: e.devices,
+            })
+            .collect()
+    };
     ConflictsResponse {
         window: Window::of(query),
         step_seconds: step,
@@ -227,8 +227,8 @@ fn conflicts_response(
         by_kind,
         by_resolution,
         series,
-        entities_by_conflicts: lines,
-        entities_by_rate: by_rate,
+        entities_by_conflicts: lines(&current.entities),
+        entities_by_rate: lines(&current.entities_by_attempts),
     }
 }
 

@@ -112,29 +112,34 @@ impl crate::Signals for ClickHouseStore {
         let overwriting = overwriting.join(", ");
         // One row per (event, entity), so an attempt naming an entity twice
         // (two kinds) counts once among its attempts.
-        let by_entity = read(
-            query,
-            &format!(
-                "entity, sum(weight * arraySum(arrayMap((c, e) -> if(e = entity, c, 0), conflict_count, \
-                 conflict_entity))) AS conflicts, sum(weight * arraySum(arrayMap((c, e, r) -> \
-                 if(e = entity AND has([{overwriting}], r), c, 0), conflict_count, conflict_entity, \
-                 conflict_resolution))) AS overwrites, sum(weight) AS attempts, uniqExact(device_id) AS devices"
-            ),
-            "ARRAY JOIN arrayDistinct(conflict_entity) AS entity",
-            "notEmpty(conflict_entity)",
-            "GROUP BY entity ORDER BY conflicts DESC, entity LIMIT ?",
-        );
-        let mut by_entity = by_entity;
-        by_entity.args.push(Arg::Int(i64::from(entities)));
-        let (cells, rest, by_entity) = tokio::try_join!(
+        let by_entity = |order: &str| {
+            let mut sql = read(
+                query,
+                &format!(
+                    "entity, sum(weight * arraySum(arrayMap((c, e) -> if(e = entity, c, 0), conflict_count, \
+                     conflict_entity))) AS conflicts, sum(weight * arraySum(arrayMap((c, e, r) -> \
+                     if(e = entity AND has([{overwriting}], r), c, 0), conflict_count, conflict_entity, \
+                     conflict_resolution))) AS overwrites, sum(weight) AS attempts, uniqExact(device_id) AS devices"
+                ),
+                "ARRAY JOIN arrayDistinct(conflict_entity) AS entity",
+                "notEmpty(conflict_entity)",
+                &format!("GROUP BY entity ORDER BY {order} DESC, entity LIMIT ?"),
+            );
+            sql.args.push(Arg::Int(i64::from(entities)));
+            sql
+        };
+        let (by_conflicts, by_attempts) = (by_entity("conflicts"), by_entity("attempts"));
+        let read_entities = |sql: Sql| async move {
+            if entities == 0 {
+                return Ok(Vec::new());
+            }
+            sql.query(&self.reader).fetch_all::<EntityRow>().await
+        };
+        let (cells, rest, by_conflicts, by_attempts) = tokio::try_join!(
             cells.query(&self.reader).fetch_all::<CellRow>(),
             rest.query(&self.reader).fetch_all::<RestRow>(),
-            async {
-                if entities == 0 {
-                    return Ok(Vec::new());
-                }
-                by_entity.query(&self.reader).fetch_all::<EntityRow>().await
-            },
+            read_entities(by_conflicts),
+            read_entities(by_attempts),
         )?;
         let mut out = ConflictAggregate::default();
         out.series.extend(cells.into_iter().map(|c| ConflictCell {
@@ -149,17 +154,21 @@ impl crate::Signals for ClickHouseStore {
             resolution: None,
             conflicts: c.n,
         }));
-        out.entities = by_entity
-            .into_iter()
-            .map(|e| EntityConflicts {
-                entity: e.entity,
-                conflicts: e.conflicts,
-                overwrites: e.overwrites,
-                attempts: e.attempts,
-                devices: e.devices,
-            })
-            .collect();
+        let lines = |rows: Vec<EntityRow>| -> Vec<EntityConflicts> {
+            rows.into_iter()
+                .map(|e| EntityConflicts {
+                    entity: e.entity,
+                    conflicts: e.conflicts,
+                    overwrites: e.overwrites,
+                    attempts: e.attempts,
+                    devices: e.devices,
+                })
+                .collect()
+        };
+        out.entities = lines(by_conflicts);
+        out.entities_by_attempts = lines(by_attempts);
         top(&mut out.entities, entities, |e| e.conflicts, |e| e.entity.clone());
+        top(&mut out.entities_by_attempts, entities, |e| e.attempts, |e| e.entity.clone());
         Ok(out)
     }
 

@@ -141,7 +141,9 @@ fn conflicts(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<
             devices: row.get(4)?,
         });
     }
+    out.entities_by_attempts = out.entities.clone();
     top(&mut out.entities, limit, |e| e.conflicts, |e| e.entity.clone());
+    top(&mut out.entities_by_attempts, limit, |e| e.attempts, |e| e.entity.clone());
     Ok(out)
 }
 fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<ErrorAggregate> {

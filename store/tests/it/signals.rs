@@ -46,6 +46,10 @@ fn events(p: &synchealth_schema::ProjectName, base: i64) -> Vec<StoredEvent> {
                     }));
                 }
             }
+            // Tags conflict once in many attempts: the most attempts, few conflicts.
+            if i % 4 == 0 {
+                details.push(json!({"entity": "tag", "kind": "other", "resolution": "custom", "count": 1}));
+            }
             let version = ["2.0.0", "2.1.0", "2.2.0"][i % 3];
             let os = ["ios", "android"][i % 2];
             let sample_rate = [1.0, 0.5, 0.25][i % 3 / 2 + i % 2];
@@ -144,7 +148,9 @@ fn expected_conflicts(events: &[StoredEvent], q: &Query) -> ConflictAggregate {
             devices: devices.len() as u64,
         });
     }
+    out.entities_by_attempts = out.entities.clone();
     out.entities.sort_by(|a, b| b.conflicts.total_cmp(&a.conflicts).then_with(|| a.entity.cmp(&b.entity)));
+    out.entities_by_attempts.sort_by(|a, b| b.attempts.total_cmp(&a.attempts).then_with(|| a.entity.cmp(&b.entity)));
     out
 }
 
@@ -157,16 +163,22 @@ fn assert_conflicts_match(mut got: ConflictAggregate, want: &ConflictAggregate, 
     for (g, w) in got.series.iter().zip(&want.series) {
         assert!(close(g.conflicts, w.conflicts), "{context}: cell {w:?}, got {g:?}");
     }
-    let want_entities = &want.entities[..limit.min(want.entities.len())];
     let names =
         |v: &[synchealth_store::signals::EntityConflicts]| v.iter().map(|e| e.entity.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&got.entities), names(want_entities), "{context}: the entities, largest first");
-    for (g, w) in got.entities.iter().zip(want_entities) {
-        assert!(
-            close(g.conflicts, w.conflicts) && close(g.overwrites, w.overwrites) && close(g.attempts, w.attempts),
-            "{context}: entity {w:?}, got {g:?}"
-        );
-        assert_eq!(g.devices, w.devices, "{context}: devices of {}", w.entity);
+    let orders = [
+        ("conflicts", &got.entities, &want.entities),
+        ("attempts", &got.entities_by_attempts, &want.entities_by_attempts),
+    ];
+    for (order, got, want) in orders {
+        let want = &want[..limit.min(want.len())];
+        assert_eq!(names(got), names(want), "{context}: the entities by {order}, largest first");
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                close(g.conflicts, w.conflicts) && close(g.overwrites, w.overwrites) && close(g.attempts, w.attempts),
+                "{context}: entity {w:?}, got {g:?}"
+            );
+            assert_eq!(g.devices, w.devices, "{context}: devices of {}", w.entity);
+        }
     }
     match (got.overwrite_share(), want.overwrite_share()) {
         (Some(g), Some(w)) => assert!(close(g, w), "{context}: overwrite share {g} against {w}"),
@@ -199,6 +211,9 @@ async fn conflicts_by_time_kind_resolution_and_entity_match_a_brute_force_count(
         let want = expected_conflicts(&events, &q);
         assert!(want.total() > 0.0 && want.overwrite_share().is_some(), "{context}: the fixture has conflicts");
         assert!(want.series.iter().any(|c| c.kind.is_none()), "{context}: the fixture has unclassified conflicts");
+        if limit == 2 {
+            assert_ne!(want.entities[..2], want.entities_by_attempts[..2], "the two orders differ at the top");
+        }
         assert_conflicts_match(got, &want, limit, context);
     }
     let empty = store.conflicts(&query(&p, (base - 2 * HOUR_MS, base)), STEP, 10).await.expect("conflicts");
