@@ -64,7 +64,8 @@ pub struct Rule {
     /// `conflict_rate`, `duration_p50`/`_p90`/`_p99` (ms), `queue_depth_avg`,
     /// `queue_depth_p95`, `queue_depth_max`,
     /// `queue_depth_over_threshold_share`, `staleness_p50`/`_p90`/`_p99` (ms),
-    /// `events`, `attempts`, `devices`, `never_synced_devices`. Rates and
+    /// `events`, `attempts`, `devices`, `never_synced_devices`,
+    /// `queue_lag_p90` (ms), `queue_lag_over_threshold_share`. Rates and
     /// shares are fractions: 0.95 means 95%.
     pub metric: Metric,
     /// How the metric is compared with `threshold`: `"<"`, `"<="`, `">"` or

@@ -8,7 +8,9 @@
 //! `--devices` devices with skewed activity, five app versions (newer ones
 //! more common, one per device, a fifth of the devices upgrading half-way),
 //! three OSes, five networks (each device mostly on its own), 95% success, log-normal
-//! durations, 5% conflicts, a few backed-up queues, some sampled devices, and
+//! durations, 5% conflicts (each with one detail: entity, kind, resolution), error
+//! messages with ids in them, the age of pending changes, a few backed-up
+//! queues, some sampled devices, and
 //! 2% of events arriving late. ClickHouse is loaded with
 //! [`ClickHouseStore::insert_unchecked`] in 100,000-row blocks (fresh ids,
 //! nothing to deduplicate), SQLite with the normal insert in 5,000-event
@@ -27,7 +29,9 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use synchealth_dashboard::api::overview::{default_step_seconds, overview};
-use synchealth_schema::{unix_ms, ErrorKind, Network, ProjectName, StoredEvent, SyncEvent};
+use synchealth_schema::{
+    unix_ms, ConflictDetail, ConflictKind, ConflictResolution, ErrorKind, Network, ProjectName, StoredEvent, SyncEvent,
+};
 use synchealth_store::metrics::DEFAULT_QUEUE_THRESHOLD;
 use synchealth_store::{
     ClickHouseConfig, ClickHouseStore, Database, Events, Filters, Grouping, Query, SharedStore, SqliteStore,
@@ -462,13 +466,36 @@ impl Generator {
         let time = |ms: i64| {
             OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
         };
+        // Conflicts with details (the Conflicts page's reads), messages with
+        // ids in them (the Errors page's fingerprints), and the age of the
+        // oldest pending change (queue lag).
+        let conflicts: u32 = if rng.gen_bool(0.05) { rng.gen_range(1..10) } else { 0 };
+        let conflict_details = if conflicts > 0 {
+            let kinds = [ConflictKind::UpdateUpdate, ConflictKind::UpdateDelete, ConflictKind::InsertInsert];
+            let resolutions =
+                [ConflictResolution::LastWriteWins, ConflictResolution::CrdtMerge, ConflictResolution::ServerWins];
+            vec![ConflictDetail {
+                entity: ["todo", "list", "comment", "attachment", "tag"][rng.gen_range(0..5)].to_string(),
+                kind: kinds[rng.gen_range(0..3)],
+                resolution: resolutions[rng.gen_range(0..3)],
+                count: conflicts,
+            }]
+        } else {
+            Vec::new()
+        };
+        let error_message = (!success).then(|| match rng.gen_range(0..3) {
+            0 => "connection reset".to_string(),
+            1 => format!("timeout after {} ms for todo {}", rng.gen_range(1000..30000), Uuid::from_u64_pair(seq, 7)),
+            _ => format!("HTTP 500 from /sync/push (request {})", Uuid::from_u64_pair(7, seq)),
+        });
+        let queue_oldest_at = (queue_depth > 0).then(|| time(event_ms - rng.gen_range(1_000..900_000)));
         let event = SyncEvent {
             event_id: Uuid::from_u64_pair(0x5eed_0000_0000_0000 | u64::from(device), seq),
             device_id: format!("device-{device:06}"),
             occurred_at: time(event_ms),
             success,
             duration_ms,
-            conflicts: if rng.gen_bool(0.05) { rng.gen_range(1..10) } else { 0 },
+            conflicts,
             queue_depth,
             last_success_at: last_success_ms.map(time),
             app_version: VERSIONS[version].to_string(),
@@ -479,15 +506,15 @@ impl Generator {
             sync_type: None,
             trigger: None,
             error_kind: (!success).then_some(ErrorKind::Network),
-            error_message: (!success).then(|| "connection reset".to_string()),
+            error_message,
             retries: 0,
             records_up: rng.gen_range(0..100),
             records_down: rng.gen_range(0..100),
             bytes_up: rng.gen_range(0..100_000),
             bytes_down: rng.gen_range(0..100_000),
             sample_rate: if device.is_multiple_of(10) { 0.5 } else { 1.0 },
-            conflict_details: Vec::new(),
-            queue_oldest_at: None,
+            conflict_details,
+            queue_oldest_at,
             dimensions: Default::default(),
         };
         StoredEvent::new(self.project.clone(), event, time(event_ms + delay_ms - 30), time(event_ms + delay_ms))

@@ -65,6 +65,12 @@ pub const ALL_VIEWS: &[&str] = &[
     "/?range=7d",
     "/releases?range=24h",
     "/devices/device-000001?range=24h",
+    // Issue 19's views: conflicts, errors and their pages.
+    "/api/v1/conflicts?range=24h",
+    "/api/v1/errors?range=24h",
+    "/api/v1/conflicts?range=1h",
+    "/conflicts?range=24h",
+    "/errors?range=24h",
 ];
 
 /// The bench user's name and password (HTTP Basic; the verified header is
