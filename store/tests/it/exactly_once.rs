@@ -99,8 +99,17 @@ async fn assert_counted_once(store: &dyn Store, distinct: &[StoredEvent], contex
         }
     }
     let week = query(&p, windows[0]);
-    let listed = store.devices(&week, DeviceList::QueueDepth, 1000).await.expect("device list");
+    // The signals (conflicts, errors, queue lag) read `events` on their own.
+    let conflicts = store.conflicts(&week, 3600, 10).await.expect("conflicts");
+    let want: f64 = distinct.iter().map(|e| e.weight * f64::from(e.event.conflicts)).sum();
+    assert!((conflicts.total() - want).abs() < 1e-9, "{context}: conflicts {} against {want}", conflicts.total());
+    let errors = store.errors(&week, 3600, 10).await.expect("errors");
+    let failed = distinct.iter().filter(|e| !e.event.success).count() as u64;
+    assert_eq!(errors.kinds.iter().map(|k| k.events).sum::<u64>(), failed, "{context}: failed attempts");
+    let lags = store.queue_lags(&week).await.expect("queue lags");
     let devices: BTreeSet<&str> = distinct.iter().map(|e| e.event.device_id.as_str()).collect();
+    assert_eq!(lags.devices, devices.len() as u64, "{context}: devices with a queue lag read");
+    let listed = store.devices(&week, DeviceList::QueueDepth, 1000).await.expect("device list");
     assert_eq!(listed.len(), devices.len(), "{context}: listed devices");
     for device in listed {
         let attempts = distinct.iter().filter(|e| e.event.device_id == device.device_id).count() as u64;
