@@ -43,28 +43,36 @@ fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-#[async_trait]
-impl crate::Signals for SqliteStore {
-    async fn conflicts(&self, query: &Query, step_seconds: u32, entities: u32) -> Result<ConflictAggregate> {
-        let params = params(query, step_seconds);
+/// One of the reads below: a connection, the named parameters and a limit.
+type SnapshotRead<T> = fn(&Connection, &[(&str, Value)], u32) -> Result<T>;
+
+impl SqliteStore {
+    /// `read(conn, params, limit)` in one read transaction, so its several
+    /// statements see the same events.
+    async fn in_snapshot<T: Send + 'static>(
+        &self,
+        params: Vec<(&'static str, Value)>,
+        limit: u32,
+        read: SnapshotRead<T>,
+    ) -> Result<T> {
         self.read(move |conn| {
             let snapshot = conn.unchecked_transaction()?;
-            let out = conflicts(&snapshot, &params, entities)?;
+            let out = read(&snapshot, &params, limit)?;
             snapshot.commit()?;
             Ok(out)
         })
         .await
     }
+}
+
+#[async_trait]
+impl crate::Signals for SqliteStore {
+    async fn conflicts(&self, query: &Query, step_seconds: u32, entities: u32) -> Result<ConflictAggregate> {
+        self.in_snapshot(params(query, step_seconds), entities, conflicts).await
+    }
 
     async fn errors(&self, query: &Query, step_seconds: u32, groups: u32) -> Result<ErrorAggregate> {
-        let params = params(query, step_seconds);
-        self.read(move |conn| {
-            let snapshot = conn.unchecked_transaction()?;
-            let out = errors(&snapshot, &params, groups)?;
-            snapshot.commit()?;
-            Ok(out)
-        })
-        .await
+        self.in_snapshot(params(query, step_seconds), groups, errors).await
     }
 
     async fn queue_lags(&self, query: &Query) -> Result<QueueLags> {
