@@ -11,7 +11,7 @@ use synchealth_schema::{
 use synchealth_store::InsertOutcome;
 use time::OffsetDateTime;
 
-use crate::{AppError, CollectorState, SubmitError};
+use crate::{AppError, CollectorState, IgnoredDimensions, SubmitError};
 
 /// The answer to an accepted batch.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,6 +22,11 @@ pub struct IngestResponse {
     pub duplicates: usize,
     /// Events refused, with why.
     pub rejected: Vec<Rejection>,
+    /// Dimension keys the project did not declare, each with the number of
+    /// events of the batch that carried it: removed from those events, which
+    /// are stored without them. Absent from the JSON when there are none.
+    #[serde(default, skip_serializing_if = "IgnoredDimensions::is_empty")]
+    pub ignored_dimensions: IgnoredDimensions,
 }
 
 #[tracing::instrument(skip_all, fields(project, events, accepted, duplicates, rejected))]
@@ -55,7 +60,7 @@ pub(crate) async fn post_events(
         reason,
     }));
     rejected.sort_by_key(|r| r.index);
-    let outcome = store_events(&state, &project, events).await?;
+    let Stored { outcome, ignored_dimensions } = store_events(&state, &project, events).await?;
     if let Some(report) = &batch.telemetry_loss {
         record_telemetry_loss(&state, &project, report, received_at).await;
     }
@@ -70,7 +75,12 @@ pub(crate) async fn post_events(
     } else {
         tracing::info!("Stored batch; some events were rejected.");
     }
-    Ok(Json(IngestResponse { accepted: outcome.inserted, duplicates: outcome.duplicates.len(), rejected }))
+    Ok(Json(IngestResponse {
+        accepted: outcome.inserted,
+        duplicates: outcome.duplicates.len(),
+        rejected,
+        ignored_dimensions,
+    }))
 }
 
 /// Stamps validated events with the collector's clock. Those whose times,
@@ -95,17 +105,29 @@ pub(crate) fn stamp<K>(
     (stored, refused)
 }
 
+/// What [`store_events`] did with a request's events.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    /// Which were new and which duplicates.
+    pub(crate) outcome: InsertOutcome,
+    /// The undeclared dimension keys removed from them, with event counts.
+    pub(crate) ignored_dimensions: IgnoredDimensions,
+}
+
 /// Makes stamped events durable; every ingest path (JSON batches, OTLP
-/// logs) ends here. Returns only once the events are safe: the caller may
+/// logs) ends here. Dimensions the project did not declare are removed
+/// first, before anything is acknowledged or spooled (`dimensions.rs` says
+/// why there). Returns only once the events are safe: the caller may
 /// acknowledge them.
 pub(crate) async fn store_events(
     state: &CollectorState,
     project: &ProjectName,
-    stored: Vec<StoredEvent>,
-) -> Result<InsertOutcome, AppError> {
+    mut stored: Vec<StoredEvent>,
+) -> Result<Stored, AppError> {
     if stored.is_empty() {
-        return Ok(InsertOutcome::default());
+        return Ok(Stored::default());
     }
+    let ignored_dimensions = state.dimensions.keep_declared(project, &mut stored).await?;
     // The pipeline answers once the events are in the store or fsync'd in the
     // spool; it batches this request with others meanwhile.
     let outcome = state.pipeline.submit(stored).await.map_err(|e| match e {
@@ -117,7 +139,7 @@ pub(crate) async fn store_events(
     let labels = crate::metric_labels::project(project);
     metrics::counter!("synchealth_events_accepted_total", labels.clone()).increment(outcome.inserted as u64);
     metrics::counter!("synchealth_events_duplicate_total", labels).increment(outcome.duplicates.len() as u64);
-    Ok(outcome)
+    Ok(Stored { outcome, ignored_dimensions })
 }
 
 /// How long the telemetry-loss write may hold up the answer: it is best

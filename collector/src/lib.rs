@@ -3,10 +3,12 @@
 //! `POST /v1/events` takes a batch of SyncEvents (JSON, optionally gzip),
 //! authenticated by an ingest key that decides the project. Each event is
 //! validated on its own: bad ones are rejected with their index, field and
-//! reason, good ones are stamped with the collector's clock and stored. The
-//! answer (`accepted`, `duplicates`, `rejected`) is sent only once the events
-//! are durable, in the store or in the local spool ([`pipeline`]): an
-//! acknowledged event is never lost.
+//! reason, good ones are stamped with the collector's clock and stored, with
+//! only the custom dimensions their project declared (`dimensions.rs`). The
+//! answer (`accepted`, `duplicates`, `rejected`, and `ignored_dimensions`
+//! when some were dropped) is sent only once the events are durable, in the
+//! store or in the local spool ([`pipeline`]): an acknowledged event is
+//! never lost.
 //! `POST /v1/logs` takes the same events as OTLP/HTTP log records, from apps
 //! that already run an OpenTelemetry SDK (`otlp.rs` has the mapping).
 //! Both answer browsers (CORS, with origins allowed per key: `cors.rs`), and
@@ -15,6 +17,7 @@
 mod auth;
 mod body;
 mod cors;
+mod dimensions;
 mod error;
 mod ingest;
 mod metric_labels;
@@ -31,6 +34,7 @@ use synchealth_store::SharedStore;
 pub use crate::auth::{hash_ingest_key, Authenticated, KeyCache, KeySource, KEY_CACHE_TTL, QUERY_KEY_PARAMETER};
 pub use crate::body::InFlightBudget;
 pub use crate::cors::{origin_allowed, parse_allowed_origin, MAX_AGE_SECONDS};
+pub use crate::dimensions::{DimensionCache, IgnoredDimensions, DIMENSIONS_CACHE_TTL};
 pub use crate::error::AppError;
 pub use crate::ingest::IngestResponse;
 pub use crate::metric_labels::set_per_project_metrics;
@@ -75,6 +79,8 @@ pub struct CollectorState {
     pub store: SharedStore,
     /// Ingest key lookups, cached.
     pub keys: Arc<KeyCache>,
+    /// Each project's declared dimensions, cached: the others are not stored.
+    pub dimensions: Arc<DimensionCache>,
     /// Body limits.
     pub limits: Limits,
     /// Per-ingest-key rate limit (from `limits.rate_limit`).
@@ -89,9 +95,10 @@ impl CollectorState {
     /// State over a store and the pipeline that writes to it.
     pub fn new(store: SharedStore, limits: Limits, pipeline: PipelineHandle) -> Self {
         let keys = Arc::new(KeyCache::new(store.clone()));
+        let dimensions = Arc::new(DimensionCache::new(store.clone()));
         let rate_limiter = Arc::new(IngestRateLimiter::new(limits.rate_limit));
         let in_flight = InFlightBudget::new(limits.max_body_bytes_in_flight);
-        CollectorState { store, keys, limits, rate_limiter, pipeline, in_flight }
+        CollectorState { store, keys, dimensions, limits, rate_limiter, pipeline, in_flight }
     }
 }
 

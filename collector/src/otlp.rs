@@ -58,7 +58,11 @@
 //! `partial_success` with `rejected_log_records` (records that were sync
 //! events but failed validation) and an `error_message` naming the first few
 //! as `resourceLogs[i].scopeLogs[j].logRecords[k] <attribute>: <reason>`,
-//! plus the number of skipped records. A body that is not an OTLP logs
+//! plus the number of skipped records, and the undeclared dimensions
+//! removed from stored records (`sync.dimension.region in 3 record(s)`; see
+//! `dimensions.rs`), which alone make a `partial_success` with 0 rejected
+//! records: OTLP's form of a warning, as the JSON answer's
+//! `ignored_dimensions` has no place in an `ExportLogsServiceResponse`. A body that is not an OTLP logs
 //! request at all is a `400` with the collector's JSON error
 //! (`{"error": "invalid batch", "detail": ...}`), as are all other errors
 //! (401, 413, 415, 503): OTLP exporters only read the status code of a
@@ -91,8 +95,8 @@ use synchealth_schema::SyncEvent;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::ingest::{header_str, stamp, store_events};
-use crate::{AppError, CollectorState};
+use crate::ingest::{header_str, stamp, store_events, Stored};
+use crate::{AppError, CollectorState, IgnoredDimensions};
 
 /// The prefix that marks a log record as a sync event.
 const SYNC_PREFIX: &str = "sync.";
@@ -294,19 +298,21 @@ pub(crate) async fn post_logs(
         attribute: field.to_string(),
         reason,
     }));
-    let outcome = store_events(&state, &project, events).await?;
+    let Stored { outcome, ignored_dimensions } = store_events(&state, &project, events).await?;
     span.record("accepted", outcome.inserted);
     span.record("duplicates", outcome.duplicates.len());
     span.record("rejected", rejected.len());
     span.record("skipped", skipped);
     tracing::info!("Stored OTLP logs.");
-    Ok(answer(encoding, &rejected, skipped))
+    Ok(answer(encoding, &rejected, skipped, &ignored_dimensions))
 }
 
 /// The `ExportLogsServiceResponse`: empty when everything was a stored sync
-/// event, `partial_success` otherwise.
-fn answer(encoding: Encoding, rejected: &[Rejected], skipped: usize) -> Response {
-    let message = partial_success_message(rejected, skipped);
+/// event with only declared dimensions, `partial_success` otherwise (with
+/// `rejected_log_records` 0 when records were only skipped or had
+/// undeclared dimensions removed: OTLP's way to send a warning).
+fn answer(encoding: Encoding, rejected: &[Rejected], skipped: usize, ignored: &IgnoredDimensions) -> Response {
+    let message = partial_success_message(rejected, skipped, ignored);
     let partial_success = (!rejected.is_empty() || !message.is_empty()).then(|| ExportLogsPartialSuccess {
         rejected_log_records: i64::try_from(rejected.len()).unwrap_or(i64::MAX),
         error_message: message,
@@ -329,7 +335,7 @@ fn answer(encoding: Encoding, rejected: &[Rejected], skipped: usize) -> Response
     }
 }
 
-fn partial_success_message(rejected: &[Rejected], skipped: usize) -> String {
+fn partial_success_message(rejected: &[Rejected], skipped: usize, ignored: &IgnoredDimensions) -> String {
     let mut parts = Vec::new();
     if !rejected.is_empty() {
         let listed: Vec<String> = rejected
@@ -343,6 +349,14 @@ fn partial_success_message(rejected: &[Rejected], skipped: usize) -> String {
     }
     if skipped > 0 {
         parts.push(format!("{skipped} log record(s) without sync.* attributes skipped: not sync events"));
+    }
+    if !ignored.is_empty() {
+        let listed: Vec<String> =
+            ignored.iter().map(|(key, records)| format!("sync.dimension.{key} in {records} record(s)")).collect();
+        parts.push(format!(
+            "undeclared dimensions ignored (stored without them; the project declares the dimensions it keeps): {}",
+            listed.join(", ")
+        ));
     }
     parts.join(". ")
 }
@@ -1121,12 +1135,22 @@ mod tests {
                 reason: "bad".into(),
             })
             .collect();
-        let message = partial_success_message(&rejected, 3);
+        let message = partial_success_message(&rejected, 3, &IgnoredDimensions::new());
         assert!(message.starts_with(
             "7 sync log record(s) rejected: resourceLogs[0].scopeLogs[0].logRecords[0] sync.duration_ms: bad; "
         ));
         assert!(message.contains("logRecords[4] sync.duration_ms: bad; and 2 more. 3 log record(s)"), "{message}");
-        assert_eq!(partial_success_message(&[], 0), "");
+        assert_eq!(partial_success_message(&[], 0, &IgnoredDimensions::new()), "");
+    }
+
+    #[test]
+    fn the_message_names_each_undeclared_dimension_with_its_records() {
+        let ignored: IgnoredDimensions = [("region".to_string(), 2), ("tier".to_string(), 1)].into();
+        assert_eq!(
+            partial_success_message(&[], 0, &ignored),
+            "undeclared dimensions ignored (stored without them; the project declares the dimensions it keeps): \
+             sync.dimension.region in 2 record(s), sync.dimension.tier in 1 record(s)"
+        );
     }
 
     /// The inputs kept from fuzzing (`fuzz/regressions/otlp_logs`, first

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use synchealth_collector::{hash_ingest_key, CollectorState, Limits, Pipeline, PipelineConfig};
 use synchealth_schema::ProjectName;
-use synchealth_store::{Aggregates, IngestKey, SharedStore, SqliteStore};
+use synchealth_store::{Accounts, Aggregates, IngestKey, SharedStore, SqliteStore};
 use tower::ServiceExt;
 
 const KEY: &str = "shk_router_test_key";
@@ -248,6 +248,7 @@ async fn stored_event(dir: &tempfile::TempDir, device: &str) -> synchealth_schem
 #[tokio::test]
 async fn conflict_details_queue_time_and_dimensions_posted_to_either_endpoint_are_stored_exactly() {
     let (router, _pipeline, dir) = app(Limits::default()).await;
+    declare_dimensions(&dir, &["engine", "plan"]).await;
     let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let at = |offset_s: i64| {
         (now + time::Duration::seconds(offset_s)).format(&time::format_description::well_known::Rfc3339).unwrap()
@@ -296,4 +297,61 @@ async fn conflict_details_queue_time_and_dimensions_posted_to_either_endpoint_ar
     assert_eq!(stored.queue_lag_ms, Some(60_000));
     let dimensions: Vec<(&str, &str)> = stored.event.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(dimensions, [("engine", "electric"), ("plan", "free")]);
+}
+
+/// Declares the project's dimensions in the router's store, as
+/// `synchealth projects dimensions` does.
+async fn declare_dimensions(dir: &tempfile::TempDir, keys: &[&str]) {
+    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    store.set_project_dimensions(&ProjectName::parse("default").unwrap(), &keys).await.unwrap();
+}
+
+#[tokio::test]
+async fn undeclared_dimensions_are_counted_in_either_answer_and_never_stored() {
+    let (router, _pipeline, dir) = app(Limits::default()).await;
+    declare_dimensions(&dir, &["engine"]).await;
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let event = |device: &str, dimensions: Value| {
+        serde_json::json!({
+            "event_id": uuid::Uuid::now_v7().to_string(), "device_id": device, "occurred_at": now,
+            "success": true, "duration_ms": 10, "app_version": "2.0.0", "os": "ios", "dimensions": dimensions,
+        })
+    };
+    let body = serde_json::json!({"sent_at": now, "events": [
+        event("dims-1", serde_json::json!({"engine": "powersync", "region": "eu", "tier": "gold"})),
+        event("dims-2", serde_json::json!({"region": "us"})),
+        event("dims-3", serde_json::json!({})),
+    ]});
+    let (status, answer) = send(router.clone(), post("/v1/events").body(Body::from(body.to_string())).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let ignored = serde_json::json!({"region": 2, "tier": 1});
+    assert_eq!(
+        answer,
+        serde_json::json!({"accepted": 3, "duplicates": 0, "rejected": [], "ignored_dimensions": ignored})
+    );
+    let stored = stored_event(&dir, "dims-1").await;
+    assert_eq!(stored.event.dimensions, [("engine".to_string(), "powersync".to_string())].into());
+    assert!(stored_event(&dir, "dims-2").await.event.dimensions.is_empty());
+
+    let string = |key: &str, value: &str| serde_json::json!({"key": key, "value": {"stringValue": value}});
+    let logs = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [string("sync.device_id", "dims-otlp"), string("sync.dimension.region", "eu")]},
+        "scopeLogs": [{"logRecords": [{"attributes": [
+            string("sync.event_id", &uuid::Uuid::now_v7().to_string()),
+            string("sync.occurred_at", &now),
+            {"key": "sync.success", "value": {"boolValue": true}},
+            {"key": "sync.duration_ms", "value": {"intValue": "80"}},
+            string("sync.app_version", "2.0.0"),
+            string("sync.os", "android"),
+            string("sync.dimension.engine", "electric"),
+        ]}]}]
+    }]});
+    let (status, answer) = send(router, post("/v1/logs").body(Body::from(logs.to_string())).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["partialSuccess"]["rejectedLogRecords"], "0", "{answer}");
+    let message = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("sync.dimension.region in 1 record(s)"), "{message}");
+    let stored = stored_event(&dir, "dims-otlp").await;
+    assert_eq!(stored.event.dimensions, [("engine".to_string(), "electric".to_string())].into());
 }

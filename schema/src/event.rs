@@ -566,8 +566,9 @@ fn details_total(details: &[ConflictDetail]) -> u64 {
     details.iter().map(|d| u64::from(d.count)).sum()
 }
 
-/// `[a-z][a-z0-9_]*`, at most [`MAX_DIMENSION_KEY_CHARS`].
-fn is_dimension_key(key: &str) -> bool {
+/// `[a-z][a-z0-9_]*`, at most [`MAX_DIMENSION_KEY_CHARS`]: the rule for a
+/// key an event carries, and so for a key a project declares.
+pub fn is_dimension_key(key: &str) -> bool {
     let mut chars = key.chars();
     key.len() <= MAX_DIMENSION_KEY_CHARS
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())

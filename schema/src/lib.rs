@@ -15,8 +15,8 @@ mod stored;
 pub use bucket::{bucket_of, bucket_value, weighted_quantile, MAX_BUCKET};
 pub use error::{Error, Result};
 pub use event::{
-    parse_batch, parse_batch_with_limit, ConflictDetail, ConflictKind, ConflictResolution, ErrorKind, Network,
-    ParsedBatch, Rejection, SyncEvent, TelemetryLossReport, Trigger, MAX_BATCH_EVENTS, MAX_CONFLICT_DETAILS,
+    is_dimension_key, parse_batch, parse_batch_with_limit, ConflictDetail, ConflictKind, ConflictResolution, ErrorKind,
+    Network, ParsedBatch, Rejection, SyncEvent, TelemetryLossReport, Trigger, MAX_BATCH_EVENTS, MAX_CONFLICT_DETAILS,
     MAX_DIMENSIONS, MAX_DIMENSION_KEY_CHARS, MAX_DIMENSION_VALUE_CHARS, MAX_ENTITY_CHARS, MAX_ERROR_MESSAGE_CHARS,
     MIN_SAMPLE_RATE,
 };

@@ -83,6 +83,11 @@ pub const CLICKHOUSE: &[Migration] = &[
         name: "error fingerprint",
         sql: include_str!("../migrations/clickhouse/0013_error_fingerprint.sql"),
     },
+    Migration {
+        version: 14,
+        name: "project dimensions",
+        sql: include_str!("../migrations/clickhouse/0014_project_dimensions.sql"),
+    },
 ];
 
 /// SQLite migrations, in order.
@@ -115,6 +120,11 @@ pub const SQLITE: &[Migration] = &[
         version: 13,
         name: "error fingerprint",
         sql: include_str!("../migrations/sqlite/0013_error_fingerprint.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "project dimensions",
+        sql: include_str!("../migrations/sqlite/0014_project_dimensions.sql"),
     },
 ];
 

@@ -50,6 +50,21 @@ pub enum Error {
         /// The shard numbers (`system.clusters.shard_num`).
         shards: Vec<u32>,
     },
+    /// A project's declared dimension key breaks the contract's key rule.
+    #[error(
+        "dimension key {key:?} is not a lowercase identifier ([a-z][a-z0-9_]*) of at most {max} characters",
+        max = synchealth_schema::MAX_DIMENSION_KEY_CHARS
+    )]
+    InvalidDimensionKey {
+        /// The key as given.
+        key: String,
+    },
+    /// More declared dimensions than an event may carry.
+    #[error("a project declares at most {max} dimensions, got {count}", max = synchealth_schema::MAX_DIMENSIONS)]
+    TooManyDimensions {
+        /// How many distinct keys were given.
+        count: usize,
+    },
     /// A migration failed.
     #[error("migration {version} ({name}) failed: {reason}")]
     Migration {

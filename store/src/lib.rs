@@ -27,6 +27,7 @@ mod bucket_cache;
 mod clickhouse;
 mod device_runs;
 pub mod devices;
+pub mod dimensions;
 mod error;
 pub mod metrics;
 mod pieces;
@@ -176,6 +177,15 @@ pub trait Accounts: Send + Sync {
 
     /// Every user, by name.
     async fn users(&self) -> Result<Vec<User>>;
+
+    /// Declares the custom dimensions a project keeps, replacing its list
+    /// (empty: it keeps none). Keys follow the contract's key rule and there
+    /// are at most 8 ([`dimensions::declared_keys`]); otherwise nothing is
+    /// stored and the error names the key. The project need not exist.
+    async fn set_project_dimensions(&self, project: &ProjectName, keys: &[String]) -> Result<()>;
+
+    /// The dimension keys a project declared, sorted; empty when none.
+    async fn project_dimensions(&self, project: &ProjectName) -> Result<Vec<String>>;
 }
 
 /// Dashboard login sessions.

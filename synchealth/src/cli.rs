@@ -40,6 +40,23 @@ pub enum Command {
     /// Manage dashboard users: add, remove, passwd, list.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage projects: the custom dimensions each keeps.
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
+}
+
+/// Project administration (`synchealth projects ...`), on the configured store.
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// Show the custom dimensions a project keeps, or set them (replacing the list); events'
+    /// other dimensions are not stored. Running collectors apply a change within 5 s.
+    Dimensions {
+        /// The project.
+        name: String,
+        /// The keys to keep, comma-separated (`engine,plan,region`): at most 8, each
+        /// `[a-z][a-z0-9_]*` of at most 32 characters; `""` keeps none. Without it, shows the list.
+        keys: Option<String>,
+    },
 }
 
 /// Dashboard user administration (`synchealth users ...`), on the configured store.

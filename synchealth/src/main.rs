@@ -13,7 +13,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Admin commands print their answers; their logs stay quiet unless RUST_LOG asks.
-    let quiet = matches!(cli.command, Command::Keys(_) | Command::Users(_))
+    let quiet = matches!(cli.command, Command::Keys(_) | Command::Users(_) | Command::Projects(_))
         || matches!(&cli.command, Command::Alerts(a) if a.command.is_some());
     // Dropped when main returns, early or not: flushes exported traces.
     let _telemetry = telemetry::init(if quiet { "warn" } else { "info" })?;
@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Keys(command) => return synchealth::commands::keys::run(&settings, command).await,
         Command::Users(command) => return synchealth::commands::users::run(&settings, command).await,
+        Command::Projects(command) => return synchealth::commands::projects::run(&settings, command).await,
         Command::Up(up) => {
             demo_devices = up.demo.then_some(up.demo_devices);
             Roles::ALL

@@ -197,6 +197,14 @@ impl Accounts for Switchable {
     async fn users(&self) -> Result<Vec<User>> {
         self.inner.users().await
     }
+
+    async fn set_project_dimensions(&self, project: &ProjectName, keys: &[String]) -> Result<()> {
+        self.inner.set_project_dimensions(project, keys).await
+    }
+
+    async fn project_dimensions(&self, project: &ProjectName) -> Result<Vec<String>> {
+        self.inner.project_dimensions(project).await
+    }
 }
 
 #[async_trait]

@@ -1,6 +1,7 @@
-//! [`crate::Accounts`] for ClickHouse: projects, ingest keys and users, each
-//! a `ReplacingMergeTree(version)`: a write is a new row with a larger
-//! version, a delete is a tombstone row, and reads use `FINAL`.
+//! [`crate::Accounts`] for ClickHouse: projects, ingest keys, users and
+//! projects' declared dimensions, each a `ReplacingMergeTree(version)`: a
+//! write is a new row with a larger version, a delete is a tombstone row,
+//! and reads use `FINAL`.
 
 use async_trait::async_trait;
 use clickhouse::Row;
@@ -140,6 +141,38 @@ impl crate::Accounts for ClickHouseStore {
             })
             .collect()
     }
+
+    #[tracing::instrument(skip_all, fields(project = %project))]
+    async fn set_project_dimensions(&self, project: &ProjectName, keys: &[String]) -> Result<()> {
+        // The whole list in one row: the newest version replaces the list at
+        // once, an empty one included (it declares none).
+        let row = ProjectDimensionsRow {
+            project: project.as_str().to_string(),
+            dimension_keys: crate::dimensions::declared_keys(keys)?,
+            version: self.next_row_version(),
+        };
+        self.insert_control("project_dimensions", &row).await
+    }
+
+    #[tracing::instrument(skip_all, fields(project = %project))]
+    async fn project_dimensions(&self, project: &ProjectName) -> Result<Vec<String>> {
+        let keys = self
+            .client
+            .query("SELECT dimension_keys FROM project_dimensions FINAL WHERE project = ?")
+            .bind(project.as_str())
+            .fetch_optional::<Vec<String>>()
+            .await?;
+        let mut keys = keys.unwrap_or_default();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct ProjectDimensionsRow {
+    project: String,
+    dimension_keys: Vec<String>,
+    version: u64,
 }
 
 #[derive(Row, Serialize, Deserialize)]

@@ -401,7 +401,11 @@ mod tests {
         // The columns migrations 0008 and 0012 add with ALTER are created
         // with the table, in migration order.
         assert!(out[0].contains("device_id String,\n    insert_id UInt64,\n    queue_oldest_at_ms"), "{}", out[0]);
-        assert!(out[0].contains(",\n    dimension_values Array(String)) ENGINE"), "{}", out[0]);
+        assert!(
+            out[0].contains(",\n    dimension_values Array(String),\n    error_fingerprint String) ENGINE"),
+            "{}",
+            out[0]
+        );
         assert_eq!(
             out[1],
             "CREATE TABLE IF NOT EXISTS `db`.events ON CLUSTER `c` AS `db`.events_local \
@@ -419,6 +423,28 @@ mod tests {
                   ReplicatedReplacingMergeTree('/clickhouse/tables/all/db/projects', '{shard}-{replica}', version)\n\
                   ORDER BY name"
                 .to_string()]
+        );
+    }
+
+    #[test]
+    fn the_declared_dimensions_of_projects_are_replicated_to_every_node() {
+        let migration = migrations::CLICKHOUSE.iter().find(|m| m.version == 14).unwrap();
+        let statements = migration.statements();
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        let out = rewrite(&statements[0].replace("{db}", "`db`"));
+        assert_eq!(out.len(), 1, "one table, no Distributed one over it: {out:?}");
+        assert!(
+            out[0].starts_with("CREATE TABLE IF NOT EXISTS `db`.project_dimensions ON CLUSTER `c` ("),
+            "{}",
+            out[0]
+        );
+        assert!(
+            out[0].contains(
+                "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/db/project_dimensions', \
+                 '{shard}-{replica}', version)\nORDER BY project"
+            ),
+            "{}",
+            out[0]
         );
     }
 
@@ -468,7 +494,8 @@ mod tests {
         }
         // The columns added by ALTER so far (events.insert_id, 0008,
         // ingest_keys.allowed_origins, 0009, and the conflict details, queue
-        // times and dimensions of events, 0012), folded into their tables; a
+        // times and dimensions of events, 0012, and their error fingerprint,
+        // 0013), folded into their tables; a
         // cluster made before such a migration would not get it (module doc).
         let added = added_columns();
         assert_eq!(added.len(), 2, "{added:?}");
@@ -485,7 +512,8 @@ mod tests {
                 "conflict_resolution",
                 "conflict_count",
                 "dimension_keys",
-                "dimension_values"
+                "dimension_values",
+                "error_fingerprint"
             ],
             "{added:?}"
         );

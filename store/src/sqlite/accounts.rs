@@ -1,6 +1,6 @@
-//! Projects, ingest keys and dashboard users on SQLite ([`crate::Accounts`]):
-//! plain tables with primary keys and upserts. A key is stored as its hash,
-//! never the key.
+//! Projects, ingest keys, dashboard users and projects' declared dimensions
+//! on SQLite ([`crate::Accounts`]): plain tables with primary keys and
+//! upserts. A key is stored as its hash, never the key.
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
@@ -176,6 +176,39 @@ impl crate::Accounts for SqliteStore {
                 users.push(User { username, password_hash: row.get(1)?, admin: row.get(2)?, projects });
             }
             Ok(users)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", %project))]
+    async fn set_project_dimensions(&self, project: &ProjectName, keys: &[String]) -> Result<()> {
+        let keys = serde_json::Value::from(crate::dimensions::declared_keys(keys)?).to_string();
+        let project = project.as_str().to_string();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO project_dimensions (project, dimension_keys) VALUES (?1, ?2)
+                 ON CONFLICT (project) DO UPDATE SET dimension_keys = excluded.dimension_keys",
+            )?
+            .execute(params![project, keys])?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(store = "sqlite", %project))]
+    async fn project_dimensions(&self, project: &ProjectName) -> Result<Vec<String>> {
+        let project = project.as_str().to_string();
+        self.read(move |conn| {
+            let keys: Option<String> = conn
+                .prepare_cached("SELECT dimension_keys FROM project_dimensions WHERE project = ?1")?
+                .query_row([&project], |row| row.get(0))
+                .optional()?;
+            let Some(keys) = keys else { return Ok(Vec::new()) };
+            let mut keys: Vec<String> = serde_json::from_str(&keys)
+                .map_err(|e| Error::Corrupt(format!("dimensions of project {project}: {e}")))?;
+            // Written sorted; sorted again so a hand-edited row reads the same.
+            keys.sort();
+            Ok(keys)
         })
         .await
     }

@@ -10,6 +10,7 @@ mod cluster;
 mod conformance;
 mod current_hour;
 mod devices;
+mod dimensions;
 mod exactly_once;
 mod extremes;
 mod rollups;

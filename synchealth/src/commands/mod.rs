@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod keys;
+pub mod projects;
 pub mod users;
 
 /// A fresh, migrated embedded store in a temporary directory, for the

@@ -9,6 +9,7 @@ mod cluster;
 mod collector_limits;
 mod connections;
 mod dashboard_api;
+mod dimensions;
 mod durability;
 mod exactly_once;
 mod helpers;
