@@ -61,10 +61,14 @@ pub(crate) struct SummaryResponse {
     window: Window,
     #[serde(flatten)]
     summary: Summary,
-    /// Conflicts by kind and resolution (`synchealth_store::signals`).
-    conflicts: SummaryConflicts,
-    /// Each device's latest queue lag: percentiles and the share behind.
-    queue_lag_ms: QueueLagSummary,
+    /// Conflicts by kind and resolution (`synchealth_store::signals`), with
+    /// `include=conflicts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conflicts: Option<SummaryConflicts>,
+    /// Each device's latest queue lag: percentiles and the share behind,
+    /// with `include=queue_lag`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_lag_ms: Option<QueueLagSummary>,
 }
 
 /// The conflicts part of a summary.
@@ -80,28 +84,78 @@ pub(crate) struct SummaryConflicts {
     by_resolution: std::collections::BTreeMap<String, f64>,
 }
 
-/// `GET /api/v1/summary`: every metric over the window.
+/// `include`: the summary's optional sections, comma-separated:
+/// `conflicts`, `queue_lag` (both: `signals`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Include {
+    conflicts: bool,
+    queue_lag: bool,
+}
+
+impl crate::params::ParamValue for Include {
+    const NAME: &'static str = "include";
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut include = Include::default();
+        for part in text.split(',').map(str::trim) {
+            match part {
+                "conflicts" => include.conflicts = true,
+                "queue_lag" => include.queue_lag = true,
+                "signals" => include = Include { conflicts: true, queue_lag: true },
+                other => return Err(format!("{other:?} is not a section: conflicts, queue_lag or signals")),
+            }
+        }
+        Ok(include)
+    }
+}
+
+/// Parameters of `/api/v1/summary` besides the window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct SummaryParams {
+    /// Optional sections (default none).
+    #[serde(deserialize_with = "param")]
+    include: Option<Include>,
+}
+
+/// `GET /api/v1/summary`: every metric over the window, and with `include`
+/// the conflicts and queue-lag sections. Those are opt-in because they read
+/// the window's events rather than rollups (README, "JSON API"): at ten
+/// million events a day they cost seconds, where the rest costs tens of ms.
 pub(crate) async fn summary(
     State(state): State<DashboardState>,
     user: CurrentUser,
     Params(window): Params<QueryParams>,
+    Params(params): Params<SummaryParams>,
 ) -> Result<Json<SummaryResponse>, AppError> {
     let query = window.to_query(&user, OffsetDateTime::now_utc())?;
+    let include = params.include.unwrap_or_default();
     // One bucket as wide as any window: the whole window's conflicts.
     let (groups, conflicts, lags) = tokio::try_join!(
-        state.store.aggregate(&query, Grouping::Total),
-        state.store.conflicts(&query, u32::MAX, 0),
-        state.store.queue_lags(&query),
+        async { state.store.aggregate(&query, Grouping::Total).await.map_err(AppError::from) },
+        async {
+            match include.conflicts {
+                true => state.store.conflicts(&query, u32::MAX, 0).await.map(Some).map_err(AppError::from),
+                false => Ok(None),
+            }
+        },
+        async {
+            match include.queue_lag {
+                true => state.store.queue_lags(&query).await.map(Some).map_err(AppError::from),
+                false => Ok(None),
+            }
+        },
     )?;
     let summary = groups.first().map(|(_, a)| Summary::from_aggregate(a)).unwrap_or_default();
-    let (by_kind, by_resolution) = signals::totals(&conflicts);
-    let conflicts = SummaryConflicts {
-        count: conflicts.total(),
-        overwrite_share: conflicts.overwrite_share(),
-        by_kind,
-        by_resolution,
-    };
-    let queue_lag_ms = lags.summary(DEFAULT_QUEUE_LAG_THRESHOLD_MS);
+    let conflicts = conflicts.map(|conflicts| {
+        let (by_kind, by_resolution) = signals::totals(&conflicts);
+        SummaryConflicts {
+            count: conflicts.total(),
+            overwrite_share: conflicts.overwrite_share(),
+            by_kind,
+            by_resolution,
+        }
+    });
+    let queue_lag_ms = lags.map(|lags| lags.summary(DEFAULT_QUEUE_LAG_THRESHOLD_MS));
     Ok(Json(SummaryResponse { window: Window::of(&query), summary, conflicts, queue_lag_ms }))
 }
 

@@ -42,7 +42,7 @@ const DEFAULT_WINDOW_MS: i64 = 3600 * 1000;
 const MAX_WINDOW_MS: i64 = 90 * 24 * 3600 * 1000;
 
 /// Every URL parameter a [`ParamValue`] is named after.
-pub(crate) const PARAMETERS: [&str; 19] = [
+pub(crate) const PARAMETERS: [&str; 20] = [
     "project",
     "range",
     "from",
@@ -62,6 +62,7 @@ pub(crate) const PARAMETERS: [&str; 19] = [
     "format",
     "step",
     "metric",
+    "include",
 ];
 
 /// Separates the parameter's name from the reason in a serde message.

@@ -126,6 +126,11 @@ pub const SQLITE: &[Migration] = &[
         name: "project dimensions",
         sql: include_str!("../migrations/sqlite/0014_project_dimensions.sql"),
     },
+    Migration {
+        version: 15,
+        name: "signal indexes",
+        sql: include_str!("../migrations/sqlite/0015_signal_indexes.sql"),
+    },
 ];
 
 #[cfg(test)]

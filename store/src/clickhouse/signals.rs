@@ -297,8 +297,7 @@ impl crate::Signals for ClickHouseStore {
         let sql = read(
             query,
             "argMax(if(isNull(queue_lag_ms), if(queue_depth = 0, toInt64(0), toInt64(-1)), \
-             toInt64(assumeNotNull(queue_lag_ms))), concat(hex(bitXor(toUInt64(event_time_ms), \
-             9223372036854775808)), toString(event_id))) AS lag",
+             toInt64(assumeNotNull(queue_lag_ms))), (event_time_ms, toString(event_id))) AS lag",
             "",
             "1",
             "GROUP BY device_id",

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::sql::bound_query;
 use super::SqliteStore;
@@ -77,22 +77,11 @@ impl crate::Signals for SqliteStore {
 
     async fn queue_lags(&self, query: &Query) -> Result<QueueLags> {
         let params = params(query, 1);
+        let (from, to) = (query.from_ms, query.to_ms);
         self.read(move |conn| {
-            // The latest event per device breaks time ties on the event id's text, as every read does.
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT lag FROM (SELECT CASE WHEN queue_lag_ms IS NOT NULL THEN queue_lag_ms \
-                 WHEN queue_depth = 0 THEN 0 ELSE -1 END AS lag, ROW_NUMBER() OVER (PARTITION BY device_id \
-                 ORDER BY event_time_ms DESC, event_id DESC) AS latest FROM events WHERE {WINDOW}) WHERE latest = 1"
-            ))?;
-            let mut rows = bound_query(&mut stmt, &params)?;
-            let mut out = QueueLags::default();
-            while let Some(row) = rows.next()? {
-                out.devices += 1;
-                if let Ok(lag) = u64::try_from(row.get::<_, i64>(0)?) {
-                    out.lags_ms.push(lag);
-                }
-            }
-            out.lags_ms.sort_unstable();
+            let snapshot = conn.unchecked_transaction()?;
+            let out = queue_lags(&snapshot, &params, from, to)?;
+            snapshot.commit()?;
             Ok(out)
         })
         .await
@@ -103,8 +92,8 @@ fn conflicts(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<
     let mut out = ConflictAggregate::default();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {BUCKET} AS b, json_extract(d.value, '$.kind') AS k, json_extract(d.value, '$.resolution') AS r, \
-         SUM(weight * json_extract(d.value, '$.count')) FROM events, json_each(events.conflict_details) AS d \
-         WHERE {WINDOW} AND conflict_details IS NOT NULL GROUP BY b, k, r"
+         SUM(weight * json_extract(d.value, '$.count')) FROM events INDEXED BY events_conflicted, json_each(events.conflict_details) AS d \
+         WHERE {WINDOW} AND conflicts > 0 AND conflict_details IS NOT NULL GROUP BY b, k, r"
     ))?;
     let mut rows = bound_query(&mut stmt, params)?;
     while let Some(row) = rows.next()? {
@@ -119,7 +108,7 @@ fn conflicts(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT b, SUM(weight * rest) FROM (SELECT {BUCKET} AS b, weight, conflicts - COALESCE((SELECT \
          SUM(json_extract(d.value, '$.count')) FROM json_each(events.conflict_details) AS d), 0) AS rest \
-         FROM events WHERE {WINDOW} AND conflicts > 0) WHERE rest > 0 GROUP BY b"
+         FROM events INDEXED BY events_conflicted WHERE {WINDOW} AND conflicts > 0) WHERE rest > 0 GROUP BY b"
     ))?;
     let mut rows = bound_query(&mut stmt, params)?;
     while let Some(row) = rows.next()? {
@@ -136,7 +125,7 @@ fn conflicts(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<
          SELECT event_id, weight, device_id, json_extract(d.value, '$.entity') AS entity, \
          SUM(json_extract(d.value, '$.count')) AS n, SUM(CASE WHEN json_extract(d.value, '$.resolution') \
          IN ({overwriting}) THEN json_extract(d.value, '$.count') ELSE 0 END) AS o \
-         FROM events, json_each(events.conflict_details) AS d WHERE {WINDOW} AND conflict_details IS NOT NULL \
+         FROM events INDEXED BY events_conflicted, json_each(events.conflict_details) AS d WHERE {WINDOW} AND conflicts > 0 AND conflict_details IS NOT NULL \
          GROUP BY event_id, entity) GROUP BY entity"
     ))?;
     let mut rows = bound_query(&mut stmt, params)?;
@@ -158,7 +147,7 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
     let mut out = ErrorAggregate::default();
     let failed = format!("{WINDOW} AND success = 0");
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT COALESCE(error_kind, ''), SUM(weight), COUNT(*), COUNT(DISTINCT device_id) FROM events \
+        "SELECT COALESCE(error_kind, ''), SUM(weight), COUNT(*), COUNT(DISTINCT device_id) FROM events INDEXED BY events_failed \
          WHERE {failed} GROUP BY 1"
     ))?;
     let mut rows = bound_query(&mut stmt, params)?;
@@ -174,7 +163,7 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
     // SQLite gives a bare column the row of the group's single max().
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), SUM(weight), COUNT(*), \
-         COUNT(DISTINCT device_id), MIN(event_time_ms) FROM events WHERE {failed} GROUP BY 1, 2"
+         COUNT(DISTINCT device_id), MIN(event_time_ms) FROM events INDEXED BY events_failed WHERE {failed} GROUP BY 1, 2"
     ))?;
     let mut rows = bound_query(&mut stmt, params)?;
     while let Some(row) = rows.next()? {
@@ -213,7 +202,7 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
     };
     let mut stmt = conn.prepare(&format!(
         "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), MAX(event_time_ms), \
-         COALESCE(error_message, '') FROM events WHERE {chosen_sql} GROUP BY 1, 2"
+         COALESCE(error_message, '') FROM events INDEXED BY events_failed WHERE {chosen_sql} GROUP BY 1, 2"
     ))?;
     let mut rows = bound_query(&mut stmt, &chosen)?;
     while let Some(row) = rows.next()? {
@@ -224,7 +213,7 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
         }
     }
     let mut stmt = conn.prepare(&format!(
-        "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), app_version, SUM(weight) FROM events \
+        "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), app_version, SUM(weight) FROM events INDEXED BY events_failed \
          WHERE {chosen_sql} GROUP BY 1, 2, 3"
     ))?;
     let mut rows = bound_query(&mut stmt, &chosen)?;
@@ -235,7 +224,7 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
         }
     }
     let mut stmt = conn.prepare(&format!(
-        "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), {BUCKET} AS b, SUM(weight) FROM events \
+        "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), {BUCKET} AS b, SUM(weight) FROM events INDEXED BY events_failed \
          WHERE {chosen_sql} GROUP BY 1, 2, 3"
     ))?;
     let mut rows = bound_query(&mut stmt, &chosen)?;
@@ -249,5 +238,65 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
         group.releases.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         group.series.sort_by_key(|(bucket, _)| *bucket);
     }
+    Ok(out)
+}
+
+/// Each device's latest event in `[from, to)` is found without reading the
+/// window's events: the whole hours' latest per device and segment are in
+/// `device_segment_hour` (`device_state.rs`, filtered like `events`), the
+/// partial hours at the edges come from `events`; then only the latest
+/// events themselves are read, by their key, for their lag. The latest is
+/// the greatest `(time, event id text)`, as everywhere.
+fn queue_lags(conn: &Connection, params: &[(&str, Value)], from: i64, to: i64) -> Result<QueueLags> {
+    use std::collections::HashMap;
+    let mut latest: HashMap<String, (i64, String)> = HashMap::new();
+    let mut offer = |device: String, time: i64, id: String| {
+        let slot = latest.entry(device).or_insert((i64::MIN, String::new()));
+        if (time, id.as_str()) > (slot.0, slot.1.as_str()) {
+            *slot = (time, id);
+        }
+    };
+    let (whole, edges) = crate::pieces::split(from, to, crate::pieces::HOUR_MS);
+    if let Some((first, last)) = whole {
+        let mut stmt = conn.prepare_cached(
+            "SELECT device_id, latest_time_ms, latest_event_id FROM device_segment_hour \
+             WHERE project = :project AND hour >= :first AND hour < :last \
+             AND (:app_version IS NULL OR app_version = :app_version) AND (:os IS NULL OR os = :os) \
+             AND (:network IS NULL OR network = :network)",
+        )?;
+        let mut hours = params.to_vec();
+        hours.push((":first", Value::Integer(first / 1000)));
+        hours.push((":last", Value::Integer(last / 1000)));
+        let mut rows = bound_query(&mut stmt, &hours)?;
+        while let Some(row) = rows.next()? {
+            offer(row.get(0)?, row.get(1)?, row.get(2)?);
+        }
+    }
+    for (edge_from, edge_to) in edges {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT device_id, event_time_ms, event_id FROM events WHERE {}",
+            WINDOW.replace(":from", ":edge_from").replace(":to", ":edge_to")
+        ))?;
+        let mut edge = params.to_vec();
+        edge.push((":edge_from", Value::Integer(edge_from)));
+        edge.push((":edge_to", Value::Integer(edge_to)));
+        let mut rows = bound_query(&mut stmt, &edge)?;
+        while let Some(row) = rows.next()? {
+            offer(row.get(0)?, row.get(1)?, row.get(2)?);
+        }
+    }
+    let project = params.iter().find(|(n, _)| *n == ":project").map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+    let mut stmt = conn.prepare_cached(
+        "SELECT CASE WHEN queue_lag_ms IS NOT NULL THEN queue_lag_ms WHEN queue_depth = 0 THEN 0 ELSE -1 END \
+         FROM events WHERE project = ?1 AND event_id = ?2",
+    )?;
+    let mut out = QueueLags { devices: latest.len() as u64, lags_ms: Vec::new() };
+    for (_, id) in latest.values() {
+        let lag: Option<i64> = stmt.query_row(rusqlite::params![project, id], |row| row.get(0)).optional()?;
+        if let Some(lag) = lag.and_then(|l| u64::try_from(l).ok()) {
+            out.lags_ms.push(lag);
+        }
+    }
+    out.lags_ms.sort_unstable();
     Ok(out)
 }

@@ -341,7 +341,9 @@ async fn conflicts_and_errors_answer_what_the_posted_events_say(backend: Backend
         "no message"
     );
 
-    let summary = get_json(&app, "/api/v1/summary?range=1h").await;
+    let plain = get_json(&app, "/api/v1/summary?range=1h").await;
+    assert!(plain.get("conflicts").is_none() && plain.get("queue_lag_ms").is_none(), "opt-in sections: {plain}");
+    let summary = get_json(&app, "/api/v1/summary?range=1h&include=conflicts,queue_lag").await;
     assert_eq!(summary["conflicts"]["count"], 12.0, "{summary}");
     assert_eq!(summary["conflicts"]["overwrite_share"], 0.7);
     assert_eq!(summary["conflicts"]["by_resolution"]["last_write_wins"], 7.0);
@@ -353,7 +355,11 @@ async fn conflicts_and_errors_answer_what_the_posted_events_say(backend: Backend
     assert_eq!(lag["over_threshold_share"].as_f64(), Some(1.0 / 3.0));
     assert_eq!(lag["threshold_ms"], 300_000);
 
-    for (path, parameter) in [("/api/v1/conflicts?limit=0", "limit"), ("/api/v1/errors?step=1&range=7d", "step")] {
+    for (path, parameter) in [
+        ("/api/v1/summary?include=everything", "include"),
+        ("/api/v1/conflicts?limit=0", "limit"),
+        ("/api/v1/errors?step=1&range=7d", "step"),
+    ] {
         let response = get(&app, path).await;
         assert_eq!(response.status(), 400, "{path}");
         let body: Value = response.json().await.unwrap();
