@@ -212,33 +212,46 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
             out.groups[i].example = row.get(3)?;
         }
     }
-    let mut stmt = conn.prepare(&format!(
-        "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), app_version, SUM(weight) FROM events INDEXED BY events_failed \
-         WHERE {chosen_sql} GROUP BY 1, 2, 3"
-    ))?;
-    let mut rows = bound_query(&mut stmt, &chosen)?;
-    while let Some(row) = rows.next()? {
-        let (kind, fingerprint): (String, String) = (row.get(0)?, row.get(1)?);
-        if let Some(i) = index(&kind, &fingerprint, &out.groups) {
-            out.groups[i].releases.push((row.get(2)?, row.get(3)?));
-        }
-    }
-    let mut stmt = conn.prepare(&format!(
-        "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), {BUCKET} AS b, SUM(weight) FROM events INDEXED BY events_failed \
-         WHERE {chosen_sql} GROUP BY 1, 2, 3"
-    ))?;
-    let mut rows = bound_query(&mut stmt, &chosen)?;
-    while let Some(row) = rows.next()? {
-        let (kind, fingerprint): (String, String) = (row.get(0)?, row.get(1)?);
-        if let Some(i) = index(&kind, &fingerprint, &out.groups) {
-            out.groups[i].series.push((row.get(2)?, row.get(3)?));
-        }
-    }
+    split_groups(conn, &chosen_sql, &chosen, "app_version", &mut out.groups, |group, row| {
+        group.releases.push((row.get(2)?, row.get(3)?));
+        Ok(())
+    })?;
+    split_groups(conn, &chosen_sql, &chosen, BUCKET, &mut out.groups, |group, row| {
+        group.series.push((row.get(2)?, row.get(3)?));
+        Ok(())
+    })?;
     for group in &mut out.groups {
         group.releases.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         group.series.sort_by_key(|(bucket, _)| *bucket);
     }
     Ok(out)
+}
+
+/// The chosen groups' failed attempts split by `by` (a column or
+/// [`BUCKET`]): each `(kind, fingerprint, by, attempts)` row handed to `add`
+/// with its group.
+fn split_groups(
+    conn: &Connection,
+    chosen_sql: &str,
+    chosen: &[(&str, Value)],
+    by: &str,
+    groups: &mut [ErrorGroup],
+    add: impl Fn(&mut ErrorGroup, &rusqlite::Row<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), {by} AS b, SUM(weight) \
+         FROM events INDEXED BY events_failed WHERE {chosen_sql} GROUP BY 1, 2, 3"
+    ))?;
+    let mut rows = bound_query(&mut stmt, chosen)?;
+    while let Some(row) = rows.next()? {
+        let (kind, fingerprint): (String, String) = (row.get(0)?, row.get(1)?);
+        let found =
+            groups.iter_mut().find(|g| g.kind.as_deref().unwrap_or_default() == kind && g.fingerprint == fingerprint);
+        if let Some(group) = found {
+            add(group, row)?;
+        }
+    }
+    Ok(())
 }
 
 /// Each device's latest event in `[from, to)` is found without reading the

@@ -685,7 +685,7 @@ mod tests {
         assert_eq!(settings.retention_days, 3);
         assert_eq!(settings.clickhouse.url.as_deref(), Some("http://127.0.0.1:8123"));
         assert_eq!(settings.clickhouse.database, "synchealth");
-        assert_eq!(settings.alerts.rules.len(), 3, "the shipped default rules stay when the file names none");
+        assert_eq!(settings.alerts.rules, Rule::defaults(), "the shipped default rules stay when the file names none");
     }
 
     #[test]

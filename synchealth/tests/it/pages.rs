@@ -869,15 +869,7 @@ async fn the_conflicts_page_shows_kinds_resolutions_and_top_entities(backend: Ba
     assert_eq!(status, 200, "{segments}");
     let json_href = href_starting(&body, "/api/v1/conflicts?");
     assert_eq!(json_href, "/api/v1/conflicts?range=1h");
-    let json: Value = no_redirects()
-        .get(format!("{}{json_href}", app.address))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = json_with_cookie(&app.address, &cookie, &json_href).await;
     assert_eq!(json["conflicts"], f64::from(total));
 
     // An empty window says so instead of showing empty tables.
@@ -1010,19 +1002,16 @@ async fn the_errors_page_groups_messages_by_fingerprint_and_escapes_them(backend
     // The JSON link keeps the window and the step, and says the same.
     let json_href = href_starting(&body, "/api/v1/errors?");
     assert_eq!(json_href, "/api/v1/errors?range=1h&step=300");
-    let json: Value = no_redirects()
-        .get(format!("{}{json_href}", app.address))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = json_with_cookie(&app.address, &cookie, &json_href).await;
     assert_eq!(json["failed_attempts"], n);
 
     let (status, body) = page(&app.address, &cookie, "/errors?from=2021-01-01T00:00&to=2021-01-01T01:00").await;
     assert_eq!(status, 200);
     assert!(body.contains("No failed attempts in this window"), "{body}");
     assert!(!body.contains("id=\"error-groups\""));
+}
+
+/// The JSON at `href`, fetched with the page's session cookie.
+async fn json_with_cookie(address: &str, cookie: &str, href: &str) -> Value {
+    no_redirects().get(format!("{address}{href}")).header(COOKIE, cookie).send().await.unwrap().json().await.unwrap()
 }
