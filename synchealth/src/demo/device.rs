@@ -290,8 +290,9 @@ impl DeviceState {
             bytes_down: records_down * rng.gen_range(200..2_000),
             sample_rate: 1.0,
             conflict_details,
-            // Set by the probe from `Probe::set_queue`.
-            queue_oldest_at: None,
+            // `Probe::record` sends the event's own (bounded by the probe);
+            // `Probe::set_queue` feeds only attempts made through the probe.
+            queue_oldest_at: self.pending_since,
             dimensions: Default::default(),
         };
         let queue_oldest_at = self.pending_since.map(std::time::SystemTime::from);
