@@ -273,7 +273,10 @@ impl crate::Signals for ClickHouseStore {
             releases.query(&self.reader).fetch_all::<SplitRow>(),
             series.query(&self.reader).fetch_all::<SplitRow>(),
         )?;
-        let index = |row: &SplitRow| keys.iter().position(|k| *k == format!("{}\u{0}{}", row.k, row.f));
+        let index = |row: &SplitRow| {
+            let key = format!("{}\u{0}{}", row.k, row.f);
+            keys.iter().position(|k| *k == key)
+        };
         for row in releases {
             if let Some(i) = index(&row) {
                 out.groups[i].releases.push((row.by, row.attempts));

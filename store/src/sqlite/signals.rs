@@ -197,9 +197,6 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
         "{failed} AND (COALESCE(error_kind, ''), COALESCE(error_fingerprint, '')) IN (VALUES {})",
         pairs.join(", ")
     );
-    let index = |kind: &str, fingerprint: &str, groups: &[ErrorGroup]| {
-        groups.iter().position(|g| g.kind.as_deref().unwrap_or_default() == kind && g.fingerprint == fingerprint)
-    };
     let mut stmt = conn.prepare(&format!(
         "SELECT COALESCE(error_kind, ''), COALESCE(error_fingerprint, ''), MAX(event_time_ms), \
          COALESCE(error_message, '') FROM events INDEXED BY events_failed WHERE {chosen_sql} GROUP BY 1, 2"
@@ -207,7 +204,7 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
     let mut rows = bound_query(&mut stmt, &chosen)?;
     while let Some(row) = rows.next()? {
         let (kind, fingerprint): (String, String) = (row.get(0)?, row.get(1)?);
-        if let Some(i) = index(&kind, &fingerprint, &out.groups) {
+        if let Some(i) = group_of(&out.groups, &kind, &fingerprint) {
             out.groups[i].last_seen_ms = row.get(2)?;
             out.groups[i].example = row.get(3)?;
         }
@@ -225,6 +222,11 @@ fn errors(conn: &Connection, params: &[(&str, Value)], limit: u32) -> Result<Err
         group.series.sort_by_key(|(bucket, _)| *bucket);
     }
     Ok(out)
+}
+
+/// The index of the group of `(kind, fingerprint)`, kind `""` for none.
+fn group_of(groups: &[ErrorGroup], kind: &str, fingerprint: &str) -> Option<usize> {
+    groups.iter().position(|g| g.kind.as_deref().unwrap_or_default() == kind && g.fingerprint == fingerprint)
 }
 
 /// The chosen groups' failed attempts split by `by` (a column or
@@ -245,10 +247,8 @@ fn split_groups(
     let mut rows = bound_query(&mut stmt, chosen)?;
     while let Some(row) = rows.next()? {
         let (kind, fingerprint): (String, String) = (row.get(0)?, row.get(1)?);
-        let found =
-            groups.iter_mut().find(|g| g.kind.as_deref().unwrap_or_default() == kind && g.fingerprint == fingerprint);
-        if let Some(group) = found {
-            add(group, row)?;
+        if let Some(i) = group_of(groups, &kind, &fingerprint) {
+            add(&mut groups[i], row)?;
         }
     }
     Ok(())
